@@ -1,0 +1,37 @@
+//! One file per differentiable op: the method on [`Var`](crate::Var) that computes the value, the
+//! `Backward` rule it records, and its tests (a hand-computed case and a gradient check).
+
+mod unary;
+
+mod abs;
+mod add;
+mod bce_with_logits;
+mod clamp;
+mod concat;
+mod cross_entropy;
+mod div;
+mod elu;
+mod exp;
+mod l1;
+mod leaky_relu;
+mod ln;
+mod log_softmax;
+mod matmul;
+mod max_min;
+mod mean;
+mod mse;
+mod mul;
+mod narrow;
+mod neg;
+mod nll;
+mod permute;
+mod powf;
+mod relu;
+mod reshape;
+mod scalar;
+mod sigmoid;
+mod softmax;
+mod sqrt;
+mod sub;
+mod sum;
+mod tanh;

@@ -1,0 +1,54 @@
+//! The shared machinery of elementwise unary ops: apply `f`, and on the way back multiply the
+//! incoming gradient by `f'(x)`, expressed through the input `x` and the output `y`.
+
+use std::fmt;
+
+use crate::autograd::tape::Backward;
+use crate::autograd::var::Var;
+use crate::tensor::Tensor;
+
+/// Backward of an elementwise op: `grad_input = grad_output ⊙ derivative(x, y)`.
+struct UnaryBackward<D> {
+    name: &'static str,
+    input: Tensor,
+    output: Tensor,
+    derivative: D,
+}
+
+impl<D> fmt::Debug for UnaryBackward<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.name, self.input.shape())
+    }
+}
+
+impl<D: Fn(f32, f32) -> f32 + Sync + Send> Backward for UnaryBackward<D> {
+    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        let (x, y) = (self.input.as_slice(), self.output.as_slice());
+        let mut grad = grad_output.clone();
+        for ((g, &x), &y) in grad.as_slice_mut().iter_mut().zip(x).zip(y) {
+            *g *= (self.derivative)(x, y);
+        }
+        vec![Some(grad)]
+    }
+}
+
+/// Records `y = f(x)` elementwise, with `dy/dx = derivative(x, y)`.
+pub(crate) fn unary<'t>(
+    input: Var<'t>,
+    name: &'static str,
+    f: impl Fn(f32) -> f32 + Sync + Send,
+    derivative: impl Fn(f32, f32) -> f32 + Sync + Send + 'static,
+) -> Var<'t> {
+    let x = input.value();
+    let y = x.map(f);
+    input.tape().record(
+        y.clone(),
+        &[input],
+        UnaryBackward {
+            name,
+            input: x,
+            output: y,
+            derivative,
+        },
+    )
+}

@@ -1,0 +1,358 @@
+//! `Tape`: the arena (Wengert list) that records one step's operations, and `Mode`.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::param::{Param, ParamId};
+use super::var::Var;
+use crate::tensor::Tensor;
+use crate::tensor::check::contract_violation;
+
+/// Whether a tape records for training or only evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Records every op for a backward pass; dropout drops and batch norm uses batch statistics.
+    Train,
+    /// Stores values only; dropout is the identity and batch norm uses running statistics.
+    Eval,
+}
+
+/// The local derivative rule of one recorded op.
+///
+/// An op saves what its backward needs (inputs, outputs, indices) in a struct implementing this
+/// trait and hands it to [`Tape::record`]. The engine calls [`Backward::backward`] once with the
+/// gradient of the op's output and receives the gradient of each input; it alone accumulates,
+/// and it sums over broadcast axes when a returned gradient has the output's shape rather than
+/// the input's.
+pub trait Backward: fmt::Debug {
+    /// Returns one entry per input, in the order given to [`Tape::record`]: the gradient of the
+    /// loss with respect to that input, or `None` where `needs_grad[i]` is false (the op may skip
+    /// that work, as conv2d does for its first layer's input).
+    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>>;
+}
+
+/// What a node is when nothing produced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaf {
+    /// Produced by an op, or a constant input.
+    No,
+    /// A trainable parameter read with [`Tape::param`].
+    Param(ParamId),
+    /// A leaf whose gradient the caller asked for with [`Tape::variable`].
+    Variable,
+}
+
+struct Node {
+    value: Tensor,
+    parents: Box<[usize]>,
+    backward: Option<Box<dyn Backward>>,
+    requires_grad: bool,
+    leaf: Leaf,
+}
+
+/// One step's record of operations: values, and how to differentiate them.
+///
+/// Nodes are appended in execution order, so walking the tape backwards is already a
+/// topological order. Dropping the tape frees the whole graph: make one per step.
+///
+/// # Examples
+///
+/// ```
+/// use striate::{Tape, Tensor};
+///
+/// let tape = Tape::training();
+/// let x = tape.variable(Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap());
+/// let y = (x * x).sum(); // y = Σ x²
+/// let grads = y.backward();
+/// assert_eq!(grads.wrt(x).unwrap().as_slice(), &[2.0, 4.0, 6.0]); // dy/dx = 2x
+/// ```
+///
+/// A `Var` cannot outlive its tape:
+///
+/// ```compile_fail
+/// use striate::{Tape, Tensor, Var};
+///
+/// let escaped: Var;
+/// {
+///     let tape = Tape::training();
+///     escaped = tape.input(Tensor::ones(&[2]));
+/// } // `tape` dropped here while still borrowed
+/// let _ = escaped.value();
+/// ```
+pub struct Tape {
+    nodes: RefCell<Vec<Node>>,
+    mode: Mode,
+    id: u64,
+    consumed: Cell<bool>,
+    rng: RefCell<StdRng>,
+}
+
+impl Tape {
+    fn new(mode: Mode, seed: Option<u64>) -> Tape {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        Tape {
+            nodes: RefCell::new(Vec::new()),
+            mode,
+            id,
+            consumed: Cell::new(false),
+            rng: RefCell::new(StdRng::seed_from_u64(seed.unwrap_or(id))),
+        }
+    }
+
+    /// A tape that records for a backward pass, in training mode. Its rng (used by dropout) is
+    /// seeded from a process-wide counter; use [`Tape::training_with_seed`] to fix it.
+    pub fn training() -> Tape {
+        Tape::new(Mode::Train, None)
+    }
+
+    /// A training tape whose rng starts from `seed`, so random ops (dropout) repeat exactly.
+    pub fn training_with_seed(seed: u64) -> Tape {
+        Tape::new(Mode::Train, Some(seed))
+    }
+
+    /// A tape that only evaluates: nothing is recorded for backward, and mode-dependent layers
+    /// (dropout, batch norm) behave as at inference.
+    pub fn inference() -> Tape {
+        Tape::new(Mode::Eval, None)
+    }
+
+    /// The tape's random number generator, for ops that draw (dropout masks).
+    ///
+    /// # Panics
+    ///
+    /// If it is already borrowed (an op must release it before recording).
+    pub fn rng(&self) -> RefMut<'_, StdRng> {
+        self.rng.borrow_mut()
+    }
+
+    /// The tape's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the tape records for training.
+    pub fn is_training(&self) -> bool {
+        self.mode == Mode::Train
+    }
+
+    /// A process-unique id, used to catch vars mixed across tapes.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// Whether nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, node: Node) -> Var<'_> {
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(node);
+        Var::new(self, nodes.len() - 1)
+    }
+
+    fn leaf(&self, value: Tensor, requires_grad: bool, leaf: Leaf) -> Var<'_> {
+        self.push(Node {
+            value,
+            parents: Box::new([]),
+            backward: None,
+            requires_grad: requires_grad && self.is_training(),
+            leaf,
+        })
+    }
+
+    /// A constant input (data, labels): no gradient flows into it.
+    pub fn input(&self, value: Tensor) -> Var<'_> {
+        self.leaf(value, false, Leaf::No)
+    }
+
+    /// A leaf whose gradient the backward pass reports through [`crate::Gradients::wrt`].
+    pub fn variable(&self, value: Tensor) -> Var<'_> {
+        self.leaf(value, true, Leaf::Variable)
+    }
+
+    /// A parameter's current value as a leaf. Shares the parameter's buffer; the gradient is
+    /// reported under the parameter's id unless the parameter is frozen.
+    pub fn param(&self, param: &Param) -> Var<'_> {
+        self.leaf(
+            param.value().clone(),
+            param.requires_grad(),
+            Leaf::Param(param.id()),
+        )
+    }
+
+    /// Appends the result of an op: its value, its inputs, and its derivative rule.
+    ///
+    /// On an inference tape, or when no input requires a gradient, the rule is dropped at once
+    /// (with whatever it saved) and only the value is kept.
+    ///
+    /// # Panics
+    ///
+    /// If an input belongs to another tape.
+    pub fn record<'t>(
+        &'t self,
+        value: Tensor,
+        inputs: &[Var<'t>],
+        backward: impl Backward + 'static,
+    ) -> Var<'t> {
+        for input in inputs {
+            if !std::ptr::eq(input.tape(), self) {
+                contract_violation(
+                    "record",
+                    format_args!("inputs of {backward:?} come from different tapes"),
+                    format_args!("tape {}, input's tape {}", self.id, input.tape().id()),
+                );
+            }
+        }
+        let requires_grad = self.is_training() && self.any_requires_grad(inputs);
+        let (parents, backward): (Box<[usize]>, Option<Box<dyn Backward>>) = if requires_grad {
+            (
+                inputs.iter().map(|v| v.node()).collect(),
+                Some(Box::new(backward)),
+            )
+        } else {
+            (Box::new([]), None)
+        };
+        self.push(Node {
+            value,
+            parents,
+            backward,
+            requires_grad,
+            leaf: Leaf::No,
+        })
+    }
+
+    /// Whether any of these vars needs a gradient; an op can test this before saving costly
+    /// intermediates for a backward pass that will not run.
+    pub fn any_requires_grad(&self, vars: &[Var<'_>]) -> bool {
+        let nodes = self.nodes.borrow();
+        vars.iter().any(|v| nodes[v.node()].requires_grad)
+    }
+
+    pub(crate) fn value(&self, node: usize) -> Tensor {
+        self.nodes.borrow()[node].value.clone()
+    }
+
+    pub(crate) fn shape(&self, node: usize) -> Vec<usize> {
+        self.nodes.borrow()[node].value.shape().to_vec()
+    }
+
+    pub(crate) fn requires_grad(&self, node: usize) -> bool {
+        self.nodes.borrow()[node].requires_grad
+    }
+
+    /// The backward engine: walks the tape once from `root` down, accumulating each node's
+    /// gradient from its consumers, freeing it once passed on, and collecting leaf gradients.
+    pub(crate) fn backward_from(&self, root: usize) -> super::Gradients {
+        if !self.is_training() {
+            contract_violation(
+                "backward",
+                "an inference tape records nothing to differentiate",
+                "build the step on Tape::training()",
+            );
+        }
+        if self.consumed.replace(true) {
+            contract_violation(
+                "backward",
+                "this tape's graph was consumed by an earlier backward",
+                "record the step again on a fresh tape",
+            );
+        }
+        let mut nodes = self.nodes.borrow_mut();
+        let root_shape = nodes[root].value.shape().to_vec();
+        if nodes[root].value.len() != 1 {
+            contract_violation(
+                "backward",
+                "the loss must hold exactly one element",
+                format_args!("loss {}", crate::tensor::check::shape_str(&root_shape)),
+            );
+        }
+        let mut gradients = super::Gradients::new(self.id);
+        let mut grads: Vec<Option<Tensor>> = vec![None; root + 1];
+        if nodes[root].requires_grad {
+            grads[root] = Some(Tensor::ones(&root_shape));
+        }
+        for index in (0..=root).rev() {
+            let Some(grad) = grads[index].take() else {
+                continue;
+            };
+            match nodes[index].leaf {
+                Leaf::Param(id) => gradients.accumulate_param(id, grad),
+                Leaf::Variable => gradients.insert_variable(index, grad),
+                Leaf::No => {
+                    // Taking the rule frees what it saved as soon as it has run.
+                    let Some(rule) = nodes[index].backward.take() else {
+                        continue;
+                    };
+                    let parents = nodes[index].parents.clone();
+                    let needs: Vec<bool> =
+                        parents.iter().map(|&p| nodes[p].requires_grad).collect();
+                    let local = rule.backward(&grad, &needs);
+                    debug_assert_eq!(
+                        local.len(),
+                        parents.len(),
+                        "{rule:?} returned a wrong number of gradients"
+                    );
+                    drop(rule);
+                    for ((&parent, needed), local) in parents.iter().zip(needs).zip(local) {
+                        let Some(local) = local.filter(|_| needed) else {
+                            continue;
+                        };
+                        let local = crate::tensor::broadcast::sum_to_shape(
+                            &local,
+                            nodes[parent].value.shape(),
+                        );
+                        match &mut grads[parent] {
+                            Some(existing) => existing.add_assign(&local),
+                            slot @ None => *slot = Some(local),
+                        }
+                    }
+                }
+            }
+        }
+        gradients
+    }
+
+    /// Prints one line per node: index, op, shape, parents (for debugging a graph).
+    pub fn dump(&self) -> String {
+        let nodes = self.nodes.borrow();
+        let mut out = String::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let op = match (&node.backward, node.leaf) {
+                (_, Leaf::Param(id)) => format!("param#{}", id.as_u64()),
+                (_, Leaf::Variable) => "variable".to_string(),
+                (Some(rule), _) => format!("{rule:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                (None, _) => "value".to_string(),
+            };
+            out.push_str(&format!(
+                "%{i} = {op} {:?} <- {:?}\n",
+                node.value.shape(),
+                node.parents
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Tape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tape")
+            .field("mode", &self.mode)
+            .field("nodes", &self.len())
+            .finish()
+    }
+}

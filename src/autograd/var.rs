@@ -1,0 +1,87 @@
+//! `Var<'t>`: a `Copy` handle to one value on a tape.
+
+use std::fmt;
+
+use super::gradients::Gradients;
+use super::tape::Tape;
+use crate::tensor::Tensor;
+
+/// A value recorded on a [`Tape`]: a tape reference and a node index, `Copy`, so expressions read
+/// like maths (`a * b + c`). The borrow checker keeps it from outliving its tape.
+///
+/// Operations are methods (`x.relu()`, `x.matmul(w)`) and operators (`+ - * /`, with other vars
+/// or with `f32`). Binary operators broadcast NumPy-style.
+#[derive(Clone, Copy)]
+pub struct Var<'t> {
+    tape: &'t Tape,
+    node: usize,
+}
+
+impl<'t> Var<'t> {
+    pub(crate) fn new(tape: &'t Tape, node: usize) -> Var<'t> {
+        Var { tape, node }
+    }
+
+    /// The tape this value lives on.
+    pub fn tape(&self) -> &'t Tape {
+        self.tape
+    }
+
+    /// The index of this value on its tape.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The value (an O(1) clone of the stored tensor).
+    pub fn value(&self) -> Tensor {
+        self.tape.value(self.node)
+    }
+
+    /// The value's shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.tape.shape(self.node)
+    }
+
+    /// The number of axes.
+    pub fn ndim(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// The single value of a one-element var, such as a loss.
+    ///
+    /// # Panics
+    ///
+    /// If the value does not have exactly one element.
+    pub fn item(&self) -> f32 {
+        self.value().item()
+    }
+
+    /// Whether a gradient will flow into this value.
+    pub fn requires_grad(&self) -> bool {
+        self.tape.requires_grad(self.node)
+    }
+
+    /// The same value as a new constant leaf: no gradient flows back through it.
+    pub fn detach(&self) -> Var<'t> {
+        self.tape.input(self.value())
+    }
+
+    /// Runs the backward pass from this one-element value (the loss) and returns the gradient
+    /// of every trainable parameter and variable it depends on.
+    ///
+    /// A tape supports one backward pass; its graph is freed as the pass goes.
+    ///
+    /// # Panics
+    ///
+    /// If the tape is an inference tape, if the value does not hold exactly one element, or if
+    /// the tape was already used for a backward pass.
+    pub fn backward(self) -> Gradients {
+        self.tape.backward_from(self.node)
+    }
+}
+
+impl fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Var(%{} {:?})", self.node, self.shape())
+    }
+}

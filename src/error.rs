@@ -1,0 +1,143 @@
+//! `Error`: the only home of `Result` in striate.
+//!
+//! A broken shape contract is a programmer error and panics (see [`crate::tensor::check`]).
+//! Anything that comes from outside the program — files, downloads, weights, configuration —
+//! returns `Result<_, Error>`, and every variant says what was expected and what was found.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// The error type of every fallible operation in striate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error, with the path it happened on when there is one.
+    Io {
+        /// The file or directory involved, if known.
+        path: Option<PathBuf>,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Data that does not have the expected form: a corrupt or truncated file, a bad header,
+    /// a buffer whose length does not match its shape.
+    InvalidData {
+        /// Where the data came from (a file name, `"from_vec"`, ...).
+        origin: String,
+        /// What was expected.
+        expected: String,
+        /// What was found instead.
+        found: String,
+    },
+    /// A downloaded file whose checksum differs from the published one.
+    Checksum {
+        /// The file or URL whose content was checked.
+        origin: String,
+        /// The published digest, in hex.
+        expected: String,
+        /// The digest of what arrived, in hex.
+        found: String,
+    },
+    /// A download that failed on every mirror; each attempt is listed with its reason.
+    Download {
+        /// The file that could not be fetched.
+        file: String,
+        /// One line per mirror tried: the URL and why it failed.
+        attempts: Vec<String>,
+    },
+    /// A request that the environment refused, such as configuring the thread pool twice.
+    Config(String),
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidData`].
+    pub fn invalid_data(
+        origin: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        Error::InvalidData {
+            origin: origin.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io_at(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: Some(path.into()),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                path: Some(path),
+                source,
+            } => write!(f, "{}: {source}", path.display()),
+            Error::Io { path: None, source } => write!(f, "I/O error: {source}"),
+            Error::InvalidData {
+                origin,
+                expected,
+                found,
+            } => write!(f, "{origin}: expected {expected}, found {found}"),
+            Error::Checksum {
+                origin,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{origin}: checksum mismatch: expected {expected}, found {found}"
+            ),
+            Error::Download { file, attempts } => {
+                write!(f, "could not download {file} from any mirror")?;
+                for attempt in attempts {
+                    write!(f, "\n  {attempt}")?;
+                }
+                Ok(())
+            }
+            Error::Config(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(source: io::Error) -> Self {
+        Error::Io { path: None, source }
+    }
+}
+
+/// `Result` with [`Error`] as its error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_expected_and_found() {
+        let e = Error::invalid_data("train-images-idx3-ubyte", "magic 2051", "magic 2049");
+        assert_eq!(
+            e.to_string(),
+            "train-images-idx3-ubyte: expected magic 2051, found magic 2049"
+        );
+        let e = Error::Download {
+            file: "t10k-labels".into(),
+            attempts: vec!["http://a: 404".into(), "http://b: timeout".into()],
+        };
+        assert!(e.to_string().contains("\n  http://b: timeout"));
+    }
+}

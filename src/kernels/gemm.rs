@@ -1,0 +1,426 @@
+//! The crate's one matrix-multiply entry point, on the `gemm` crate's AVX-512 / AVX2 / scalar
+//! kernels (chosen at run time).
+//!
+//! Operands are strided views ([`MatRef`], [`MatMut`]) over slices, so a transpose is a swap of
+//! strides, never a copy. Parallelism follows the crate's rule of one level at a time: a call
+//! from the main thread uses rayon's pool inside the product; a call from inside a rayon task
+//! (an outer loop that is already parallel) runs on that task alone.
+
+use crate::tensor::check::contract_violation;
+
+/// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// A writable matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// Panics unless every element of a `rows x cols` view with these strides lies in `len`.
+#[track_caller]
+fn check_extent(
+    what: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
+    if last >= len {
+        contract_violation(
+            "gemm",
+            format_args!("{what} view reaches element {last} of a slice of length {len}"),
+            format_args!("{what} {rows}x{cols}, strides ({row_stride}, {col_stride})"),
+        );
+    }
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows x cols` matrix stored densely in `data`.
+    ///
+    /// # Panics
+    ///
+    /// If `data` is shorter than `rows * cols`.
+    #[track_caller]
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A matrix with explicit strides (in elements).
+    ///
+    /// # Panics
+    ///
+    /// If the view reaches past the end of `data`.
+    #[track_caller]
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        check_extent("input", data.len(), rows, cols, row_stride, col_stride);
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transpose, as a view of the same data.
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// A row-major `rows x cols` matrix stored densely in `data`.
+    ///
+    /// # Panics
+    ///
+    /// If `data` is shorter than `rows * cols`.
+    #[track_caller]
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A matrix with explicit strides (in elements). The strides must not make two elements
+    /// share memory: one of them must step over a whole row or column of the other.
+    ///
+    /// # Panics
+    ///
+    /// If the view reaches past the end of `data`, or elements would overlap.
+    #[track_caller]
+    pub fn strided(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        check_extent("output", data.len(), rows, cols, row_stride, col_stride);
+        let disjoint = rows <= 1 && (cols <= 1 || col_stride > 0)
+            || cols <= 1 && row_stride > 0
+            || (col_stride > 0 && row_stride >= cols * col_stride)
+            || (row_stride > 0 && col_stride >= rows * row_stride);
+        if !disjoint {
+            contract_violation(
+                "gemm",
+                "output strides make elements overlap",
+                format_args!("output {rows}x{cols}, strides ({row_stride}, {col_stride})"),
+            );
+        }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transpose, as a view of the same data.
+    pub fn t(self) -> Self {
+        MatMut {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            data: self.data,
+        }
+    }
+}
+
+/// `dst = alpha · lhs · rhs + beta · dst`.
+///
+/// With `beta == 0` the previous contents of `dst` are not read (NaNs there do not leak).
+///
+/// # Panics
+///
+/// If the shapes do not chain: `lhs` is `m x k`, `rhs` is `k x n`, `dst` is `m x n`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::gemm::{gemm, MatMut, MatRef};
+///
+/// let a = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let b = [5.0, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+/// let mut c = [0.0; 4];
+/// gemm(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), 0.0, MatMut::row_major(&mut c, 2, 2));
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// // aᵀ · b, through strides alone:
+/// gemm(1.0, MatRef::row_major(&a, 2, 2).t(), MatRef::row_major(&b, 2, 2), 0.0, MatMut::row_major(&mut c, 2, 2));
+/// assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
+/// ```
+#[track_caller]
+pub fn gemm(alpha: f32, lhs: MatRef<'_>, rhs: MatRef<'_>, beta: f32, dst: MatMut<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k || dst.rows != m || dst.cols != n {
+        contract_violation(
+            "gemm",
+            "shapes do not chain as [m, k] x [k, n] -> [m, n]",
+            format_args!(
+                "lhs [{}, {}], rhs [{}, {}], dst [{}, {}]",
+                lhs.rows, lhs.cols, rhs.rows, rhs.cols, dst.rows, dst.cols
+            ),
+        );
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale_in_place(dst, beta);
+        return;
+    }
+    // One level of parallelism: inside a rayon task the caller already splits the work.
+    let parallelism =
+        if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
+            gemm_crate::Parallelism::None
+        } else {
+            gemm_crate::Parallelism::Rayon(rayon::current_num_threads())
+        };
+    // SAFETY: the constructors checked that every element of each view lies inside its slice
+    // and that `dst`'s elements are disjoint; `dst` is a unique borrow, so it cannot alias the
+    // shared `lhs` and `rhs`. Strides fit in isize because they index into allocated slices.
+    unsafe {
+        gemm_crate::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            dst.col_stride as isize,
+            dst.row_stride as isize,
+            beta != 0.0,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+fn scale_in_place(dst: MatMut<'_>, beta: f32) {
+    for i in 0..dst.rows {
+        for j in 0..dst.cols {
+            let x = &mut dst.data[i * dst.row_stride + j * dst.col_stride];
+            *x = if beta == 0.0 { 0.0 } else { beta * *x };
+        }
+    }
+}
+
+/// Reference product for tests: a triple loop in f64.
+#[cfg(test)]
+pub(crate) fn naive_gemm(lhs: MatRef<'_>, rhs: MatRef<'_>) -> Vec<f32> {
+    let mut out = vec![0.0; lhs.rows * rhs.cols];
+    for i in 0..lhs.rows {
+        for j in 0..rhs.cols {
+            let mut acc = 0.0f64;
+            for p in 0..lhs.cols {
+                acc += lhs.data[i * lhs.row_stride + p * lhs.col_stride] as f64
+                    * rhs.data[p * rhs.row_stride + j * rhs.col_stride] as f64;
+            }
+            out[i * rhs.cols + j] = acc as f32;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use rayon::prelude::*;
+
+    fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], k: usize) {
+        let tol = 1e-5 * (k as f32).sqrt().max(1.0);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_naive_over_shapes_and_transposes() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 9),
+            (64, 288, 100),
+            (130, 7, 257),
+        ] {
+            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+                let a = random(m * k, &mut rng);
+                let b = random(k * n, &mut rng);
+                let lhs = if ta {
+                    MatRef::row_major(&a, k, m).t()
+                } else {
+                    MatRef::row_major(&a, m, k)
+                };
+                let rhs = if tb {
+                    MatRef::row_major(&b, n, k).t()
+                } else {
+                    MatRef::row_major(&b, k, n)
+                };
+                let want = naive_gemm(lhs, rhs);
+                let mut got = vec![f32::NAN; m * n];
+                gemm(1.0, lhs, rhs, 0.0, MatMut::row_major(&mut got, m, n));
+                assert_close(&got, &want, k);
+            }
+        }
+    }
+
+    #[test]
+    fn alpha_beta_accumulate() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let (m, k, n) = (20, 30, 40);
+        let a = random(m * k, &mut rng);
+        let b = random(k * n, &mut rng);
+        let c0 = random(m * n, &mut rng);
+        let mut c = c0.clone();
+        gemm(
+            2.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.5,
+            MatMut::row_major(&mut c, m, n),
+        );
+        let prod = naive_gemm(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+        let want: Vec<f32> = prod
+            .iter()
+            .zip(&c0)
+            .map(|(p, c)| 2.0 * p + 0.5 * c)
+            .collect();
+        assert_close(&c, &want, k);
+    }
+
+    #[test]
+    fn column_major_destination_and_empty_inner_dimension() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, 0.0, 1.0];
+        let mut c = [0.0; 6];
+        // c (3x2, column-major) = a (3x2 row-major) · I
+        gemm(
+            1.0,
+            MatRef::row_major(&a, 3, 2),
+            MatRef::row_major(&b, 2, 2),
+            0.0,
+            MatMut::strided(&mut c, 3, 2, 1, 3),
+        );
+        assert_eq!(c, [1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
+        let mut d = [5.0; 4];
+        gemm(
+            1.0,
+            MatRef::row_major(&[], 2, 0),
+            MatRef::row_major(&[], 0, 2),
+            0.0,
+            MatMut::row_major(&mut d, 2, 2),
+        );
+        assert_eq!(d, [0.0; 4]);
+    }
+
+    #[test]
+    fn same_result_inside_a_rayon_task() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let (m, k, n) = (96, 200, 150);
+        let a = random(m * k, &mut rng);
+        let b = random(k * n, &mut rng);
+        let mut outer = vec![0.0; m * n];
+        gemm(
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.0,
+            MatMut::row_major(&mut outer, m, n),
+        );
+        let inner: Vec<Vec<f32>> = (0..2)
+            .into_par_iter()
+            .map(|_| {
+                let mut c = vec![0.0; m * n];
+                gemm(
+                    1.0,
+                    MatRef::row_major(&a, m, k),
+                    MatRef::row_major(&b, k, n),
+                    0.0,
+                    MatMut::row_major(&mut c, m, n),
+                );
+                c
+            })
+            .collect();
+        assert_close(&inner[0], &outer, k);
+        assert_close(&inner[1], &outer, k);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "gemm: shapes do not chain as [m, k] x [k, n] -> [m, n] (lhs [2, 3], rhs [4, 2], dst [2, 2])"
+    )]
+    fn rejects_mismatched_shapes() {
+        let a = [0.0; 6];
+        let b = [0.0; 8];
+        let mut c = [0.0; 4];
+        gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 4, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: input view reaches element 6 of a slice of length 6")]
+    fn rejects_views_past_the_slice() {
+        MatRef::row_major(&[0.0; 6], 7, 1);
+    }
+}

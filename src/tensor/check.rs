@@ -1,0 +1,151 @@
+//! The one place that formats shape-contract panics.
+//!
+//! Every op that rejects its arguments panics through [`contract_violation`] (usually via the
+//! helpers below), so messages share one form: the op, the rule that was broken, then the shapes:
+//!
+//! ```text
+//! matmul: inner dimensions 3 != 4 (lhs [2, 3], rhs [4, 5])
+//! ```
+
+use std::fmt::Display;
+
+/// Panics with `"{op}: {rule} ({context})"`, the message form every shape check uses.
+///
+/// Marked `#[cold]` so the check's happy path stays tight in hot kernels.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub fn contract_violation(op: &str, rule: impl Display, context: impl Display) -> ! {
+    panic!("{op}: {rule} ({context})")
+}
+
+/// Formats a shape as `[2, 3, 4]`.
+pub fn shape_str(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Panics unless `shape` has exactly `rank` axes.
+#[track_caller]
+pub fn expect_rank(op: &str, what: &str, shape: &[usize], rank: usize) {
+    if shape.len() != rank {
+        contract_violation(
+            op,
+            format_args!("{what} must have rank {rank}, got rank {}", shape.len()),
+            format_args!("{what} {}", shape_str(shape)),
+        );
+    }
+}
+
+/// Panics unless `shape` has one of the ranks in `ranks`.
+#[track_caller]
+pub fn expect_rank_in(op: &str, what: &str, shape: &[usize], ranks: &[usize]) {
+    if !ranks.contains(&shape.len()) {
+        contract_violation(
+            op,
+            format_args!(
+                "{what} must have rank in {ranks:?}, got rank {}",
+                shape.len()
+            ),
+            format_args!("{what} {}", shape_str(shape)),
+        );
+    }
+}
+
+/// Panics unless the two shapes are equal.
+#[track_caller]
+pub fn expect_same_shape(op: &str, lhs_name: &str, lhs: &[usize], rhs_name: &str, rhs: &[usize]) {
+    if lhs != rhs {
+        contract_violation(
+            op,
+            format_args!("{lhs_name} and {rhs_name} must have the same shape"),
+            format_args!(
+                "{lhs_name} {}, {rhs_name} {}",
+                shape_str(lhs),
+                shape_str(rhs)
+            ),
+        );
+    }
+}
+
+/// Panics unless `axis < rank`.
+#[track_caller]
+pub fn expect_axis(op: &str, axis: usize, shape: &[usize]) {
+    if axis >= shape.len() {
+        contract_violation(
+            op,
+            format_args!("axis {axis} out of range for rank {}", shape.len()),
+            format_args!("shape {}", shape_str(shape)),
+        );
+    }
+}
+
+/// Panics unless `axes` is a permutation of `0..rank`.
+#[track_caller]
+pub fn expect_permutation(op: &str, axes: &[usize], shape: &[usize]) {
+    let mut seen = vec![false; shape.len()];
+    let valid = axes.len() == shape.len()
+        && axes
+            .iter()
+            .all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
+    if !valid {
+        contract_violation(
+            op,
+            format_args!("axes {axes:?} are not a permutation of 0..{}", shape.len()),
+            format_args!("shape {}", shape_str(shape)),
+        );
+    }
+}
+
+/// Panics unless every axis in `axes` is in range and none repeats.
+#[track_caller]
+pub fn expect_distinct_axes(op: &str, axes: &[usize], shape: &[usize]) {
+    let mut seen = vec![false; shape.len()];
+    for &a in axes {
+        expect_axis(op, a, shape);
+        if std::mem::replace(&mut seen[a], true) {
+            contract_violation(
+                op,
+                format_args!("axis {a} repeated in {axes:?}"),
+                format_args!("shape {}", shape_str(shape)),
+            );
+        }
+    }
+}
+
+/// Panics unless `value` is finite; for hyperparameters such as a slope or a probability.
+#[track_caller]
+pub fn expect_finite(op: &str, name: &str, value: f32) {
+    if !value.is_finite() {
+        contract_violation(
+            op,
+            format_args!("{name} must be finite"),
+            format_args!("{name} = {value}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "matmul: inner dimensions 3 != 4 (lhs [2, 3], rhs [4, 5])")]
+    fn message_form() {
+        contract_violation(
+            "matmul",
+            "inner dimensions 3 != 4",
+            format_args!("lhs {}, rhs {}", shape_str(&[2, 3]), shape_str(&[4, 5])),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "permute: axes [0, 0] are not a permutation of 0..2")]
+    fn permutation_rejects_repeats() {
+        expect_permutation("permute", &[0, 0], &[2, 3]);
+    }
+
+    #[test]
+    fn permutation_accepts_valid() {
+        expect_permutation("permute", &[2, 0, 1], &[2, 3, 4]);
+    }
+}
