@@ -33,6 +33,7 @@ pub mod autograd;
 pub mod error;
 pub mod kernels;
 pub mod tensor;
+pub mod transforms;
 
 pub use autograd::{Backward, Gradients, Mode, Param, ParamId, Tape, Var, gradcheck};
 pub use error::{Error, Result};
