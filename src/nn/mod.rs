@@ -1,0 +1,130 @@
+//! Layers: the [`Module`] trait, [`Sequential`], and one layer family per file.
+
+mod sequential;
+
+pub use sequential::Sequential;
+
+use crate::autograd::{Param, Tape, Var};
+use crate::tensor::Tensor;
+
+/// A layer or a network: a function of one input that records onto the input's tape, plus the
+/// parameters and buffers it owns.
+///
+/// Parameter names are hierarchical and follow PyTorch's `state_dict` keys: a layer reports
+/// `"weight"`, and a container prefixes its children's names (`"features.0.weight"`), so
+/// weights round-trip with PyTorch.
+///
+/// The trait is object safe: `Box<dyn Module>` composes.
+///
+/// # Examples
+///
+/// A hand-written module:
+///
+/// ```
+/// use striate::nn::Module;
+/// use striate::{Param, Tape, Tensor, Var};
+///
+/// struct Scale {
+///     factor: Param,
+/// }
+///
+/// impl Module for Scale {
+///     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+///         input * input.tape().param(&self.factor)
+///     }
+///     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+///         visitor("factor", &self.factor);
+///     }
+///     fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
+///         visitor("factor", &mut self.factor);
+///     }
+/// }
+///
+/// let scale = Scale { factor: Param::new("factor", Tensor::full(&[1], 3.0)) };
+/// assert_eq!(scale.num_params(), 1);
+/// assert_eq!(scale.predict(&Tensor::ones(&[2])).as_slice(), &[3.0, 3.0]);
+/// ```
+pub trait Module: Send + Sync {
+    /// Applies the module, recording onto the input's tape. Mode-dependent layers (dropout,
+    /// batch norm) read the mode from the tape.
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t>;
+
+    /// Visits every parameter with its hierarchical name, in a stable order.
+    fn visit_params(&self, _visitor: &mut dyn FnMut(&str, &Param)) {}
+
+    /// Visits every parameter mutably with its hierarchical name, in the same order as
+    /// [`Module::visit_params`].
+    fn visit_params_mut(&mut self, _visitor: &mut dyn FnMut(&str, &mut Param)) {}
+
+    /// Visits every buffer (state that is saved but not trained, such as batch norm's running
+    /// statistics) with its hierarchical name.
+    fn visit_buffers(&self, _visitor: &mut dyn FnMut(&str, &Tensor)) {}
+
+    /// Visits every buffer mutably, for loading saved state.
+    fn visit_buffers_mut(&mut self, _visitor: &mut dyn FnMut(&str, &mut Tensor)) {}
+
+    /// A one-line description for summaries, such as `Conv2d(1, 32, kernel_size=[3, 3])`.
+    fn describe(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full).to_string()
+    }
+
+    /// The number of scalars in all parameters, trainable or frozen.
+    fn num_params(&self) -> usize {
+        let mut total = 0;
+        self.visit_params(&mut |_, p| total += p.len());
+        total
+    }
+
+    /// The number of scalars in parameters that are not frozen.
+    fn num_trainable_params(&self) -> usize {
+        let mut total = 0;
+        self.visit_params(&mut |_, p| {
+            if p.requires_grad() {
+                total += p.len();
+            }
+        });
+        total
+    }
+
+    /// Runs the module on an inference tape: no recording, dropout off, batch norm on running
+    /// statistics.
+    fn predict(&self, input: &Tensor) -> Tensor {
+        let tape = Tape::inference();
+        self.forward(tape.input(input.clone())).value()
+    }
+}
+
+impl<M: Module + ?Sized> Module for Box<M> {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        (**self).forward(input)
+    }
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+        (**self).visit_params(visitor)
+    }
+    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
+        (**self).visit_params_mut(visitor)
+    }
+    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
+        (**self).visit_buffers(visitor)
+    }
+    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
+        (**self).visit_buffers_mut(visitor)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn predict(&self, input: &Tensor) -> Tensor {
+        (**self).predict(input)
+    }
+}
+
+/// Joins a container prefix and a child name: `join_name("features", "0.weight")` is
+/// `"features.0.weight"`; an empty prefix adds nothing.
+pub fn join_name(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}

@@ -1,0 +1,101 @@
+//! `Sequential`: modules applied one after another.
+
+use super::{Module, join_name};
+use crate::autograd::{Param, Var};
+use crate::tensor::Tensor;
+
+/// Modules applied in order, each to the output of the previous one. Children are named by
+/// their index, as in PyTorch (`"0.weight"`, `"2.bias"`).
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{Module, Sequential};
+/// use striate::{Tape, Tensor, Var};
+///
+/// struct Double;
+/// impl Module for Double {
+///     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+///         input * 2.0
+///     }
+/// }
+///
+/// let net = Sequential::new().push(Double).push(Double);
+/// assert_eq!(net.predict(&Tensor::ones(&[1])).as_slice(), &[4.0]);
+/// ```
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    /// An empty sequence (the identity).
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// Appends a module (builder style).
+    pub fn push(mut self, module: impl Module + 'static) -> Sequential {
+        self.layers.push(Box::new(module));
+        self
+    }
+
+    /// Appends a boxed module.
+    pub fn push_boxed(&mut self, module: Box<dyn Module>) {
+        self.layers.push(module);
+    }
+
+    /// The modules, in order.
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+
+    /// The modules, mutably (to replace a head, say).
+    pub fn layers_mut(&mut self) -> &mut Vec<Box<dyn Module>> {
+        &mut self.layers
+    }
+
+    /// The number of modules.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether there are no modules.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+impl Module for Sequential {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        self.layers.iter().fold(input, |x, layer| layer.forward(x))
+    }
+
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.visit_params(&mut |name, p| visitor(&join_name(&i.to_string(), name), p));
+        }
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit_params_mut(&mut |name, p| visitor(&join_name(&i.to_string(), name), p));
+        }
+    }
+
+    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.visit_buffers(&mut |name, b| visitor(&join_name(&i.to_string(), name), b));
+        }
+    }
+
+    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit_buffers_mut(&mut |name, b| visitor(&join_name(&i.to_string(), name), b));
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("Sequential({} layers)", self.layers.len())
+    }
+}
