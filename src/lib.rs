@@ -68,3 +68,8 @@ pub fn set_num_threads(threads: usize) -> Result<()> {
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// The README's examples, compiled and run as doc tests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
