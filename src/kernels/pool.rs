@@ -1,0 +1,627 @@
+//! 2-D pooling kernels on NCHW activations: max pooling that records the argmax of each window
+//! for its backward, average pooling, and global average / max pooling. Parallel over
+//! `(image, channel)` planes, each task owning its output plane.
+
+use rayon::prelude::*;
+
+use super::conv::output_extent;
+use crate::tensor::check::{contract_violation, shape_str};
+
+/// The window of a pooling op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2dSpec {
+    /// Window size `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Step between windows `[height, width]` (PyTorch's default is the kernel size).
+    pub stride: [usize; 2],
+    /// Implicit padding on both sides `[height, width]`: `-inf` for max pooling, zeros for
+    /// average pooling. At most half the kernel, as in PyTorch.
+    pub padding: [usize; 2],
+    /// Spacing between window taps (max pooling only; 1 for average pooling).
+    pub dilation: [usize; 2],
+    /// Round the output size up instead of down (windows may run off the bottom/right edge).
+    pub ceil_mode: bool,
+}
+
+impl Pool2dSpec {
+    /// A `kernel x kernel` window with stride equal to the kernel, no padding: the usual
+    /// `MaxPool2d(k)`.
+    pub fn square(kernel: usize) -> Pool2dSpec {
+        Pool2dSpec {
+            kernel: [kernel, kernel],
+            stride: [kernel, kernel],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+        }
+    }
+}
+
+/// Every size of one pooling op, validated once: input `[N, C, H, W]`, output `[N, C, OH, OW]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct Pool2dShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+    pub spec: Pool2dSpec,
+}
+
+impl Pool2dShape {
+    /// Checks `input` (`[N, C, H, W]`) against `spec` and derives the output size.
+    ///
+    /// # Panics
+    ///
+    /// If the input is not 4-D, a kernel size, stride or dilation is zero, the padding exceeds
+    /// half the kernel, or the window does not fit; the message names `op`.
+    #[track_caller]
+    pub fn new(op: &str, input: &[usize], spec: Pool2dSpec) -> Pool2dShape {
+        let context = || format!("input {}, spec {spec:?}", shape_str(input));
+        if input.len() != 4 {
+            contract_violation(op, "input must be 4-D [N, C, H, W]", context());
+        }
+        if spec.kernel.contains(&0) || spec.stride.contains(&0) || spec.dilation.contains(&0) {
+            contract_violation(
+                op,
+                "kernel, stride and dilation must be positive",
+                context(),
+            );
+        }
+        if (0..2).any(|a| spec.padding[a] * 2 > spec.kernel[a]) {
+            contract_violation(op, "padding must be at most half the kernel", context());
+        }
+        let extent = |axis: usize| {
+            output_extent(
+                input[2 + axis],
+                spec.padding[axis],
+                spec.padding[axis],
+                spec.kernel[axis],
+                spec.stride[axis],
+                spec.dilation[axis],
+                spec.ceil_mode,
+            )
+        };
+        let (Some(out_height), Some(out_width)) = (extent(0), extent(1)) else {
+            contract_violation(op, "window larger than the padded input", context());
+        };
+        Pool2dShape {
+            batch: input[0],
+            channels: input[1],
+            in_height: input[2],
+            in_width: input[3],
+            out_height,
+            out_width,
+            spec,
+        }
+    }
+
+    /// The output shape `[N, C, OH, OW]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.out_height, self.out_width]
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_height * self.in_width
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+
+    /// The window rows `[start, end)` of output row `oh` before clipping to the image, as
+    /// signed positions in input coordinates.
+    fn window(&self, axis: usize, out_index: usize) -> (isize, isize) {
+        let start =
+            (out_index * self.spec.stride[axis]) as isize - self.spec.padding[axis] as isize;
+        let span = (self.spec.dilation[axis] * (self.spec.kernel[axis] - 1) + 1) as isize;
+        (start, start + span)
+    }
+}
+
+#[track_caller]
+fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
+    if len != expected {
+        contract_violation(
+            op,
+            format_args!("{what} holds {len} values, the shape needs {expected}"),
+            "",
+        );
+    }
+}
+
+/// Max pooling forward: each output is the largest input of its window (NaN if the window holds
+/// one, as PyTorch), and `indices` records where it was, as a position within its input plane.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::pool::{max_pool2d_forward, Pool2dShape, Pool2dSpec};
+///
+/// let shape = Pool2dShape::new("max_pool2d", &[1, 1, 2, 4], Pool2dSpec::square(2));
+/// let (mut out, mut idx) = (vec![0.0; 2], vec![0u32; 2]);
+/// max_pool2d_forward(&[1., 5., 2., 0., 3., 4., 7., 6.], &shape, &mut out, &mut idx);
+/// assert_eq!((out, idx), (vec![5.0, 7.0], vec![1, 6]));
+/// ```
+pub fn max_pool2d_forward(
+    input: &[f32],
+    shape: &Pool2dShape,
+    output: &mut [f32],
+    indices: &mut [u32],
+) {
+    let s = *shape;
+    expect_len(
+        "max_pool2d",
+        "input",
+        input.len(),
+        s.planes() * s.in_plane(),
+    );
+    expect_len(
+        "max_pool2d",
+        "output",
+        output.len(),
+        s.planes() * s.out_plane(),
+    );
+    expect_len(
+        "max_pool2d",
+        "indices",
+        indices.len(),
+        s.planes() * s.out_plane(),
+    );
+    if s.out_plane() == 0 {
+        return;
+    }
+    output
+        .par_chunks_mut(s.out_plane())
+        .zip(indices.par_chunks_mut(s.out_plane()))
+        .enumerate()
+        .for_each(|(plane, (out, idx))| {
+            let x = &input[plane * s.in_plane()..(plane + 1) * s.in_plane()];
+            if s.spec == Pool2dSpec::square(2) && !s.spec.ceil_mode {
+                max_pool_2x2_plane(x, &s, out, idx);
+            } else {
+                max_pool_plane(x, &s, out, idx);
+            }
+        });
+}
+
+fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: &mut [u32]) {
+    let [dilation_h, dilation_w] = s.spec.dilation;
+    for oh in 0..s.out_height {
+        let (h0, h1) = s.window(0, oh);
+        for ow in 0..s.out_width {
+            let (w0, w1) = s.window(1, ow);
+            let mut best = f32::NEG_INFINITY;
+            let mut best_index = u32::MAX;
+            for ih in (h0..h1)
+                .step_by(dilation_h)
+                .filter(|&h| h >= 0 && (h as usize) < s.in_height)
+            {
+                for iw in (w0..w1)
+                    .step_by(dilation_w)
+                    .filter(|&w| w >= 0 && (w as usize) < s.in_width)
+                {
+                    let i = ih as usize * s.in_width + iw as usize;
+                    let v = x[i];
+                    if v > best || v.is_nan() || best_index == u32::MAX {
+                        best = v;
+                        best_index = i as u32;
+                        if v.is_nan() {
+                            break;
+                        }
+                    }
+                }
+            }
+            out[oh * s.out_width + ow] = best;
+            idx[oh * s.out_width + ow] = best_index;
+        }
+    }
+}
+
+/// The common 2x2 stride-2 window without padding: two input rows per output row, no bounds
+/// checks in the inner loop.
+fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: &mut [u32]) {
+    let w = s.in_width;
+    for oh in 0..s.out_height {
+        let top = &x[2 * oh * w..(2 * oh + 1) * w];
+        let bottom = &x[(2 * oh + 1) * w..(2 * oh + 2) * w];
+        let out_row = &mut out[oh * s.out_width..(oh + 1) * s.out_width];
+        let idx_row = &mut idx[oh * s.out_width..(oh + 1) * s.out_width];
+        for (ow, (o, i)) in out_row.iter_mut().zip(idx_row.iter_mut()).enumerate() {
+            let base = 2 * oh * w + 2 * ow;
+            let candidates = [
+                (top[2 * ow], base),
+                (top[2 * ow + 1], base + 1),
+                (bottom[2 * ow], base + w),
+                (bottom[2 * ow + 1], base + w + 1),
+            ];
+            let mut best = candidates[0];
+            for &c in &candidates[1..] {
+                if c.0 > best.0 || (c.0.is_nan() && !best.0.is_nan()) {
+                    best = c;
+                }
+            }
+            *o = best.0;
+            *i = best.1 as u32;
+        }
+    }
+}
+
+/// Max pooling backward: each output gradient goes to the input position its window's maximum
+/// came from (summed where windows overlap).
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn max_pool2d_backward(
+    grad_output: &[f32],
+    indices: &[u32],
+    shape: &Pool2dShape,
+    grad_input: &mut [f32],
+) {
+    let s = *shape;
+    expect_len(
+        "max_pool2d_backward",
+        "grad_output",
+        grad_output.len(),
+        s.planes() * s.out_plane(),
+    );
+    expect_len(
+        "max_pool2d_backward",
+        "indices",
+        indices.len(),
+        s.planes() * s.out_plane(),
+    );
+    expect_len(
+        "max_pool2d_backward",
+        "grad_input",
+        grad_input.len(),
+        s.planes() * s.in_plane(),
+    );
+    if s.in_plane() == 0 {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(s.in_plane())
+        .enumerate()
+        .for_each(|(plane, gx)| {
+            gx.fill(0.0);
+            let range = plane * s.out_plane()..(plane + 1) * s.out_plane();
+            for (&g, &i) in grad_output[range.clone()].iter().zip(&indices[range]) {
+                if let Some(slot) = gx.get_mut(i as usize) {
+                    *slot += g;
+                }
+            }
+        });
+}
+
+/// How average pooling counts the window for its divisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AvgDivisor {
+    /// Divide by the window size including zero padding (PyTorch's default,
+    /// `count_include_pad=True`).
+    IncludePadding,
+    /// Divide by the number of input elements in the window (`count_include_pad=False`).
+    ExcludePadding,
+}
+
+/// The clipped window `[h0, h1) x [w0, w1)` of an output position and its divisor, by
+/// PyTorch's rule: the padded window is clipped to `input + padding` for the divisor with
+/// padding, and to the input for the summed elements.
+fn avg_window(
+    s: &Pool2dShape,
+    oh: usize,
+    ow: usize,
+    divisor: AvgDivisor,
+) -> (usize, usize, usize, usize, f32) {
+    let (h0, h1) = s.window(0, oh);
+    let (w0, w1) = s.window(1, ow);
+    let h1 = h1.min((s.in_height + s.spec.padding[0]) as isize);
+    let w1 = w1.min((s.in_width + s.spec.padding[1]) as isize);
+    let padded_count = (h1 - h0) * (w1 - w0);
+    let (h0, w0) = (h0.max(0) as usize, w0.max(0) as usize);
+    let (h1, w1) = (
+        (h1 as usize).min(s.in_height),
+        (w1 as usize).min(s.in_width),
+    );
+    let count = match divisor {
+        AvgDivisor::IncludePadding => padded_count as usize,
+        AvgDivisor::ExcludePadding => (h1.saturating_sub(h0)) * (w1.saturating_sub(w0)),
+    };
+    (h0, h1, w0, w1, 1.0 / count.max(1) as f32)
+}
+
+/// Average pooling forward.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`, or the spec has a dilation other than 1.
+pub fn avg_pool2d_forward(
+    input: &[f32],
+    shape: &Pool2dShape,
+    divisor: AvgDivisor,
+    output: &mut [f32],
+) {
+    let s = *shape;
+    expect_unit_dilation(&s);
+    expect_len(
+        "avg_pool2d",
+        "input",
+        input.len(),
+        s.planes() * s.in_plane(),
+    );
+    expect_len(
+        "avg_pool2d",
+        "output",
+        output.len(),
+        s.planes() * s.out_plane(),
+    );
+    if s.out_plane() == 0 {
+        return;
+    }
+    output
+        .par_chunks_mut(s.out_plane())
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let x = &input[plane * s.in_plane()..(plane + 1) * s.in_plane()];
+            for oh in 0..s.out_height {
+                for ow in 0..s.out_width {
+                    let (h0, h1, w0, w1, scale) = avg_window(&s, oh, ow, divisor);
+                    let total: f32 = (h0..h1)
+                        .map(|h| {
+                            x[h * s.in_width + w0..h * s.in_width + w1]
+                                .iter()
+                                .sum::<f32>()
+                        })
+                        .sum();
+                    out[oh * s.out_width + ow] = total * scale;
+                }
+            }
+        });
+}
+
+/// Average pooling backward: each output gradient is spread evenly (by the same divisor) over
+/// the input elements of its window.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`, or the spec has a dilation other than 1.
+pub fn avg_pool2d_backward(
+    grad_output: &[f32],
+    shape: &Pool2dShape,
+    divisor: AvgDivisor,
+    grad_input: &mut [f32],
+) {
+    let s = *shape;
+    expect_unit_dilation(&s);
+    expect_len(
+        "avg_pool2d_backward",
+        "grad_output",
+        grad_output.len(),
+        s.planes() * s.out_plane(),
+    );
+    expect_len(
+        "avg_pool2d_backward",
+        "grad_input",
+        grad_input.len(),
+        s.planes() * s.in_plane(),
+    );
+    if s.in_plane() == 0 {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(s.in_plane())
+        .enumerate()
+        .for_each(|(plane, gx)| {
+            gx.fill(0.0);
+            let g = &grad_output[plane * s.out_plane()..(plane + 1) * s.out_plane()];
+            for oh in 0..s.out_height {
+                for ow in 0..s.out_width {
+                    let (h0, h1, w0, w1, scale) = avg_window(&s, oh, ow, divisor);
+                    let share = g[oh * s.out_width + ow] * scale;
+                    for h in h0..h1 {
+                        gx[h * s.in_width + w0..h * s.in_width + w1]
+                            .iter_mut()
+                            .for_each(|v| *v += share);
+                    }
+                }
+            }
+        });
+}
+
+#[track_caller]
+fn expect_unit_dilation(s: &Pool2dShape) {
+    if s.spec.dilation != [1, 1] {
+        contract_violation(
+            "avg_pool2d",
+            "dilation must be 1",
+            format_args!("spec {:?}", s.spec),
+        );
+    }
+}
+
+/// Global average pooling: the mean of each `H x W` plane, `[N, C, H, W] -> [N, C]`.
+///
+/// # Panics
+///
+/// If `output.len() · plane` differs from `input.len()`.
+pub fn global_avg_pool_forward(input: &[f32], plane: usize, output: &mut [f32]) {
+    expect_len(
+        "global_avg_pool2d",
+        "input",
+        input.len(),
+        output.len() * plane,
+    );
+    let scale = 1.0 / plane.max(1) as f32;
+    output.par_iter_mut().enumerate().for_each(|(i, o)| {
+        *o = input[i * plane..(i + 1) * plane].iter().sum::<f32>() * scale;
+    });
+}
+
+/// Backward of [`global_avg_pool_forward`]: each plane receives its gradient divided evenly.
+///
+/// # Panics
+///
+/// If `grad_output.len() · plane` differs from `grad_input.len()`.
+pub fn global_avg_pool_backward(grad_output: &[f32], plane: usize, grad_input: &mut [f32]) {
+    expect_len(
+        "global_avg_pool2d_backward",
+        "grad_input",
+        grad_input.len(),
+        grad_output.len() * plane,
+    );
+    if plane == 0 {
+        return;
+    }
+    let scale = 1.0 / plane as f32;
+    grad_input
+        .par_chunks_mut(plane)
+        .zip(grad_output.par_iter())
+        .for_each(|(gx, &g)| gx.fill(g * scale));
+}
+
+/// Global max pooling: the largest value of each plane and its position,
+/// `[N, C, H, W] -> [N, C]`.
+///
+/// # Panics
+///
+/// If the lengths disagree, or `plane` is 0.
+pub fn global_max_pool_forward(
+    input: &[f32],
+    plane: usize,
+    output: &mut [f32],
+    indices: &mut [u32],
+) {
+    expect_len(
+        "global_max_pool2d",
+        "input",
+        input.len(),
+        output.len() * plane,
+    );
+    expect_len("global_max_pool2d", "indices", indices.len(), output.len());
+    if plane == 0 {
+        contract_violation("global_max_pool2d", "planes must not be empty", "");
+    }
+    output
+        .par_iter_mut()
+        .zip(indices.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (o, idx))| {
+            let x = &input[i * plane..(i + 1) * plane];
+            let mut best = 0;
+            for (j, &v) in x.iter().enumerate() {
+                if v > x[best] || (v.is_nan() && !x[best].is_nan()) {
+                    best = j;
+                }
+            }
+            *o = x[best];
+            *idx = best as u32;
+        });
+}
+
+/// Backward of [`global_max_pool_forward`]: each plane's gradient goes to its maximum.
+///
+/// # Panics
+///
+/// If the lengths disagree.
+pub fn global_max_pool_backward(
+    grad_output: &[f32],
+    indices: &[u32],
+    plane: usize,
+    grad_input: &mut [f32],
+) {
+    expect_len(
+        "global_max_pool2d_backward",
+        "grad_input",
+        grad_input.len(),
+        grad_output.len() * plane,
+    );
+    expect_len(
+        "global_max_pool2d_backward",
+        "indices",
+        indices.len(),
+        grad_output.len(),
+    );
+    if plane == 0 {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(plane)
+        .zip(grad_output.par_iter().zip(indices.par_iter()))
+        .for_each(|(gx, (&g, &i))| {
+            gx.fill(0.0);
+            gx[i as usize] = g;
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avg_divisor_rules_match_pytorch() {
+        // 3x3 input, kernel 2, stride 2, padding 1: the corner window covers one element and
+        // three padding cells.
+        let spec = Pool2dSpec {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        let s = Pool2dShape::new("avg_pool2d", &[1, 1, 3, 3], spec);
+        assert_eq!((s.out_height, s.out_width), (2, 2));
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let mut with = vec![0.0; 4];
+        avg_pool2d_forward(&x, &s, AvgDivisor::IncludePadding, &mut with);
+        assert_eq!(
+            with,
+            vec![
+                0.25,
+                (2.0 + 3.0) / 4.0,
+                (4.0 + 7.0) / 4.0,
+                (5.0 + 6.0 + 8.0 + 9.0) / 4.0
+            ]
+        );
+        let mut without = vec![0.0; 4];
+        avg_pool2d_forward(&x, &s, AvgDivisor::ExcludePadding, &mut without);
+        assert_eq!(without, vec![1.0, 2.5, 5.5, 7.0]);
+    }
+
+    #[test]
+    fn max_pool_ignores_padding_and_records_argmax() {
+        let spec = Pool2dSpec {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        let s = Pool2dShape::new("max_pool2d", &[1, 1, 2, 2], spec);
+        let x = [-4.0, -3.0, -2.0, -1.0];
+        let (mut out, mut idx) = (vec![0.0; 4], vec![0; 4]);
+        max_pool2d_forward(&x, &s, &mut out, &mut idx);
+        assert_eq!(out, vec![-1.0; 4]);
+        assert_eq!(idx, vec![3; 4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "max_pool2d: padding must be at most half the kernel")]
+    fn rejects_large_padding() {
+        let spec = Pool2dSpec {
+            padding: [2, 2],
+            ..Pool2dSpec::square(2)
+        };
+        Pool2dShape::new("max_pool2d", &[1, 1, 8, 8], spec);
+    }
+}

@@ -1,0 +1,426 @@
+//! Every conv and pooling kernel against a naive direct implementation (in f64), over at least
+//! 50 seeded random configurations each: strides, asymmetric padding, dilation, groups
+//! (depthwise included), odd sizes, batch 1, 1x1 kernels and single-channel inputs.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use striate::kernels::conv::{
+    Conv2dShape, Conv2dSpec, Padding2d, conv2d_backward_data, conv2d_backward_filter,
+    conv2d_forward,
+};
+use striate::kernels::pool::{
+    AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
+    global_avg_pool_backward, global_avg_pool_forward, global_max_pool_backward,
+    global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
+};
+
+const CONFIGS: usize = 64;
+
+fn random_vec(len: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// max |got - want| / max |want|: the error relative to the result's scale.
+fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-12f64, |m, w| m.max(w.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// A random convolution. `kind` cycles through the kernel paths: general im2col, pointwise,
+/// depthwise (with a channel multiplier), single input channel.
+fn random_conv(kind: usize, rng: &mut StdRng) -> ([usize; 4], [usize; 4], Conv2dSpec) {
+    loop {
+        let batch = rng.random_range(1..=3);
+        let (groups, in_channels, out_channels) = match kind % 4 {
+            0 => {
+                let groups = rng.random_range(1..=3);
+                (
+                    groups,
+                    groups * rng.random_range(1..=3),
+                    groups * rng.random_range(1..=3),
+                )
+            }
+            1 => {
+                let groups = rng.random_range(1..=2);
+                (
+                    groups,
+                    groups * rng.random_range(1..=4),
+                    groups * rng.random_range(1..=4),
+                )
+            }
+            2 => {
+                let channels = rng.random_range(1..=4);
+                (channels, channels, channels * rng.random_range(1..=2))
+            }
+            _ => (1, 1, rng.random_range(1..=4)),
+        };
+        let pointwise = kind % 4 == 1;
+        let kernel = if pointwise {
+            [1, 1]
+        } else {
+            [rng.random_range(1..=4), rng.random_range(1..=4)]
+        };
+        let stride = if pointwise {
+            [1, 1]
+        } else {
+            [rng.random_range(1..=3), rng.random_range(1..=3)]
+        };
+        let dilation = [rng.random_range(1..=2), rng.random_range(1..=2)];
+        let padding = if pointwise {
+            Padding2d::default()
+        } else {
+            Padding2d {
+                top: rng.random_range(0..=2),
+                bottom: rng.random_range(0..=2),
+                left: rng.random_range(0..=2),
+                right: rng.random_range(0..=2),
+            }
+        };
+        let (height, width) = (rng.random_range(1..=11), rng.random_range(1..=11));
+        let fits = |size: usize, before: usize, after: usize, k: usize, d: usize| {
+            size + before + after > d * (k - 1)
+        };
+        if !fits(height, padding.top, padding.bottom, kernel[0], dilation[0])
+            || !fits(width, padding.left, padding.right, kernel[1], dilation[1])
+        {
+            continue;
+        }
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        return (
+            [batch, in_channels, height, width],
+            [out_channels, in_channels / groups, kernel[0], kernel[1]],
+            spec,
+        );
+    }
+}
+
+/// Calls `f(n, o, c, oh, ow, ih, iw, kh, kw)` for every product term of the convolution whose
+/// input position lies inside the image; the direct definition all three references share.
+fn for_each_term(s: &Conv2dShape, mut f: impl FnMut([usize; 9])) {
+    let cg = s.in_channels / s.spec.groups;
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            for ci in 0..cg {
+                for oh in 0..s.out_height {
+                    for ow in 0..s.out_width {
+                        for kh in 0..s.kernel_height {
+                            for kw in 0..s.kernel_width {
+                                let ih = (oh * s.spec.stride[0] + kh * s.spec.dilation[0]) as isize
+                                    - s.spec.padding.top as isize;
+                                let iw = (ow * s.spec.stride[1] + kw * s.spec.dilation[1]) as isize
+                                    - s.spec.padding.left as isize;
+                                if ih >= 0
+                                    && iw >= 0
+                                    && (ih as usize) < s.in_height
+                                    && (iw as usize) < s.in_width
+                                {
+                                    f([n, o, ci, oh, ow, ih as usize, iw as usize, kh, kw]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn input_index(s: &Conv2dShape, n: usize, c: usize, ih: usize, iw: usize) -> usize {
+    ((n * s.in_channels + c) * s.in_height + ih) * s.in_width + iw
+}
+
+fn output_index(s: &Conv2dShape, n: usize, o: usize, oh: usize, ow: usize) -> usize {
+    ((n * s.out_channels + o) * s.out_height + oh) * s.out_width + ow
+}
+
+fn weight_index(s: &Conv2dShape, o: usize, ci: usize, kh: usize, kw: usize) -> usize {
+    ((o * (s.in_channels / s.spec.groups) + ci) * s.kernel_height + kh) * s.kernel_width + kw
+}
+
+fn channel(s: &Conv2dShape, o: usize, ci: usize) -> usize {
+    (o / (s.out_channels / s.spec.groups)) * (s.in_channels / s.spec.groups) + ci
+}
+
+#[test]
+fn conv2d_kernels_match_naive_reference() {
+    let mut rng = StdRng::seed_from_u64(2024);
+    let mut worst = [0.0f64; 4];
+    for config in 0..CONFIGS {
+        let (input_shape, weight_shape, spec) = random_conv(config, &mut rng);
+        let s = Conv2dShape::new(&input_shape, &weight_shape, spec);
+        let x = random_vec(input_shape.iter().product(), &mut rng);
+        let w = random_vec(weight_shape.iter().product(), &mut rng);
+        let b = random_vec(s.out_channels, &mut rng);
+        let out_len: usize = s.output_shape().iter().product();
+        let gy = random_vec(out_len, &mut rng);
+
+        let mut y_ref: Vec<f64> = (0..out_len)
+            .map(|i| b[(i / (s.out_height * s.out_width)) % s.out_channels] as f64)
+            .collect();
+        let mut gx_ref = vec![0.0f64; x.len()];
+        let mut gw_ref = vec![0.0f64; w.len()];
+        let mut gb_ref = vec![0.0f64; b.len()];
+        for (i, &g) in gy.iter().enumerate() {
+            gb_ref[(i / (s.out_height * s.out_width)) % s.out_channels] += g as f64;
+        }
+        for_each_term(&s, |[n, o, ci, oh, ow, ih, iw, kh, kw]| {
+            let (xi, yi, wi) = (
+                input_index(&s, n, channel(&s, o, ci), ih, iw),
+                output_index(&s, n, o, oh, ow),
+                weight_index(&s, o, ci, kh, kw),
+            );
+            y_ref[yi] += x[xi] as f64 * w[wi] as f64;
+            gx_ref[xi] += gy[yi] as f64 * w[wi] as f64;
+            gw_ref[wi] += gy[yi] as f64 * x[xi] as f64;
+        });
+
+        let mut y = vec![f32::NAN; out_len];
+        conv2d_forward(&x, &w, Some(&b), &s, &mut y);
+        let mut gx = vec![f32::NAN; x.len()];
+        conv2d_backward_data(&gy, &w, &s, &mut gx);
+        let mut gw = vec![f32::NAN; w.len()];
+        let mut gb = vec![f32::NAN; b.len()];
+        conv2d_backward_filter(&x, &gy, &s, &mut gw, Some(&mut gb));
+
+        let errors = [
+            relative_error(&y, &y_ref),
+            relative_error(&gx, &gx_ref),
+            relative_error(&gw, &gw_ref),
+            relative_error(&gb, &gb_ref),
+        ];
+        for (name, (e, w)) in ["forward", "backward-data", "backward-filter", "bias"]
+            .iter()
+            .zip(errors.iter().zip(worst.iter_mut()))
+        {
+            assert!(
+                *e < 1e-4,
+                "config {config} {name}: relative error {e:.2e} for {s:?}"
+            );
+            *w = w.max(*e);
+        }
+    }
+    println!(
+        "worst relative errors over {CONFIGS} configs (fwd, bwd-data, bwd-filter, bias): {worst:?}"
+    );
+}
+
+#[test]
+fn conv2d_large_images_use_several_tiles() {
+    // Enough output pixels and channels that im2col splits every image into several tiles.
+    let mut rng = StdRng::seed_from_u64(7);
+    let spec = Conv2dSpec {
+        padding: Padding2d::symmetric(1, 1),
+        stride: [1, 2],
+        ..Default::default()
+    };
+    let s = Conv2dShape::new(&[2, 64, 40, 70], &[8, 64, 3, 3], spec);
+    let x = random_vec(2 * 64 * 40 * 70, &mut rng);
+    let w = random_vec(8 * 64 * 9, &mut rng);
+    let out_len: usize = s.output_shape().iter().product();
+    let mut y = vec![0.0; out_len];
+    conv2d_forward(&x, &w, None, &s, &mut y);
+    let mut y_ref = vec![0.0f64; out_len];
+    for_each_term(&s, |[n, o, ci, oh, ow, ih, iw, kh, kw]| {
+        y_ref[output_index(&s, n, o, oh, ow)] += x[input_index(&s, n, channel(&s, o, ci), ih, iw)]
+            as f64
+            * w[weight_index(&s, o, ci, kh, kw)] as f64;
+    });
+    assert!(relative_error(&y, &y_ref) < 1e-4);
+}
+
+fn random_pool(rng: &mut StdRng, dilated: bool) -> ([usize; 4], Pool2dSpec) {
+    loop {
+        let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
+        let spec = Pool2dSpec {
+            kernel,
+            stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
+            padding: [
+                rng.random_range(0..=kernel[0] / 2),
+                rng.random_range(0..=kernel[1] / 2),
+            ],
+            dilation: if dilated {
+                [rng.random_range(1..=2), rng.random_range(1..=2)]
+            } else {
+                [1, 1]
+            },
+            ceil_mode: rng.random_bool(0.5),
+        };
+        let shape = [
+            rng.random_range(1..=3),
+            rng.random_range(1..=3),
+            rng.random_range(1..=9),
+            rng.random_range(1..=9),
+        ];
+        let fits = (0..2)
+            .all(|a| shape[2 + a] + 2 * spec.padding[a] > spec.dilation[a] * (spec.kernel[a] - 1));
+        if fits {
+            return (shape, spec);
+        }
+    }
+}
+
+/// The input positions of window (oh, ow) that lie inside the image, and the window's size when
+/// padding counts (PyTorch's divisor with `count_include_pad`).
+fn window(s: &Pool2dShape, oh: usize, ow: usize) -> (Vec<(usize, usize)>, usize) {
+    let mut inside = Vec::new();
+    let mut padded = 0;
+    for kh in 0..s.spec.kernel[0] {
+        for kw in 0..s.spec.kernel[1] {
+            let ih = (oh * s.spec.stride[0] + kh * s.spec.dilation[0]) as isize
+                - s.spec.padding[0] as isize;
+            let iw = (ow * s.spec.stride[1] + kw * s.spec.dilation[1]) as isize
+                - s.spec.padding[1] as isize;
+            if ih < (s.in_height + s.spec.padding[0]) as isize
+                && iw < (s.in_width + s.spec.padding[1]) as isize
+            {
+                padded += 1;
+            }
+            if ih >= 0 && iw >= 0 && (ih as usize) < s.in_height && (iw as usize) < s.in_width {
+                inside.push((ih as usize, iw as usize));
+            }
+        }
+    }
+    (inside, padded)
+}
+
+#[test]
+fn max_pool2d_matches_naive_reference() {
+    let mut rng = StdRng::seed_from_u64(99);
+    for config in 0..CONFIGS {
+        let (shape, spec) = if config % 8 == 0 {
+            ([2, 3, 8, 6], Pool2dSpec::square(2))
+        } else {
+            random_pool(&mut rng, true)
+        };
+        let s = Pool2dShape::new("max_pool2d", &shape, spec);
+        let x = random_vec(shape.iter().product(), &mut rng);
+        let out_len: usize = s.output_shape().iter().product();
+        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
+        max_pool2d_forward(&x, &s, &mut y, &mut idx);
+        let gy = random_vec(out_len, &mut rng);
+        let mut gx = vec![f32::NAN; x.len()];
+        max_pool2d_backward(&gy, &idx, &s, &mut gx);
+
+        let plane = s.in_height * s.in_width;
+        let mut y_ref = vec![0.0f64; out_len];
+        let mut gx_ref = vec![0.0f64; x.len()];
+        for p in 0..s.batch * s.channels {
+            for oh in 0..s.out_height {
+                for ow in 0..s.out_width {
+                    let o = (p * s.out_height + oh) * s.out_width + ow;
+                    let (inside, _) = window(&s, oh, ow);
+                    let (h, w) = *inside
+                        .iter()
+                        .max_by(|a, b| {
+                            x[p * plane + a.0 * s.in_width + a.1]
+                                .total_cmp(&x[p * plane + b.0 * s.in_width + b.1])
+                        })
+                        .expect("every window holds an input element");
+                    y_ref[o] = x[p * plane + h * s.in_width + w] as f64;
+                    gx_ref[p * plane + h * s.in_width + w] += gy[o] as f64;
+                }
+            }
+        }
+        assert!(
+            relative_error(&y, &y_ref) < 1e-6,
+            "config {config} forward {s:?}"
+        );
+        assert!(
+            relative_error(&gx, &gx_ref) < 1e-4,
+            "config {config} backward {s:?}"
+        );
+    }
+}
+
+#[test]
+fn avg_pool2d_matches_naive_reference() {
+    let mut rng = StdRng::seed_from_u64(100);
+    for config in 0..CONFIGS {
+        let (shape, spec) = random_pool(&mut rng, false);
+        let s = Pool2dShape::new("avg_pool2d", &shape, spec);
+        let divisor = if config % 2 == 0 {
+            AvgDivisor::IncludePadding
+        } else {
+            AvgDivisor::ExcludePadding
+        };
+        let x = random_vec(shape.iter().product(), &mut rng);
+        let out_len: usize = s.output_shape().iter().product();
+        let mut y = vec![0.0; out_len];
+        avg_pool2d_forward(&x, &s, divisor, &mut y);
+        let gy = random_vec(out_len, &mut rng);
+        let mut gx = vec![f32::NAN; x.len()];
+        avg_pool2d_backward(&gy, &s, divisor, &mut gx);
+
+        let plane = s.in_height * s.in_width;
+        let mut y_ref = vec![0.0f64; out_len];
+        let mut gx_ref = vec![0.0f64; x.len()];
+        for p in 0..s.batch * s.channels {
+            for oh in 0..s.out_height {
+                for ow in 0..s.out_width {
+                    let o = (p * s.out_height + oh) * s.out_width + ow;
+                    let (inside, padded) = window(&s, oh, ow);
+                    let count = match divisor {
+                        AvgDivisor::IncludePadding => padded,
+                        AvgDivisor::ExcludePadding => inside.len(),
+                    } as f64;
+                    for &(h, w) in &inside {
+                        y_ref[o] += x[p * plane + h * s.in_width + w] as f64 / count;
+                        gx_ref[p * plane + h * s.in_width + w] += gy[o] as f64 / count;
+                    }
+                }
+            }
+        }
+        assert!(
+            relative_error(&y, &y_ref) < 1e-5,
+            "config {config} forward {s:?} {divisor:?}"
+        );
+        assert!(
+            relative_error(&gx, &gx_ref) < 1e-5,
+            "config {config} backward {s:?} {divisor:?}"
+        );
+    }
+}
+
+#[test]
+fn global_pooling_matches_naive_reference() {
+    let mut rng = StdRng::seed_from_u64(101);
+    for _ in 0..CONFIGS {
+        let planes = rng.random_range(1..=6);
+        let plane = rng.random_range(1..=30);
+        let x = random_vec(planes * plane, &mut rng);
+        let gy = random_vec(planes, &mut rng);
+        let mut avg = vec![0.0; planes];
+        global_avg_pool_forward(&x, plane, &mut avg);
+        let mut gx_avg = vec![0.0; x.len()];
+        global_avg_pool_backward(&gy, plane, &mut gx_avg);
+        let (mut max, mut idx) = (vec![0.0; planes], vec![0; planes]);
+        global_max_pool_forward(&x, plane, &mut max, &mut idx);
+        let mut gx_max = vec![0.0; x.len()];
+        global_max_pool_backward(&gy, &idx, plane, &mut gx_max);
+        for p in 0..planes {
+            let values = &x[p * plane..(p + 1) * plane];
+            let mean = values.iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
+            assert!((avg[p] as f64 - mean).abs() < 1e-6);
+            let (arg, &best) = values
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap();
+            assert_eq!(max[p], best);
+            for j in 0..plane {
+                assert!((gx_avg[p * plane + j] as f64 - gy[p] as f64 / plane as f64).abs() < 1e-6);
+                assert_eq!(gx_max[p * plane + j], if j == arg { gy[p] } else { 0.0 });
+            }
+        }
+    }
+}
