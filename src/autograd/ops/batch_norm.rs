@@ -1,0 +1,359 @@
+//! `batch_norm_train` and `batch_norm_eval`: normalise each channel (axis 1) over the batch and
+//! spatial axes, then scale and shift.
+
+use rayon::prelude::*;
+
+use crate::autograd::tape::Backward;
+use crate::autograd::var::Var;
+use crate::tensor::Tensor;
+use crate::tensor::check::{contract_violation, shape_str};
+
+/// The per-channel statistics of one training batch.
+#[derive(Clone, Debug)]
+pub struct BatchStats {
+    /// Mean of each channel, `[C]`.
+    pub mean: Tensor,
+    /// Biased variance of each channel (divided by the count), `[C]`.
+    pub variance: Tensor,
+    /// How many values each channel's statistics summarise (`N · H · W`); the unbiased
+    /// variance for running statistics is `variance · count / (count − 1)`.
+    pub count: usize,
+}
+
+/// `(batch, channels, spatial)` of an input `[N, C, ...]`, checking the affine parameters.
+#[track_caller]
+fn layout(op: &str, input: &Tensor, params: &[Option<&Tensor>]) -> (usize, usize, usize) {
+    if input.ndim() < 2 {
+        contract_violation(
+            op,
+            "input must be at least 2-D [N, C, ...]",
+            format_args!("input {}", shape_str(input.shape())),
+        );
+    }
+    let (batch, channels) = (input.shape()[0], input.shape()[1]);
+    for p in params.iter().flatten() {
+        if p.shape() != [channels] {
+            contract_violation(
+                op,
+                format_args!("per-channel tensors must be [{channels}]"),
+                format_args!(
+                    "input {}, got {}",
+                    shape_str(input.shape()),
+                    shape_str(p.shape())
+                ),
+            );
+        }
+    }
+    (batch, channels, input.shape()[2..].iter().product())
+}
+
+/// Applies `f(channel, values)` to every contiguous run of one channel's values.
+fn channel_runs(data: &[f32], channels: usize, spatial: usize, mut f: impl FnMut(usize, &[f32])) {
+    if spatial == 0 {
+        return;
+    }
+    for (i, run) in data.chunks(spatial).enumerate() {
+        f(i % channels, run);
+    }
+}
+
+/// `y = x̂ · γ + β` with `x̂ = (x − mean) · inv_std`, returning `(y, x̂)`.
+fn normalize(
+    input: &Tensor,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let channels = mean.len();
+    let spatial = input.len() / (input.shape()[0] * channels).max(1);
+    let mut normalized = vec![0.0f32; input.len()];
+    let mut output = vec![0.0f32; input.len()];
+    if spatial > 0 {
+        normalized
+            .par_chunks_mut(spatial)
+            .zip(output.par_chunks_mut(spatial))
+            .zip(input.as_slice().par_chunks(spatial))
+            .enumerate()
+            .for_each(|(i, ((xhat, y), x))| {
+                let c = i % channels;
+                let scale = gamma.map_or(1.0, |g| g.as_slice()[c]);
+                let shift = beta.map_or(0.0, |b| b.as_slice()[c]);
+                for ((h, o), &v) in xhat.iter_mut().zip(y.iter_mut()).zip(x) {
+                    *h = (v - mean[c]) * inv_std[c];
+                    *o = *h * scale + shift;
+                }
+            });
+    }
+    let shape = input.shape();
+    (
+        Tensor::from_vec(output, shape).expect("input shape"),
+        Tensor::from_vec(normalized, shape).expect("input shape"),
+    )
+}
+
+#[derive(Debug)]
+struct BatchNormBackward {
+    normalized: Tensor,
+    inv_std: Vec<f32>,
+    gamma: Option<Tensor>,
+    /// Training mode: the statistics depend on the input, which adds two terms to dx.
+    batch_statistics: bool,
+    has_bias: bool,
+}
+
+impl Backward for BatchNormBackward {
+    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        let channels = self.inv_std.len();
+        let spatial = self.normalized.len() / (self.normalized.shape()[0] * channels).max(1);
+        let count = (self.normalized.len() / channels.max(1)) as f64;
+        // Σ dy and Σ dy·x̂ per channel: dβ, dγ, and the mean terms of dx.
+        let mut sum_dy = vec![0.0f64; channels];
+        let mut sum_dy_xhat = vec![0.0f64; channels];
+        let mut run_index = 0;
+        channel_runs(grad_output.as_slice(), channels, spatial, |c, dy| {
+            let xhat = &self.normalized.as_slice()[run_index * spatial..(run_index + 1) * spatial];
+            sum_dy[c] += dy.iter().map(|&g| g as f64).sum::<f64>();
+            sum_dy_xhat[c] += dy
+                .iter()
+                .zip(xhat)
+                .map(|(&g, &h)| (g * h) as f64)
+                .sum::<f64>();
+            run_index += 1;
+        });
+        let gamma = |c: usize| self.gamma.as_ref().map_or(1.0, |g| g.as_slice()[c]);
+        let grad_input = needs_grad[0].then(|| {
+            // train: dx = γ·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: dx = γ·inv_std·dy
+            let mut gx = vec![0.0f32; self.normalized.len()];
+            if spatial > 0 {
+                gx.par_chunks_mut(spatial)
+                    .zip(grad_output.as_slice().par_chunks(spatial))
+                    .zip(self.normalized.as_slice().par_chunks(spatial))
+                    .enumerate()
+                    .for_each(|(i, ((gx, dy), xhat))| {
+                        let c = i % channels;
+                        let scale = gamma(c) * self.inv_std[c];
+                        let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
+                            ((sum_dy[c] / count) as f32, (sum_dy_xhat[c] / count) as f32)
+                        } else {
+                            (0.0, 0.0)
+                        };
+                        for ((o, &g), &h) in gx.iter_mut().zip(dy).zip(xhat) {
+                            *o = scale * (g - mean_dy - h * mean_dy_xhat);
+                        }
+                    });
+            }
+            Tensor::from_vec(gx, self.normalized.shape()).expect("input shape")
+        });
+        let to_tensor = |sums: &[f64]| {
+            Tensor::from_vec(sums.iter().map(|&s| s as f32).collect(), &[channels]).expect("[C]")
+        };
+        let mut grads = vec![grad_input];
+        if self.gamma.is_some() {
+            // dγ = Σ dy·x̂
+            grads.push(needs_grad[1].then(|| to_tensor(&sum_dy_xhat)));
+        }
+        if self.has_bias {
+            // dβ = Σ dy
+            grads.push(needs_grad[grads.len()].then(|| to_tensor(&sum_dy)));
+        }
+        grads
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Batch normalisation with the batch's own statistics (training mode): each channel of
+    /// `[N, C, ...]` is normalised by its mean and biased variance over every axis but 1, then
+    /// scaled by `weight` (γ) and shifted by `bias` (β). Returns the output and the statistics,
+    /// from which a layer updates its running averages.
+    ///
+    /// # Panics
+    ///
+    /// If the input has fewer than 2 axes, or `weight`/`bias` are not `[C]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::training();
+    /// let x = tape.input(Tensor::from_vec(vec![1.0, 10.0, 3.0, 30.0], &[2, 2]).unwrap());
+    /// let (y, stats) = x.batch_norm_train(None, None, 0.0);
+    /// assert_eq!(stats.mean.as_slice(), &[2.0, 20.0]);
+    /// assert_eq!(y.value().as_slice(), &[-1.0, -1.0, 1.0, 1.0]);
+    /// ```
+    pub fn batch_norm_train(
+        self,
+        weight: Option<Var<'t>>,
+        bias: Option<Var<'t>>,
+        eps: f32,
+    ) -> (Var<'t>, BatchStats) {
+        let input = self.value();
+        let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
+        let (_, channels, spatial) = layout("batch_norm", &input, &[gamma.as_ref(), beta.as_ref()]);
+        let count = input.len() / channels.max(1);
+        // Two passes in f64: the mean, then the variance about it (no cancellation).
+        let mut sums = vec![0.0f64; channels];
+        channel_runs(input.as_slice(), channels, spatial, |c, run| {
+            sums[c] += run.iter().map(|&v| v as f64).sum::<f64>();
+        });
+        let mean: Vec<f64> = sums.iter().map(|s| s / count.max(1) as f64).collect();
+        let mut squares = vec![0.0f64; channels];
+        channel_runs(input.as_slice(), channels, spatial, |c, run| {
+            squares[c] += run
+                .iter()
+                .map(|&v| (v as f64 - mean[c]).powi(2))
+                .sum::<f64>();
+        });
+        let variance: Vec<f32> = squares
+            .iter()
+            .map(|s| (s / count.max(1) as f64) as f32)
+            .collect();
+        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let (output, normalized) =
+            normalize(&input, &mean, &inv_std, gamma.as_ref(), beta.as_ref());
+        let stats = BatchStats {
+            mean: Tensor::from_vec(mean, &[channels]).expect("[C]"),
+            variance: Tensor::from_vec(variance, &[channels]).expect("[C]"),
+            count,
+        };
+        let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
+        let backward = BatchNormBackward {
+            normalized,
+            inv_std,
+            gamma,
+            batch_statistics: true,
+            has_bias: beta.is_some(),
+        };
+        (self.tape().record(output, &inputs, backward), stats)
+    }
+
+    /// Batch normalisation with given statistics (inference mode, or a frozen layer):
+    /// `(x − mean) / √(variance + eps) · γ + β` per channel of `[N, C, ...]`.
+    ///
+    /// # Panics
+    ///
+    /// If the input has fewer than 2 axes, or `weight`, `bias`, `mean` or `variance` are not
+    /// `[C]`.
+    pub fn batch_norm_eval(
+        self,
+        weight: Option<Var<'t>>,
+        bias: Option<Var<'t>>,
+        mean: &Tensor,
+        variance: &Tensor,
+        eps: f32,
+    ) -> Var<'t> {
+        let input = self.value();
+        let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
+        layout(
+            "batch_norm",
+            &input,
+            &[gamma.as_ref(), beta.as_ref(), Some(mean), Some(variance)],
+        );
+        let inv_std: Vec<f32> = variance
+            .as_slice()
+            .iter()
+            .map(|v| 1.0 / (v + eps).sqrt())
+            .collect();
+        let (output, normalized) = normalize(
+            &input,
+            mean.as_slice(),
+            &inv_std,
+            gamma.as_ref(),
+            beta.as_ref(),
+        );
+        let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
+        let backward = BatchNormBackward {
+            normalized,
+            inv_std,
+            gamma,
+            batch_statistics: false,
+            has_bias: beta.is_some(),
+        };
+        self.tape().record(output, &inputs, backward)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::test_util::rand_tensor;
+    use crate::{Tape, Tensor, gradcheck};
+
+    #[test]
+    fn normalises_each_channel() {
+        let tape = Tape::training();
+        let x = tape.input(rand_tensor(&[4, 3, 5, 5], 70).map(|v| 3.0 * v + 2.0));
+        let (y, stats) = x.batch_norm_train(None, None, 1e-5);
+        assert_eq!(stats.count, 100);
+        let y = y.value();
+        for c in 0..3 {
+            let values: Vec<f32> = (0..4)
+                .flat_map(|n| y.select(0, n).select(0, c).to_vec())
+                .collect();
+            let mean = values.iter().sum::<f32>() / 100.0;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 100.0;
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+                "channel {c}: mean {mean} var {var}"
+            );
+        }
+    }
+
+    #[test]
+    fn eval_uses_given_statistics() {
+        let tape = Tape::inference();
+        let x = tape.input(Tensor::from_vec(vec![3.0, 5.0], &[1, 2]).unwrap());
+        let mean = Tensor::from_vec(vec![1.0, 1.0], &[2]).unwrap();
+        let var = Tensor::from_vec(vec![4.0, 16.0], &[2]).unwrap();
+        let y = x.batch_norm_eval(None, None, &mean, &var, 0.0);
+        assert_eq!(y.value().as_slice(), &[1.0, 1.0]);
+    }
+
+    #[test]
+    fn gradcheck_training_mode() {
+        let inputs = [
+            rand_tensor(&[3, 2, 3, 2], 71),
+            rand_tensor(&[2], 72),
+            rand_tensor(&[2], 73),
+        ];
+        gradcheck(&inputs, |v| {
+            v[0].batch_norm_train(Some(v[1]), Some(v[2]), 1e-5).0
+        })
+        .assert_passed();
+        // batch 1, 2-D input (BatchNorm1d), no affine parameters
+        gradcheck(&[rand_tensor(&[5, 3], 74)], |v| {
+            v[0].batch_norm_train(None, None, 1e-5).0
+        })
+        .assert_passed();
+        gradcheck(&[rand_tensor(&[1, 3, 3, 3], 75)], |v| {
+            v[0].batch_norm_train(None, None, 1e-5).0
+        })
+        .assert_passed();
+    }
+
+    #[test]
+    fn gradcheck_eval_mode() {
+        let mean = rand_tensor(&[3], 76);
+        let var = rand_tensor(&[3], 77).map(|v| v.abs() + 0.5);
+        let inputs = [
+            rand_tensor(&[2, 3, 2, 2], 78),
+            rand_tensor(&[3], 79),
+            rand_tensor(&[3], 80),
+        ];
+        gradcheck(&inputs, |v| {
+            v[0].batch_norm_eval(Some(v[1]), Some(v[2]), &mean, &var, 1e-5)
+        })
+        .assert_passed();
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "batch_norm: per-channel tensors must be [3] (input [2, 3, 4, 4], got [4])"
+    )]
+    fn rejects_wrong_parameter_shape() {
+        let tape = Tape::training();
+        let x = tape.input(Tensor::zeros(&[2, 3, 4, 4]));
+        x.batch_norm_train(Some(tape.input(Tensor::ones(&[4]))), None, 1e-5);
+    }
+}

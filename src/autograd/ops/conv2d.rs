@@ -1,0 +1,240 @@
+//! `conv2d`: 2-D convolution (cross-correlation, as PyTorch) on NCHW values with OIHW weights.
+
+use crate::autograd::tape::Backward;
+use crate::autograd::var::Var;
+use crate::kernels::conv::{
+    Conv2dShape, Conv2dSpec, conv2d_backward_data, conv2d_backward_filter, conv2d_forward,
+};
+use crate::tensor::Tensor;
+use crate::tensor::check::{contract_violation, shape_str};
+
+#[derive(Debug)]
+struct Conv2dBackward {
+    input: Tensor,
+    weight: Tensor,
+    shape: Conv2dShape,
+}
+
+impl Backward for Conv2dBackward {
+    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        // dX = convᵀ(dY, W); dW = Σ_n dY_n · im2col(X_n)ᵀ; db = Σ_(n,p) dY
+        let s = &self.shape;
+        let grad_input = needs_grad[0].then(|| {
+            let mut gx = vec![0.0; self.input.len()];
+            conv2d_backward_data(grad_output.as_slice(), self.weight.as_slice(), s, &mut gx);
+            Tensor::from_vec(gx, self.input.shape()).expect("input shape")
+        });
+        let needs_bias = needs_grad.get(2).copied().unwrap_or(false);
+        let (grad_weight, grad_bias) = if needs_grad[1] || needs_bias {
+            let mut gw = vec![0.0; self.weight.len()];
+            let mut gb = vec![0.0; s.out_channels];
+            conv2d_backward_filter(
+                self.input.as_slice(),
+                grad_output.as_slice(),
+                s,
+                &mut gw,
+                needs_bias.then_some(&mut gb[..]),
+            );
+            (
+                needs_grad[1]
+                    .then(|| Tensor::from_vec(gw, self.weight.shape()).expect("weight shape")),
+                needs_bias.then(|| Tensor::from_vec(gb, &[s.out_channels]).expect("bias shape")),
+            )
+        } else {
+            (None, None)
+        };
+        let mut grads = vec![grad_input, grad_weight];
+        if needs_grad.len() == 3 {
+            grads.push(grad_bias);
+        }
+        grads
+    }
+}
+
+impl<'t> Var<'t> {
+    /// 2-D convolution of `[N, C, H, W]` with weight `[O, C/groups, KH, KW]` and an optional
+    /// bias `[O]`, as `torch.nn.functional.conv2d`.
+    ///
+    /// The backward pass computes only the gradients that are needed: the input gradient of a
+    /// first layer (whose input is data) or of a frozen backbone's input is skipped.
+    ///
+    /// # Shapes
+    ///
+    /// Output `[N, O, OH, OW]` with `OH = (H + top + bottom − dilation·(KH − 1) − 1) / stride + 1`
+    /// (and likewise for the width).
+    ///
+    /// # Panics
+    ///
+    /// If the shapes break the contract of [`Conv2dShape::new`], or the bias is not `[O]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::kernels::conv::{Conv2dSpec, Padding2d};
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::inference();
+    /// let images = tape.input(Tensor::ones(&[2, 3, 8, 8]));
+    /// let weight = tape.input(Tensor::ones(&[16, 3, 3, 3]));
+    /// let spec = Conv2dSpec { padding: Padding2d::symmetric(1, 1), ..Default::default() };
+    /// let y = images.conv2d(weight, None, spec);
+    /// assert_eq!(y.shape(), vec![2, 16, 8, 8]);
+    /// assert_eq!(y.value().as_slice()[9], 27.0); // an interior pixel sums 3·3·3 ones
+    /// ```
+    pub fn conv2d(self, weight: Var<'t>, bias: Option<Var<'t>>, spec: Conv2dSpec) -> Var<'t> {
+        let (input, weight_value) = (self.value(), weight.value());
+        let shape = Conv2dShape::new(input.shape(), weight_value.shape(), spec);
+        let bias_value = bias.map(|b| b.value());
+        if let Some(b) = &bias_value
+            && b.shape() != [shape.out_channels]
+        {
+            contract_violation(
+                "conv2d",
+                format_args!("bias must be [{}]", shape.out_channels),
+                format_args!(
+                    "bias {}, weight {}",
+                    shape_str(b.shape()),
+                    shape_str(weight_value.shape())
+                ),
+            );
+        }
+        let mut output = vec![0.0; shape.output_shape().iter().product()];
+        conv2d_forward(
+            input.as_slice(),
+            weight_value.as_slice(),
+            bias_value.as_ref().map(|b| b.as_slice()),
+            &shape,
+            &mut output,
+        );
+        let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
+        let inputs: Vec<Var<'t>> = [Some(self), Some(weight), bias]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.tape().record(
+            value,
+            &inputs,
+            Conv2dBackward {
+                input,
+                weight: weight_value,
+                shape,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::test_util::{rand_tensor, tm};
+    use crate::kernels::conv::{Conv2dSpec, Padding2d};
+    use crate::{Tape, Tensor, gradcheck};
+
+    #[test]
+    fn value_and_gradients_by_hand() {
+        // 1x1x2x2 input, 1x1x2x2 kernel, no padding: one output = Σ x·w
+        let tape = Tape::training();
+        let x = tape.variable(tm(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]));
+        let w = tape.variable(tm(&[0.5, -1.0, 2.0, 0.0], &[1, 1, 2, 2]));
+        let b = tape.variable(tm(&[10.0], &[1]));
+        let y = x.conv2d(w, Some(b), Conv2dSpec::default());
+        assert_eq!(y.value().as_slice(), &[0.5 - 2.0 + 6.0 + 10.0]);
+        let grads = y.sum().backward();
+        assert_eq!(grads.wrt(x).unwrap().as_slice(), &[0.5, -1.0, 2.0, 0.0]);
+        assert_eq!(grads.wrt(w).unwrap().as_slice(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(grads.wrt(b).unwrap().as_slice(), &[1.0]);
+    }
+
+    fn check(input: [usize; 4], weight: [usize; 4], spec: Conv2dSpec, seed: u64) {
+        let inputs = [
+            rand_tensor(&input, seed),
+            rand_tensor(&weight, seed + 1),
+            rand_tensor(&[weight[0]], seed + 2),
+        ];
+        gradcheck(&inputs, |v| v[0].conv2d(v[1], Some(v[2]), spec)).assert_passed();
+    }
+
+    #[test]
+    fn gradcheck_over_stride_padding_dilation_groups() {
+        let pad = |t, b, l, r| Padding2d {
+            top: t,
+            bottom: b,
+            left: l,
+            right: r,
+        };
+        let spec = |stride: [usize; 2], padding, dilation: [usize; 2], groups| Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        check(
+            [2, 3, 5, 5],
+            [4, 3, 3, 3],
+            spec([1, 1], pad(1, 1, 1, 1), [1, 1], 1),
+            40,
+        );
+        check(
+            [1, 2, 7, 6],
+            [3, 2, 3, 2],
+            spec([2, 3], pad(1, 0, 2, 1), [1, 1], 1),
+            41,
+        );
+        check(
+            [2, 2, 7, 7],
+            [2, 2, 2, 3],
+            spec([1, 2], pad(0, 1, 1, 0), [2, 2], 1),
+            42,
+        );
+        check(
+            [1, 4, 5, 6],
+            [6, 2, 3, 3],
+            spec([1, 1], pad(1, 1, 1, 1), [1, 1], 2),
+            43,
+        );
+        // depthwise with a channel multiplier, and a single input channel
+        check(
+            [2, 3, 6, 5],
+            [6, 1, 3, 3],
+            spec([2, 1], pad(1, 1, 1, 1), [1, 1], 3),
+            44,
+        );
+        check(
+            [2, 1, 5, 5],
+            [3, 1, 3, 3],
+            spec([1, 1], pad(1, 1, 1, 1), [1, 1], 1),
+            45,
+        );
+        // pointwise; batch 1 with C == H == W
+        check([2, 3, 4, 3], [5, 3, 1, 1], Conv2dSpec::default(), 46);
+        check(
+            [1, 4, 4, 4],
+            [2, 4, 3, 3],
+            spec([1, 1], pad(1, 1, 1, 1), [1, 1], 1),
+            47,
+        );
+    }
+
+    #[test]
+    fn first_layer_input_gradient_is_skipped() {
+        let tape = Tape::training();
+        let x = tape.input(rand_tensor(&[1, 1, 4, 4], 1));
+        let w = tape.variable(rand_tensor(&[2, 1, 3, 3], 2));
+        let grads = x.conv2d(w, None, Conv2dSpec::default()).sum().backward();
+        assert!(grads.wrt(x).is_none());
+        assert_eq!(grads.wrt(w).unwrap().shape(), &[2, 1, 3, 3]);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "conv2d: input channels 3 != weight in_channels 1 x groups 1 (input [64, 3, 28, 28], weight [32, 1, 3, 3])"
+    )]
+    fn rejects_channel_mismatch() {
+        let tape = Tape::training();
+        let x = tape.input(Tensor::zeros(&[64, 3, 28, 28]));
+        x.conv2d(
+            tape.input(Tensor::zeros(&[32, 1, 3, 3])),
+            None,
+            Conv2dSpec::default(),
+        );
+    }
+}
