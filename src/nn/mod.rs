@@ -1,8 +1,24 @@
 //! Layers: the [`Module`] trait, [`Sequential`], and one layer family per file.
 
+mod activation;
+mod batch_norm;
+mod conv;
+mod dense;
+mod dropout;
+mod pool;
+mod residual;
 mod sequential;
+mod summary;
 
+pub use activation::{Elu, Flatten, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
+pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use pool::{AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
+pub use residual::Residual;
 pub use sequential::Sequential;
+pub use summary::{Summary, SummaryRow, summary};
 
 use crate::autograd::{Param, Tape, Var};
 use crate::tensor::Tensor;
@@ -87,6 +103,14 @@ pub trait Module: Send + Sync {
         total
     }
 
+    /// Applies the module and appends its rows to a [`summary`]: one row for a layer; a
+    /// container may override this to list its children instead.
+    fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
+        let output = self.forward(input);
+        rows.push(SummaryRow::of(self, output.shape()));
+        output
+    }
+
     /// Runs the module on an inference tape: no recording, dropout off, batch norm on running
     /// statistics.
     fn predict(&self, input: &Tensor) -> Tensor {
@@ -116,6 +140,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn predict(&self, input: &Tensor) -> Tensor {
         (**self).predict(input)
+    }
+    fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
+        (**self).summarize(input, rows)
     }
 }
 

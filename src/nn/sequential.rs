@@ -98,4 +98,12 @@ impl Module for Sequential {
     fn describe(&self) -> String {
         format!("Sequential({} layers)", self.layers.len())
     }
+
+    fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<super::SummaryRow>) -> Var<'t> {
+        self.layers.iter().fold(input, |x, layer| {
+            let output = layer.forward(x);
+            rows.push(super::SummaryRow::of(layer.as_ref(), output.shape()));
+            output
+        })
+    }
 }

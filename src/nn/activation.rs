@@ -1,0 +1,208 @@
+//! Activation layers and `Flatten`: parameter-free modules wrapping one op each.
+
+use super::Module;
+use crate::autograd::Var;
+use crate::tensor::check::expect_finite;
+
+/// Rectified linear unit, `max(x, 0)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relu;
+
+impl Module for Relu {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.relu()
+    }
+}
+
+/// Leaky ReLU: `x` for `x > 0`, `negative_slope · x` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeakyRelu {
+    /// Slope for negative inputs (PyTorch's default 0.01).
+    pub negative_slope: f32,
+}
+
+impl LeakyRelu {
+    /// A leaky ReLU with the given negative slope.
+    ///
+    /// # Panics
+    ///
+    /// If the slope is not finite.
+    pub fn new(negative_slope: f32) -> LeakyRelu {
+        expect_finite("LeakyRelu", "negative_slope", negative_slope);
+        LeakyRelu { negative_slope }
+    }
+}
+
+impl Default for LeakyRelu {
+    fn default() -> Self {
+        LeakyRelu {
+            negative_slope: 0.01,
+        }
+    }
+}
+
+impl Module for LeakyRelu {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.leaky_relu(self.negative_slope)
+    }
+
+    fn describe(&self) -> String {
+        format!("LeakyRelu(negative_slope={})", self.negative_slope)
+    }
+}
+
+/// Exponential linear unit: `x` for `x > 0`, `alpha · (e^x − 1)` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Elu {
+    /// Scale of the negative part (PyTorch's default 1).
+    pub alpha: f32,
+}
+
+impl Elu {
+    /// An ELU with the given alpha.
+    ///
+    /// # Panics
+    ///
+    /// If alpha is not finite.
+    pub fn new(alpha: f32) -> Elu {
+        expect_finite("Elu", "alpha", alpha);
+        Elu { alpha }
+    }
+}
+
+impl Default for Elu {
+    fn default() -> Self {
+        Elu { alpha: 1.0 }
+    }
+}
+
+impl Module for Elu {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.elu(self.alpha)
+    }
+
+    fn describe(&self) -> String {
+        format!("Elu(alpha={})", self.alpha)
+    }
+}
+
+/// The logistic sigmoid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sigmoid;
+
+impl Module for Sigmoid {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.sigmoid()
+    }
+}
+
+/// Hyperbolic tangent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tanh;
+
+impl Module for Tanh {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.tanh()
+    }
+}
+
+/// Softmax along an axis (PyTorch's `nn.Softmax(dim)`). For training, prefer feeding logits to
+/// [`Var::cross_entropy`], which is exact for any logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Softmax {
+    /// The axis that sums to one.
+    pub axis: usize,
+}
+
+impl Softmax {
+    /// Softmax along `axis`.
+    pub fn new(axis: usize) -> Softmax {
+        Softmax { axis }
+    }
+}
+
+impl Module for Softmax {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.softmax(self.axis)
+    }
+
+    fn describe(&self) -> String {
+        format!("Softmax(axis={})", self.axis)
+    }
+}
+
+/// Log-softmax along an axis (PyTorch's `nn.LogSoftmax(dim)`), to pair with [`Var::nll`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSoftmax {
+    /// The axis normalised over.
+    pub axis: usize,
+}
+
+impl LogSoftmax {
+    /// Log-softmax along `axis`.
+    pub fn new(axis: usize) -> LogSoftmax {
+        LogSoftmax { axis }
+    }
+}
+
+impl Module for LogSoftmax {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.log_softmax(self.axis)
+    }
+
+    fn describe(&self) -> String {
+        format!("LogSoftmax(axis={})", self.axis)
+    }
+}
+
+/// Merges every axis from `start_axis` on: `[N, C, H, W] -> [N, C·H·W]` with the default
+/// start axis 1 (PyTorch's `nn.Flatten`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flatten {
+    /// The first axis merged.
+    pub start_axis: usize,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Flatten { start_axis: 1 }
+    }
+}
+
+impl Flatten {
+    /// Flattens from axis 1, keeping the batch axis.
+    pub fn new() -> Flatten {
+        Flatten::default()
+    }
+}
+
+impl Module for Flatten {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.flatten(self.start_axis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tensor;
+
+    #[test]
+    fn layers_apply_their_ops() {
+        let x = Tensor::from_vec(vec![-2.0, 0.5], &[1, 2]).unwrap();
+        assert_eq!(Relu.predict(&x).as_slice(), &[0.0, 0.5]);
+        assert_eq!(LeakyRelu::new(0.5).predict(&x).as_slice(), &[-1.0, 0.5]);
+        assert_eq!(Elu::default().predict(&x).as_slice()[0], (-2f32).exp_m1());
+        assert_eq!(
+            Sigmoid.predict(&x).as_slice()[1],
+            1.0 / (1.0 + (-0.5f32).exp())
+        );
+        assert_eq!(Tanh.predict(&x).as_slice()[1], 0.5f32.tanh());
+        assert!((Softmax::new(1).predict(&x).sum() - 1.0).abs() < 1e-6);
+        assert!((LogSoftmax::new(1).predict(&x).map(f32::exp).sum() - 1.0).abs() < 1e-6);
+        assert_eq!(
+            Flatten::new().predict(&Tensor::zeros(&[2, 3, 4])).shape(),
+            &[2, 12]
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! `BatchNorm`: batch normalisation over the channel axis, with running statistics.
+
+use std::sync::RwLock;
+
+use super::Module;
+use crate::autograd::{Param, Var};
+use crate::tensor::Tensor;
+use crate::tensor::check::contract_violation;
+
+/// The running statistics a batch norm layer keeps for inference.
+#[derive(Clone, Debug)]
+struct RunningStats {
+    mean: Tensor,
+    variance: Tensor,
+    batches_tracked: u64,
+}
+
+/// Batch normalisation over axis 1 of `[N, C]`, `[N, C, L]` or `[N, C, H, W]` inputs
+/// (PyTorch's `BatchNorm1d` / `BatchNorm2d`, which are aliases of this type: the input's rank
+/// decides).
+///
+/// On a training tape each channel is normalised with the batch's mean and biased variance,
+/// and the running statistics move toward them with PyTorch's rule:
+/// `running = (1 − momentum) · running + momentum · batch` (the variance term unbiased,
+/// `var · n / (n − 1)`), or a cumulative average when `momentum` is `None`. On an inference
+/// tape the running statistics are used. Then `y = x̂ · γ + β`.
+///
+/// **Frozen layers stay in inference mode** (Keras's rule for fine-tuning): when γ is frozen
+/// (`requires_grad` off, see [`Module::visit_params_mut`]), the layer uses and keeps its
+/// running statistics even on a training tape, so a frozen backbone is not disturbed by the
+/// statistics of a small new dataset.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{BatchNorm2d, Module};
+/// use striate::{Tape, Tensor};
+///
+/// let bn = BatchNorm2d::new(3);
+/// let tape = Tape::training();
+/// let y = bn.forward(tape.input(Tensor::full(&[2, 3, 4, 4], 5.0)));
+/// assert_eq!(y.value().as_slice()[0], 0.0); // normalised by the batch
+/// // running mean moved 10% of the way from 0 toward 5
+/// assert!((bn.running_mean().as_slice()[0] - 0.5).abs() < 1e-6);
+/// ```
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Scale γ `[C]` (absent without affine parameters).
+    pub weight: Option<Param>,
+    /// Shift β `[C]` (absent without affine parameters).
+    pub bias: Option<Param>,
+    stats: RwLock<RunningStats>,
+    momentum: Option<f32>,
+    eps: f32,
+}
+
+/// PyTorch's `BatchNorm1d`: [`BatchNorm`] on `[N, C]` or `[N, C, L]` inputs.
+pub type BatchNorm1d = BatchNorm;
+
+/// PyTorch's `BatchNorm2d`: [`BatchNorm`] on `[N, C, H, W]` inputs.
+pub type BatchNorm2d = BatchNorm;
+
+impl Clone for BatchNorm {
+    fn clone(&self) -> Self {
+        BatchNorm {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            stats: RwLock::new(self.read_stats().clone()),
+            momentum: self.momentum,
+            eps: self.eps,
+        }
+    }
+}
+
+impl BatchNorm {
+    /// A layer for `num_features` channels with PyTorch's defaults: γ = 1, β = 0,
+    /// momentum 0.1, eps 1e-5, running mean 0 and variance 1.
+    pub fn new(num_features: usize) -> BatchNorm {
+        BatchNorm {
+            weight: Some(Param::new("weight", Tensor::ones(&[num_features]))),
+            bias: Some(Param::new("bias", Tensor::zeros(&[num_features]))),
+            stats: RwLock::new(RunningStats {
+                mean: Tensor::zeros(&[num_features]),
+                variance: Tensor::ones(&[num_features]),
+                batches_tracked: 0,
+            }),
+            momentum: Some(0.1),
+            eps: 1e-5,
+        }
+    }
+
+    /// Sets the momentum of the running statistics; `None` makes them a cumulative average.
+    ///
+    /// # Panics
+    ///
+    /// If the momentum is outside `[0, 1]`.
+    pub fn momentum(mut self, momentum: Option<f32>) -> Self {
+        if let Some(m) = momentum
+            && !(0.0..=1.0).contains(&m)
+        {
+            contract_violation(
+                "BatchNorm",
+                "momentum must be in [0, 1]",
+                format_args!("momentum = {m}"),
+            );
+        }
+        self.momentum = momentum;
+        self
+    }
+
+    /// Sets the epsilon added to the variance.
+    ///
+    /// # Panics
+    ///
+    /// If `eps` is negative or not finite.
+    pub fn eps(mut self, eps: f32) -> Self {
+        if !(eps >= 0.0 && eps.is_finite()) {
+            contract_violation(
+                "BatchNorm",
+                "eps must be finite and non-negative",
+                format_args!("eps = {eps}"),
+            );
+        }
+        self.eps = eps;
+        self
+    }
+
+    /// Drops the learned γ and β (PyTorch's `affine=False`).
+    pub fn without_affine(mut self) -> Self {
+        self.weight = None;
+        self.bias = None;
+        self
+    }
+
+    /// The number of channels.
+    pub fn num_features(&self) -> usize {
+        self.read_stats().mean.len()
+    }
+
+    /// A copy of the running mean `[C]`.
+    pub fn running_mean(&self) -> Tensor {
+        self.read_stats().mean.clone()
+    }
+
+    /// A copy of the running variance `[C]`.
+    pub fn running_var(&self) -> Tensor {
+        self.read_stats().variance.clone()
+    }
+
+    fn read_stats(&self) -> std::sync::RwLockReadGuard<'_, RunningStats> {
+        self.stats
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.weight.as_ref().is_some_and(|w| !w.requires_grad())
+    }
+}
+
+impl Module for BatchNorm {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        let tape = input.tape();
+        let weight = self.weight.as_ref().map(|w| tape.param(w));
+        let bias = self.bias.as_ref().map(|b| tape.param(b));
+        if !tape.is_training() || self.is_frozen() {
+            let stats = self.read_stats();
+            return input.batch_norm_eval(weight, bias, &stats.mean, &stats.variance, self.eps);
+        }
+        let (output, batch) = input.batch_norm_train(weight, bias, self.eps);
+        let mut stats = self
+            .stats
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stats.batches_tracked += 1;
+        let momentum = self.momentum.unwrap_or(1.0 / stats.batches_tracked as f32);
+        let unbiased = batch.count as f32 / (batch.count.max(2) - 1) as f32;
+        let blend = |running: &mut Tensor, batch: &Tensor, scale: f32| {
+            for (r, &b) in running.as_slice_mut().iter_mut().zip(batch.as_slice()) {
+                *r = (1.0 - momentum) * *r + momentum * b * scale;
+            }
+        };
+        blend(&mut stats.mean, &batch.mean, 1.0);
+        blend(&mut stats.variance, &batch.variance, unbiased);
+        output
+    }
+
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+        if let Some(weight) = &self.weight {
+            visitor("weight", weight);
+        }
+        if let Some(bias) = &self.bias {
+            visitor("bias", bias);
+        }
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
+        if let Some(weight) = &mut self.weight {
+            visitor("weight", weight);
+        }
+        if let Some(bias) = &mut self.bias {
+            visitor("bias", bias);
+        }
+    }
+
+    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
+        let stats = self.read_stats();
+        visitor("running_mean", &stats.mean);
+        visitor("running_var", &stats.variance);
+        visitor(
+            "num_batches_tracked",
+            &Tensor::scalar(stats.batches_tracked as f32),
+        );
+    }
+
+    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
+        let stats = self
+            .stats
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        visitor("running_mean", &mut stats.mean);
+        visitor("running_var", &mut stats.variance);
+        let mut tracked = Tensor::scalar(stats.batches_tracked as f32);
+        visitor("num_batches_tracked", &mut tracked);
+        stats.batches_tracked = tracked.item().max(0.0) as u64;
+    }
+
+    fn describe(&self) -> String {
+        format!("BatchNorm({})", self.num_features())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tape;
+
+    #[test]
+    fn running_statistics_follow_pytorch() {
+        let bn = BatchNorm::new(1);
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0], &[4, 1]).unwrap();
+        for _ in 0..2 {
+            let tape = Tape::training();
+            bn.forward(tape.input(x.clone()));
+        }
+        // batch mean 3, unbiased variance 14/3; two updates with momentum 0.1
+        let mean = 0.9 * (0.1 * 3.0) + 0.1 * 3.0;
+        let var = 0.9 * (0.9 + 0.1 * 14.0 / 3.0) + 0.1 * 14.0 / 3.0;
+        assert!((bn.running_mean().item() - mean).abs() < 1e-6);
+        assert!((bn.running_var().item() - var).abs() < 1e-5);
+        let mut tracked = 0.0;
+        bn.visit_buffers(&mut |name, t| {
+            if name == "num_batches_tracked" {
+                tracked = t.item();
+            }
+        });
+        assert_eq!(tracked, 2.0);
+    }
+
+    #[test]
+    fn cumulative_average_without_momentum() {
+        let bn = BatchNorm::new(1).momentum(None);
+        for value in [2.0, 4.0] {
+            let tape = Tape::training();
+            bn.forward(tape.input(Tensor::from_vec(vec![value, value], &[2, 1]).unwrap()));
+        }
+        assert!((bn.running_mean().item() - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frozen_layer_stays_in_inference_mode() {
+        let mut bn = BatchNorm::new(2);
+        bn.visit_params_mut(&mut |_, p| p.set_requires_grad(false));
+        let tape = Tape::training();
+        let y = bn.forward(tape.input(Tensor::full(&[3, 2], 4.0)));
+        // running mean 0, variance 1: the output is the input (up to eps)
+        assert!(y.value().as_slice().iter().all(|&v| (v - 4.0).abs() < 1e-3));
+        assert_eq!(bn.running_mean().as_slice(), &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn inference_uses_running_statistics() {
+        let bn = BatchNorm::new(1).eps(0.0);
+        let x = Tensor::from_vec(vec![3.0], &[1, 1]).unwrap();
+        assert_eq!(bn.predict(&x).as_slice(), &[3.0]);
+    }
+}

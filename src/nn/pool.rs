@@ -1,0 +1,189 @@
+//! Pooling layers: `MaxPool2d`, `AvgPool2d`, `GlobalAvgPool2d`, `GlobalMaxPool2d`.
+
+use super::Module;
+use super::conv::Pair;
+use crate::autograd::Var;
+use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
+
+/// Max pooling over `kernel_size` windows (PyTorch's `nn.MaxPool2d`). The stride defaults to
+/// the kernel size; padding counts as `-inf`.
+///
+/// # Shapes
+///
+/// Input `[N, C, H, W]`, output `[N, C, OH, OW]`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{MaxPool2d, Module};
+/// use striate::Tensor;
+///
+/// let pool = MaxPool2d::new(2);
+/// assert_eq!(pool.predict(&Tensor::zeros(&[1, 3, 28, 28])).shape(), &[1, 3, 14, 14]);
+/// let overlapping = MaxPool2d::new(3).stride(2).padding(1); // ResNet's stem
+/// assert_eq!(overlapping.predict(&Tensor::zeros(&[1, 3, 112, 112])).shape(), &[1, 3, 56, 56]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// The window.
+    pub spec: Pool2dSpec,
+}
+
+impl MaxPool2d {
+    /// A `kernel_size` window stepping by its own size.
+    pub fn new(kernel_size: impl Into<Pair>) -> MaxPool2d {
+        let kernel = kernel_size.into().0;
+        MaxPool2d {
+            spec: Pool2dSpec {
+                kernel,
+                stride: kernel,
+                padding: [0, 0],
+                dilation: [1, 1],
+                ceil_mode: false,
+            },
+        }
+    }
+
+    /// Sets the stride.
+    pub fn stride(mut self, stride: impl Into<Pair>) -> Self {
+        self.spec.stride = stride.into().0;
+        self
+    }
+
+    /// Sets the padding (at most half the kernel).
+    pub fn padding(mut self, padding: impl Into<Pair>) -> Self {
+        self.spec.padding = padding.into().0;
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: impl Into<Pair>) -> Self {
+        self.spec.dilation = dilation.into().0;
+        self
+    }
+
+    /// Rounds the output size up rather than down.
+    pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.spec.ceil_mode = ceil_mode;
+        self
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.max_pool2d(self.spec)
+    }
+
+    fn describe(&self) -> String {
+        describe_pool("MaxPool2d", &self.spec)
+    }
+}
+
+fn describe_pool(name: &str, spec: &Pool2dSpec) -> String {
+    let mut text = format!("{name}(kernel_size={:?}", spec.kernel);
+    if spec.stride != spec.kernel {
+        text += &format!(", stride={:?}", spec.stride);
+    }
+    if spec.padding != [0, 0] {
+        text += &format!(", padding={:?}", spec.padding);
+    }
+    if spec.dilation != [1, 1] {
+        text += &format!(", dilation={:?}", spec.dilation);
+    }
+    if spec.ceil_mode {
+        text += ", ceil_mode=true";
+    }
+    text + ")"
+}
+
+/// Average pooling over `kernel_size` windows (PyTorch's `nn.AvgPool2d`). The stride defaults
+/// to the kernel size; padding counts as zeros and, by default, in the divisor.
+///
+/// # Shapes
+///
+/// Input `[N, C, H, W]`, output `[N, C, OH, OW]`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{AvgPool2d, Module};
+/// use striate::Tensor;
+///
+/// let pool = AvgPool2d::new(2);
+/// assert_eq!(pool.predict(&Tensor::ones(&[1, 1, 4, 4])).as_slice(), &[1.0; 4]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvgPool2d {
+    /// The window (dilation stays 1).
+    pub spec: Pool2dSpec,
+    /// Whether padding counts in the divisor.
+    pub divisor: AvgDivisor,
+}
+
+impl AvgPool2d {
+    /// A `kernel_size` window stepping by its own size.
+    pub fn new(kernel_size: impl Into<Pair>) -> AvgPool2d {
+        AvgPool2d {
+            spec: MaxPool2d::new(kernel_size).spec,
+            divisor: AvgDivisor::IncludePadding,
+        }
+    }
+
+    /// Sets the stride.
+    pub fn stride(mut self, stride: impl Into<Pair>) -> Self {
+        self.spec.stride = stride.into().0;
+        self
+    }
+
+    /// Sets the padding (at most half the kernel).
+    pub fn padding(mut self, padding: impl Into<Pair>) -> Self {
+        self.spec.padding = padding.into().0;
+        self
+    }
+
+    /// Rounds the output size up rather than down.
+    pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.spec.ceil_mode = ceil_mode;
+        self
+    }
+
+    /// Whether padding counts in the divisor (PyTorch's `count_include_pad`, default true).
+    pub fn count_include_pad(mut self, include: bool) -> Self {
+        self.divisor = if include {
+            AvgDivisor::IncludePadding
+        } else {
+            AvgDivisor::ExcludePadding
+        };
+        self
+    }
+}
+
+impl Module for AvgPool2d {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.avg_pool2d(self.spec, self.divisor)
+    }
+
+    fn describe(&self) -> String {
+        describe_pool("AvgPool2d", &self.spec)
+    }
+}
+
+/// The mean of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalAveragePooling2D`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalAvgPool2d;
+
+impl Module for GlobalAvgPool2d {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.global_avg_pool2d()
+    }
+}
+
+/// The maximum of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalMaxPooling2D`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalMaxPool2d;
+
+impl Module for GlobalMaxPool2d {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.global_max_pool2d()
+    }
+}

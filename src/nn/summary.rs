@@ -1,0 +1,154 @@
+//! `summary`: a table of layers, output shapes and parameter counts, like Keras's
+//! `model.summary()`.
+
+use std::fmt;
+
+use super::Module;
+use crate::autograd::Tape;
+use crate::tensor::Tensor;
+
+/// One line of a [`Summary`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// The layer's [`Module::describe`] text.
+    pub layer: String,
+    /// The shape the layer produced.
+    pub output_shape: Vec<usize>,
+    /// Its number of parameter scalars.
+    pub params: usize,
+    /// Of which trainable (not frozen).
+    pub trainable: usize,
+}
+
+impl SummaryRow {
+    /// The row of `module` for an output of `output_shape`.
+    pub fn of(module: &(impl Module + ?Sized), output_shape: Vec<usize>) -> SummaryRow {
+        SummaryRow {
+            layer: module.describe(),
+            output_shape,
+            params: module.num_params(),
+            trainable: module.num_trainable_params(),
+        }
+    }
+}
+
+/// The table printed by [`summary`]: one row per top-level layer, then totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The input shape the model was traced with.
+    pub input_shape: Vec<usize>,
+    /// The layers, in execution order.
+    pub rows: Vec<SummaryRow>,
+    /// All parameter scalars of the model.
+    pub total_params: usize,
+    /// The trainable ones.
+    pub trainable_params: usize,
+}
+
+/// Runs `model` once on zeros of `input_shape` (an inference tape) and lists each top-level
+/// layer with its output shape and parameter count.
+///
+/// # Panics
+///
+/// If the model rejects the input shape (with the failing op's message).
+///
+/// # Examples
+///
+/// ```
+/// use rand::{SeedableRng, rngs::StdRng};
+/// use striate::nn::{summary, Dense, Module, Relu, Sequential};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mlp = Sequential::new().push(Dense::new(4, 8, &mut rng)).push(Relu).push(Dense::new(8, 2, &mut rng));
+/// let table = summary(&mlp, &[1, 4]);
+/// assert_eq!(table.total_params, 4 * 8 + 8 + 8 * 2 + 2);
+/// assert_eq!(table.rows[2].output_shape, vec![1, 2]);
+/// println!("{table}");
+/// ```
+pub fn summary(model: &dyn Module, input_shape: &[usize]) -> Summary {
+    let tape = Tape::inference();
+    let mut rows = Vec::new();
+    model.summarize(tape.input(Tensor::zeros(input_shape)), &mut rows);
+    Summary {
+        input_shape: input_shape.to_vec(),
+        rows,
+        total_params: model.num_params(),
+        trainable_params: model.num_trainable_params(),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shapes: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| format!("{:?}", r.output_shape))
+            .collect();
+        let layer_width = self
+            .rows
+            .iter()
+            .map(|r| r.layer.len())
+            .chain([12])
+            .max()
+            .unwrap_or(12)
+            + 2;
+        let shape_width = shapes
+            .iter()
+            .map(|s| s.len())
+            .chain([12])
+            .max()
+            .unwrap_or(12)
+            + 2;
+        let width = layer_width + shape_width + 12;
+        writeln!(f, "Input shape: {:?}", self.input_shape)?;
+        writeln!(
+            f,
+            "{:<layer_width$}{:<shape_width$}{:>12}",
+            "Layer", "Output Shape", "Param #"
+        )?;
+        writeln!(f, "{}", "=".repeat(width))?;
+        for (row, shape) in self.rows.iter().zip(&shapes) {
+            writeln!(
+                f,
+                "{:<layer_width$}{:<shape_width$}{:>12}",
+                row.layer,
+                shape,
+                grouped(row.params)
+            )?;
+        }
+        writeln!(f, "{}", "=".repeat(width))?;
+        writeln!(f, "Total params: {}", grouped(self.total_params))?;
+        writeln!(f, "Trainable params: {}", grouped(self.trainable_params))?;
+        write!(
+            f,
+            "Non-trainable params: {}",
+            grouped(self.total_params - self.trainable_params)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(138_357_544), "138,357,544");
+    }
+}
