@@ -1,4 +1,4 @@
-//! Optimizers.
+//! Optimizers and learning-rate schedules.
 //!
 //! An [`Optimizer`] updates a [`Module`]'s parameters from the [`Gradients`] of one backward
 //! pass. Every optimizer here follows PyTorch's `torch.optim` update rule exactly (each one
@@ -14,7 +14,7 @@
 //! - State is kept per parameter, keyed by [`ParamId`](crate::ParamId). Cloning a `Param`
 //!   keeps its id, so one optimizer must not step two clones of a parameter.
 //! - [Parameter groups](ParamGroup) give the parameters under a name prefix their own learning
-//!   rate and weight decay.
+//!   rate and weight decay. [Schedules](LrSchedule) set each group's rate from its initial one.
 //! - [`Optimizer::state_dict`] exports the state by parameter name, and
 //!   [`Optimizer::load_state_dict`] resumes it, step for step.
 //!
@@ -64,12 +64,17 @@
 mod adam;
 mod groups;
 mod rmsprop;
+pub mod schedule;
 mod sgd;
 mod state;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use groups::{GroupOptions, ParamGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use schedule::{
+    Constant, CosineAnnealingLr, ExponentialLr, LinearWarmup, LrSchedule, MultiStepLr,
+    PlateauConfig, PlateauMode, PlateauState, ReduceLrOnPlateau, StepLr, ThresholdMode,
+};
 pub use sgd::{Momentum, Sgd, SgdConfig};
 
 use crate::autograd::Gradients;

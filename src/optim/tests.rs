@@ -273,6 +273,25 @@ fn loading_reports_every_problem_and_loads_nothing() {
 }
 
 #[test]
+fn schedules_and_plateaus_drive_any_optimizer() {
+    for (name, mut optimizer) in every_optimizer() {
+        let initial = optimizer.learning_rate();
+        ExponentialLr { gamma: 0.5 }.apply(&mut *optimizer, 2);
+        assert_eq!(optimizer.learning_rate(), initial * 0.25, "{name}");
+        let mut plateau = ReduceLrOnPlateau::new(PlateauConfig {
+            patience: 0,
+            ..Default::default()
+        });
+        plateau.step(1.0, &mut *optimizer);
+        assert!(plateau.step(1.0, &mut *optimizer));
+        assert!(
+            (optimizer.learning_rate() - initial * 0.025).abs() < 1e-12,
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn gradients_from_a_backward_pass_drive_a_step() {
     use crate::Tape;
     let mut model = TwoParams::new([1.0, 2.0], [3.0]);
