@@ -1,4 +1,4 @@
-//! Optimizers and learning-rate schedules.
+//! Optimizers, learning-rate schedules and gradient clipping.
 //!
 //! An [`Optimizer`] updates a [`Module`]'s parameters from the [`Gradients`] of one backward
 //! pass. Every optimizer here follows PyTorch's `torch.optim` update rule exactly (each one
@@ -20,11 +20,11 @@
 //!
 //! # Examples
 //!
-//! A training step: forward on a fresh tape, backward, step.
+//! A training step: forward on a fresh tape, backward, clip, step.
 //!
 //! ```
 //! use striate::nn::Module;
-//! use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig};
+//! use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig, clip_grad_norm};
 //! use striate::{Param, Tape, Tensor, Var};
 //!
 //! /// y = slope · x
@@ -55,13 +55,15 @@
 //! for _ in 0..50 {
 //!     let tape = Tape::training();
 //!     let loss = model.forward(tape.input(x.clone())).mse(tape.input(y.clone()));
-//!     let grads = loss.backward();
+//!     let mut grads = loss.backward();
+//!     clip_grad_norm(&mut grads, 10.0).expect("finite gradients");
 //!     optimizer.step(&mut model, &grads);
 //! }
 //! assert!((model.slope.value().item() - 2.0).abs() < 1e-3);
 //! ```
 
 mod adam;
+mod clip;
 mod groups;
 mod rmsprop;
 pub mod schedule;
@@ -69,6 +71,7 @@ mod sgd;
 mod state;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use clip::{clip_grad_norm, clip_grad_value};
 pub use groups::{GroupOptions, ParamGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::{
