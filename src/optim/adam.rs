@@ -1,11 +1,11 @@
 //! `Adam` and `AdamW`: adaptive moment estimation with L2 or decoupled weight decay, following
 //! `torch.optim.Adam` and `torch.optim.AdamW`. One update rule serves both.
 
-use super::groups::{GroupOptions, ParamGroup, expect_rate};
+use super::groups::{GroupOptions, ParamGroup};
 use super::state::{
     Field, FieldKind, Fields, OptimizerState, ParamState, ParamUpdate, count_tensor,
 };
-use super::{Optimizer, lerp};
+use super::{Optimizer, expect_non_negative, lerp};
 use crate::autograd::Gradients;
 use crate::error::Result;
 use crate::nn::Module;
@@ -137,7 +137,7 @@ impl Adam {
 
     #[track_caller]
     fn with_rule(name: &'static str, config: AdamConfig, decoupled: bool) -> Adam {
-        expect_rate(name, "eps", config.eps);
+        expect_non_negative(name, "eps", config.eps);
         for (which, beta) in [("betas.0", config.betas.0), ("betas.1", config.betas.1)] {
             if !(0.0..1.0).contains(&beta) {
                 contract_violation(

@@ -1,6 +1,7 @@
 //! Parameter groups: parameters selected by name prefix, each group with its own learning rate
 //! and weight decay (for fine-tuning a backbone slower than a new head).
 
+use super::expect_non_negative;
 use crate::tensor::check::contract_violation;
 
 /// Overrides for one parameter group; a `None` field inherits the optimizer's setting.
@@ -41,8 +42,8 @@ pub struct ParamGroup {
 
 impl ParamGroup {
     fn new(op: &str, prefix: Option<String>, learning_rate: f64, weight_decay: f64) -> Self {
-        expect_rate(op, "learning_rate", learning_rate);
-        expect_rate(op, "weight_decay", weight_decay);
+        expect_non_negative(op, "learning_rate", learning_rate);
+        expect_non_negative(op, "weight_decay", weight_decay);
         ParamGroup {
             prefix,
             initial_learning_rate: learning_rate,
@@ -78,7 +79,7 @@ impl ParamGroup {
     ///
     /// If `learning_rate` is negative or not finite.
     pub fn set_learning_rate(&mut self, learning_rate: f64) {
-        expect_rate(
+        expect_non_negative(
             "ParamGroup::set_learning_rate",
             "learning_rate",
             learning_rate,
@@ -164,18 +165,6 @@ impl ParamGroups {
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [ParamGroup] {
         &mut self.groups
-    }
-}
-
-/// Panics unless a learning rate or weight decay is finite and not negative (PyTorch's checks).
-#[track_caller]
-pub(crate) fn expect_rate(op: &str, name: &str, value: f64) {
-    if !value.is_finite() || value < 0.0 {
-        contract_violation(
-            op,
-            format_args!("{name} must be finite and not negative"),
-            format_args!("{name} = {value}"),
-        );
     }
 }
 

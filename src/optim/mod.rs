@@ -86,6 +86,7 @@ use crate::autograd::Param;
 use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
+use crate::tensor::check::contract_violation;
 
 /// Updates a model's parameters from gradients. Object safe, so a training loop can hold a
 /// `Box<dyn Optimizer>`.
@@ -166,6 +167,19 @@ pub trait Optimizer: Send {
             };
             group.set_learning_rate(rate);
         }
+    }
+}
+
+/// Panics unless a hyperparameter (a learning rate, a weight decay, a factor) is finite and
+/// not negative, PyTorch's check on most of them.
+#[track_caller]
+pub(crate) fn expect_non_negative(op: &str, name: &str, value: f64) {
+    if !value.is_finite() || value < 0.0 {
+        contract_violation(
+            op,
+            format_args!("{name} must be finite and not negative"),
+            format_args!("{name} = {value}"),
+        );
     }
 }
 

@@ -1,9 +1,9 @@
 //! `RmsProp`: gradients scaled by a running root mean square, following
 //! `torch.optim.RMSprop`.
 
-use super::groups::{GroupOptions, ParamGroup, expect_rate};
+use super::groups::{GroupOptions, ParamGroup};
 use super::state::{Field, FieldKind, Fields, OptimizerState, ParamState, ParamUpdate};
-use super::{Optimizer, lerp};
+use super::{Optimizer, expect_non_negative, lerp};
 use crate::autograd::Gradients;
 use crate::error::Result;
 use crate::nn::Module;
@@ -81,8 +81,8 @@ impl RmsProp {
     #[track_caller]
     pub fn new(config: RmsPropConfig) -> RmsProp {
         const OP: &str = "RmsProp";
-        expect_rate(OP, "eps", config.eps);
-        expect_rate(OP, "momentum", config.momentum);
+        expect_non_negative(OP, "eps", config.eps);
+        expect_non_negative(OP, "momentum", config.momentum);
         if !(0.0..=1.0).contains(&config.alpha) {
             contract_violation(
                 OP,

@@ -29,7 +29,7 @@
 //! }
 //! ```
 
-use super::Optimizer;
+use super::{Optimizer, expect_non_negative};
 use crate::tensor::check::contract_violation;
 
 /// A learning rate as a function of the epoch and of a group's initial rate.
@@ -106,7 +106,7 @@ pub struct StepLr {
 
 impl LrSchedule for StepLr {
     fn learning_rate(&self, epoch: usize, initial: f64) -> f64 {
-        expect_factor("StepLr", "gamma", self.gamma);
+        expect_non_negative("StepLr", "gamma", self.gamma);
         if self.step_size == 0 {
             contract_violation("StepLr", "step_size must be positive", "step_size = 0");
         }
@@ -136,7 +136,7 @@ pub struct MultiStepLr {
 
 impl LrSchedule for MultiStepLr {
     fn learning_rate(&self, epoch: usize, initial: f64) -> f64 {
-        expect_factor("MultiStepLr", "gamma", self.gamma);
+        expect_non_negative("MultiStepLr", "gamma", self.gamma);
         let passed = self.milestones.iter().filter(|&&m| m <= epoch).count();
         initial * power(self.gamma, passed)
     }
@@ -160,7 +160,7 @@ pub struct ExponentialLr {
 
 impl LrSchedule for ExponentialLr {
     fn learning_rate(&self, epoch: usize, initial: f64) -> f64 {
-        expect_factor("ExponentialLr", "gamma", self.gamma);
+        expect_non_negative("ExponentialLr", "gamma", self.gamma);
         initial * power(self.gamma, epoch)
     }
 }
@@ -195,7 +195,7 @@ impl LrSchedule for CosineAnnealingLr {
         if self.t_max == 0 {
             contract_violation("CosineAnnealingLr", "t_max must be positive", "t_max = 0");
         }
-        expect_factor("CosineAnnealingLr", "eta_min", self.eta_min);
+        expect_non_negative("CosineAnnealingLr", "eta_min", self.eta_min);
         let phase = std::f64::consts::PI * epoch as f64 / self.t_max as f64;
         self.eta_min + (initial - self.eta_min) * (1.0 + phase.cos()) / 2.0
     }
@@ -248,17 +248,6 @@ impl<S: LrSchedule> LrSchedule for LinearWarmup<S> {
 /// `base^exponent` for a whole exponent, as Python's `float ** int` computes it.
 fn power(base: f64, exponent: usize) -> f64 {
     base.powf(exponent as f64)
-}
-
-#[track_caller]
-fn expect_factor(op: &str, name: &str, value: f64) {
-    if !value.is_finite() || value < 0.0 {
-        contract_violation(
-            op,
-            format_args!("{name} must be finite and not negative"),
-            format_args!("{name} = {value}"),
-        );
-    }
 }
 
 /// Whether [`ReduceLrOnPlateau`] waits for the metric to fall (a loss) or to rise (an
@@ -369,9 +358,9 @@ impl ReduceLrOnPlateau {
                 format_args!("factor = {}", config.factor),
             );
         }
-        expect_factor(OP, "threshold", config.threshold);
-        expect_factor(OP, "min_lr", config.min_lr);
-        expect_factor(OP, "eps", config.eps);
+        expect_non_negative(OP, "threshold", config.threshold);
+        expect_non_negative(OP, "min_lr", config.min_lr);
+        expect_non_negative(OP, "eps", config.eps);
         let best = match config.mode {
             PlateauMode::Min => f64::INFINITY,
             PlateauMode::Max => f64::NEG_INFINITY,

@@ -3,9 +3,9 @@
 
 use std::collections::hash_map::Entry;
 
-use super::Optimizer;
-use super::groups::{GroupOptions, ParamGroup, expect_rate};
+use super::groups::{GroupOptions, ParamGroup};
 use super::state::{Field, FieldKind, Fields, OptimizerState, ParamState, ParamUpdate};
+use super::{Optimizer, expect_non_negative};
 use crate::autograd::Gradients;
 use crate::error::Result;
 use crate::nn::Module;
@@ -122,13 +122,13 @@ impl Sgd {
                 momentum,
                 dampening,
             }) => {
-                expect_rate(OP, "momentum", momentum);
+                expect_non_negative(OP, "momentum", momentum);
                 if !dampening.is_finite() {
                     contract_violation(OP, "dampening must be finite", dampening);
                 }
             }
             Some(Momentum::Nesterov { momentum }) => {
-                expect_rate(OP, "momentum", momentum);
+                expect_non_negative(OP, "momentum", momentum);
                 if momentum == 0.0 {
                     contract_violation(OP, "Nesterov momentum must be positive", momentum);
                 }
