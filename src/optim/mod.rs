@@ -128,6 +128,11 @@ pub trait Optimizer: Send {
     /// `model` with state, `state.<parameter name>.<field>` (such as
     /// `state.features.0.weight.exp_avg`, or `.step` as a rank-0 tensor), in `model`'s order;
     /// then `param_groups.<index>.learning_rate` for each group.
+    ///
+    /// The tensors are a snapshot that shares buffers with the optimizer until its next step
+    /// (copy-on-write), so taking it is cheap. Being f32, a step count is exact up to 2^24 and
+    /// a learning rate is rounded; loading keeps the optimizer's exact rate when it rounds to
+    /// the stored one.
     fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)>;
 
     /// Replaces the state and the groups' learning rates with those of a
