@@ -47,6 +47,25 @@ pub enum Error {
     },
     /// A request that the environment refused, such as configuring the thread pool twice.
     Config(String),
+    /// A state dict that does not fit what it is loaded into. Every problem is listed, and
+    /// nothing was loaded.
+    StateDict {
+        /// What the state was loaded into (`"Adam"`, a model).
+        target: String,
+        /// Keys the target needs that the state dict lacks.
+        missing: Vec<String>,
+        /// Keys in the state dict that the target has no place for.
+        unexpected: Vec<String>,
+        /// Keys whose tensor does not fit, each as `key: expected ..., found ...`.
+        mismatched: Vec<String>,
+    },
+    /// A quantity computed during training (a loss, a gradient norm) that is NaN or infinite.
+    NonFinite {
+        /// What was computed, such as `"total gradient norm"`.
+        what: String,
+        /// The value found.
+        value: f32,
+    },
 }
 
 impl Error {
@@ -101,6 +120,27 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::Config(message) => f.write_str(message),
+            Error::StateDict {
+                target,
+                missing,
+                unexpected,
+                mismatched,
+            } => {
+                write!(f, "cannot load state into {target}")?;
+                let mut sep = ": ";
+                for (label, keys) in [
+                    ("missing keys", missing),
+                    ("unexpected keys", unexpected),
+                    ("mismatched", mismatched),
+                ] {
+                    if !keys.is_empty() {
+                        write!(f, "{sep}{label} {}", keys.join(", "))?;
+                        sep = "; ";
+                    }
+                }
+                Ok(())
+            }
+            Error::NonFinite { what, value } => write!(f, "{what} is not finite ({value})"),
         }
     }
 }
@@ -139,5 +179,15 @@ mod tests {
             attempts: vec!["http://a: 404".into(), "http://b: timeout".into()],
         };
         assert!(e.to_string().contains("\n  http://b: timeout"));
+        let e = Error::StateDict {
+            target: "Adam".into(),
+            missing: vec!["a.step".into()],
+            unexpected: vec!["b.step".into(), "c".into()],
+            mismatched: vec![],
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot load state into Adam: missing keys a.step; unexpected keys b.step, c"
+        );
     }
 }

@@ -33,6 +33,7 @@ pub mod autograd;
 pub mod error;
 pub mod kernels;
 pub mod nn;
+pub mod optim;
 pub mod tensor;
 pub mod transforms;
 
