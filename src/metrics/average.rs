@@ -6,9 +6,10 @@ use crate::tensor::check::contract_violation;
 
 /// How a per-class metric is reduced to one number (scikit-learn's `average=`).
 ///
-/// Only classes that occur — as a target or as a prediction — take part in `Macro` and
-/// `Weighted`, as in scikit-learn when `labels` is not given: a class that a `ConfusionMatrix`
-/// was sized for but never saw does not pull the mean down.
+/// Only classes that occur — as a target or as a prediction — take part in an average, as in
+/// scikit-learn when `labels` is not given: a class that a `ConfusionMatrix` was sized for but
+/// never saw does not pull a macro average down, nor add its true negatives to a micro
+/// specificity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Average {
     /// The unweighted mean of the per-class values: every class counts the same.
@@ -33,9 +34,9 @@ pub enum Average {
 /// in the targets, and similar. It is also the value of every rate metric (precision, recall,
 /// F-beta, specificity, NPV, IoU) on a matrix that has counted nothing.
 ///
-/// With [`ZeroDivision::Nan`], `Macro` and `Weighted` averages of precision, recall, F-beta,
-/// specificity and NPV skip the undefined classes (and are NaN only if all are undefined), as
-/// scikit-learn does; IoU keeps the NaN, as scikit-learn's `jaccard_score` does.
+/// With [`ZeroDivision::Nan`], `Macro` and `Weighted` averages skip the undefined classes (and
+/// are NaN only if all are undefined), as scikit-learn does for precision, recall and F-beta.
+/// (scikit-learn's `jaccard_score` has no NaN policy; IoU follows the same rule here.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ZeroDivision {
     /// `0.0`; scikit-learn's default (`"warn"` also gives 0).
@@ -56,15 +57,6 @@ impl ZeroDivision {
             ZeroDivision::Nan => f64::NAN,
         }
     }
-}
-
-/// What `Macro` and `Weighted` do with a class whose value is NaN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum NanClasses {
-    /// Leave it out (scikit-learn's precision, recall and F-beta).
-    Skip,
-    /// Let it make the mean NaN (scikit-learn's `jaccard_score`).
-    Propagate,
 }
 
 /// A metric that is, per class, `numerator / denominator` of one-vs-rest counts.
@@ -99,7 +91,6 @@ pub(crate) fn averaged(
     cm: &ConfusionMatrix,
     average: Average,
     zero_division: ZeroDivision,
-    nan_classes: NanClasses,
     ratio: Ratio<'_>,
 ) -> f64 {
     if let Average::Binary { positive } = average {
@@ -117,6 +108,7 @@ pub(crate) fn averaged(
         Average::Micro => {
             let (numerator, denominator) = counts
                 .iter()
+                .filter(|c| occurs(c))
                 .map(ratio)
                 .fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b));
             divide(numerator, denominator, zero_division)
@@ -130,7 +122,7 @@ pub(crate) fn averaged(
                 };
                 (divide(numerator, denominator, zero_division), weight)
             });
-            weighted_mean(values_and_weights, nan_classes)
+            weighted_mean(values_and_weights)
         }
     }
 }
@@ -147,14 +139,11 @@ pub(crate) fn occurring_classes(cm: &ConfusionMatrix) -> Vec<usize> {
     (0..counts.len()).filter(|&c| occurs(&counts[c])).collect()
 }
 
-/// `Σ w·v / Σ w`; the plain mean when every weight is zero (scikit-learn's fallback); NaN
-/// when nothing is left to average.
-fn weighted_mean(
-    values_and_weights: impl Iterator<Item = (f64, f64)>,
-    nan_classes: NanClasses,
-) -> f64 {
+/// `Σ w·v / Σ w` over the values that are not NaN; the plain mean when every weight is zero
+/// (scikit-learn's fallback); NaN when nothing is left to average.
+fn weighted_mean(values_and_weights: impl Iterator<Item = (f64, f64)>) -> f64 {
     let kept: Vec<(f64, f64)> = values_and_weights
-        .filter(|(value, _)| nan_classes == NanClasses::Propagate || !value.is_nan())
+        .filter(|(value, _)| !value.is_nan())
         .collect();
     if kept.is_empty() {
         return f64::NAN;
@@ -180,20 +169,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weighted_mean_skips_or_propagates_nan() {
+    fn weighted_mean_skips_nan() {
         let items = [(1.0, 1.0), (f64::NAN, 1.0), (0.0, 3.0)];
-        assert_eq!(weighted_mean(items.into_iter(), NanClasses::Skip), 0.25);
-        assert!(weighted_mean(items.into_iter(), NanClasses::Propagate).is_nan());
+        assert_eq!(weighted_mean(items.into_iter()), 0.25);
     }
 
     #[test]
     fn zero_weights_fall_back_to_plain_mean() {
         let items = [(1.0, 0.0), (0.0, 0.0)];
-        assert_eq!(weighted_mean(items.into_iter(), NanClasses::Skip), 0.5);
+        assert_eq!(weighted_mean(items.into_iter()), 0.5);
     }
 
     #[test]
     fn all_nan_is_nan() {
-        assert!(weighted_mean([(f64::NAN, 1.0)].into_iter(), NanClasses::Skip).is_nan());
+        assert!(weighted_mean([(f64::NAN, 1.0)].into_iter()).is_nan());
     }
 }

@@ -8,7 +8,7 @@
 
 use ndarray::Axis;
 
-use super::average::{Average, NanClasses, Ratio, ZeroDivision, averaged, check_beta, per_class};
+use super::average::{Average, Ratio, ZeroDivision, averaged, check_beta, per_class};
 use super::confusion::{ClassCounts, ConfusionMatrix};
 
 /// How Cohen's kappa weighs a disagreement between classes `i` and `j` (scikit-learn's
@@ -299,7 +299,7 @@ impl ConfusionMatrix {
 
     /// A precision-like rate, reduced as scikit-learn reduces precision and recall.
     fn rate(&self, average: Average, zero_division: ZeroDivision, ratio: Ratio<'_>) -> f64 {
-        averaged(self, average, zero_division, NanClasses::Skip, ratio)
+        averaged(self, average, zero_division, ratio)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Intersection over union (Jaccard index): of boxes, of binary masks, and per class for
 //! segmentation from a [`ConfusionMatrix`].
 
-use super::average::{Average, NanClasses, ZeroDivision, averaged, divide, per_class};
+use super::average::{Average, ZeroDivision, averaged, divide, per_class};
 use super::confusion::{ClassCounts, ConfusionMatrix};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_same_shape, shape_str};
@@ -137,21 +137,15 @@ impl ConfusionMatrix {
     /// `jaccard_score`: for segmentation, the overlap of the predicted and true regions of
     /// each class. `zero_division` for a class neither present nor predicted.
     ///
-    /// Unlike precision and recall, a NaN class (with [`ZeroDivision::Nan`]) makes `Macro` and
-    /// `Weighted` NaN, as in scikit-learn.
+    /// With [`ZeroDivision::Nan`], `Macro` and `Weighted` skip the undefined classes, as for
+    /// precision (scikit-learn's `jaccard_score` offers no NaN policy).
     ///
     /// # Panics
     ///
     /// If `average` is [`Average::Binary`] with a positive class outside `0..num_classes`.
     #[doc(alias = "jaccard")]
     pub fn iou(&self, average: Average, zero_division: ZeroDivision) -> f64 {
-        averaged(
-            self,
-            average,
-            zero_division,
-            NanClasses::Propagate,
-            &iou_ratio,
-        )
+        averaged(self, average, zero_division, &iou_ratio)
     }
 
     /// IoU `tp / (tp + fp + fn)` of every class, in class order.
