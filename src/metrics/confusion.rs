@@ -20,6 +20,10 @@ const OP: &str = "confusion_matrix";
 /// Optionally, one target value is ignored ([`with_ignore_index`](Self::with_ignore_index)):
 /// samples with that target are skipped, as the void label (often 255) in segmentation.
 ///
+/// On a matrix that has counted nothing, accuracy, balanced accuracy, Cohen's kappa and the
+/// Matthews correlation are NaN, and the rates (precision, recall, F-beta, specificity, NPV,
+/// IoU) are the [`ZeroDivision`](super::ZeroDivision) value asked for.
+///
 /// # Examples
 ///
 /// ```

@@ -59,6 +59,29 @@ pub use topk::TopKAccuracy;
 /// `update` is not part of the trait because each metric takes its own kind of batch (class
 /// indices, scores, regression values); every implementor has an inherent `update`. The trait
 /// lets a training loop reset, merge and report a set of metrics without knowing which they are.
+///
+/// # Examples
+///
+/// ```
+/// use striate::Tensor;
+/// use striate::metrics::{Metric, RegressionMetrics, TopKAccuracy};
+///
+/// // What an epoch loop does with any metric: report, then start over.
+/// fn end_of_epoch<M: Metric>(metric: &mut M) -> M::Output {
+///     let value = metric.compute();
+///     metric.reset();
+///     value
+/// }
+///
+/// let mut top1 = TopKAccuracy::new(1);
+/// top1.update(&Tensor::from_vec(vec![0.2, 0.8], &[1, 2]).unwrap(), &[1]);
+/// assert_eq!(end_of_epoch(&mut top1), 1.0);
+/// assert!(top1.compute().is_nan());
+///
+/// let mut regression = RegressionMetrics::new();
+/// regression.update(&Tensor::scalar(1.0), &Tensor::scalar(3.0));
+/// assert_eq!(end_of_epoch(&mut regression).mae, 2.0);
+/// ```
 pub trait Metric {
     /// What [`compute`](Metric::compute) reports.
     type Output;
