@@ -2,7 +2,7 @@
 
 use super::Metric;
 use crate::tensor::Tensor;
-use crate::tensor::check::{contract_violation, expect_rank, shape_str};
+use crate::tensor::check::{check_class_targets, contract_violation};
 
 /// The name top-k panics start with.
 const OP: &str = "top_k_accuracy";
@@ -71,28 +71,7 @@ impl TopKAccuracy {
     /// If `scores` is not rank 2, the number of targets differs from the batch, or a target is
     /// outside `0..classes`. Nothing is counted then.
     pub fn update(&mut self, scores: &Tensor, targets: &[usize]) {
-        let shape = scores.shape();
-        expect_rank(OP, "scores", shape, 2);
-        let (batch, classes) = (shape[0], shape[1]);
-        if targets.len() != batch {
-            contract_violation(
-                OP,
-                format_args!("{} targets for a batch of {batch}", targets.len()),
-                format_args!(
-                    "scores {}, targets {}",
-                    shape_str(shape),
-                    shape_str(&[targets.len()])
-                ),
-            );
-        }
-        if let Some((position, &target)) = targets.iter().enumerate().find(|&(_, &t)| t >= classes)
-        {
-            contract_violation(
-                OP,
-                format_args!("target {target} at position {position} is outside 0..{classes}"),
-                format_args!("scores {}", shape_str(shape)),
-            );
-        }
+        let (batch, classes) = check_class_targets(OP, scores.shape(), targets);
         if batch == 0 {
             return;
         }
@@ -176,15 +155,15 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(
-        expected = "top_k_accuracy: 3 targets for a batch of 2 (scores [2, 4], targets [3])"
-    )]
+    #[should_panic(expected = "top_k_accuracy: 3 targets for a batch of 2 (input [2, 4])")]
     fn length_mismatch_panics() {
         TopKAccuracy::new(1).update(&Tensor::zeros(&[2, 4]), &[0, 1, 2]);
     }
 
     #[test]
-    #[should_panic(expected = "top_k_accuracy: target 4 at position 1 is outside 0..4")]
+    #[should_panic(
+        expected = "top_k_accuracy: target 4 out of range for 4 classes (sample 1, input [2, 4])"
+    )]
     fn target_out_of_range_panics() {
         TopKAccuracy::new(1).update(&Tensor::zeros(&[2, 4]), &[0, 4]);
     }
