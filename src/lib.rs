@@ -32,6 +32,7 @@
 pub mod autograd;
 pub mod error;
 pub mod kernels;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod tensor;

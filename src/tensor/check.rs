@@ -124,6 +124,30 @@ pub fn expect_finite(op: &str, name: &str, value: f32) {
     }
 }
 
+/// Panics unless `[batch, classes]` scores (logits, probabilities) come with one class index
+/// `< classes` per sample; returns `(batch, classes)`. Shared by the classification losses and
+/// metrics.
+#[track_caller]
+pub(crate) fn check_class_targets(op: &str, shape: &[usize], targets: &[usize]) -> (usize, usize) {
+    expect_rank(op, "input", shape, 2);
+    let (batch, classes) = (shape[0], shape[1]);
+    if targets.len() != batch {
+        contract_violation(
+            op,
+            format_args!("{} targets for a batch of {batch}", targets.len()),
+            format_args!("input {}", shape_str(shape)),
+        );
+    }
+    if let Some((sample, &target)) = targets.iter().enumerate().find(|&(_, &t)| t >= classes) {
+        contract_violation(
+            op,
+            format_args!("target {target} out of range for {classes} classes"),
+            format_args!("sample {sample}, input {}", shape_str(shape)),
+        );
+    }
+    (batch, classes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,30 +4,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::softmax::log_softmax_rows;
 use crate::tensor::Tensor;
-use crate::tensor::check::{contract_violation, expect_rank, shape_str};
-
-/// Checks `[batch, classes]` scores against one class index per sample; returns
-/// `(batch, classes)`.
-#[track_caller]
-pub(crate) fn check_class_targets(op: &str, shape: &[usize], targets: &[usize]) -> (usize, usize) {
-    expect_rank(op, "input", shape, 2);
-    let (batch, classes) = (shape[0], shape[1]);
-    if targets.len() != batch {
-        contract_violation(
-            op,
-            format_args!("{} targets for a batch of {batch}", targets.len()),
-            format_args!("input {}", shape_str(shape)),
-        );
-    }
-    if let Some((sample, &target)) = targets.iter().enumerate().find(|&(_, &t)| t >= classes) {
-        contract_violation(
-            op,
-            format_args!("target {target} out of range for {classes} classes"),
-            format_args!("sample {sample}, input {}", shape_str(shape)),
-        );
-    }
-    (batch, classes)
-}
+use crate::tensor::check::{check_class_targets, contract_violation};
 
 #[derive(Debug)]
 struct CrossEntropyBackward {

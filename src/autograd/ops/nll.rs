@@ -1,9 +1,9 @@
 //! `nll`: negative log-likelihood of log-probabilities at the target classes.
 
-use super::cross_entropy::check_class_targets;
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
+use crate::tensor::check::check_class_targets;
 
 #[derive(Debug)]
 struct NllBackward {
