@@ -45,6 +45,22 @@ pub enum Error {
         /// One line per mirror tried: the URL and why it failed.
         attempts: Vec<String>,
     },
+    /// A dataset found in none of the places searched, and not downloaded.
+    ///
+    /// Its message says where the files were looked for, which files are needed and where to
+    /// download them, so a program can stop with it and the user knows what to do.
+    DatasetNotFound {
+        /// What was looked for, such as `"MNIST (train)"`.
+        dataset: String,
+        /// One line per place searched: the directory and why it did not qualify.
+        searched: Vec<String>,
+        /// The file names the dataset consists of.
+        files: Vec<String>,
+        /// Where the files can be downloaded from.
+        urls: Vec<String>,
+        /// Why the download failed; `None` if no download was attempted.
+        download: Option<Box<Error>>,
+    },
     /// A request that the environment refused, such as configuring the thread pool twice.
     Config(String),
     /// A state dict that does not fit what it is loaded into. Every problem is listed, and
@@ -119,6 +135,31 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::DatasetNotFound {
+                dataset,
+                searched,
+                files,
+                urls,
+                download,
+            } => {
+                write!(f, "{dataset} not found. Searched:")?;
+                for place in searched {
+                    write!(f, "\n  {place}")?;
+                }
+                match download {
+                    Some(error) => write!(f, "\nDownload failed: {error}")?,
+                    None => write!(f, "\nNo download was attempted (downloads are off).")?,
+                }
+                write!(
+                    f,
+                    "\nPut the files {} in one of the directories above. Download them from:",
+                    files.join(", ")
+                )?;
+                for url in urls {
+                    write!(f, "\n  {url}")?;
+                }
+                Ok(())
+            }
             Error::Config(message) => f.write_str(message),
             Error::StateDict {
                 target,
@@ -149,6 +190,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::DatasetNotFound {
+                download: Some(error),
+                ..
+            } => Some(error.as_ref()),
             _ => None,
         }
     }

@@ -30,6 +30,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod kernels;
 pub mod metrics;
