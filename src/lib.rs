@@ -34,6 +34,7 @@ pub mod data;
 pub mod error;
 pub mod kernels;
 pub mod metrics;
+pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod tensor;

@@ -1,0 +1,48 @@
+//! One SGD step of the MNIST CNN at batch 64 (forward, backward, momentum update) and
+//! inference at batch 256: the figures a user of `examples/mnist.rs` feels.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use striate::models::mnist_cnn;
+use striate::nn::Module;
+use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig};
+use striate::{Tape, Tensor};
+
+fn bench_train_step(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut model = mnist_cnn(10, &mut rng);
+    let mut optimizer = Sgd::new(SgdConfig {
+        learning_rate: 0.05,
+        momentum: Some(Momentum::classic(0.9)),
+        ..Default::default()
+    });
+    let images = Tensor::rand_uniform(&[64, 1, 28, 28], 0.0, 1.0, &mut rng);
+    let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();
+
+    let mut group = c.benchmark_group("mnist_cnn");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("train_step_batch64", |bench| {
+        bench.iter(|| {
+            let grads = {
+                let tape = Tape::training();
+                let loss = model.forward(tape.input(images.clone())).cross_entropy(&labels);
+                black_box(loss.item());
+                loss.backward()
+            };
+            optimizer.step(&mut model, &grads);
+        })
+    });
+
+    let batch = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, &mut rng);
+    group.throughput(Throughput::Elements(256));
+    group.bench_function("inference_batch256", |bench| {
+        bench.iter(|| black_box(model.predict(&batch)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_train_step);
+criterion_main!(benches);
