@@ -28,7 +28,9 @@ fn bench_train_step(c: &mut Criterion) {
         bench.iter(|| {
             let grads = {
                 let tape = Tape::training();
-                let loss = model.forward(tape.input(images.clone())).cross_entropy(&labels);
+                let loss = model
+                    .forward(tape.input(images.clone()))
+                    .cross_entropy(&labels);
                 black_box(loss.item());
                 loss.backward()
             };

@@ -7,4 +7,5 @@ pub mod conv;
 pub mod gemm;
 pub mod pool;
 pub mod scratch;
+pub mod simd;
 pub mod softmax;

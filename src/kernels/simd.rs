@@ -1,0 +1,175 @@
+//! Runtime selection of the widest vector instructions for striate's own loops.
+//!
+//! The crate is compiled for the baseline x86-64 target (SSE2), so a plain loop vectorises only
+//! 4 lanes wide. [`dispatch`] runs a closure inside a function compiled with AVX-512 (or AVX2 +
+//! FMA) enabled when the CPU has it: everything inlined into the closure — which is why the
+//! helpers here are `#[inline(always)]` — is compiled for those instructions. The GEMM does its
+//! own dispatch.
+
+#[cfg(target_arch = "x86_64")]
+use std::sync::OnceLock;
+
+/// The instruction sets [`dispatch`] can pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// x86-64-v4: AVX-512 F/VL/BW/DQ with FMA.
+    Avx512,
+    /// x86-64-v3: AVX2 with FMA.
+    Avx2,
+    /// The compile-time baseline.
+    Baseline,
+}
+
+/// The best level this CPU supports (detected once).
+pub fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("fma")
+            {
+                Level::Avx512
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Level::Avx2
+            } else {
+                Level::Baseline
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Level::Baseline
+    }
+}
+
+/// Runs `f` compiled for the best instruction set of this CPU. Mark the closure
+/// `#[inline(always)]` so its body is generated inside the feature-enabled frame.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::simd::dispatch;
+///
+/// let mut y = vec![1.0f32; 100];
+/// let x = vec![2.0f32; 100];
+/// dispatch(#[inline(always)] || {
+///     for (y, x) in y.iter_mut().zip(&x) {
+///         *y += 3.0 * x;
+///     }
+/// });
+/// assert!(y.iter().all(|&v| v == 7.0));
+/// ```
+#[inline(always)]
+pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match level() {
+            // SAFETY: `level` verified that the CPU supports every feature these enable.
+            Level::Avx512 => return unsafe { run_avx512(f) },
+            Level::Avx2 => return unsafe { run_avx2(f) },
+            Level::Baseline => {}
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `y += a · x`, elementwise over the shorter length.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `Σ a_i · b_i` with 64 independent partial sums, so the loop vectorises without reordering
+/// a single f32 accumulator (which the compiler may not do) and hides the FMA latency.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 64;
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut acc = [0.0f32; LANES];
+    let mut a_chunks = a.chunks_exact(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    for (ca, cb) in (&mut a_chunks).zip(&mut b_chunks) {
+        for l in 0..LANES {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + tail
+}
+
+/// `Σ x_i` with 64 independent partial sums (see [`dot`]).
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    const LANES: usize = 64;
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0] + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_and_sum_match_sequential() {
+        for len in [0, 1, 63, 64, 65, 200, 1000] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let got = dispatch(
+                #[inline(always)]
+                || dot(&a, &b),
+            );
+            assert!(
+                (got as f64 - want).abs() < 1e-4,
+                "len {len}: {got} vs {want}"
+            );
+            let want: f64 = a.iter().map(|&x| x as f64).sum();
+            assert!((sum(&a) as f64 - want).abs() < 1e-4);
+        }
+    }
+}
