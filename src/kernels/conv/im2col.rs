@@ -36,8 +36,9 @@ pub(super) fn im2col_forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, o
     });
 }
 
-/// The valid part `[lo, hi)` of output columns `[start, end)` whose input column
-/// `ow·stride + offset` lands inside `[0, width)`.
+/// Calls `f(kernel_row, kernel_col, input_row, output_row, ow_start, ow_end, column)` for every
+/// row segment of the column matrix of pixels `[start, start + width)`: the pieces im2col and
+/// col2im both walk. `input_row` is `None` where the window row lies in the padding.
 #[inline]
 fn for_each_segment(
     s: &Conv2dShape,

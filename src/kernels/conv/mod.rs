@@ -365,6 +365,8 @@ fn for_each_image(
     }
 }
 
+/// The valid part `[lo, hi)` of output columns `[start, end)` whose input column
+/// `ow·stride + offset` lands inside `[0, width)`.
 #[inline]
 fn valid_columns(
     start: usize,
@@ -383,10 +385,6 @@ fn valid_columns(
     let lo = lo.clamp(start, end);
     (lo, hi.clamp(lo, end))
 }
-
-/// Calls `f(kernel_row, kernel_col, input_row, output_row, ow_start, ow_end, column)` for every
-/// row segment of the column matrix of pixels `[start, start + width)`: the pieces im2col and
-/// col2im both walk. `input_row` is `None` where the window row lies in the padding.
 
 // ------------------------------------------------------------------------------------ forward
 
