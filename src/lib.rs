@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod simd;
 pub mod tensor;
 pub mod transforms;
 

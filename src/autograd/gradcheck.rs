@@ -220,9 +220,9 @@ mod tests {
     struct WrongSquare;
 
     impl Backward for WrongSquare {
-        fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
             // d x² / dx is 2x, not 1
-            vec![Some(grad_output.clone())]
+            vec![Some(grad_output)]
         }
     }
 

@@ -32,7 +32,7 @@ pub trait Backward: fmt::Debug {
     /// Returns one entry per input, in the order given to [`Tape::record`]: the gradient of the
     /// loss with respect to that input, or `None` where `needs_grad[i]` is false (the op may skip
     /// that work, as conv2d does for its first layer's input).
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>>;
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>>;
 }
 
 /// What a node is when nothing produced it.
@@ -297,7 +297,7 @@ impl Tape {
                     let parents = nodes[index].parents.clone();
                     let needs: Vec<bool> =
                         parents.iter().map(|&p| nodes[p].requires_grad).collect();
-                    let local = rule.backward(&grad, &needs);
+                    let local = rule.backward(grad, &needs);
                     debug_assert_eq!(
                         local.len(),
                         parents.len(),

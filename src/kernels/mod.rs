@@ -7,5 +7,4 @@ pub mod conv;
 pub mod gemm;
 pub mod pool;
 pub mod scratch;
-pub mod simd;
 pub mod softmax;

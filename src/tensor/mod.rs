@@ -15,9 +15,9 @@ use std::fmt;
 use ndarray::{ArcArray, ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Normal};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::simd::{dispatch, par_chunks_dispatch, par_fill_new};
 use check::{contract_violation, shape_str};
 
 /// Elementwise maps switch to rayon from this many elements; below it the fork-join costs more
@@ -385,14 +385,21 @@ impl Tensor {
     /// Applies `f` to every element, in parallel for large tensors.
     pub fn map(&self, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
         let input = self.as_slice();
-        let mut out = vec![0.0f32; input.len()];
-        if input.len() >= PARALLEL_ELEMENTWISE_THRESHOLD {
-            out.par_chunks_mut(PARALLEL_ELEMENTWISE_THRESHOLD / 4)
-                .zip(input.par_chunks(PARALLEL_ELEMENTWISE_THRESHOLD / 4))
-                .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &x)| *o = f(x)));
-        } else {
-            out.iter_mut().zip(input).for_each(|(o, &x)| *o = f(x));
-        }
+        let out = par_fill_new(
+            input.len(),
+            PARALLEL_ELEMENTWISE_THRESHOLD / 4,
+            |start, out| {
+                let input = &input[start..start + out.len()];
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for (o, &x) in out.iter_mut().zip(input) {
+                            o.write(f(x));
+                        }
+                    },
+                )
+            },
+        );
         Tensor::from_vec(out, self.shape()).expect("same length")
     }
 
@@ -404,21 +411,17 @@ impl Tensor {
     pub fn zip_map(&self, other: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Tensor {
         check::expect_same_shape("zip_map", "lhs", self.shape(), "rhs", other.shape());
         let (a, b) = (self.as_slice(), other.as_slice());
-        let mut out = vec![0.0f32; a.len()];
-        let chunk = PARALLEL_ELEMENTWISE_THRESHOLD / 4;
-        if a.len() >= PARALLEL_ELEMENTWISE_THRESHOLD {
-            out.par_chunks_mut(chunk)
-                .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
-                .for_each(|(o, (a, b))| {
-                    for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                        *o = f(x, y);
+        let out = par_fill_new(a.len(), PARALLEL_ELEMENTWISE_THRESHOLD / 4, |start, out| {
+            let (a, b) = (&a[start..start + out.len()], &b[start..start + out.len()]);
+            dispatch(
+                #[inline(always)]
+                || {
+                    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                        o.write(f(x, y));
                     }
-                });
-        } else {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
-        }
+                },
+            )
+        });
         Tensor::from_vec(out, self.shape()).expect("same length")
     }
 
@@ -429,9 +432,12 @@ impl Tensor {
     /// If the shapes differ.
     pub fn add_assign(&mut self, other: &Tensor) {
         check::expect_same_shape("add_assign", "lhs", self.shape(), "rhs", other.shape());
-        for (a, &b) in self.as_slice_mut().iter_mut().zip(other.as_slice()) {
-            *a += b;
-        }
+        let other = other.as_slice();
+        par_chunks_dispatch(self.as_slice_mut(), |start, chunk| {
+            for (a, &b) in chunk.iter_mut().zip(&other[start..]) {
+                *a += b;
+            }
+        });
     }
 
     /// The sum of all elements (accumulated in f64).

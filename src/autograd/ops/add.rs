@@ -11,9 +11,9 @@ use crate::tensor::broadcast::broadcast_zip;
 struct AddBackward;
 
 impl Backward for AddBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d(a + b)/da = d(a + b)/db = 1; the engine sums over broadcast axes
-        vec![Some(grad_output.clone()), Some(grad_output.clone())]
+        vec![Some(grad_output.clone()), Some(grad_output)]
     }
 }
 

@@ -103,7 +103,7 @@ struct BatchNormBackward {
 }
 
 impl Backward for BatchNormBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let channels = self.inv_std.len();
         let spatial = self.normalized.len() / (self.normalized.shape()[0] * channels).max(1);
         let count = (self.normalized.len() / channels.max(1)) as f64;

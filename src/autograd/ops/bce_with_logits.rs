@@ -13,7 +13,7 @@ struct BceWithLogitsBackward {
 }
 
 impl Backward for BceWithLogitsBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d/dx = (σ(x) - t)/N, d/dt = -x/N
         let scale = grad_output.item() / self.logits.len() as f32;
         let grad_logits = needs_grad[0].then(|| {

@@ -12,7 +12,7 @@ struct ConcatBackward {
 }
 
 impl Backward for ConcatBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // each input receives its own slice of the gradient
         let mut start = 0;
         self.extents

@@ -16,7 +16,7 @@ struct Conv2dBackward {
 }
 
 impl Backward for Conv2dBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // dX = convᵀ(dY, W); dW = Σ_n dY_n · im2col(X_n)ᵀ; db = Σ_(n,p) dY
         let s = &self.shape;
         let grad_input = needs_grad[0].then(|| {

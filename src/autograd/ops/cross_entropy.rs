@@ -14,7 +14,7 @@ struct CrossEntropyBackward {
 }
 
 impl Backward for CrossEntropyBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d loss / d logits = (softmax - q) / N, with q = (1 - ε)·onehot + ε / C
         let (batch, classes) = (self.log_probs.shape()[0], self.log_probs.shape()[1]);
         let scale = grad_output.item() / batch as f32;

@@ -14,13 +14,13 @@ struct DivBackward {
 }
 
 impl Backward for DivBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d(a/b)/da = 1/b, d(a/b)/db = -a/b²
         let grad_lhs =
-            needs_grad[0].then(|| broadcast_zip("div", grad_output, &self.rhs, |g, b| g / b));
+            needs_grad[0].then(|| broadcast_zip("div", &grad_output, &self.rhs, |g, b| g / b));
         let grad_rhs = needs_grad[1].then(|| {
             let a_over_b2 = broadcast_zip("div", &self.lhs, &self.rhs, |a, b| a / (b * b));
-            broadcast_zip("div", grad_output, &a_over_b2, |g, q| -g * q)
+            broadcast_zip("div", &grad_output, &a_over_b2, |g, q| -g * q)
         });
         vec![grad_lhs, grad_rhs]
     }

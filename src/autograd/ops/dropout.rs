@@ -14,7 +14,7 @@ struct DropoutBackward {
 }
 
 impl Backward for DropoutBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // dy/dx = mask / (1 − p)
         vec![Some(grad_output.zip_map(&self.scale, |g, s| g * s))]
     }

@@ -12,7 +12,7 @@ struct L1Backward {
 }
 
 impl Backward for L1Backward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d mean|p - t| / dp = sign(p - t)/N = -d/dt
         let scale = grad_output.item() / self.difference.len() as f32;
         let grad = self.difference.map(|d| sign(d) * scale);

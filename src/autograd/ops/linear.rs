@@ -15,7 +15,7 @@ struct LinearBackward {
 }
 
 impl Backward for LinearBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let (out_features, in_features) = (self.weight.shape()[0], self.weight.shape()[1]);
         let rows = self.input.len() / in_features.max(1);
         let g = MatRef::row_major(grad_output.as_slice(), rows, out_features);

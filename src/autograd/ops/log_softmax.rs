@@ -16,11 +16,11 @@ struct LogSoftmaxBackward {
 }
 
 impl Backward for LogSoftmaxBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // dx = g - softmax(x) ⊙ Σ_axis g, with softmax(x) = e^y
-        let total = sum_axes_keepdim(grad_output, "log_softmax", &[self.axis]);
+        let total = sum_axes_keepdim(&grad_output, "log_softmax", &[self.axis]);
         let total = broadcast_to(&total, grad_output.shape());
-        let mut grad = grad_output.clone();
+        let mut grad = grad_output;
         for ((g, &y), &s) in grad
             .as_slice_mut()
             .iter_mut()

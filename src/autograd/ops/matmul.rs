@@ -146,7 +146,7 @@ struct MatmulBackward {
 }
 
 impl Backward for MatmulBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let Layout {
             batch,
             m,

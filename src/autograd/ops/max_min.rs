@@ -19,7 +19,7 @@ struct ExtremeBackward {
 }
 
 impl Backward for ExtremeBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d max(x) / dx_i = 1[x_i = max] / (number of ties)
         let shape = self.input.shape();
         let extreme = broadcast_to(&self.extreme, shape);

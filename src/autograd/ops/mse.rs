@@ -11,7 +11,7 @@ struct MseBackward {
 }
 
 impl Backward for MseBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d mean((p - t)²) / dp = 2(p - t)/N = -d/dt
         let scale = 2.0 * grad_output.item() / self.difference.len() as f32;
         let grad = self.difference.map(|d| d * scale);

@@ -14,12 +14,12 @@ struct MulBackward {
 }
 
 impl Backward for MulBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d(ab)/da = b, d(ab)/db = a
         let grad_lhs =
-            needs_grad[0].then(|| broadcast_zip("mul", grad_output, &self.rhs, |g, b| g * b));
+            needs_grad[0].then(|| broadcast_zip("mul", &grad_output, &self.rhs, |g, b| g * b));
         let grad_rhs =
-            needs_grad[1].then(|| broadcast_zip("mul", grad_output, &self.lhs, |g, a| g * a));
+            needs_grad[1].then(|| broadcast_zip("mul", &grad_output, &self.lhs, |g, a| g * a));
         vec![grad_lhs, grad_rhs]
     }
 }

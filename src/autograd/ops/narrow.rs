@@ -13,7 +13,7 @@ struct NarrowBackward {
 }
 
 impl Backward for NarrowBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // the gradient lands in the narrowed window; elsewhere it is zero
         let mut grad = Tensor::zeros(&self.input_shape);
         let len = grad_output.shape()[self.axis];

@@ -12,7 +12,7 @@ struct NllBackward {
 }
 
 impl Backward for NllBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d loss / d lp[i, c] = -1/N where c = target_i, else 0
         let classes = self.shape[1];
         let value = -grad_output.item() / self.targets.len() as f32;

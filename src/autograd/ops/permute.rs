@@ -11,7 +11,7 @@ struct PermuteBackward {
 }
 
 impl Backward for PermuteBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // the gradient moves back through the inverse permutation
         vec![Some(grad_output.permute(&self.inverse))]
     }

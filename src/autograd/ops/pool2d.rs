@@ -17,7 +17,7 @@ struct MaxPoolBackward {
 }
 
 impl Backward for MaxPoolBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d max / dx = 1 at the recorded argmax of each window
         let s = &self.shape;
         let mut gx = vec![0.0; s.batch * s.channels * s.in_height * s.in_width];
@@ -34,7 +34,7 @@ struct AvgPoolBackward {
 }
 
 impl Backward for AvgPoolBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d mean / dx = 1/divisor for every input element of the window
         let s = &self.shape;
         let mut gx = vec![0.0; s.batch * s.channels * s.in_height * s.in_width];
@@ -52,7 +52,7 @@ struct GlobalPoolBackward {
 }
 
 impl Backward for GlobalPoolBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // avg: dx = dy / (H·W) everywhere; max: dx = dy at the argmax
         let plane = self.input_shape[2] * self.input_shape[3];
         let mut gx = vec![0.0; grad_output.len() * plane];

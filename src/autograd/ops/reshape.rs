@@ -11,7 +11,7 @@ struct ReshapeBackward {
 }
 
 impl Backward for ReshapeBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // reshape moves no element: the gradient takes the input's shape back
         vec![Some(grad_output.reshape(&self.input_shape))]
     }

@@ -32,7 +32,7 @@ struct SoftmaxBackward {
 }
 
 impl Backward for SoftmaxBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // dx = y ⊙ (g - Σ_axis g ⊙ y)
         let gy = grad_output.zip_map(&self.output, |g, y| g * y);
         let total = crate::tensor::reduce::sum_axes_keepdim(&gy, "softmax", &[self.axis]);

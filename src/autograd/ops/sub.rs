@@ -11,10 +11,10 @@ use crate::tensor::broadcast::broadcast_zip;
 struct SubBackward;
 
 impl Backward for SubBackward {
-    fn backward(&self, grad_output: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         // d(a - b)/da = 1, d(a - b)/db = -1
         let grad_rhs = needs_grad[1].then(|| grad_output.map(|g| -g));
-        vec![Some(grad_output.clone()), grad_rhs]
+        vec![Some(grad_output), grad_rhs]
     }
 }
 

@@ -13,7 +13,7 @@ struct SumBackward {
 }
 
 impl Backward for SumBackward {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d Σx / dx_i = 1: every input element receives the gradient of its sum
         let grad = grad_output.reshape(&self.kept_shape);
         vec![Some(broadcast_to(&grad, &self.input_shape))]

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
+use crate::simd::par_chunks_dispatch;
 use crate::tensor::Tensor;
 
 /// Backward of an elementwise op: `grad_input = grad_output ⊙ derivative(x, y)`.
@@ -22,12 +23,15 @@ impl<D> fmt::Debug for UnaryBackward<D> {
 }
 
 impl<D: Fn(f32, f32) -> f32 + Sync + Send> Backward for UnaryBackward<D> {
-    fn backward(&self, grad_output: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         let (x, y) = (self.input.as_slice(), self.output.as_slice());
-        let mut grad = grad_output.clone();
-        for ((g, &x), &y) in grad.as_slice_mut().iter_mut().zip(x).zip(y) {
-            *g *= (self.derivative)(x, y);
-        }
+        let mut grad = grad_output;
+        par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
+            let (x, y) = (&x[start..start + g.len()], &y[start..start + g.len()]);
+            for ((g, &x), &y) in g.iter_mut().zip(x).zip(y) {
+                *g *= (self.derivative)(x, y);
+            }
+        });
         vec![Some(grad)]
     }
 }

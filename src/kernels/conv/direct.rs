@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dShape, valid_columns};
 use crate::kernels::scratch::with_scratch;
-use crate::kernels::simd::{dispatch, dot};
+use crate::simd::{dispatch, dot};
 
 /// Output values computed per step of the wide correlation: one AVX-512 register.
 const LANES: usize = 16;

@@ -1,4 +1,5 @@
-//! Runtime selection of the widest vector instructions for striate's own loops.
+//! Runtime selection of the widest vector instructions for striate's own loops, and the small
+//! vector helpers built on it.
 //!
 //! The crate is compiled for the baseline x86-64 target (SSE2), so a plain loop vectorises only
 //! 4 lanes wide. [`dispatch`] runs a closure inside a function compiled with AVX-512 (or AVX2 +
@@ -6,8 +7,11 @@
 //! helpers here are `#[inline(always)]` — is compiled for those instructions. The GEMM does its
 //! own dispatch.
 
+use std::mem::MaybeUninit;
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
+
+use rayon::prelude::*;
 
 /// The instruction sets [`dispatch`] can pick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub fn level() -> Level {
 /// # Examples
 ///
 /// ```
-/// use striate::kernels::simd::dispatch;
+/// use striate::simd::dispatch;
 ///
 /// let mut y = vec![1.0f32; 100];
 /// let x = vec![2.0f32; 100];
@@ -89,12 +93,47 @@ unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `y += a · x`, elementwise over the shorter length.
-#[inline(always)]
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
+/// Runs `f(offset, chunk)` over disjoint chunks of `data` (in parallel for long slices), each
+/// inside [`dispatch`], so elementwise loops use the CPU's widest vectors.
+pub fn par_chunks_dispatch(data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    const CHUNK: usize = 16 * 1024;
+    if data.len() >= 4 * CHUNK {
+        data.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                dispatch(
+                    #[inline(always)]
+                    || f(i * CHUNK, chunk),
+                )
+            });
+    } else {
+        dispatch(
+            #[inline(always)]
+            || f(0, data),
+        );
     }
+}
+
+/// Builds a vector of `len` values by letting `fill` write every slot of disjoint chunks, in
+/// parallel for long vectors, without zero-filling first.
+pub fn par_fill_new(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len >= 2 * chunk {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, part)| fill(i * chunk, part));
+    } else {
+        fill(0, spare);
+    }
+    // SAFETY: `fill` wrote every slot of every chunk, which together cover `0..len`.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `Σ a_i · b_i` with 64 independent partial sums, so the loop vectorises without reordering
