@@ -344,9 +344,9 @@ impl DataSource {
     pub fn load(&self, split: Split) -> Result<ImageDataset> {
         let dir = self.locate(split)?;
         let [images, labels] = self.catalog.split_files(split);
-        let images = existing_file(&dir, images.name).expect("locate checked it exists");
-        let labels = existing_file(&dir, labels.name).expect("locate checked it exists");
-        load_pair(&images, &labels)
+        // A file deleted since `locate` saw it makes read_idx report it missing.
+        let path = |name| existing_file(&dir, name).unwrap_or_else(|| dir.join(name));
+        load_pair(&path(images.name), &path(labels.name))
     }
 
     fn places(&self, env: &Environment) -> Vec<Place> {
@@ -632,6 +632,24 @@ pub(crate) mod tests {
         ] {
             assert!(message.contains(needle), "{needle:?} not in:\n{message}");
         }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[cfg(not(feature = "download"))]
+    #[test]
+    fn without_the_download_feature_the_error_says_so() {
+        let root = temp_dir("mnist-no-download");
+        let err = Mnist::source()
+            .dir(&root)
+            .search(false)
+            .load(Split::Test)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Download failed: striate was built without its `download` feature"),
+            "{err}"
+        );
+        assert!(err.contains("https://storage.googleapis.com/cvdf-datasets/mnist/"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
