@@ -16,9 +16,11 @@
 mod dataset;
 mod download;
 mod idx;
+mod loader;
 mod mnist;
 
 pub use dataset::{Dataset, ImageDataset, Subset, train_validation_split};
 pub use download::Downloader;
 pub use idx::{IdxArray, decode_idx, read_idx};
+pub use loader::{Batch, Batches, DataLoader};
 pub use mnist::{DATA_ENV, DataFile, DataSource, FashionMnist, Mnist, Split};
