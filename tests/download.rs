@@ -170,6 +170,29 @@ fn downloader(mirrors: &[String], files: &Path) -> Downloader {
         .timeouts(Duration::from_secs(5), Duration::from_secs(5))
 }
 
+/// The files to serve, a server for them and an empty directory to download into (removed
+/// when the fixture is dropped); `None` when there are no files here.
+struct Fixture {
+    files: PathBuf,
+    server: Server,
+    dir: PathBuf,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    let files = mnist_dir(test)?;
+    Some(Fixture {
+        server: Server::start(files.clone()),
+        dir: temp_dir(test),
+        files,
+    })
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn download_error(result: striate::Result<PathBuf>) -> (String, Vec<String>) {
     match result {
         Err(Error::Download { file, attempts }) => (file, attempts),
@@ -179,13 +202,13 @@ fn download_error(result: striate::Result<PathBuf>) -> (String, Vec<String>) {
 
 #[test]
 fn success_writes_the_verified_file_and_nothing_else() {
-    let Some(files) = mnist_dir("success_writes_the_verified_file_and_nothing_else") else {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("success_writes_the_verified_file_and_nothing_else")
+    else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("success");
     let target = dir.join("nested");
-    let path = downloader(&[server.mirror("good")], &files)
+    let path = downloader(&[server.mirror("good")], files)
         .fetch(LABELS, &target)
         .unwrap();
     assert_eq!(path, target.join(LABELS));
@@ -194,17 +217,16 @@ fn success_writes_the_verified_file_and_nothing_else() {
         std::fs::read(files.join(LABELS)).unwrap()
     );
     assert_eq!(listing(&target), [LABELS]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn checksum_mismatch_is_an_error_and_leaves_nothing() {
-    let Some(files) = mnist_dir("checksum_mismatch_is_an_error_and_leaves_nothing") else {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("checksum_mismatch_is_an_error_and_leaves_nothing")
+    else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("mismatch");
-    let result = downloader(&[server.mirror("bad")], &files).fetch(LABELS, &dir);
+    let result = downloader(&[server.mirror("bad")], files).fetch(LABELS, dir);
     let (file, attempts) = download_error(result);
     assert_eq!(file, LABELS);
     assert_eq!(attempts.len(), 1);
@@ -215,49 +237,50 @@ fn checksum_mismatch_is_an_error_and_leaves_nothing() {
         )),
         "{attempts:?}"
     );
-    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
 }
 
 #[test]
 fn truncated_body_is_an_error_and_leaves_nothing() {
-    let Some(files) = mnist_dir("truncated_body_is_an_error_and_leaves_nothing") else {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("truncated_body_is_an_error_and_leaves_nothing")
+    else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("truncated");
     let (_, attempts) =
-        download_error(downloader(&[server.mirror("truncated")], &files).fetch(LABELS, &dir));
+        download_error(downloader(&[server.mirror("truncated")], files).fetch(LABELS, dir));
     assert_eq!(attempts.len(), 1);
-    assert!(attempts[0].contains("truncated/"), "{attempts:?}");
-    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
+    let size = std::fs::metadata(files.join(LABELS)).unwrap().len();
+    let cut = format!(
+        "truncated/{LABELS}: transfer failed after {} of {size} bytes",
+        size / 2
+    );
+    assert!(attempts[0].contains(&cut), "{attempts:?}");
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
 }
 
 #[test]
 fn not_found_moves_on_to_the_next_mirror() {
-    let Some(files) = mnist_dir("not_found_moves_on_to_the_next_mirror") else {
+    let Some(Fixture { files, server, dir }) = &fixture("not_found_moves_on_to_the_next_mirror")
+    else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("next-mirror");
     let mirrors = [server.mirror("missing"), server.mirror("good")];
-    downloader(&mirrors, &files).fetch(LABELS, &dir).unwrap();
+    downloader(&mirrors, files).fetch(LABELS, dir).unwrap();
     assert_eq!(
         server.requests(),
         [format!("/missing/{LABELS}"), format!("/good/{LABELS}")]
     );
-    assert_eq!(listing(&dir), [LABELS]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(listing(dir), [LABELS]);
 }
 
 #[test]
 fn all_mirrors_failing_gives_one_error_listing_each() {
-    let Some(files) = mnist_dir("all_mirrors_failing_gives_one_error_listing_each") else {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("all_mirrors_failing_gives_one_error_listing_each")
+    else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("all-fail");
     let mirrors = [
         server.mirror("missing"),
         server.mirror("bad"),
@@ -265,7 +288,8 @@ fn all_mirrors_failing_gives_one_error_listing_each() {
         // Nothing listens on port 9 of the loopback: the connection is refused.
         "http://127.0.0.1:9/".to_string(),
     ];
-    let (_, attempts) = download_error(downloader(&mirrors, &files).fetch(LABELS, &dir));
+    let (_, attempts) = download_error(downloader(&mirrors, files).fetch(LABELS, dir));
+    println!("{attempts:#?}");
     assert_eq!(attempts.len(), 4, "{attempts:#?}");
     for (attempt, mirror) in attempts.iter().zip(&mirrors) {
         assert!(
@@ -275,26 +299,27 @@ fn all_mirrors_failing_gives_one_error_listing_each() {
     }
     assert!(attempts[0].contains("404"), "{}", attempts[0]);
     assert!(attempts[1].contains("checksum mismatch"), "{}", attempts[1]);
-    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
 
     // No checksum for a file: refused before any request.
     let before = server.requests().len();
-    let err = downloader(&mirrors, &files)
-        .fetch("other.gz", &dir)
+    let err = downloader(&mirrors, files)
+        .fetch("other.gz", dir)
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert_eq!(server.requests().len(), before);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn mnist_downloads_a_missing_split_with_the_official_checksums() {
-    let Some(files) = mnist_dir("mnist_downloads_a_missing_split_with_the_official_checksums")
+    let Some(Fixture {
+        files: _,
+        server,
+        dir,
+    }) = &fixture("mnist_downloads_a_missing_split_with_the_official_checksums")
     else {
         return;
     };
-    let server = Server::start(files.clone());
-    let dir = temp_dir("mnist");
     // Official sums; the local test files are byte-identical to the official ones.
     let official = Mnist::FILES
         .iter()
@@ -303,11 +328,11 @@ fn mnist_downloads_a_missing_split_with_the_official_checksums() {
             |d, f| d.checksum(f.name, f.md5),
         )
         .timeouts(Duration::from_secs(5), Duration::from_secs(5));
-    let source = Mnist::source().dir(&dir).search(false).downloader(official);
+    let source = Mnist::source().dir(dir).search(false).downloader(official);
     let test = source.load(Split::Test).unwrap();
     assert_eq!(test.len(), 10_000);
     assert_eq!(
-        listing(&dir),
+        listing(dir),
         ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     );
     // Found now: a second load asks the server nothing.
@@ -336,8 +361,7 @@ fn mnist_downloads_a_missing_split_with_the_official_checksums() {
         assert!(message.contains(needle), "{needle:?} not in:\n{message}");
     }
     assert_eq!(
-        listing(&dir),
+        listing(dir),
         ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

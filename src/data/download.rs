@@ -204,8 +204,9 @@ mod fetch {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    let of = declared.map_or(String::new(), |d| format!(" of {d}"));
                     return Err(Failure::Remote(format!(
-                        "transfer failed after {received} bytes: {e}"
+                        "transfer failed after {received}{of} bytes: {e}"
                     )));
                 }
             };
