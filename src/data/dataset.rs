@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_rank, shape_str};
 use crate::transforms::sample_rng;
 
-/// Labelled images addressed by index, the source a `DataLoader` draws
+/// Labelled images addressed by index, the source a [`DataLoader`](super::DataLoader) draws
 /// batches from.
 ///
 /// Images are `[channels, height, width]` f32, all of one shape; pixel datasets keep them in
@@ -171,7 +171,7 @@ impl ImageDataset {
     }
 
     /// Every image as one tensor `[n, channels, height, width]` (f32: four bytes a pixel, so
-    /// 188 MB for MNIST's 60,000 training digits; a `DataLoader` converts
+    /// 188 MB for MNIST's 60,000 training digits; a [`DataLoader`](super::DataLoader) converts
     /// only a batch at a time).
     pub fn images(&self) -> Tensor {
         let [c, h, w] = self.image_shape;

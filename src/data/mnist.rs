@@ -229,8 +229,10 @@ impl FashionMnist {
 /// 4. for Fashion-MNIST, Debian's `/usr/share/datasets/fashion-mnist` (package
 ///    `dataset-fashion-mnist`).
 ///
-/// When none has them, the error lists every place searched, the file names and the URLs to
-/// download them from.
+/// When none has them, the two files of the split are downloaded (with the `download` feature,
+/// on by default) into the given directory, or else into the cache, from the mirrors in order,
+/// each checked against its published MD5. If that fails too, the error lists every place
+/// searched, why the download failed, the file names and the URLs.
 ///
 /// # Examples
 ///
@@ -245,6 +247,7 @@ pub struct DataSource {
     catalog: &'static Catalog,
     dir: Option<PathBuf>,
     search: bool,
+    download: bool,
     downloader: Downloader,
 }
 
@@ -289,6 +292,7 @@ impl DataSource {
             catalog,
             dir: None,
             search: true,
+            download: true,
             downloader: catalog.downloader(),
         }
     }
@@ -307,17 +311,26 @@ impl DataSource {
         self
     }
 
-    /// Replaces the mirrors and checksums (the URLs shown when the files are not found).
+    /// Whether to download the files when no place has them. On by default; without the
+    /// `download` feature nothing is ever downloaded.
+    pub fn download(mut self, download: bool) -> Self {
+        self.download = download;
+        self
+    }
+
+    /// Replaces the mirrors and checksums used to download (and shown when the files are not
+    /// found).
     pub fn downloader(mut self, downloader: Downloader) -> Self {
         self.downloader = downloader;
         self
     }
 
-    /// The directory holding both files of `split`.
+    /// The directory holding both files of `split`, downloading them if no place has them.
     ///
     /// # Errors
     ///
-    /// [`Error::DatasetNotFound`], listing the places searched, the file names and the URLs.
+    /// [`Error::DatasetNotFound`], listing the places searched, why the download failed, the
+    /// file names and the URLs.
     pub fn locate(&self, split: Split) -> Result<PathBuf> {
         self.locate_in(split, &Environment::from_process())
     }
@@ -331,9 +344,9 @@ impl DataSource {
     pub fn load(&self, split: Split) -> Result<ImageDataset> {
         let dir = self.locate(split)?;
         let [images, labels] = self.catalog.split_files(split);
-        let images = existing_file(&dir, images.name).expect("locate checked it exists");
-        let labels = existing_file(&dir, labels.name).expect("locate checked it exists");
-        load_pair(&images, &labels)
+        // A file deleted since `locate` saw it makes read_idx report it missing.
+        let path = |name| existing_file(&dir, name).unwrap_or_else(|| dir.join(name));
+        load_pair(&path(images.name), &path(labels.name))
     }
 
     fn places(&self, env: &Environment) -> Vec<Place> {
@@ -394,7 +407,40 @@ impl DataSource {
             };
             searched.push(format!("{} ({}: {why})", place.dir.display(), place.why));
         }
-        Err(self.not_found(split, searched, None))
+        if !self.download {
+            return Err(self.not_found(split, searched, None));
+        }
+        let target = match (&self.dir, env.cache_root()) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(cache)) => cache.join(self.catalog.folder),
+            (None, None) => {
+                let reason = Error::Config(
+                    "no directory to download into: give one, or set HOME or XDG_CACHE_HOME".into(),
+                );
+                return Err(self.not_found(split, searched, Some(reason)));
+            }
+        };
+        match self.fetch_split(split, &target) {
+            Ok(()) => Ok(target),
+            Err(e) => Err(self.not_found(split, searched, Some(e))),
+        }
+    }
+
+    #[cfg(feature = "download")]
+    fn fetch_split(&self, split: Split, dir: &Path) -> Result<()> {
+        for file in self.catalog.split_files(split) {
+            if existing_file(dir, file.name).is_none() {
+                self.downloader.fetch(file.name, dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "download"))]
+    fn fetch_split(&self, _split: Split, _dir: &Path) -> Result<()> {
+        Err(Error::Config(
+            "striate was built without its `download` feature".into(),
+        ))
     }
 
     fn not_found(&self, split: Split, searched: Vec<String>, download: Option<Error>) -> Error {
@@ -402,12 +448,17 @@ impl DataSource {
             Split::Train => "train",
             Split::Test => "test",
         };
-        let files = self.catalog.files.iter().map(|f| f.name.to_string());
+        let files: Vec<String> = self.catalog.files.iter().map(|f| f.name.into()).collect();
+        // Grouped by mirror, so the first four lines are a complete set to fetch.
+        let per_file: Vec<Vec<String>> = files.iter().map(|f| self.downloader.urls(f)).collect();
+        let urls = (0..self.downloader.mirrors().len())
+            .flat_map(|m| per_file.iter().map(move |urls| urls[m].clone()))
+            .collect();
         Error::DatasetNotFound {
             dataset: format!("{} ({split} split)", self.catalog.title),
             searched,
-            files: files.clone().collect(),
-            urls: files.flat_map(|f| self.downloader.urls(&f)).collect(),
+            files,
+            urls,
             download: download.map(Box::new),
         }
     }
@@ -563,6 +614,7 @@ pub(crate) mod tests {
         let env = env_with(None, Some(Path::new("/nonexistent-home")));
         let err = Mnist::source()
             .dir(&root)
+            .download(false)
             .locate_in(Split::Test, &env)
             .unwrap_err();
         let message = err.to_string();
@@ -580,6 +632,24 @@ pub(crate) mod tests {
         ] {
             assert!(message.contains(needle), "{needle:?} not in:\n{message}");
         }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[cfg(not(feature = "download"))]
+    #[test]
+    fn without_the_download_feature_the_error_says_so() {
+        let root = temp_dir("mnist-no-download");
+        let err = Mnist::source()
+            .dir(&root)
+            .search(false)
+            .load(Split::Test)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Download failed: striate was built without its `download` feature"),
+            "{err}"
+        );
+        assert!(err.contains("https://storage.googleapis.com/cvdf-datasets/mnist/"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -6,19 +6,32 @@
 //! panic, never a silently short dataset.
 //!
 //! ```no_run
-//! use striate::data::{Dataset, Mnist, Split};
+//! use striate::data::{DataLoader, Dataset, Mnist, Split, train_validation_split};
 //!
-//! let test = Mnist::load(Split::Test)?;
-//! println!("{} test digits, the first a {}", test.len(), test.label(0));
+//! // Found in $STRIATE_DATA/mnist or ~/.cache/striate/mnist, else downloaded there.
+//! let (train, validation) = train_validation_split(Mnist::load(Split::Train)?, 0.1, 0);
+//! let loader = DataLoader::new(train, 64)
+//!     .shuffle(42)
+//!     .drop_last(true)
+//!     .normalize(&[0.1307], &[0.3081]);
+//! for epoch in 0..2 {
+//!     for batch in loader.epoch(epoch) {
+//!         assert_eq!(batch.images.shape(), &[64, 1, 28, 28]);
+//!         // ... a training step on batch.images and batch.labels
+//!     }
+//! }
+//! println!("{} samples held out for validation", validation.len());
 //! # Ok::<(), striate::Error>(())
 //! ```
 
 mod dataset;
 mod download;
 mod idx;
+mod loader;
 mod mnist;
 
 pub use dataset::{Dataset, ImageDataset, Subset, train_validation_split};
 pub use download::Downloader;
 pub use idx::{IdxArray, decode_idx, read_idx};
+pub use loader::{Batch, Batches, DataLoader};
 pub use mnist::{DATA_ENV, DataFile, DataSource, FashionMnist, Mnist, Split};

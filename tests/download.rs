@@ -1,0 +1,367 @@
+//! Downloads against a real HTTP server on 127.0.0.1, written here with `TcpListener`, that
+//! serves the files of `$STRIATE_DATA/mnist` (or `../shared/data/mnist`) under four routes:
+//! `/good/` as they are, `/bad/` with wrong bytes, `/truncated/` with a body cut short of its
+//! Content-Length, and `/missing/` answering 404.
+#![cfg(feature = "download")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use striate::Error;
+use striate::data::{DATA_ENV, Dataset, Downloader, Mnist, Split};
+
+const LABELS: &str = "t10k-labels-idx1-ubyte.gz";
+
+/// The directory of MNIST files to serve, or `None` (and a line saying so) if there is none.
+fn mnist_dir(test: &str) -> Option<PathBuf> {
+    let root = std::env::var_os(DATA_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = root.join("mnist");
+    if dir.join(LABELS).is_file() {
+        Some(dir)
+    } else {
+        println!("{test}: skipped, no MNIST files in {}", dir.display());
+        None
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh, empty directory under the system temp dir.
+fn temp_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("striate-download-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The names in `dir`: after any download, finished files only — never a partial or temp file.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A one-thread HTTP server on 127.0.0.1 that stops when dropped, or by itself after a minute.
+struct Server {
+    base: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(files: PathBuf) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            if let Some(path) = serve(stream, &files) {
+                                requests.lock().unwrap().push(path);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Server {
+            base,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn mirror(&self, route: &str) -> String {
+        format!("{}/{route}/", self.base)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers one request and closes the connection; returns the path asked for.
+fn serve(stream: TcpStream, files: &Path) -> Option<String> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1)?.to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (route, name) = (parts.next()?, parts.next().unwrap_or(""));
+    let content = std::fs::read(files.join(name))
+        .ok()
+        .filter(|_| !name.contains(".."));
+    let mut out = stream;
+    let respond = |out: &mut TcpStream, status: &str, length: usize, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        );
+        out.write_all(head.as_bytes())?;
+        out.write_all(body)?;
+        out.flush()
+    };
+    let _ = match (route, content) {
+        ("good", Some(bytes)) => respond(&mut out, "200 OK", bytes.len(), &bytes),
+        ("bad", Some(mut bytes)) => {
+            // Same length, different bytes: only the checksum can tell.
+            bytes.reverse();
+            respond(&mut out, "200 OK", bytes.len(), &bytes)
+        }
+        ("truncated", Some(bytes)) => {
+            respond(&mut out, "200 OK", bytes.len(), &bytes[..bytes.len() / 2])
+        }
+        _ => respond(&mut out, "404 Not Found", 9, b"not found"),
+    };
+    let _ = out.shutdown(std::net::Shutdown::Both);
+    Some(path)
+}
+
+/// A downloader for `mirrors` that knows the true MD5 of the local labels file.
+fn downloader(mirrors: &[String], files: &Path) -> Downloader {
+    let md5 = md5_hex(&std::fs::read(files.join(LABELS)).unwrap());
+    Downloader::new(mirrors.iter().cloned())
+        .checksum(LABELS, md5)
+        .timeouts(Duration::from_secs(5), Duration::from_secs(5))
+}
+
+/// The files to serve, a server for them and an empty directory to download into (removed
+/// when the fixture is dropped); `None` when there are no files here.
+struct Fixture {
+    files: PathBuf,
+    server: Server,
+    dir: PathBuf,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    let files = mnist_dir(test)?;
+    Some(Fixture {
+        server: Server::start(files.clone()),
+        dir: temp_dir(test),
+        files,
+    })
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn download_error(result: striate::Result<PathBuf>) -> (String, Vec<String>) {
+    match result {
+        Err(Error::Download { file, attempts }) => (file, attempts),
+        other => panic!("expected Error::Download, got {other:?}"),
+    }
+}
+
+#[test]
+fn success_writes_the_verified_file_and_nothing_else() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("success_writes_the_verified_file_and_nothing_else")
+    else {
+        return;
+    };
+    let target = dir.join("nested");
+    let path = downloader(&[server.mirror("good")], files)
+        .fetch(LABELS, &target)
+        .unwrap();
+    assert_eq!(path, target.join(LABELS));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(files.join(LABELS)).unwrap()
+    );
+    assert_eq!(listing(&target), [LABELS]);
+}
+
+#[test]
+fn checksum_mismatch_is_an_error_and_leaves_nothing() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("checksum_mismatch_is_an_error_and_leaves_nothing")
+    else {
+        return;
+    };
+    let result = downloader(&[server.mirror("bad")], files).fetch(LABELS, dir);
+    let (file, attempts) = download_error(result);
+    assert_eq!(file, LABELS);
+    assert_eq!(attempts.len(), 1);
+    assert!(
+        attempts[0].starts_with(&format!(
+            "{}{LABELS}: checksum mismatch",
+            server.mirror("bad")
+        )),
+        "{attempts:?}"
+    );
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+}
+
+#[test]
+fn truncated_body_is_an_error_and_leaves_nothing() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("truncated_body_is_an_error_and_leaves_nothing")
+    else {
+        return;
+    };
+    let (_, attempts) =
+        download_error(downloader(&[server.mirror("truncated")], files).fetch(LABELS, dir));
+    assert_eq!(attempts.len(), 1);
+    let size = std::fs::metadata(files.join(LABELS)).unwrap().len();
+    let cut = format!(
+        "truncated/{LABELS}: transfer failed after {} of {size} bytes",
+        size / 2
+    );
+    assert!(attempts[0].contains(&cut), "{attempts:?}");
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+}
+
+#[test]
+fn not_found_moves_on_to_the_next_mirror() {
+    let Some(Fixture { files, server, dir }) = &fixture("not_found_moves_on_to_the_next_mirror")
+    else {
+        return;
+    };
+    let mirrors = [server.mirror("missing"), server.mirror("good")];
+    downloader(&mirrors, files).fetch(LABELS, dir).unwrap();
+    assert_eq!(
+        server.requests(),
+        [format!("/missing/{LABELS}"), format!("/good/{LABELS}")]
+    );
+    assert_eq!(listing(dir), [LABELS]);
+}
+
+#[test]
+fn all_mirrors_failing_gives_one_error_listing_each() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("all_mirrors_failing_gives_one_error_listing_each")
+    else {
+        return;
+    };
+    let mirrors = [
+        server.mirror("missing"),
+        server.mirror("bad"),
+        server.mirror("truncated"),
+        // Nothing listens on port 9 of the loopback: the connection is refused.
+        "http://127.0.0.1:9/".to_string(),
+    ];
+    let (_, attempts) = download_error(downloader(&mirrors, files).fetch(LABELS, dir));
+    println!("{attempts:#?}");
+    assert_eq!(attempts.len(), 4, "{attempts:#?}");
+    for (attempt, mirror) in attempts.iter().zip(&mirrors) {
+        assert!(
+            attempt.starts_with(&format!("{mirror}{LABELS}: ")),
+            "{attempt}"
+        );
+    }
+    assert!(attempts[0].contains("404"), "{}", attempts[0]);
+    assert!(attempts[1].contains("checksum mismatch"), "{}", attempts[1]);
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+
+    // No checksum for a file: refused before any request.
+    let before = server.requests().len();
+    let err = downloader(&mirrors, files)
+        .fetch("other.gz", dir)
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert_eq!(server.requests().len(), before);
+}
+
+#[test]
+fn mnist_downloads_a_missing_split_with_the_official_checksums() {
+    let Some(Fixture {
+        files: _,
+        server,
+        dir,
+    }) = &fixture("mnist_downloads_a_missing_split_with_the_official_checksums")
+    else {
+        return;
+    };
+    // Official sums; the local test files are byte-identical to the official ones.
+    let official = Mnist::FILES
+        .iter()
+        .fold(
+            Downloader::new([server.mirror("missing"), server.mirror("good")]),
+            |d, f| d.checksum(f.name, f.md5),
+        )
+        .timeouts(Duration::from_secs(5), Duration::from_secs(5));
+    let source = Mnist::source().dir(dir).search(false).downloader(official);
+    let test = source.load(Split::Test).unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(
+        listing(dir),
+        ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    );
+    // Found now: a second load asks the server nothing.
+    let before = server.requests().len();
+    source.load(Split::Test).unwrap();
+    assert_eq!(server.requests().len(), before);
+
+    // The local training files are a 10,000-digit subset, so they fail the official checksum:
+    // the error says where it looked, why the download failed, the files and the URLs.
+    let err = source.load(Split::Train).unwrap_err();
+    assert!(matches!(err, Error::DatasetNotFound { .. }));
+    let message = err.to_string();
+    println!("{message}");
+    for needle in [
+        "MNIST (train split) not found",
+        &format!(
+            "{} (given directory: missing train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz])",
+            dir.display()
+        ),
+        "Download failed: could not download train-images-idx3-ubyte.gz from any mirror",
+        "404",
+        "checksum mismatch: expected MD5 f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz",
+        &format!("{}train-labels-idx1-ubyte.gz", server.mirror("good")),
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in:\n{message}");
+    }
+    assert_eq!(
+        listing(dir),
+        ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    );
+}
