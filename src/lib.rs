@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod atomic_file;
 pub mod autograd;
 pub mod data;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod nn;
 pub mod optim;
 pub mod simd;
 pub mod tensor;
+pub mod train;
 pub mod transforms;
 
 pub use autograd::{Backward, Gradients, Mode, Param, ParamId, Tape, Var, gradcheck};

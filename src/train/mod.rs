@@ -1,0 +1,384 @@
+//! Training end to end: [`Fit`], a Keras-style `fit` loop over a [`DataLoader`], with
+//! validation, schedules, callbacks (early stopping), progress, NaN detection and training
+//! curves; and [`evaluate`] / [`confusion_matrix`] for a trained model.
+//!
+//! # Examples
+//!
+//! ```
+//! use rand::{SeedableRng, rngs::StdRng};
+//! use striate::data::{DataLoader, ImageDataset};
+//! use striate::nn::{Dense, Flatten, Relu, Sequential};
+//! use striate::optim::{Momentum, Sgd, SgdConfig};
+//! use striate::train::{Fit, Progress};
+//! use striate::Tensor;
+//!
+//! // A toy problem: is the image bright or dark?
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let pixels: Vec<u8> = (0..64).flat_map(|i| vec![if i % 2 == 0 { 20 } else { 230 }; 16]).collect();
+//! let labels = (0..64).map(|i| i % 2).collect();
+//! let data = ImageDataset::from_u8(pixels, [1, 4, 4], labels)?;
+//! let loader = DataLoader::new(data, 16).shuffle(1);
+//!
+//! let mut model = Sequential::new()
+//!     .push(Flatten::new())
+//!     .push(Dense::new(16, 8, &mut rng))
+//!     .push(Relu)
+//!     .push(Dense::new(8, 2, &mut rng));
+//! let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, momentum: Some(Momentum::classic(0.9)), ..Default::default() });
+//! let history = Fit::new(&mut model, &mut sgd)
+//!     .epochs(20)
+//!     .progress(Progress::Silent)
+//!     .run(&loader)?;
+//! assert!(history.last().unwrap().train_accuracy > 0.95);
+//! # Ok::<(), striate::Error>(())
+//! ```
+
+mod callbacks;
+mod history;
+mod progress;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use callbacks::{Callback, Control, EarlyStopping, Monitor};
+pub use history::{EpochRecord, History};
+pub use progress::Progress;
+
+use crate::autograd::{Tape, Var};
+use crate::data::DataLoader;
+use crate::error::{Error, Result};
+use crate::metrics::ConfusionMatrix;
+use crate::nn::Module;
+use crate::optim::{LrSchedule, Optimizer, ReduceLrOnPlateau, clip_grad_norm};
+use progress::EpochProgress;
+
+/// A loss of logits and class labels, such as `|logits, labels| logits.cross_entropy(labels)`.
+pub type LossFn<'a> = Box<dyn for<'t> Fn(Var<'t>, &[usize]) -> Var<'t> + 'a>;
+
+/// The default loss: mean softmax cross-entropy of logits against class labels.
+fn cross_entropy<'t>(logits: Var<'t>, labels: &[usize]) -> Var<'t> {
+    logits.cross_entropy(labels)
+}
+
+/// A training run, configured builder-style and started with [`Fit::run`].
+///
+/// Each step runs the model on a fresh training tape (seeded from the run's seed and the step
+/// number, so dropout repeats exactly), computes the loss, stops with an error if it is NaN or
+/// infinite, runs backward, optionally clips the gradient norm, and steps the optimizer. Each
+/// epoch then validates (on inference tapes), applies the schedules, records an
+/// [`EpochRecord`], shows progress, and asks the callbacks whether to go on.
+pub struct Fit<'a> {
+    model: &'a mut dyn Module,
+    optimizer: &'a mut dyn Optimizer,
+    epochs: usize,
+    validation: Option<&'a DataLoader>,
+    loss: LossFn<'a>,
+    schedule: Option<Box<dyn LrSchedule + 'a>>,
+    plateau: Option<ReduceLrOnPlateau>,
+    callbacks: Vec<Box<dyn Callback + 'a>>,
+    progress: Progress,
+    plot: Option<PathBuf>,
+    max_grad_norm: Option<f32>,
+    seed: u64,
+    first_epoch: usize,
+}
+
+impl<'a> Fit<'a> {
+    /// A run of one epoch with cross-entropy loss, automatic progress and seed 0.
+    pub fn new(model: &'a mut dyn Module, optimizer: &'a mut dyn Optimizer) -> Fit<'a> {
+        Fit {
+            model,
+            optimizer,
+            epochs: 1,
+            validation: None,
+            loss: Box::new(cross_entropy),
+            schedule: None,
+            plateau: None,
+            callbacks: Vec::new(),
+            progress: Progress::Auto,
+            plot: None,
+            max_grad_norm: None,
+            seed: 0,
+            first_epoch: 0,
+        }
+    }
+
+    /// The number of epochs to train.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Evaluates on `loader` after every epoch.
+    pub fn validation(mut self, loader: &'a DataLoader) -> Self {
+        self.validation = Some(loader);
+        self
+    }
+
+    /// Replaces the loss (default: cross-entropy on logits).
+    pub fn loss(mut self, loss: impl for<'t> Fn(Var<'t>, &[usize]) -> Var<'t> + 'a) -> Self {
+        self.loss = Box::new(loss);
+        self
+    }
+
+    /// Sets every group's learning rate from `schedule` at the start of each epoch.
+    pub fn schedule(mut self, schedule: impl LrSchedule + 'a) -> Self {
+        self.schedule = Some(Box::new(schedule));
+        self
+    }
+
+    /// Reduces the learning rate when the validation loss (or the training loss, without
+    /// validation) stops improving.
+    pub fn reduce_on_plateau(mut self, plateau: ReduceLrOnPlateau) -> Self {
+        self.plateau = Some(plateau);
+        self
+    }
+
+    /// Adds a callback run after every epoch.
+    pub fn callback(mut self, callback: impl Callback + 'a) -> Self {
+        self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// How progress is shown.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Writes the loss and accuracy curves to this SVG file after every epoch.
+    pub fn plot(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plot = Some(path.into());
+        self
+    }
+
+    /// Clips the global gradient norm to `max_norm` before each step.
+    pub fn clip_grad_norm(mut self, max_norm: f32) -> Self {
+        self.max_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Seeds the training tapes (dropout masks).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Starts counting at `epoch` (0-based) to resume a run: the loader's shuffling, the
+    /// schedule and the tape seeds continue where an uninterrupted run would be.
+    pub fn start_epoch(mut self, epoch: usize) -> Self {
+        self.first_epoch = epoch;
+        self
+    }
+
+    /// Trains on `train` and returns what each epoch measured.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFinite`] naming the epoch and step if the loss (or, with clipping, the
+    /// gradient norm) becomes NaN or infinite, with the model left as it was before that
+    /// step; [`Error::Io`] if the plot cannot be written.
+    pub fn run(mut self, train: &DataLoader) -> Result<History> {
+        let mut history = History::default();
+        let batches = train.len();
+        let result = (|| {
+            for epoch in self.first_epoch..self.first_epoch + self.epochs {
+                if let Some(schedule) = &self.schedule {
+                    schedule.apply(self.optimizer, epoch);
+                }
+                let record = self.train_epoch(train, epoch, batches)?;
+                let record = self.finish_epoch(record)?;
+                history.epochs.push(record.clone());
+                if let Some(path) = &self.plot {
+                    history.save_plot(path)?;
+                }
+                for callback in &mut self.callbacks {
+                    if let Control::Stop(reason) = callback.on_epoch_end(&record, self.model) {
+                        history.stopped_early = Some(reason);
+                    }
+                }
+                if history.stopped_early.is_some() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        for callback in &mut self.callbacks {
+            callback.on_train_end(self.model);
+        }
+        result.map(|()| history)
+    }
+
+    fn train_epoch(
+        &mut self,
+        train: &DataLoader,
+        epoch: usize,
+        batches: usize,
+    ) -> Result<EpochRecord> {
+        let mut display = EpochProgress::start(
+            self.progress,
+            epoch + 1,
+            self.first_epoch + self.epochs,
+            batches,
+        );
+        let learning_rate = self.optimizer.learning_rate();
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (step, batch) in train.epoch(epoch as u64).enumerate() {
+            let tape_seed = self.seed
+                ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut grads = {
+                let tape = Tape::training_with_seed(tape_seed);
+                let logits = self.model.forward(tape.input(batch.images));
+                let loss = (self.loss)(logits, &batch.labels);
+                let value = loss.item();
+                if !value.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: format!(
+                            "training loss at epoch {}, step {} (global step {})",
+                            epoch + 1,
+                            step + 1,
+                            epoch * batches + step + 1
+                        ),
+                        value,
+                    });
+                }
+                correct += count_correct(&logits.value(), &batch.labels);
+                loss_sum += value as f64 * batch.labels.len() as f64;
+                seen += batch.labels.len();
+                loss.backward()
+            };
+            if let Some(max_norm) = self.max_grad_norm {
+                clip_grad_norm(&mut grads, max_norm).map_err(|e| match e {
+                    Error::NonFinite { what, value } => Error::NonFinite {
+                        what: format!("{what} at epoch {}, step {}", epoch + 1, step + 1),
+                        value,
+                    },
+                    other => other,
+                })?;
+            }
+            self.optimizer.step(self.model, &grads);
+            display.batch(
+                batch.labels.len(),
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_accuracy: correct as f32 / seen.max(1) as f32,
+            val_loss: None,
+            val_accuracy: None,
+            learning_rate,
+            train_seconds,
+            val_seconds: 0.0,
+            samples_per_second: seen as f64 / train_seconds.max(1e-9),
+        };
+        self.display_after_validation(display, record)
+    }
+
+    /// Validates, then closes the epoch's display with the complete record.
+    fn display_after_validation(
+        &mut self,
+        display: EpochProgress,
+        mut record: EpochRecord,
+    ) -> Result<EpochRecord> {
+        if let Some(loader) = self.validation {
+            let started = Instant::now();
+            let evaluation = evaluate_with(self.model, loader, &self.loss);
+            record.val_loss = Some(evaluation.loss);
+            record.val_accuracy = Some(evaluation.accuracy);
+            record.val_seconds = started.elapsed().as_secs_f64();
+        }
+        display.finish(&record);
+        Ok(record)
+    }
+
+    /// Applies the plateau schedule after validation.
+    fn finish_epoch(&mut self, record: EpochRecord) -> Result<EpochRecord> {
+        if let Some(plateau) = &mut self.plateau {
+            plateau.step(record.val_loss.unwrap_or(record.train_loss), self.optimizer);
+        }
+        Ok(record)
+    }
+}
+
+/// How many rows of `logits` `[batch, classes]` have their largest value at the label.
+fn count_correct(logits: &crate::Tensor, labels: &[usize]) -> usize {
+    logits
+        .argmax_last_axis()
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count()
+}
+
+/// The loss and accuracy of a model over a whole loader.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss per sample.
+    pub loss: f32,
+    /// Fraction of samples whose largest logit is at the label.
+    pub accuracy: f32,
+    /// Number of samples seen.
+    pub samples: usize,
+}
+
+/// Runs `model` over `loader` on inference tapes and returns the mean cross-entropy and the
+/// accuracy.
+///
+/// # Examples
+///
+/// ```
+/// use rand::{SeedableRng, rngs::StdRng};
+/// use striate::data::{DataLoader, ImageDataset};
+/// use striate::models::mnist_cnn;
+/// use striate::train::evaluate;
+///
+/// let data = ImageDataset::from_u8(vec![0; 4 * 28 * 28], [1, 28, 28], vec![0, 1, 2, 3])?;
+/// let model = mnist_cnn(10, &mut StdRng::seed_from_u64(0));
+/// let result = evaluate(&model, &DataLoader::new(data, 2));
+/// assert_eq!(result.samples, 4);
+/// # Ok::<(), striate::Error>(())
+/// ```
+pub fn evaluate(model: &dyn Module, loader: &DataLoader) -> Evaluation {
+    let loss: LossFn<'_> = Box::new(cross_entropy);
+    evaluate_with(model, loader, &loss)
+}
+
+fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> Evaluation {
+    let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+    for batch in loader.epoch(0) {
+        let tape = Tape::inference();
+        let logits = model.forward(tape.input(batch.images));
+        loss_sum += loss(logits, &batch.labels).item() as f64 * batch.labels.len() as f64;
+        correct += count_correct(&logits.value(), &batch.labels);
+        seen += batch.labels.len();
+    }
+    Evaluation {
+        loss: (loss_sum / seen.max(1) as f64) as f32,
+        accuracy: correct as f32 / seen.max(1) as f32,
+        samples: seen,
+    }
+}
+
+/// The confusion matrix of `model`'s predictions (largest logit) over `loader`, from which
+/// every classification metric and scikit-learn's report follow.
+///
+/// # Panics
+///
+/// If a label or prediction is not below `num_classes`.
+pub fn confusion_matrix(
+    model: &dyn Module,
+    loader: &DataLoader,
+    num_classes: usize,
+) -> ConfusionMatrix {
+    let mut matrix = ConfusionMatrix::new(num_classes);
+    for batch in loader.epoch(0) {
+        let logits = model.predict(&batch.images);
+        matrix.update_from_scores(&logits, &batch.labels);
+    }
+    matrix
+}
