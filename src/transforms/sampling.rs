@@ -178,24 +178,27 @@ fn resample(
     dst
 }
 
-/// `x.floor()` as an integer, for `|x|` well inside the `isize` range.
-///
-/// Written with a truncating conversion because the baseline x86-64 target has no rounding
-/// instruction: `f32::floor` would be a libm call per pixel.
-#[inline]
-fn floor(x: f32) -> isize {
-    let t = x as isize;
-    t - ((t as f32) > x) as isize
-}
+/// 1.5·2^23: adding it to `|x| < 2^22` leaves a float whose last mantissa bits hold `x`
+/// rounded to an integer by the FPU's default round-half-to-even mode.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
 
 /// `x.round_ties_even()` as an integer (the rounding of `torch.nearbyint`), for `|x| < 2^22`.
 ///
-/// Adding and subtracting 1.5·2^23 leaves the float rounded to an integer by the FPU's default
-/// round-half-to-even mode, without a libm call.
+/// Read from the bits of `x + 1.5·2^23`: the baseline x86-64 target has no rounding
+/// instruction, so `f32::round_ties_even` would be a libm call, and `as` conversions carry
+/// saturation checks; this is one addition and one integer subtraction.
 #[inline]
 fn round_ties_even(x: f32) -> isize {
-    const MAGIC: f32 = 12_582_912.0;
-    ((x + MAGIC) - MAGIC) as isize
+    debug_assert!(x.abs() < 4_194_304.0);
+    ((x + ROUNDING_MAGIC).to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32) as isize
+}
+
+/// `x.floor()` as an integer, for `|x| < 2^22`, by the same trick as [`round_ties_even`].
+#[inline]
+fn floor(x: f32) -> isize {
+    let shifted = x + ROUNDING_MAGIC;
+    let rounded = (shifted.to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32) as isize;
+    rounded - ((shifted - ROUNDING_MAGIC) > x) as isize
 }
 
 /// The index that torch's `reflect` padding reads for position `i` of an axis of length `n`:
@@ -203,12 +206,25 @@ fn round_ties_even(x: f32) -> isize {
 /// more than one length away.
 pub(crate) fn reflect_index(i: isize, n: usize) -> usize {
     debug_assert!(n > 0);
+    let last = n as isize - 1;
+    // One reflection covers positions within a length of the image, the common case; the
+    // periodic rule (an integer division) is for the rest.
+    let once = if i < 0 {
+        -i
+    } else if i > last {
+        2 * last - i
+    } else {
+        i
+    };
+    if (0..=last).contains(&once) {
+        return once as usize;
+    }
     if n == 1 {
         return 0;
     }
-    let period = 2 * (n as isize - 1);
+    let period = 2 * last;
     let r = i.rem_euclid(period);
-    (if r < n as isize { r } else { period - r }) as usize
+    (if r <= last { r } else { period - r }) as usize
 }
 
 /// The index that `edge` (replicate) padding reads for position `i` of an axis of length `n`.
@@ -332,6 +348,12 @@ mod tests {
     fn padding_indices() {
         let reflect: Vec<usize> = (-4..8).map(|i| reflect_index(i, 4)).collect();
         assert_eq!(reflect, vec![2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1]);
+        // Far positions, several lengths away, follow the period 2(n - 1).
+        let far: Vec<usize> = (-9..-5)
+            .chain(10..14)
+            .map(|i| reflect_index(i, 4))
+            .collect();
+        assert_eq!(far, vec![3, 2, 1, 0, 2, 1, 0, 1]);
         assert_eq!(reflect_index(-3, 1), 0);
         let edge: Vec<usize> = (-2..6).map(|i| edge_index(i, 4)).collect();
         assert_eq!(edge, vec![0, 0, 0, 1, 2, 3, 3, 3]);
