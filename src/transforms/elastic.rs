@@ -10,6 +10,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use super::sampling::{Interpolation, displace_by, reflect_index};
 use super::{Transform, expect_non_negative, expect_positive, fork_rng, image_dims, image_tensor};
+use crate::simd;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_finite, shape_str};
 
@@ -62,20 +63,26 @@ impl BandMatrix {
 
     /// `G · src` for `src` of `n` rows of `row_len` values: each output row is a weighted sum
     /// of input rows, computed a block of columns at a time with the block's sums held in
-    /// registers (blocks of 32, then 16, 8, 4 and 1 columns, so none spills to memory).
+    /// registers (blocks of 32, then 16, 8, 4 and 1 columns, so none spills to memory), on the
+    /// widest vectors the CPU has.
     fn apply_to_rows(&self, src: &[f32], row_len: usize) -> Vec<f32> {
         debug_assert_eq!(src.len(), self.n * row_len);
         let mut out = vec![0.0f32; self.n * row_len];
-        for (o, dst) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-            let (lo, weights) = self.row(o);
-            let rows = &src[lo * row_len..];
-            let mut start = 0;
-            start = blocks::<32>(weights, rows, row_len, start, dst);
-            start = blocks::<16>(weights, rows, row_len, start, dst);
-            start = blocks::<8>(weights, rows, row_len, start, dst);
-            start = blocks::<4>(weights, rows, row_len, start, dst);
-            blocks::<1>(weights, rows, row_len, start, dst);
-        }
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for (o, dst) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+                    let (lo, weights) = self.row(o);
+                    let rows = &src[lo * row_len..];
+                    let mut start = 0;
+                    start = blocks::<32>(weights, rows, row_len, start, dst);
+                    start = blocks::<16>(weights, rows, row_len, start, dst);
+                    start = blocks::<8>(weights, rows, row_len, start, dst);
+                    start = blocks::<4>(weights, rows, row_len, start, dst);
+                    blocks::<1>(weights, rows, row_len, start, dst);
+                }
+            },
+        );
         out
     }
 }
