@@ -1,0 +1,171 @@
+//! Writes a PNG grid of augmented MNIST digits: each row is a test digit, then eight
+//! augmentations of it by the typical MNIST pipeline (rotation ±15°, random crop with padding 2,
+//! elastic deformation α = 34 σ = 4, Gaussian noise σ = 0.05). Each column is one epoch of
+//! `apply_batch`, so every column draws fresh parameters for every digit.
+//!
+//! ```text
+//! cargo run --release --example augment -- augment.png [--data DIR] [--rows N] [--seed S] [--scale K]
+//! ```
+//!
+//! The MNIST files are looked for in `--data DIR` (and its `mnist/` subfolder), then in
+//! `$STRIATE_DATA` and the usual places (see `striate::data::Mnist`).
+
+use std::error::Error;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use striate::Tensor;
+use striate::data::{Dataset, Mnist, Split};
+use striate::transforms::{
+    Compose, ElasticTransform, GaussianNoise, Interpolation, RandomCrop, RandomRotation,
+    apply_batch,
+};
+
+/// Augmented copies per digit.
+const COLUMNS: usize = 8;
+const SIDE: usize = 28;
+const USAGE: &str = "usage: augment OUTPUT.png [--data DIR] [--rows N] [--seed S] [--scale K]";
+
+struct Args {
+    output: PathBuf,
+    data: Option<PathBuf>,
+    rows: usize,
+    seed: u64,
+    scale: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        output: PathBuf::new(),
+        data: None,
+        rows: 10,
+        seed: 0,
+        scale: 3,
+    };
+    let mut output = None;
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut value = |flag: &str| words.next().ok_or(format!("{flag} needs a value"));
+        match word.as_str() {
+            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
+            "--rows" => {
+                args.rows = value("--rows")?
+                    .parse()
+                    .map_err(|e| format!("--rows: {e}"))?
+            }
+            "--seed" => {
+                args.seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
+            "--scale" => {
+                args.scale = value("--scale")?
+                    .parse()
+                    .map_err(|e| format!("--scale: {e}"))?
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
+            path if output.is_none() => output = Some(PathBuf::from(path)),
+            extra => return Err(format!("unexpected argument {extra}")),
+        }
+    }
+    args.output = output.ok_or("missing the output path")?;
+    if args.rows == 0 || args.scale == 0 {
+        return Err("--rows and --scale must be at least 1".into());
+    }
+    Ok(args)
+}
+
+/// Test-set indices, one per row, cycling through the classes 0, 1, 2, ... so the grid shows
+/// every digit.
+fn pick_digits(labels: &[usize], rows: usize) -> Vec<usize> {
+    let mut picks = Vec::with_capacity(rows);
+    let mut next = [0usize; 10];
+    for row in 0..rows {
+        let class = row % 10;
+        if let Some(offset) = labels[next[class]..].iter().position(|&l| l == class) {
+            let index = next[class] + offset;
+            picks.push(index);
+            next[class] = index + 1;
+        }
+    }
+    picks
+}
+
+/// Lays out `rows × (1 + COLUMNS)` digits as 8-bit grey, each pixel repeated `scale` times;
+/// thin grey lines between cells, a wider one after the originals.
+fn render_grid(originals: &Tensor, columns: &[Tensor], scale: usize) -> (Vec<u8>, usize, usize) {
+    let rows = originals.shape()[0];
+    let (cell, gap, wide_gap) = (SIDE * scale, scale, 4 * scale);
+    let width = gap + (cell + gap) * (1 + COLUMNS) + (wide_gap - gap);
+    let height = gap + (cell + gap) * rows;
+    let mut pixels = vec![96u8; width * height];
+    let cells = std::iter::once(originals).chain(columns);
+    for (column, images) in cells.enumerate() {
+        let left = gap + column * (cell + gap) + if column > 0 { wide_gap - gap } else { 0 };
+        for row in 0..rows {
+            let top = gap + row * (cell + gap);
+            let image = &images.as_slice()[row * SIDE * SIDE..(row + 1) * SIDE * SIDE];
+            for y in 0..cell {
+                for x in 0..cell {
+                    let v = image[(y / scale) * SIDE + x / scale];
+                    pixels[(top + y) * width + left + x] =
+                        (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    (pixels, width, height)
+}
+
+fn write_png(
+    path: &PathBuf,
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+) -> Result<(), Box<dyn Error>> {
+    // Write beside the target, then rename: an interrupted run leaves no truncated image.
+    let partial = path.with_extension("png.partial");
+    {
+        let file = BufWriter::new(File::create(&partial)?);
+        let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(pixels)?;
+        writer.finish()?;
+    }
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
+    let source = match &args.data {
+        Some(dir) => Mnist::source().dir(dir),
+        None => Mnist::source(),
+    };
+    let test = source.load(Split::Test)?;
+    let picks = pick_digits(test.labels(), args.rows);
+    let digits: Vec<Tensor> = picks.iter().map(|&i| test.image(i)).collect();
+    let views: Vec<&Tensor> = digits.iter().collect();
+    let originals = Tensor::concat(&views, 0).reshape(&[picks.len(), 1, SIDE, SIDE]);
+
+    let pipeline = Compose::default()
+        .then(RandomRotation::new(15.0).interpolation(Interpolation::Bilinear))
+        .then(RandomCrop::new(SIDE).padding(2))
+        .then(ElasticTransform::new(34.0, 4.0))
+        .then(GaussianNoise::new(0.05));
+    let columns: Vec<Tensor> = (0..COLUMNS as u64)
+        .map(|epoch| apply_batch(&pipeline, &originals, args.seed, epoch, 0))
+        .collect();
+
+    let (pixels, width, height) = render_grid(&originals, &columns, args.scale);
+    write_png(&args.output, &pixels, width, height)?;
+    println!(
+        "wrote {} ({width}x{height}): {} digits, each with {COLUMNS} augmentations",
+        args.output.display(),
+        picks.len()
+    );
+    Ok(())
+}
