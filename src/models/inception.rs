@@ -2,13 +2,9 @@
 
 use rand::Rng;
 
-use super::stages::{
-    kaiming_conv, visit_stage_buffers, visit_stage_buffers_mut, visit_stage_params,
-    visit_stage_params_mut,
-};
-use crate::autograd::{Param, Var};
+use super::stages::{kaiming_conv, visit_fields};
+use crate::autograd::Var;
 use crate::nn::{BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, MaxPool2d, Module, Sequential};
-use crate::tensor::Tensor;
 
 /// Convolution (no bias), batch norm (eps 0.001) and ReLU: torchvision's `BasicConv2d`, the
 /// unit of GoogLeNet and Inception v3. Parameters `conv.weight`, `bn.*`.
@@ -42,14 +38,6 @@ impl BasicConv2d {
             bn: BatchNorm2d::new(channels).eps(1e-3),
         }
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![("conv".into(), &self.conv), ("bn".into(), &self.bn)]
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        vec![("conv".into(), &mut self.conv), ("bn".into(), &mut self.bn)]
-    }
 }
 
 impl Module for BasicConv2d {
@@ -57,21 +45,7 @@ impl Module for BasicConv2d {
         self.bn.forward(self.conv.forward(input)).relu()
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
-
-    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
-        visit_stage_buffers(&self.children(), visitor);
-    }
-
-    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_stage_buffers_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(conv, bn);
 
     fn describe(&self) -> String {
         format!("BasicConv2d({})", self.conv.describe())
@@ -202,51 +176,20 @@ impl InceptionBlock {
     pub fn config(&self) -> &InceptionConfig {
         &self.config
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![
-            ("branch1".into(), &self.branch1),
-            ("branch2".into(), &self.branch2),
-            ("branch3".into(), &self.branch3),
-            ("branch4".into(), &self.branch4),
-        ]
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        vec![
-            ("branch1".into(), &mut self.branch1),
-            ("branch2".into(), &mut self.branch2),
-            ("branch3".into(), &mut self.branch3),
-            ("branch4".into(), &mut self.branch4),
-        ]
-    }
 }
 
 impl Module for InceptionBlock {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let branches: Vec<Var<'t>> = self
-            .children()
-            .iter()
-            .map(|(_, branch)| branch.forward(input))
-            .collect();
+        let branches = [
+            self.branch1.forward(input),
+            self.branch2.forward(input),
+            self.branch3.forward(input),
+            self.branch4.forward(input),
+        ];
         Var::concat(&branches, 1)
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
-
-    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
-        visit_stage_buffers(&self.children(), visitor);
-    }
-
-    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_stage_buffers_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(branch1, branch2, branch3, branch4);
 
     fn describe(&self) -> String {
         let c = &self.config;
@@ -264,6 +207,7 @@ mod tests {
 
     use super::*;
     use crate::Tape;
+    use crate::tensor::Tensor;
 
     #[test]
     fn branches_concatenate_in_order_and_train() {

@@ -3,16 +3,12 @@
 
 use rand::Rng;
 
-use super::stages::{
-    FeatureExtraction, kaiming_conv, module_from_stages, visit_stage_buffers,
-    visit_stage_buffers_mut, visit_stage_params, visit_stage_params_mut,
-};
-use crate::autograd::{Param, Var};
+use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_fields};
+use crate::autograd::Var;
 use crate::nn::{
     AdaptiveAvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Dense, Flatten, MaxPool2d,
     Module, Relu, Sequential,
 };
-use crate::tensor::Tensor;
 
 /// The projection shortcut torchvision calls `downsample`: a strided 1x1 convolution and batch
 /// norm (`downsample.0`, `downsample.1`).
@@ -111,32 +107,6 @@ impl BasicBlock {
                 .then(|| downsample(in_channels, channels, stride, rng)),
         }
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        let mut children: Vec<(String, &dyn Module)> = vec![
-            ("conv1".into(), &self.conv1),
-            ("bn1".into(), &self.bn1),
-            ("conv2".into(), &self.conv2),
-            ("bn2".into(), &self.bn2),
-        ];
-        if let Some(d) = &self.downsample {
-            children.push(("downsample".into(), d));
-        }
-        children
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        let mut children: Vec<(String, &mut dyn Module)> = vec![
-            ("conv1".into(), &mut self.conv1),
-            ("bn1".into(), &mut self.bn1),
-            ("conv2".into(), &mut self.conv2),
-            ("bn2".into(), &mut self.bn2),
-        ];
-        if let Some(d) = &mut self.downsample {
-            children.push(("downsample".into(), d));
-        }
-        children
-    }
 }
 
 impl Module for BasicBlock {
@@ -146,21 +116,7 @@ impl Module for BasicBlock {
         close_residual(body, input, self.downsample.as_ref())
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
-
-    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
-        visit_stage_buffers(&self.children(), visitor);
-    }
-
-    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_stage_buffers_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(conv1, bn1, conv2, bn2; downsample);
 
     fn describe(&self) -> String {
         let c = self.conv1.config();
@@ -235,36 +191,6 @@ impl Bottleneck {
                 .then(|| downsample(in_channels, out, stride, rng)),
         }
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        let mut children: Vec<(String, &dyn Module)> = vec![
-            ("conv1".into(), &self.conv1),
-            ("bn1".into(), &self.bn1),
-            ("conv2".into(), &self.conv2),
-            ("bn2".into(), &self.bn2),
-            ("conv3".into(), &self.conv3),
-            ("bn3".into(), &self.bn3),
-        ];
-        if let Some(d) = &self.downsample {
-            children.push(("downsample".into(), d));
-        }
-        children
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        let mut children: Vec<(String, &mut dyn Module)> = vec![
-            ("conv1".into(), &mut self.conv1),
-            ("bn1".into(), &mut self.bn1),
-            ("conv2".into(), &mut self.conv2),
-            ("bn2".into(), &mut self.bn2),
-            ("conv3".into(), &mut self.conv3),
-            ("bn3".into(), &mut self.bn3),
-        ];
-        if let Some(d) = &mut self.downsample {
-            children.push(("downsample".into(), d));
-        }
-        children
-    }
 }
 
 impl Module for Bottleneck {
@@ -275,21 +201,7 @@ impl Module for Bottleneck {
         close_residual(body, input, self.downsample.as_ref())
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
-
-    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
-        visit_stage_buffers(&self.children(), visitor);
-    }
-
-    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_stage_buffers_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(conv1, bn1, conv2, bn2, conv3, bn3; downsample);
 
     fn describe(&self) -> String {
         format!(
@@ -640,6 +552,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
+    use crate::tensor::Tensor;
 
     #[test]
     fn cifar_resnet18_has_the_usual_parameter_count() {

@@ -207,3 +207,56 @@ macro_rules! module_from_stages {
 }
 
 pub(crate) use module_from_stages;
+
+/// Writes the four visiting methods of [`Module`] for a block whose children are its fields,
+/// each named after its field (`conv1.weight`, `downsample.0.weight`): the fields listed
+/// first always exist, those after the `;` are `Option`s. Used inside an `impl Module` block.
+macro_rules! visit_fields {
+    ($($field:ident),* $(; $($optional:ident),*)?) => {
+        fn visit_params(&self, visitor: &mut dyn FnMut(&str, &$crate::Param)) {
+            $(self.$field.visit_params(&mut |name, p| {
+                visitor(&$crate::nn::join_name(stringify!($field), name), p)
+            });)*
+            $($(if let Some(child) = &self.$optional {
+                child.visit_params(&mut |name, p| {
+                    visitor(&$crate::nn::join_name(stringify!($optional), name), p)
+                });
+            })*)?
+        }
+
+        fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut $crate::Param)) {
+            $(self.$field.visit_params_mut(&mut |name, p| {
+                visitor(&$crate::nn::join_name(stringify!($field), name), p)
+            });)*
+            $($(if let Some(child) = &mut self.$optional {
+                child.visit_params_mut(&mut |name, p| {
+                    visitor(&$crate::nn::join_name(stringify!($optional), name), p)
+                });
+            })*)?
+        }
+
+        fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &$crate::Tensor)) {
+            $(self.$field.visit_buffers(&mut |name, b| {
+                visitor(&$crate::nn::join_name(stringify!($field), name), b)
+            });)*
+            $($(if let Some(child) = &self.$optional {
+                child.visit_buffers(&mut |name, b| {
+                    visitor(&$crate::nn::join_name(stringify!($optional), name), b)
+                });
+            })*)?
+        }
+
+        fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut $crate::Tensor)) {
+            $(self.$field.visit_buffers_mut(&mut |name, b| {
+                visitor(&$crate::nn::join_name(stringify!($field), name), b)
+            });)*
+            $($(if let Some(child) = &mut self.$optional {
+                child.visit_buffers_mut(&mut |name, b| {
+                    visitor(&$crate::nn::join_name(stringify!($optional), name), b)
+                });
+            })*)?
+        }
+    };
+}
+
+pub(crate) use visit_fields;

@@ -3,16 +3,12 @@
 
 use rand::Rng;
 
-use super::stages::{
-    FeatureExtraction, kaiming_conv, module_from_stages, visit_stage_buffers,
-    visit_stage_buffers_mut, visit_stage_params, visit_stage_params_mut,
-};
-use crate::autograd::{Param, Var};
+use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_fields};
+use crate::autograd::Var;
 use crate::nn::{
     BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, GlobalAvgPool2d, MaxPool2d, Module, Relu,
     Sequential,
 };
-use crate::tensor::Tensor;
 
 /// A depthwise-separable convolution (Keras's `SeparableConv2D`): a `k x k` depthwise
 /// convolution (`groups = in_channels`, one filter per channel, padding `k / 2`) then a 1x1
@@ -63,20 +59,6 @@ impl SeparableConv2d {
             pointwise: kaiming_conv(pointwise, rng),
         }
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![
-            ("depthwise".into(), &self.depthwise),
-            ("pointwise".into(), &self.pointwise),
-        ]
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        vec![
-            ("depthwise".into(), &mut self.depthwise),
-            ("pointwise".into(), &mut self.pointwise),
-        ]
-    }
 }
 
 impl Module for SeparableConv2d {
@@ -84,13 +66,7 @@ impl Module for SeparableConv2d {
         self.pointwise.forward(self.depthwise.forward(input))
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(depthwise, pointwise);
 
     fn describe(&self) -> String {
         let c = self.pointwise.config();
@@ -146,26 +122,6 @@ impl XceptionBlock {
             pool: MaxPool2d::new(3).stride(2).padding(1),
         }
     }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![
-            ("shortcut".into(), &self.shortcut),
-            ("sepconv1".into(), &self.sepconv1),
-            ("bn1".into(), &self.bn1),
-            ("sepconv2".into(), &self.sepconv2),
-            ("bn2".into(), &self.bn2),
-        ]
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        vec![
-            ("shortcut".into(), &mut self.shortcut),
-            ("sepconv1".into(), &mut self.sepconv1),
-            ("bn1".into(), &mut self.bn1),
-            ("sepconv2".into(), &mut self.sepconv2),
-            ("bn2".into(), &mut self.bn2),
-        ]
-    }
 }
 
 impl Module for XceptionBlock {
@@ -175,21 +131,7 @@ impl Module for XceptionBlock {
         self.pool.forward(x) + self.shortcut.forward(input)
     }
 
-    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
-        visit_stage_params(&self.children(), visitor);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
-        visit_stage_params_mut(self.children_mut(), visitor);
-    }
-
-    fn visit_buffers(&self, visitor: &mut dyn FnMut(&str, &Tensor)) {
-        visit_stage_buffers(&self.children(), visitor);
-    }
-
-    fn visit_buffers_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_stage_buffers_mut(self.children_mut(), visitor);
-    }
+    visit_fields!(shortcut, sepconv1, bn1, sepconv2, bn2);
 
     fn describe(&self) -> String {
         let c = self.shortcut.layers()[0].describe();
@@ -325,6 +267,7 @@ mod tests {
     use super::*;
     use crate::Tape;
     use crate::nn::summary;
+    use crate::tensor::Tensor;
 
     #[test]
     fn separable_conv_is_depthwise_then_pointwise() {
