@@ -33,6 +33,7 @@ mod atomic_file;
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod io;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
@@ -80,3 +81,8 @@ pub fn num_threads() -> usize {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// `docs/convert_torchvision.md`'s Rust example, compiled as a doc test so it cannot rot.
+#[doc = include_str!("../docs/convert_torchvision.md")]
+#[cfg(doctest)]
+pub struct ConvertTorchvisionDoctests;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use safetensors::SafeTensors;
+use striate::io::read_safetensors;
 use striate::nn::{
     AvgPool2d, BatchNorm, Conv2dConfig, Dense, Elu, LeakyRelu, LogSoftmax, MaxPool2d, Module,
     Padding, Softmax,
@@ -13,23 +13,13 @@ use striate::nn::{
 use striate::{Tape, Tensor};
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let bytes = std::fs::read(concat!(
+    read_safetensors(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/layers.safetensors"
     ))
-    .unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, Tensor::from_vec(values, view.shape()).unwrap())
-        })
-        .collect()
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 #[track_caller]

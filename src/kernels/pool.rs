@@ -1,5 +1,6 @@
 //! 2-D pooling kernels on NCHW activations: max pooling that records the argmax of each window
-//! for its backward, average pooling, and global average / max pooling. Parallel over
+//! for its backward, average pooling, adaptive average pooling, and global average / max
+//! pooling. Parallel over
 //! `(image, channel)` planes, each task owning its output plane.
 
 use rayon::prelude::*;
@@ -450,6 +451,152 @@ fn expect_unit_dilation(s: &Pool2dShape) {
     }
 }
 
+/// The input rows (or columns) `[start, end)` that adaptive pooling averages for output index
+/// `index` of `output` along an axis of `input` elements. PyTorch's rule: `start =
+/// floor(index·input / output)`, `end = ceil((index + 1)·input / output)`, so bins cover the
+/// input, may overlap by one element, and never come out empty when `output <= input`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::pool::adaptive_bin;
+///
+/// // 10 inputs into 4 bins: [0, 3), [2, 5), [5, 8), [7, 10)
+/// let bins: Vec<_> = (0..4).map(|i| adaptive_bin(i, 10, 4)).collect();
+/// assert_eq!(bins, vec![(0, 3), (2, 5), (5, 8), (7, 10)]);
+/// ```
+pub fn adaptive_bin(index: usize, input: usize, output: usize) -> (usize, usize) {
+    let start = index * input / output;
+    let end = ((index + 1) * input).div_ceil(output);
+    (start, end)
+}
+
+/// Sizes of one adaptive average pooling: `planes` (`N·C`) planes of `input` `[H, W]` averaged
+/// into `output` `[OH, OW]` bins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AdaptivePool2dShape {
+    /// `N·C`, the number of planes.
+    pub planes: usize,
+    /// `[H, W]` of each input plane.
+    pub input: [usize; 2],
+    /// `[OH, OW]` of each output plane.
+    pub output: [usize; 2],
+}
+
+impl AdaptivePool2dShape {
+    /// Checks an `[N, C, H, W]` input against the output size.
+    ///
+    /// # Panics
+    ///
+    /// If the input is not 4-D, or an input or output extent is 0.
+    #[track_caller]
+    pub fn new(op: &str, input: &[usize], output: [usize; 2]) -> AdaptivePool2dShape {
+        let context = || format!("input {}, output size {output:?}", shape_str(input));
+        if input.len() != 4 {
+            contract_violation(op, "input must be 4-D [N, C, H, W]", context());
+        }
+        if input[2] == 0 || input[3] == 0 || output.contains(&0) {
+            contract_violation(op, "input and output sizes must be positive", context());
+        }
+        AdaptivePool2dShape {
+            planes: input[0] * input[1],
+            input: [input[2], input[3]],
+            output,
+        }
+    }
+
+    fn in_plane(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    fn out_plane(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// The clipped window of output `(oh, ow)` and the reciprocal of its size.
+    fn bin(&self, oh: usize, ow: usize) -> (usize, usize, usize, usize, f32) {
+        let (h0, h1) = adaptive_bin(oh, self.input[0], self.output[0]);
+        let (w0, w1) = adaptive_bin(ow, self.input[1], self.output[1]);
+        (h0, h1, w0, w1, 1.0 / ((h1 - h0) * (w1 - w0)) as f32)
+    }
+}
+
+/// Adaptive average pooling forward (PyTorch's `adaptive_avg_pool2d`): output `(oh, ow)` is the
+/// mean of the input bin given by [`adaptive_bin`] on each axis.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn adaptive_avg_pool2d_forward(input: &[f32], shape: &AdaptivePool2dShape, output: &mut [f32]) {
+    let s = *shape;
+    let op = "adaptive_avg_pool2d";
+    expect_len(op, "input", input.len(), s.planes * s.in_plane());
+    expect_len(op, "output", output.len(), s.planes * s.out_plane());
+    if output.is_empty() {
+        return;
+    }
+    output
+        .par_chunks_mut(s.out_plane())
+        .zip(input.par_chunks(s.in_plane()))
+        .for_each(|(out, x)| {
+            for oh in 0..s.output[0] {
+                for ow in 0..s.output[1] {
+                    let (h0, h1, w0, w1, scale) = s.bin(oh, ow);
+                    let total: f32 = (h0..h1)
+                        .map(|h| {
+                            x[h * s.input[1] + w0..h * s.input[1] + w1]
+                                .iter()
+                                .sum::<f32>()
+                        })
+                        .sum();
+                    out[oh * s.output[1] + ow] = total * scale;
+                }
+            }
+        });
+}
+
+/// Adaptive average pooling backward: each output gradient is spread evenly over its bin
+/// (summed where neighbouring bins overlap).
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn adaptive_avg_pool2d_backward(
+    grad_output: &[f32],
+    shape: &AdaptivePool2dShape,
+    grad_input: &mut [f32],
+) {
+    let s = *shape;
+    let op = "adaptive_avg_pool2d_backward";
+    expect_len(
+        op,
+        "grad_output",
+        grad_output.len(),
+        s.planes * s.out_plane(),
+    );
+    expect_len(op, "grad_input", grad_input.len(), s.planes * s.in_plane());
+    if grad_input.is_empty() {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(s.in_plane())
+        .zip(grad_output.par_chunks(s.out_plane()))
+        .for_each(|(gx, g)| {
+            gx.fill(0.0);
+            for oh in 0..s.output[0] {
+                for ow in 0..s.output[1] {
+                    let (h0, h1, w0, w1, scale) = s.bin(oh, ow);
+                    let share = g[oh * s.output[1] + ow] * scale;
+                    for h in h0..h1 {
+                        gx[h * s.input[1] + w0..h * s.input[1] + w1]
+                            .iter_mut()
+                            .for_each(|v| *v += share);
+                    }
+                }
+            }
+        });
+}
+
 /// Global average pooling: the mean of each `H x W` plane, `[N, C, H, W] -> [N, C]`.
 ///
 /// # Panics
@@ -596,6 +743,23 @@ mod tests {
         let mut without = vec![0.0; 4];
         avg_pool2d_forward(&x, &s, AvgDivisor::ExcludePadding, &mut without);
         assert_eq!(without, vec![1.0, 2.5, 5.5, 7.0]);
+    }
+
+    #[test]
+    fn adaptive_bins_match_pytorch() {
+        // torch.nn.functional.adaptive_avg_pool2d(torch.arange(1., 6.).view(1, 1, 1, 5), (1, 3))
+        // is [[1.5, 3.0, 4.5]]: bins [0, 2), [1, 4), [3, 5)
+        let s = AdaptivePool2dShape::new("adaptive_avg_pool2d", &[1, 1, 1, 5], [1, 3]);
+        let mut out = vec![0.0; 3];
+        adaptive_avg_pool2d_forward(&[1.0, 2.0, 3.0, 4.0, 5.0], &s, &mut out);
+        assert_eq!(out, vec![1.5, 3.0, 4.5]);
+        // more bins than inputs: each bin holds one element, repeated
+        assert_eq!(
+            (0..4).map(|i| adaptive_bin(i, 2, 4)).collect::<Vec<_>>(),
+            vec![(0, 1), (0, 1), (1, 2), (1, 2)]
+        );
+        // a multiple of the output size: plain non-overlapping windows
+        assert_eq!(adaptive_bin(3, 14, 7), (6, 8));
     }
 
     #[test]

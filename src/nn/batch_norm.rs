@@ -26,7 +26,7 @@ struct RunningStats {
 /// tape the running statistics are used. Then `y = x̂ · γ + β`.
 ///
 /// **Frozen layers stay in inference mode** (Keras's rule for fine-tuning): when γ is frozen
-/// (`requires_grad` off, see [`Module::visit_params_mut`]), the layer uses and keeps its
+/// (`requires_grad` off, see [`crate::models::freeze`]), the layer uses and keeps its
 /// running statistics even on a training tape, so a frozen backbone is not disturbed by the
 /// statistics of a small new dataset.
 ///

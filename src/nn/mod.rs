@@ -15,7 +15,7 @@ pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
-pub use pool::{AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
 pub use summary::{Summary, SummaryRow, summary};
@@ -153,5 +153,28 @@ pub fn join_name(prefix: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{prefix}.{name}")
+    }
+}
+
+/// Whether the hierarchical name `name` lies under `prefix`: the prefix must end at a name
+/// boundary, so `"features"` and `"features."` select `"features.0.weight"`, `"1"` selects
+/// `"1.weight"` but not `"10.weight"`, and the empty prefix selects every name. Parameter groups,
+/// freezing and feature extraction all select names this way.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::name_has_prefix;
+///
+/// assert!(name_has_prefix("layer1.0.conv1.weight", "layer1"));
+/// assert!(!name_has_prefix("layer10.weight", "layer1"));
+/// assert!(name_has_prefix("fc.bias", ""));
+/// ```
+pub fn name_has_prefix(name: &str, prefix: &str) -> bool {
+    match name.strip_prefix(prefix) {
+        Some(rest) => {
+            prefix.is_empty() || rest.is_empty() || prefix.ends_with('.') || rest.starts_with('.')
+        }
+        None => false,
     }
 }

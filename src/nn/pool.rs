@@ -1,4 +1,5 @@
-//! Pooling layers: `MaxPool2d`, `AvgPool2d`, `GlobalAvgPool2d`, `GlobalMaxPool2d`.
+//! Pooling layers: `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `GlobalAvgPool2d`,
+//! `GlobalMaxPool2d`.
 
 use super::Module;
 use super::conv::Pair;
@@ -165,6 +166,49 @@ impl Module for AvgPool2d {
 
     fn describe(&self) -> String {
         describe_pool("AvgPool2d", &self.spec)
+    }
+}
+
+/// Average pooling to a fixed output size whatever the input size (PyTorch's
+/// `nn.AdaptiveAvgPool2d`), with PyTorch's bins; see [`Var::adaptive_avg_pool2d`]. VGG uses it
+/// to feed its classifier `7x7` maps from any input of at least `32x32`.
+///
+/// # Shapes
+///
+/// Input `[N, C, H, W]`, output `[N, C, OH, OW]`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{AdaptiveAvgPool2d, Module};
+/// use striate::Tensor;
+///
+/// let pool = AdaptiveAvgPool2d::new(7);
+/// assert_eq!(pool.predict(&Tensor::zeros(&[1, 512, 14, 14])).shape(), &[1, 512, 7, 7]);
+/// assert_eq!(pool.predict(&Tensor::zeros(&[1, 512, 9, 11])).shape(), &[1, 512, 7, 7]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptiveAvgPool2d {
+    /// The output `[height, width]`.
+    pub output_size: [usize; 2],
+}
+
+impl AdaptiveAvgPool2d {
+    /// Pooling to `output_size` (`7` or `[7, 7]`).
+    pub fn new(output_size: impl Into<Pair>) -> AdaptiveAvgPool2d {
+        AdaptiveAvgPool2d {
+            output_size: output_size.into().0,
+        }
+    }
+}
+
+impl Module for AdaptiveAvgPool2d {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.adaptive_avg_pool2d(self.output_size)
+    }
+
+    fn describe(&self) -> String {
+        format!("AdaptiveAvgPool2d(output_size={:?})", self.output_size)
     }
 }
 

@@ -2,6 +2,7 @@
 //! and weight decay (for fine-tuning a backbone slower than a new head).
 
 use super::expect_non_negative;
+use crate::nn::name_has_prefix;
 use crate::tensor::check::contract_violation;
 
 /// Overrides for one parameter group; a `None` field inherits the optimizer's setting.
@@ -87,17 +88,12 @@ impl ParamGroup {
         self.learning_rate = learning_rate;
     }
 
-    /// Whether the group selects the parameter with this hierarchical name: the prefix must end
-    /// at a name boundary, so `"features"` and `"features."` select `"features.0.weight"`, and
-    /// `"1"` selects `"1.weight"` but not `"10.weight"`.
+    /// Whether the group selects the parameter with this hierarchical name, by
+    /// [`name_has_prefix`]'s rule.
     fn selects(&self, name: &str) -> bool {
-        let Some(prefix) = self.prefix.as_deref() else {
-            return true;
-        };
-        match name.strip_prefix(prefix) {
-            Some(rest) => rest.is_empty() || prefix.ends_with('.') || rest.starts_with('.'),
-            None => false,
-        }
+        self.prefix
+            .as_deref()
+            .is_none_or(|prefix| name_has_prefix(name, prefix))
     }
 }
 
