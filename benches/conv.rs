@@ -152,12 +152,15 @@ fn bench_max_pool(c: &mut Criterion) {
     let mut y = vec![0.0f32; out_len];
     let mut idx = vec![0u32; out_len];
     let mut gx = vec![0.0f32; x.len()];
-    max_pool2d_forward(x.as_slice(), &shape, &mut y, &mut idx);
+    max_pool2d_forward(x.as_slice(), &shape, &mut y, Some(&mut idx));
 
     let mut group = c.benchmark_group("max_pool2d/2x2_64x32x28x28");
     group.throughput(Throughput::Elements(x.len() as u64));
     group.bench_function("forward", |bench| {
-        bench.iter(|| max_pool2d_forward(black_box(x.as_slice()), &shape, &mut y, &mut idx))
+        bench.iter(|| max_pool2d_forward(black_box(x.as_slice()), &shape, &mut y, Some(&mut idx)))
+    });
+    group.bench_function("forward_inference", |bench| {
+        bench.iter(|| max_pool2d_forward(black_box(x.as_slice()), &shape, &mut y, None))
     });
     group.bench_function("backward", |bench| {
         bench.iter(|| max_pool2d_backward(black_box(gy.as_slice()), &idx, &shape, &mut gx))

@@ -307,7 +307,13 @@ fn max_pool2d_matches_naive_reference() {
         let x = random_vec(shape.iter().product(), &mut rng);
         let out_len: usize = s.output_shape().iter().product();
         let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
-        max_pool2d_forward(&x, &s, &mut y, &mut idx);
+        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
+        let mut values_only = vec![0.0; out_len];
+        max_pool2d_forward(&x, &s, &mut values_only, None);
+        assert_eq!(
+            values_only, y,
+            "config {config}: inference values differ from training values"
+        );
         let gy = random_vec(out_len, &mut rng);
         let mut gx = vec![f32::NAN; x.len()];
         max_pool2d_backward(&gy, &idx, &s, &mut gx);

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::conv::output_extent;
+use crate::simd::dispatch;
 use crate::tensor::check::{contract_violation, shape_str};
 
 /// The window of a pooling op.
@@ -138,7 +139,8 @@ fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
 }
 
 /// Max pooling forward: each output is the largest input of its window (NaN if the window holds
-/// one, as PyTorch), and `indices` records where it was, as a position within its input plane.
+/// one, as PyTorch), and `indices`, when given, records where it was, as a position within its
+/// input plane (inference needs no indices and skips them).
 ///
 /// # Panics
 ///
@@ -151,14 +153,14 @@ fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
 ///
 /// let shape = Pool2dShape::new("max_pool2d", &[1, 1, 2, 4], Pool2dSpec::square(2));
 /// let (mut out, mut idx) = (vec![0.0; 2], vec![0u32; 2]);
-/// max_pool2d_forward(&[1., 5., 2., 0., 3., 4., 7., 6.], &shape, &mut out, &mut idx);
+/// max_pool2d_forward(&[1., 5., 2., 0., 3., 4., 7., 6.], &shape, &mut out, Some(&mut idx));
 /// assert_eq!((out, idx), (vec![5.0, 7.0], vec![1, 6]));
 /// ```
 pub fn max_pool2d_forward(
     input: &[f32],
     shape: &Pool2dShape,
     output: &mut [f32],
-    indices: &mut [u32],
+    indices: Option<&mut [u32]>,
 ) {
     let s = *shape;
     expect_len(
@@ -173,30 +175,42 @@ pub fn max_pool2d_forward(
         output.len(),
         s.planes() * s.out_plane(),
     );
-    expect_len(
-        "max_pool2d",
-        "indices",
-        indices.len(),
-        s.planes() * s.out_plane(),
-    );
     if s.out_plane() == 0 {
         return;
     }
-    output
-        .par_chunks_mut(s.out_plane())
-        .zip(indices.par_chunks_mut(s.out_plane()))
-        .enumerate()
-        .for_each(|(plane, (out, idx))| {
-            let x = &input[plane * s.in_plane()..(plane + 1) * s.in_plane()];
-            if s.spec == Pool2dSpec::square(2) && !s.spec.ceil_mode {
-                max_pool_2x2_plane(x, &s, out, idx);
-            } else {
-                max_pool_plane(x, &s, out, idx);
-            }
-        });
+    let plane_input = |plane: usize| &input[plane * s.in_plane()..(plane + 1) * s.in_plane()];
+    match indices {
+        Some(indices) => {
+            expect_len(
+                "max_pool2d",
+                "indices",
+                indices.len(),
+                s.planes() * s.out_plane(),
+            );
+            output
+                .par_chunks_mut(s.out_plane())
+                .zip(indices.par_chunks_mut(s.out_plane()))
+                .enumerate()
+                .for_each(|(plane, (out, idx))| {
+                    max_pool_any_plane(plane_input(plane), &s, out, Some(idx))
+                });
+        }
+        None => output
+            .par_chunks_mut(s.out_plane())
+            .enumerate()
+            .for_each(|(plane, out)| max_pool_any_plane(plane_input(plane), &s, out, None)),
+    }
 }
 
-fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: &mut [u32]) {
+fn max_pool_any_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&mut [u32]>) {
+    if s.spec == Pool2dSpec::square(2) {
+        max_pool_2x2_plane(x, s, out, idx);
+    } else {
+        max_pool_plane(x, s, out, idx);
+    }
+}
+
+fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], mut idx: Option<&mut [u32]>) {
     let [dilation_h, dilation_w] = s.spec.dilation;
     for oh in 0..s.out_height {
         let (h0, h1) = s.window(0, oh);
@@ -224,36 +238,132 @@ fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: &mut [u32]) 
                 }
             }
             out[oh * s.out_width + ow] = best;
-            idx[oh * s.out_width + ow] = best_index;
+            if let Some(idx) = idx.as_deref_mut() {
+                idx[oh * s.out_width + ow] = best_index;
+            }
         }
     }
 }
 
-/// The common 2x2 stride-2 window without padding: two input rows per output row, no bounds
-/// checks in the inner loop.
-fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: &mut [u32]) {
+/// The common 2x2 stride-2 window without padding: two input rows per output row, selects
+/// that vectorise, and indices only when a backward pass will need them.
+fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&mut [u32]>) {
     let w = s.in_width;
-    for oh in 0..s.out_height {
-        let top = &x[2 * oh * w..(2 * oh + 1) * w];
-        let bottom = &x[(2 * oh + 1) * w..(2 * oh + 2) * w];
-        let out_row = &mut out[oh * s.out_width..(oh + 1) * s.out_width];
-        let idx_row = &mut idx[oh * s.out_width..(oh + 1) * s.out_width];
-        for (ow, (o, i)) in out_row.iter_mut().zip(idx_row.iter_mut()).enumerate() {
-            let base = 2 * oh * w + 2 * ow;
-            let candidates = [
-                (top[2 * ow], base),
-                (top[2 * ow + 1], base + 1),
-                (bottom[2 * ow], base + w),
-                (bottom[2 * ow + 1], base + w + 1),
-            ];
-            let mut best = candidates[0];
-            for &c in &candidates[1..] {
-                if c.0 > best.0 || (c.0.is_nan() && !best.0.is_nan()) {
-                    best = c;
+    let row_pair = |oh: usize| {
+        (
+            &x[2 * oh * w..(2 * oh + 1) * w],
+            &x[(2 * oh + 1) * w..(2 * oh + 2) * w],
+        )
+    };
+    match idx {
+        Some(idx) => dispatch(
+            #[inline(always)]
+            || {
+                for ((oh, out_row), idx_row) in out
+                    .chunks_exact_mut(s.out_width)
+                    .enumerate()
+                    .zip(idx.chunks_exact_mut(s.out_width))
+                {
+                    let (top, bottom) = row_pair(oh);
+                    max_2x2_row::<true>(
+                        top,
+                        bottom,
+                        out_row,
+                        idx_row,
+                        (2 * oh * w) as u32,
+                        w as u32,
+                    );
                 }
-            }
-            *o = best.0;
-            *i = best.1 as u32;
+            },
+        ),
+        None => dispatch(
+            #[inline(always)]
+            || {
+                for (oh, out_row) in out.chunks_exact_mut(s.out_width).enumerate() {
+                    let (top, bottom) = row_pair(oh);
+                    max_2x2_row::<false>(
+                        top,
+                        bottom,
+                        out_row,
+                        &mut [],
+                        (2 * oh * w) as u32,
+                        w as u32,
+                    );
+                }
+            },
+        ),
+    }
+}
+
+/// Whether `candidate` replaces `best`: larger, or NaN (which propagates, as in PyTorch).
+/// Ties keep the earlier element.
+#[inline(always)]
+fn beats(candidate: f32, best: f32) -> bool {
+    candidate > best || (candidate.is_nan() && !best.is_nan())
+}
+
+#[inline(always)]
+fn max_2x2_row<const WITH_INDEX: bool>(
+    top: &[f32],
+    bottom: &[f32],
+    out: &mut [f32],
+    idx: &mut [u32],
+    base: u32,
+    width: u32,
+) {
+    let n = out.len();
+    let (top, bottom) = (&top[..2 * n], &bottom[..2 * n]);
+    // `f32::max` and equality tests vectorise. `max` skips NaN, so a row whose window sums are
+    // NaN (a NaN input, or rarely inf − inf) is redone by the exact rule.
+    let mut poisoned = false;
+    for ow in 0..n {
+        let (a, b, c, d) = (
+            top[2 * ow],
+            top[2 * ow + 1],
+            bottom[2 * ow],
+            bottom[2 * ow + 1],
+        );
+        let best = a.max(b).max(c.max(d));
+        poisoned |= (a + b + c + d).is_nan();
+        out[ow] = best;
+        if WITH_INDEX {
+            // the first position holding the maximum, in row-major window order
+            let at = if a == best {
+                0
+            } else if b == best {
+                1
+            } else if c == best {
+                width
+            } else {
+                width + 1
+            };
+            idx[ow] = base + 2 * ow as u32 + at;
+        }
+    }
+    if !poisoned {
+        return;
+    }
+    for ow in 0..n {
+        let (a, b, c, d) = (
+            top[2 * ow],
+            top[2 * ow + 1],
+            bottom[2 * ow],
+            bottom[2 * ow + 1],
+        );
+        let (upper, upper_at) = if beats(b, a) { (b, 1) } else { (a, 0) };
+        let (lower, lower_at) = if beats(d, c) {
+            (d, width + 1)
+        } else {
+            (c, width)
+        };
+        let (best, at) = if beats(lower, upper) {
+            (lower, lower_at)
+        } else {
+            (upper, upper_at)
+        };
+        out[ow] = best;
+        if WITH_INDEX {
+            idx[ow] = base + 2 * ow as u32 + at;
         }
     }
 }
@@ -774,9 +884,30 @@ mod tests {
         let s = Pool2dShape::new("max_pool2d", &[1, 1, 2, 2], spec);
         let x = [-4.0, -3.0, -2.0, -1.0];
         let (mut out, mut idx) = (vec![0.0; 4], vec![0; 4]);
-        max_pool2d_forward(&x, &s, &mut out, &mut idx);
+        max_pool2d_forward(&x, &s, &mut out, Some(&mut idx));
         assert_eq!(out, vec![-1.0; 4]);
         assert_eq!(idx, vec![3; 4]);
+    }
+
+    #[test]
+    fn nan_propagates_through_the_2x2_path() {
+        let s = Pool2dShape::new("max_pool2d", &[1, 1, 2, 4], Pool2dSpec::square(2));
+        let x = [
+            1.0,
+            5.0,
+            f32::INFINITY,
+            0.0,
+            3.0,
+            f32::NAN,
+            7.0,
+            f32::NEG_INFINITY,
+        ];
+        let (mut out, mut idx) = (vec![0.0; 2], vec![0; 2]);
+        max_pool2d_forward(&x, &s, &mut out, Some(&mut idx));
+        assert!(out[0].is_nan());
+        assert_eq!(idx[0], 5);
+        // inf − inf poisons the window sum without any NaN input: the exact path still gives inf
+        assert_eq!((out[1], idx[1]), (f32::INFINITY, 2));
     }
 
     #[test]

@@ -91,8 +91,15 @@ impl<'t> Var<'t> {
         let input = self.value();
         let shape = Pool2dShape::new("max_pool2d", input.shape(), spec);
         let len = shape.output_shape().iter().product();
-        let (mut output, mut indices) = (vec![0.0; len], vec![0u32; len]);
-        max_pool2d_forward(input.as_slice(), &shape, &mut output, &mut indices);
+        let mut output = vec![0.0; len];
+        // Argmax indices only matter to a backward pass; inference skips them.
+        let mut indices = if self.requires_grad() {
+            vec![0u32; len]
+        } else {
+            Vec::new()
+        };
+        let wanted = (!indices.is_empty()).then_some(&mut indices[..]);
+        max_pool2d_forward(input.as_slice(), &shape, &mut output, wanted);
         let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
         self.tape()
             .record(value, &[self], MaxPoolBackward { indices, shape })

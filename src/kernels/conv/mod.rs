@@ -25,6 +25,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::simd::{self, dispatch};
 use crate::tensor::check::{contract_violation, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -549,15 +550,18 @@ pub fn conv2d_backward_filter(
             s.out_channels,
         );
         let plane = s.out_plane();
-        for (o, b) in grad_bias.iter_mut().enumerate() {
+        grad_bias.par_iter_mut().enumerate().for_each(|(o, b)| {
             let total: f64 = (0..s.batch)
                 .map(|n| {
                     let g = &grad_output[(n * s.out_channels + o) * plane..][..plane];
-                    g.iter().sum::<f32>() as f64
+                    dispatch(
+                        #[inline(always)]
+                        || simd::sum(g),
+                    ) as f64
                 })
                 .sum();
             *b = total as f32;
-        }
+        });
     }
     if s.is_direct() {
         direct::backward_filter(input, grad_output, &s, grad_weight);
