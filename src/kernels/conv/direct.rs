@@ -13,63 +13,13 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::wide::Wide;
 use super::{Conv2dShape, valid_columns};
 use crate::kernels::scratch::with_scratch;
 use crate::simd::{dispatch, dot};
 
 /// Output values computed per step of the wide correlation: one AVX-512 register.
 const LANES: usize = 16;
-
-/// The padded-plane geometry of a stride-1 direct convolution.
-struct Wide {
-    /// Padded width, the row stride of both the padded input and the wide output.
-    width: usize,
-    /// Length of the padded input buffer: the padded plane plus a zero tail so the last taps'
-    /// shifted reads of the wide grid stay in bounds.
-    padded_len: usize,
-    /// Length of the wide output grid, `OH · width`.
-    out_len: usize,
-    /// The offset of each tap `(kh, kw)`, row-major.
-    shifts: Vec<usize>,
-}
-
-impl Wide {
-    fn new(s: &Conv2dShape) -> Wide {
-        let p = s.spec.padding;
-        let width = s.in_width + p.left + p.right;
-        let height = s.in_height + p.top + p.bottom;
-        let [dh, dw] = s.spec.dilation;
-        let shifts = (0..s.kernel_height)
-            .flat_map(|kh| (0..s.kernel_width).map(move |kw| kh * dh * width + kw * dw))
-            .collect();
-        Wide {
-            width,
-            padded_len: height * width + dw * (s.kernel_width - 1),
-            out_len: s.out_height * width,
-            shifts,
-        }
-    }
-
-    /// Copies `plane` `[H, W]` into `padded` with zero borders.
-    fn pad(&self, s: &Conv2dShape, plane: &[f32], padded: &mut [f32]) {
-        padded.fill(0.0);
-        let (top, left) = (s.spec.padding.top, s.spec.padding.left);
-        for (h, row) in plane.chunks_exact(s.in_width).enumerate() {
-            let start = (top + h) * self.width + left;
-            padded[start..start + s.in_width].copy_from_slice(row);
-        }
-    }
-
-    /// Copies a gradient plane `[OH, OW]` into the wide grid, zero in the discarded columns, at
-    /// `offset` into `wide`.
-    fn widen(&self, s: &Conv2dShape, plane: &[f32], wide: &mut [f32], offset: usize) {
-        wide.fill(0.0);
-        for (h, row) in plane.chunks_exact(s.out_width).enumerate() {
-            let start = offset + h * self.width;
-            wide[start..start + s.out_width].copy_from_slice(row);
-        }
-    }
-}
 
 /// `out[i] = (accumulate ? out[i] : 0) + Σ_t weights[t] · source[i + shifts[t]]`, a register
 /// of outputs at a time so each is stored once.
@@ -144,29 +94,22 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
     let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
     let max_shift = *wide.shifts.last().expect("at least one tap");
     let reversed: Vec<usize> = wide.shifts.iter().map(|&shift| max_shift - shift).collect();
-    let padded_plane = (s.in_height + s.spec.padding.top + s.spec.padding.bottom) * wide.width;
+    let padded_plane = wide.padded_area(s);
     let grad_len = padded_plane + max_shift;
     with_scratch(grad_len + padded_plane, |buffer| {
         let (grad_wide, accumulated) = buffer.split_at_mut(grad_len);
         for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
             for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
-                wide.widen(
-                    s,
-                    &gy[o * s.out_plane()..(o + 1) * s.out_plane()],
-                    grad_wide,
-                    max_shift,
-                );
+                grad_wide.fill(0.0);
+                let plane = &gy[o * s.out_plane()..(o + 1) * s.out_plane()];
+                wide.widen(s, plane, 0, s.out_height, grad_wide, max_shift);
                 let w = &weight[o * taps..(o + 1) * taps];
                 dispatch(
                     #[inline(always)]
                     || correlate(accumulated, grad_wide, &reversed, w, k > 0),
                 );
             }
-            let (top, left) = (s.spec.padding.top, s.spec.padding.left);
-            for (h, row) in gx_plane.chunks_exact_mut(s.in_width).enumerate() {
-                let start = (top + h) * wide.width + left;
-                row.copy_from_slice(&accumulated[start..start + s.in_width]);
-            }
+            wide.unpad(s, accumulated, gx_plane);
         }
     });
 }
@@ -234,7 +177,7 @@ fn filter_gradient(
                 for o in c * multiplier..(c + 1) * multiplier {
                     let g =
                         &grad_output[(n * s.out_channels + o) * s.out_plane()..][..s.out_plane()];
-                    wide.widen(s, g, grad_wide, 0);
+                    wide.widen(s, g, 0, s.out_height, grad_wide, 0);
                     let local = (o - first_channel * multiplier) * taps;
                     let gw_o = &mut gw[local..local + taps];
                     dispatch(

@@ -20,6 +20,7 @@
 
 mod direct;
 mod im2col;
+mod wide;
 
 use std::ops::Range;
 
@@ -447,6 +448,8 @@ pub fn conv2d_forward(
             direct::forward_image(x, weight, &s, out);
         } else if s.is_pointwise() {
             im2col::pointwise_forward_image(x, weight, &s, out);
+        } else if s.spec.stride == [1, 1] {
+            wide::forward_image(x, weight, &s, out);
         } else {
             im2col::im2col_forward_image(x, weight, &s, out);
         }
@@ -501,6 +504,8 @@ pub fn conv2d_backward_data(
             direct::backward_data_image(gy, weight, &s, gx);
         } else if s.is_pointwise() {
             im2col::pointwise_backward_data_image(gy, weight, &s, gx);
+        } else if s.spec.stride == [1, 1] {
+            wide::backward_data_image(gy, weight, &s, gx);
         } else {
             im2col::im2col_backward_data_image(gy, weight, &s, gx);
         }
@@ -565,6 +570,10 @@ pub fn conv2d_backward_filter(
     }
     if s.is_direct() {
         direct::backward_filter(input, grad_output, &s, grad_weight);
+    } else if s.spec.stride == [1, 1] && !s.is_pointwise() {
+        sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
+            wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
+        });
     } else {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             im2col::accumulate_filter_gradient(input, grad_output, &s, images, partial)
