@@ -327,16 +327,12 @@ fn max_2x2_row<const WITH_INDEX: bool>(
         poisoned |= (a + b + c + d).is_nan();
         out[ow] = best;
         if WITH_INDEX {
-            // the first position holding the maximum, in row-major window order
-            let at = if a == best {
-                0
-            } else if b == best {
-                1
-            } else if c == best {
-                width
-            } else {
-                width + 1
-            };
+            // The first position holding the maximum, in row-major window order, as a chain
+            // of selects (no branches, so the loop stays vectorised).
+            let mut at = width + 1;
+            at = if c == best { width } else { at };
+            at = if b == best { 1 } else { at };
+            at = if a == best { 0 } else { at };
             idx[ow] = base + 2 * ow as u32 + at;
         }
     }

@@ -94,7 +94,7 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
     let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
     let max_shift = *wide.shifts.last().expect("at least one tap");
     let reversed: Vec<usize> = wide.shifts.iter().map(|&shift| max_shift - shift).collect();
-    let padded_plane = wide.padded_area(s);
+    let padded_plane = wide.padded_area();
     let grad_len = padded_plane + max_shift;
     with_scratch(grad_len + padded_plane, |buffer| {
         let (grad_wide, accumulated) = buffer.split_at_mut(grad_len);

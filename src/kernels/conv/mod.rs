@@ -4,22 +4,23 @@
 //!
 //! Three paths, chosen by shape:
 //! - **pointwise** (1x1, stride 1, no padding): the input planes already are the GEMM's right
-//!   operand, `Y_n = W · X_n`, with no copy at all;
-//! - **direct** (one input channel per group: depthwise convolutions and single-channel inputs
-//!   such as the first layer of an MNIST net): shifted multiply-adds along rows, which
-//!   vectorise, instead of a GEMM with an inner dimension of 9;
-//! - **im2col + GEMM** otherwise: for each image the column matrix `[Cg·KH·KW, P]` (P output
-//!   pixels) is built one tile of pixels at a time into a reused per-thread buffer of bounded
-//!   size, and `Y = W · cols` is written straight into the output tile.
+//!   operand, `Y_n = W · X_n`, with no copy at all ([`pointwise`]);
+//! - **direct** (one input channel and few outputs per group: depthwise convolutions): shifted
+//!   multiply-adds over whole planes, which vectorise, instead of a GEMM with a single row
+//!   ([`direct`]);
+//! - **im2col + GEMM** otherwise ([`wide`]): each image's channels are padded once into phase
+//!   planes on which every row of the column matrix `[Cg·KH·KW, P]` is one contiguous copy; the
+//!   matrix is built a tile of output rows at a time into a reused per-thread buffer of bounded
+//!   size, and `Y = W · cols` lands in the output tile.
 //!
-//! Backward-data is `cols_grad = Wᵀ · dY` then col2im (scatter-add); backward-filter is
+//! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
 //!
 //! Parallelism is one level: over images when there are at least as many as threads (each task
 //! owns its image's output, so writes are disjoint by construction), otherwise inside the GEMM.
 
 mod direct;
-mod im2col;
+mod pointwise;
 mod wide;
 
 use std::ops::Range;
@@ -279,16 +280,12 @@ impl Conv2dShape {
             && self.spec.padding == Padding2d::default()
     }
 
+    /// One input channel per group and few outputs per group (depthwise): a GEMM would have a
+    /// single row of inner dimension `KH·KW`, so the direct kernels win. With many outputs per
+    /// input channel (a single-channel first layer) the stride-1 GEMM on the wide grid is
+    /// better: it computes all filters from one column matrix.
     fn is_direct(&self) -> bool {
-        self.group_in() == 1
-    }
-
-    /// Output pixels per im2col tile: the column buffer stays near 2 MB (512 Ki floats)
-    /// whatever the image size.
-    fn tile_pixels(&self) -> usize {
-        const TARGET_FLOATS: usize = 512 * 1024;
-        let pixels = (TARGET_FLOATS / self.group_patch()).max(64);
-        pixels.min(self.out_plane()).max(1)
+        self.group_in() == 1 && (self.group_out() < 8 || self.spec.stride != [1, 1])
     }
 }
 
@@ -447,11 +444,9 @@ pub fn conv2d_forward(
         if s.is_direct() {
             direct::forward_image(x, weight, &s, out);
         } else if s.is_pointwise() {
-            im2col::pointwise_forward_image(x, weight, &s, out);
-        } else if s.spec.stride == [1, 1] {
-            wide::forward_image(x, weight, &s, out);
+            pointwise::forward_image(x, weight, &s, out);
         } else {
-            im2col::im2col_forward_image(x, weight, &s, out);
+            wide::forward_image(x, weight, &s, out);
         }
         if let Some(bias) = bias {
             for (plane, &b) in out.chunks_mut(s.out_plane()).zip(bias) {
@@ -503,11 +498,9 @@ pub fn conv2d_backward_data(
         if s.is_direct() {
             direct::backward_data_image(gy, weight, &s, gx);
         } else if s.is_pointwise() {
-            im2col::pointwise_backward_data_image(gy, weight, &s, gx);
-        } else if s.spec.stride == [1, 1] {
-            wide::backward_data_image(gy, weight, &s, gx);
+            pointwise::backward_data_image(gy, weight, &s, gx);
         } else {
-            im2col::im2col_backward_data_image(gy, weight, &s, gx);
+            wide::backward_data_image(gy, weight, &s, gx);
         }
     });
 }
@@ -570,13 +563,13 @@ pub fn conv2d_backward_filter(
     }
     if s.is_direct() {
         direct::backward_filter(input, grad_output, &s, grad_weight);
-    } else if s.spec.stride == [1, 1] && !s.is_pointwise() {
+    } else if s.is_pointwise() {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
-            wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
+            pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         });
     } else {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
-            im2col::accumulate_filter_gradient(input, grad_output, &s, images, partial)
+            wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         });
     }
 }

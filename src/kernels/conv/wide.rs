@@ -1,73 +1,116 @@
-//! Stride-1 convolutions on a padded "wide" grid.
+//! Convolutions on a padded "wide" grid, for the GEMM path.
 //!
-//! Each input plane is copied once into a zero-padded buffer of width `Wp = W + left + right`,
-//! and the output is computed on a grid with the same row stride. Tap `(kh, kw)` then reads the
-//! padded plane at the constant offset `kh·dh·Wp + kw·dw`, so a whole row of the im2col matrix
-//! is one contiguous copy (and col2im one contiguous add) instead of a segment per output row.
-//! The `Wp − OW` extra columns of each grid row are computed and discarded (zeros in gradients,
-//! so they add nothing).
+//! Each input plane is copied once into a zero-padded buffer, split into `stride_h · stride_w`
+//! phase planes (phase `(a, b)` holds the padded rows `a, a + sh, ...` and columns
+//! `b, b + sw, ...`), each of width `Wq = ⌈Wp / sw⌉`. The output is computed on a grid with the
+//! same row stride `Wq`. Output `(oh, ow)` of tap `(kh, kw)` reads padded position
+//! `(oh·sh + kh·dh, ow·sw + kw·dw)`, which is phase `(kh·dh mod sh, kw·dw mod sw)` at
+//! `(oh + ⌊kh·dh / sh⌋, ow + ⌊kw·dw / sw⌋)`: a constant offset from the grid position. So a
+//! whole row of the im2col matrix is one contiguous copy (and col2im one contiguous add),
+//! whatever the stride, instead of a gather per output row. The `Wq − OW` extra columns of each
+//! grid row are computed and discarded (zeros in gradients, so they add nothing).
 //!
-//! The GEMM kernels here serve every stride-1 convolution that is neither pointwise nor direct;
-//! the direct kernels use the same geometry.
+//! At stride 1 there is a single phase: the padded plane itself, which the direct kernels use
+//! too.
 
 use super::Conv2dShape;
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch;
 use crate::simd::dispatch;
 
-/// The padded-plane geometry of a stride-1 convolution.
+/// The phase-plane geometry of a convolution.
 pub(super) struct Wide {
-    /// Padded width: the row stride of the padded input and of the wide output grid.
+    /// The row stride of the phase planes and of the wide output grid, `⌈Wp / sw⌉`.
     pub width: usize,
-    /// Length of one padded plane: the padded image plus a zero tail so the last taps' reads of
-    /// the wide grid stay in bounds.
+    /// Rows of a phase plane, `⌈Hp / sh⌉`.
+    height: usize,
+    /// Length of one phase plane: its rows plus a zero tail so the last taps' reads of the
+    /// wide grid stay in bounds.
+    plane_len: usize,
+    /// Length of one channel's phase planes together; the per-channel stride of padded buffers.
     pub padded_len: usize,
     /// Length of the whole wide output grid, `OH · width`.
     pub out_len: usize,
-    /// The offset of each tap `(kh, kw)`, row-major.
+    /// The offset of each tap `(kh, kw)` (row-major) within a channel's phase planes.
     pub shifts: Vec<usize>,
 }
 
 impl Wide {
     pub fn new(s: &Conv2dShape) -> Wide {
-        debug_assert_eq!(s.spec.stride, [1, 1], "the wide grid needs stride 1");
         let p = s.spec.padding;
-        let width = s.in_width + p.left + p.right;
-        let height = s.in_height + p.top + p.bottom;
-        let [dh, dw] = s.spec.dilation;
+        let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+        let width = (s.in_width + p.left + p.right).div_ceil(sw);
+        let height = (s.in_height + p.top + p.bottom).div_ceil(sh);
+        let tail = dw * (s.kernel_width - 1) / sw;
+        let plane_len = height * width + tail;
         let shifts = (0..s.kernel_height)
-            .flat_map(|kh| (0..s.kernel_width).map(move |kw| kh * dh * width + kw * dw))
+            .flat_map(|kh| {
+                (0..s.kernel_width).map(move |kw| {
+                    let (row, col) = (kh * dh, kw * dw);
+                    let phase = (row % sh) * sw + col % sw;
+                    phase * plane_len + (row / sh) * width + col / sw
+                })
+            })
             .collect();
         Wide {
             width,
-            padded_len: height * width + dw * (s.kernel_width - 1),
+            height,
+            plane_len,
+            padded_len: sh * sw * plane_len,
             out_len: s.out_height * width,
             shifts,
         }
     }
 
-    /// The padded plane's area without the tail.
-    pub fn padded_area(&self, s: &Conv2dShape) -> usize {
-        (s.in_height + s.spec.padding.top + s.spec.padding.bottom) * self.width
+    /// Calls `f(input_row, phase_offset_of_first_column, input_column_step)` for each input row
+    /// and column phase: input columns `b0, b0 + sw, ...` of row `h` land contiguously at the
+    /// returned offset of the channel's phase planes.
+    fn for_each_row_phase(&self, s: &Conv2dShape, mut f: impl FnMut(usize, usize, usize)) {
+        let p = s.spec.padding;
+        let [sh, sw] = s.spec.stride;
+        for h in 0..s.in_height {
+            let padded_row = p.top + h;
+            for b in 0..sw {
+                // the first input column whose padded column is ≡ b (mod sw)
+                let first = (b + sw - p.left % sw) % sw;
+                if first >= s.in_width {
+                    continue;
+                }
+                let phase = (padded_row % sh) * sw + b;
+                let offset =
+                    phase * self.plane_len + (padded_row / sh) * self.width + (p.left + first) / sw;
+                f(h * s.in_width + first, offset, sw);
+            }
+        }
     }
 
-    /// Copies `plane` `[H, W]` into `padded` with zero borders.
+    /// Copies `plane` `[H, W]` into the phase planes `padded`, zero elsewhere.
     pub fn pad(&self, s: &Conv2dShape, plane: &[f32], padded: &mut [f32]) {
-        padded.fill(0.0);
-        let (top, left) = (s.spec.padding.top, s.spec.padding.left);
-        for (h, row) in plane.chunks_exact(s.in_width).enumerate() {
-            let start = (top + h) * self.width + left;
-            padded[start..start + s.in_width].copy_from_slice(row);
-        }
+        padded[..self.padded_len].fill(0.0);
+        let w = s.in_width;
+        self.for_each_row_phase(s, |start, offset, step| {
+            let row_end = start - start % w + w;
+            for (i, &v) in plane[start..row_end].iter().step_by(step).enumerate() {
+                padded[offset + i] = v;
+            }
+        });
     }
 
-    /// Copies the interior of a padded plane back to `plane` `[H, W]`.
+    /// Copies the input positions of phase planes back to `plane` `[H, W]`.
     pub fn unpad(&self, s: &Conv2dShape, padded: &[f32], plane: &mut [f32]) {
-        let (top, left) = (s.spec.padding.top, s.spec.padding.left);
-        for (h, row) in plane.chunks_exact_mut(s.in_width).enumerate() {
-            let start = (top + h) * self.width + left;
-            row.copy_from_slice(&padded[start..start + s.in_width]);
-        }
+        let w = s.in_width;
+        self.for_each_row_phase(s, |start, offset, step| {
+            let row_end = start - start % w + w;
+            for (i, v) in plane[start..row_end].iter_mut().step_by(step).enumerate() {
+                *v = padded[offset + i];
+            }
+        });
+    }
+
+    /// The area of the phase planes without tails (the direct kernels' accumulator length at
+    /// stride 1).
+    pub fn padded_area(&self) -> usize {
+        self.height * self.width
     }
 
     /// Writes output rows `[first_row, first_row + rows)` of `plane` `[OH, OW]` onto `grid`

@@ -1,0 +1,56 @@
+//! Pointwise (1x1, stride 1, unpadded) convolutions: the input planes of an image already are
+//! the GEMM's operand `[C, H·W]`, so every pass is a plain GEMM with no copy at all.
+
+use super::Conv2dShape;
+use crate::kernels::gemm::{MatMut, MatRef, gemm};
+
+/// The weight of group `g` as `[O/groups, C/groups]`.
+fn group_weight<'a>(weight: &'a [f32], s: &Conv2dShape, g: usize) -> MatRef<'a> {
+    let (cg, og) = (s.group_in(), s.group_out());
+    MatRef::row_major(&weight[g * og * cg..(g + 1) * og * cg], og, cg)
+}
+
+/// `Y_g = W_g · X_g` for each group of one image.
+pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
+    let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
+    for g in 0..s.spec.groups {
+        let x_g = MatRef::row_major(&x[g * cg * plane..(g + 1) * cg * plane], cg, plane);
+        let y_g = MatMut::row_major(&mut out[g * og * plane..(g + 1) * og * plane], og, plane);
+        gemm(1.0, group_weight(weight, s, g), x_g, 0.0, y_g);
+    }
+}
+
+/// `dX_g = W_gᵀ · dY_g` for each group of one image.
+pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, gx: &mut [f32]) {
+    let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
+    for g in 0..s.spec.groups {
+        let gy_g = MatRef::row_major(&gy[g * og * plane..(g + 1) * og * plane], og, plane);
+        let gx_g = MatMut::row_major(&mut gx[g * cg * plane..(g + 1) * cg * plane], cg, plane);
+        gemm(1.0, group_weight(weight, s, g).t(), gy_g, 0.0, gx_g);
+    }
+}
+
+/// Adds `Σ_{n in images} dY_g,n · X_g,nᵀ` into each group's `grad_weight`.
+pub(super) fn accumulate_filter_gradient(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    images: std::ops::Range<usize>,
+    grad_weight: &mut [f32],
+) {
+    let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
+    for n in images {
+        for g in 0..s.spec.groups {
+            let x = &input[(n * s.in_channels + g * cg) * plane..][..cg * plane];
+            let gy = &grad_output[(n * s.out_channels + g * og) * plane..][..og * plane];
+            let gw = MatMut::row_major(&mut grad_weight[g * og * cg..(g + 1) * og * cg], og, cg);
+            gemm(
+                1.0,
+                MatRef::row_major(gy, og, plane),
+                MatRef::row_major(x, cg, plane).t(),
+                1.0,
+                gw,
+            );
+        }
+    }
+}
