@@ -89,9 +89,13 @@ impl Wide {
         padded[..self.padded_len].fill(0.0);
         let w = s.in_width;
         self.for_each_row_phase(s, |start, offset, step| {
-            let row_end = start - start % w + w;
-            for (i, &v) in plane[start..row_end].iter().step_by(step).enumerate() {
-                padded[offset + i] = v;
+            let row = &plane[start..start - start % w + w];
+            if step == 1 {
+                padded[offset..offset + row.len()].copy_from_slice(row);
+            } else {
+                for (i, &v) in row.iter().step_by(step).enumerate() {
+                    padded[offset + i] = v;
+                }
             }
         });
     }
@@ -100,9 +104,14 @@ impl Wide {
     pub fn unpad(&self, s: &Conv2dShape, padded: &[f32], plane: &mut [f32]) {
         let w = s.in_width;
         self.for_each_row_phase(s, |start, offset, step| {
-            let row_end = start - start % w + w;
-            for (i, v) in plane[start..row_end].iter_mut().step_by(step).enumerate() {
-                *v = padded[offset + i];
+            let row = &mut plane[start..start - start % w + w];
+            if step == 1 {
+                let len = row.len();
+                row.copy_from_slice(&padded[offset..offset + len]);
+            } else {
+                for (i, v) in row.iter_mut().step_by(step).enumerate() {
+                    *v = padded[offset + i];
+                }
             }
         });
     }
