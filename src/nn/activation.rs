@@ -12,6 +12,10 @@ impl Module for Relu {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.relu()
     }
+
+    fn is_relu(&self) -> bool {
+        true
+    }
 }
 
 /// Leaky ReLU: `x` for `x > 0`, `negative_slope · x` otherwise.

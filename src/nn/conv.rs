@@ -4,7 +4,7 @@ use rand::Rng;
 
 use super::Module;
 use crate::autograd::{Param, Var};
-use crate::kernels::conv::{Conv2dSpec, Padding2d};
+use crate::kernels::conv::{Conv2dSpec, ConvActivation, Padding2d};
 use crate::tensor::check::contract_violation;
 use crate::tensor::init::{pytorch_default_bias, pytorch_default_weight};
 
@@ -253,14 +253,21 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    fn forward_with<'t>(&self, input: Var<'t>, activation: ConvActivation) -> Var<'t> {
+        let tape = input.tape();
+        let bias = self.bias.as_ref().map(|b| tape.param(b));
+        input.conv2d_activated(tape.param(&self.weight), bias, self.spec, activation)
+    }
+}
+
 impl Module for Conv2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let tape = input.tape();
-        input.conv2d(
-            tape.param(&self.weight),
-            self.bias.as_ref().map(|b| tape.param(b)),
-            self.spec,
-        )
+        self.forward_with(input, ConvActivation::Identity)
+    }
+
+    fn forward_then_relu<'t>(&self, input: Var<'t>) -> Option<Var<'t>> {
+        Some(self.forward_with(input, ConvActivation::Relu))
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {

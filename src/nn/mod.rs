@@ -79,6 +79,18 @@ pub trait Module: Send + Sync {
     /// Visits every buffer mutably, for loading saved state.
     fn visit_buffers_mut(&mut self, _visitor: &mut dyn FnMut(&str, &mut Tensor)) {}
 
+    /// Applies the module followed by a ReLU in one fused pass, if it can (a convolution adds
+    /// the activation to its output while it is in cache). [`Sequential`] calls this for a
+    /// module followed by [`Relu`]; `None` (the default) means "run them separately".
+    fn forward_then_relu<'t>(&self, _input: Var<'t>) -> Option<Var<'t>> {
+        None
+    }
+
+    /// Whether this module is a plain ReLU, so a container may fuse it into the module before.
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// A one-line description for summaries, such as `Conv2d(1, 32, kernel_size=[3, 3])`.
     fn describe(&self) -> String {
         let full = std::any::type_name::<Self>();
@@ -137,6 +149,12 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn forward_then_relu<'t>(&self, input: Var<'t>) -> Option<Var<'t>> {
+        (**self).forward_then_relu(input)
+    }
+    fn is_relu(&self) -> bool {
+        (**self).is_relu()
     }
     fn predict(&self, input: &Tensor) -> Tensor {
         (**self).predict(input)

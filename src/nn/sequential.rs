@@ -67,8 +67,23 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    /// Applies the layers in order. A layer followed by [`Relu`](super::Relu) may run fused
+    /// with it ([`Module::forward_then_relu`]): same result, one pass fewer over the
+    /// activations.
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        self.layers.iter().fold(input, |x, layer| layer.forward(x))
+        let mut x = input;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let followed_by_relu = self.layers.get(i + 1).is_some_and(|next| next.is_relu());
+            if followed_by_relu && let Some(y) = self.layers[i].forward_then_relu(x) {
+                x = y;
+                i += 2;
+                continue;
+            }
+            x = self.layers[i].forward(x);
+            i += 1;
+        }
+        x
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
@@ -105,5 +120,41 @@ impl Module for Sequential {
             rows.push(super::SummaryRow::of(layer.as_ref(), output.shape()));
             output
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::Tape;
+    use crate::nn::{Conv2dConfig, Relu};
+
+    #[test]
+    fn conv_followed_by_relu_runs_fused_with_the_same_result() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let conv = Conv2dConfig::new(2, 3, 3).padding(1).init(&mut rng);
+        let net = Sequential::new().push(conv.clone()).push(Relu);
+        let x = Tensor::rand_uniform(&[2, 2, 5, 5], -1.0, 1.0, &mut rng);
+
+        let tape = Tape::training();
+        let fused = net.forward(tape.input(x.clone()));
+        // The fused pass records one node for conv + ReLU (input, weight, bias, output).
+        assert_eq!(tape.len(), 4);
+        let fused_grads = fused.sum().backward();
+
+        let tape = Tape::training();
+        let separate = conv.forward(tape.input(x)).relu();
+        assert_eq!(fused.value(), separate.value());
+        let separate_grads = separate.sum().backward();
+        for p in [&conv.weight, conv.bias.as_ref().unwrap()] {
+            assert!(fused_grads.get(p).unwrap().all_close(
+                separate_grads.get(p).unwrap(),
+                1e-6,
+                1e-6
+            ));
+        }
     }
 }

@@ -3,8 +3,10 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, conv2d_backward_data, conv2d_backward_filter, conv2d_forward,
+    Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data, conv2d_backward_filter,
+    conv2d_forward_fused,
 };
+use crate::simd::par_chunks_dispatch;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 
@@ -13,10 +15,22 @@ struct Conv2dBackward {
     input: Tensor,
     weight: Tensor,
     shape: Conv2dShape,
+    /// The activated output, for a fused ReLU: its gradient passes where the output is > 0.
+    relu_output: Option<Tensor>,
 }
 
 impl Backward for Conv2dBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        // fused ReLU: dY ← dY ⊙ 1[y > 0]
+        let mut grad_output = grad_output;
+        if let Some(output) = &self.relu_output {
+            let y = output.as_slice();
+            par_chunks_dispatch(grad_output.as_slice_mut(), |start, g| {
+                for (g, &y) in g.iter_mut().zip(&y[start..]) {
+                    *g = if y > 0.0 { *g } else { 0.0 };
+                }
+            });
+        }
         // dX = convᵀ(dY, W); dW = Σ_n dY_n · im2col(X_n)ᵀ; db = Σ_(n,p) dY
         let s = &self.shape;
         let grad_input = needs_grad[0].then(|| {
@@ -82,6 +96,23 @@ impl<'t> Var<'t> {
     /// assert_eq!(y.value().as_slice()[9], 27.0); // an interior pixel sums 3·3·3 ones
     /// ```
     pub fn conv2d(self, weight: Var<'t>, bias: Option<Var<'t>>, spec: Conv2dSpec) -> Var<'t> {
+        self.conv2d_activated(weight, bias, spec, ConvActivation::Identity)
+    }
+
+    /// [`Var::conv2d`] followed by an activation, in one pass: `relu(conv2d(x, w) + b)` without
+    /// materialising the pre-activation (what [`Sequential`](crate::nn::Sequential) runs for a
+    /// `Conv2d` followed by a `Relu`).
+    ///
+    /// # Panics
+    ///
+    /// As [`Var::conv2d`].
+    pub fn conv2d_activated(
+        self,
+        weight: Var<'t>,
+        bias: Option<Var<'t>>,
+        spec: Conv2dSpec,
+        activation: ConvActivation,
+    ) -> Var<'t> {
         let (input, weight_value) = (self.value(), weight.value());
         let shape = Conv2dShape::new(input.shape(), weight_value.shape(), spec);
         let bias_value = bias.map(|b| b.value());
@@ -99,14 +130,16 @@ impl<'t> Var<'t> {
             );
         }
         let mut output = vec![0.0; shape.output_shape().iter().product()];
-        conv2d_forward(
+        conv2d_forward_fused(
             input.as_slice(),
             weight_value.as_slice(),
             bias_value.as_ref().map(|b| b.as_slice()),
+            activation,
             &shape,
             &mut output,
         );
         let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
+        let relu_output = (activation == ConvActivation::Relu).then(|| value.clone());
         let inputs: Vec<Var<'t>> = [Some(self), Some(weight), bias]
             .into_iter()
             .flatten()
@@ -118,6 +151,7 @@ impl<'t> Var<'t> {
                 input,
                 weight: weight_value,
                 shape,
+                relu_output,
             },
         )
     }
@@ -212,6 +246,41 @@ mod tests {
             spec([1, 1], pad(1, 1, 1, 1), [1, 1], 1),
             47,
         );
+    }
+
+    #[test]
+    fn fused_relu_matches_conv_then_relu() {
+        use crate::kernels::conv::ConvActivation;
+        let spec = Conv2dSpec {
+            padding: Padding2d::symmetric(1, 1),
+            ..Default::default()
+        };
+        let inputs = [
+            rand_tensor(&[2, 3, 5, 4], 48),
+            rand_tensor(&[4, 3, 3, 3], 49),
+            rand_tensor(&[4], 50),
+        ];
+        // Same values and the same gradients as the separate ops (a finite-difference check
+        // would straddle ReLU's kink at outputs near zero).
+        let run = |fused: bool| {
+            let tape = Tape::training();
+            let v: Vec<_> = inputs.iter().map(|t| tape.variable(t.clone())).collect();
+            let y = if fused {
+                v[0].conv2d_activated(v[1], Some(v[2]), spec, ConvActivation::Relu)
+            } else {
+                v[0].conv2d(v[1], Some(v[2]), spec).relu()
+            };
+            let value = y.value();
+            let r = tape.input(rand_tensor(value.shape(), 51));
+            let grads = (y * r).sum().backward();
+            let grads: Vec<_> = v.iter().map(|&x| grads.wrt(x).unwrap().clone()).collect();
+            (value, grads)
+        };
+        let (fused, separate) = (run(true), run(false));
+        assert_eq!(fused.0, separate.0);
+        for (a, b) in fused.1.iter().zip(&separate.1) {
+            assert!(a.all_close(b, 1e-6, 1e-6));
+        }
     }
 
     #[test]

@@ -100,6 +100,17 @@ pub fn output_extent(
     Some(extent)
 }
 
+/// What the forward kernel applies to each output after adding the bias, while the image's
+/// output is still in cache: a fused activation saves a full pass over the activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvActivation {
+    /// Nothing: the plain convolution.
+    #[default]
+    Identity,
+    /// `max(y, 0)`.
+    Relu,
+}
+
 /// The hyperparameters of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dSpec {
@@ -415,6 +426,22 @@ pub fn conv2d_forward(
     shape: &Conv2dShape,
     output: &mut [f32],
 ) {
+    conv2d_forward_fused(input, weight, bias, ConvActivation::Identity, shape, output);
+}
+
+/// Convolution forward with a fused activation: `output = activation(conv(input, weight) + bias)`.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn conv2d_forward_fused(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+    output: &mut [f32],
+) {
     let s = *shape;
     expect_len(
         "conv2d_forward",
@@ -448,9 +475,18 @@ pub fn conv2d_forward(
         } else {
             wide::forward_image(x, weight, &s, out);
         }
-        if let Some(bias) = bias {
-            for (plane, &b) in out.chunks_mut(s.out_plane()).zip(bias) {
-                plane.iter_mut().for_each(|y| *y += b);
+        if bias.is_some() || activation != ConvActivation::Identity {
+            for (o, plane) in out.chunks_mut(s.out_plane()).enumerate() {
+                let b = bias.map_or(0.0, |bias| bias[o]);
+                dispatch(
+                    #[inline(always)]
+                    || match activation {
+                        ConvActivation::Identity => plane.iter_mut().for_each(|y| *y += b),
+                        ConvActivation::Relu => {
+                            plane.iter_mut().for_each(|y| *y = (*y + b).max(0.0))
+                        }
+                    },
+                );
             }
         }
     });
