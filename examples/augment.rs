@@ -10,9 +10,9 @@
 //! The MNIST files are looked for in `--data DIR` (and its `mnist/` subfolder), then in
 //! `$STRIATE_DATA` and the usual places (see `striate::data::Mnist`).
 
+mod common;
+
 use std::error::Error;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use striate::Tensor;
@@ -92,53 +92,6 @@ fn pick_digits(labels: &[usize], rows: usize) -> Vec<usize> {
     picks
 }
 
-/// Lays out `rows × (1 + COLUMNS)` digits as 8-bit grey, each pixel repeated `scale` times;
-/// thin grey lines between cells, a wider one after the originals.
-fn render_grid(originals: &Tensor, columns: &[Tensor], scale: usize) -> (Vec<u8>, usize, usize) {
-    let rows = originals.shape()[0];
-    let (cell, gap, wide_gap) = (SIDE * scale, scale, 4 * scale);
-    let width = gap + (cell + gap) * (1 + COLUMNS) + (wide_gap - gap);
-    let height = gap + (cell + gap) * rows;
-    let mut pixels = vec![96u8; width * height];
-    let cells = std::iter::once(originals).chain(columns);
-    for (column, images) in cells.enumerate() {
-        let left = gap + column * (cell + gap) + if column > 0 { wide_gap - gap } else { 0 };
-        for row in 0..rows {
-            let top = gap + row * (cell + gap);
-            let image = &images.as_slice()[row * SIDE * SIDE..(row + 1) * SIDE * SIDE];
-            for y in 0..cell {
-                for x in 0..cell {
-                    let v = image[(y / scale) * SIDE + x / scale];
-                    pixels[(top + y) * width + left + x] =
-                        (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-                }
-            }
-        }
-    }
-    (pixels, width, height)
-}
-
-fn write_png(
-    path: &PathBuf,
-    pixels: &[u8],
-    width: usize,
-    height: usize,
-) -> Result<(), Box<dyn Error>> {
-    // Write beside the target, then rename: an interrupted run leaves no truncated image.
-    let partial = path.with_extension("png.partial");
-    {
-        let file = BufWriter::new(File::create(&partial)?);
-        let mut encoder = png::Encoder::new(file, width as u32, height as u32);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(pixels)?;
-        writer.finish()?;
-    }
-    std::fs::rename(&partial, path)?;
-    Ok(())
-}
-
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
     let source = match &args.data {
@@ -160,8 +113,27 @@ fn main() -> Result<(), Box<dyn Error>> {
         .map(|epoch| apply_batch(&pipeline, &originals, args.seed, epoch, 0))
         .collect();
 
-    let (pixels, width, height) = render_grid(&originals, &columns, args.scale);
-    write_png(&args.output, &pixels, width, height)?;
+    // One row per digit: the original, then its augmentations.
+    let image = |t: &Tensor, row: usize| -> Vec<f32> { t.select(0, row).to_vec() };
+    let cells: Vec<Vec<f32>> = (0..picks.len())
+        .flat_map(|row| {
+            std::iter::once(image(&originals, row))
+                .chain(columns.iter().map(move |c| image(c, row)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let cells: Vec<&[f32]> = cells.iter().map(|c| c.as_slice()).collect();
+    let grid = common::Grid {
+        rows: picks.len(),
+        columns: 1 + COLUMNS,
+        height: SIDE,
+        width: SIDE,
+        scale: args.scale,
+        shading: common::Shading::Unit,
+        first_column_gap: 3 * args.scale,
+    };
+    let (pixels, width, height) = grid.render(&cells);
+    common::write_png(&args.output, &pixels, width, height)?;
     println!(
         "wrote {} ({width}x{height}): {} digits, each with {COLUMNS} augmentations",
         args.output.display(),

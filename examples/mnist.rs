@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Flags: `--data-dir DIR`, `--dataset mnist|fashion`, `--epochs N`, `--batch-size N`,
-//! `--lr X`, `--seed N`, `--threads N`, `--plot FILE.svg`.
+//! `--lr X`, `--seed N`, `--threads N`, `--plot FILE.svg`, `--save WEIGHTS.safetensors` (for
+//! `examples/visualize.rs`).
 //! Data is found in `--data-dir`, then `$STRIATE_DATA`, then `~/.cache/striate`, else downloaded.
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ struct Options {
     seed: u64,
     threads: Option<usize>,
     plot: Option<String>,
+    save: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -40,6 +42,7 @@ fn parse_options() -> Result<Options, String> {
         seed: 0,
         threads: None,
         plot: None,
+        save: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -65,10 +68,12 @@ fn parse_options() -> Result<Options, String> {
             "--seed" => options.seed = number(value()?)? as u64,
             "--threads" => options.threads = Some(number(value()?)? as usize),
             "--plot" => options.plot = Some(value()?),
+            "--save" => options.save = Some(value()?),
             "--help" | "-h" => {
                 return Err(
                     "usage: mnist [--data-dir DIR] [--dataset mnist|fashion] [--epochs N] \
-                            [--batch-size N] [--lr X] [--seed N] [--threads N] [--plot FILE.svg]"
+                            [--batch-size N] [--lr X] [--seed N] [--threads N] [--plot FILE.svg] \
+                            [--save WEIGHTS.safetensors]"
                         .into(),
                 );
             }
@@ -181,6 +186,10 @@ fn run(options: &Options) -> striate::Result<()> {
     );
     if let Some(path) = &options.plot {
         println!("training curves written to {path}");
+    }
+    if let Some(path) = &options.save {
+        striate::io::save_weights(&model, path)?;
+        println!("weights saved to {path}");
     }
     Ok(())
 }
