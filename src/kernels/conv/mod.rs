@@ -4,11 +4,11 @@
 //!
 //! Three paths, chosen by shape:
 //! - **pointwise** (1x1, stride 1, no padding): the input planes already are the GEMM's right
-//!   operand, `Y_n = W · X_n`, with no copy at all ([`pointwise`]);
+//!   operand, `Y_n = W · X_n`, with no copy at all (`pointwise.rs`);
 //! - **direct** (one input channel and few outputs per group: depthwise convolutions): shifted
 //!   multiply-adds over whole planes, which vectorise, instead of a GEMM with a single row
-//!   ([`direct`]);
-//! - **im2col + GEMM** otherwise ([`wide`]): each image's channels are padded once into phase
+//!   (`direct.rs`);
+//! - **im2col + GEMM** otherwise (`wide.rs`): each image's channels are padded once into phase
 //!   planes on which every row of the column matrix `[Cg·KH·KW, P]` is one contiguous copy; the
 //!   matrix is built a tile of output rows at a time into a reused per-thread buffer of bounded
 //!   size, and `Y = W · cols` lands in the output tile.
