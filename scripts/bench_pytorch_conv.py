@@ -68,7 +68,11 @@ def step():
     opt.step()
 
 
-print(f"MNIST CNN train step (batch 64): {median_seconds(step) * 1e3:.2f} ms")
 big = torch.randn(256, 1, 28, 28)
-with torch.no_grad():
-    print(f"MNIST CNN inference (batch 256): {256 / median_seconds(lambda: model(big)):.0f} images/s")
+for layout in (torch.contiguous_format, torch.channels_last):
+    name = "NCHW" if layout == torch.contiguous_format else "channels-last"
+    model = model.to(memory_format=layout)
+    x, big = x.to(memory_format=layout), big.to(memory_format=layout)
+    print(f"MNIST CNN train step (batch 64, {name}): {median_seconds(step) * 1e3:.2f} ms")
+    with torch.no_grad():
+        print(f"MNIST CNN inference (batch 256, {name}): {256 / median_seconds(lambda: model(big)):.0f} images/s")
