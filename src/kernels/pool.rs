@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::conv::output_extent;
 use crate::simd::dispatch;
-use crate::tensor::check::{contract_violation, shape_str};
+use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// The window of a pooling op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,17 +124,6 @@ impl Pool2dShape {
             (out_index * self.spec.stride[axis]) as isize - self.spec.padding[axis] as isize;
         let span = (self.spec.dilation[axis] * (self.spec.kernel[axis] - 1) + 1) as isize;
         (start, start + span)
-    }
-}
-
-#[track_caller]
-fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
-    if len != expected {
-        contract_violation(
-            op,
-            format_args!("{what} holds {len} values, the shape needs {expected}"),
-            "",
-        );
     }
 }
 

@@ -112,6 +112,19 @@ pub fn expect_distinct_axes(op: &str, axes: &[usize], shape: &[usize]) {
     }
 }
 
+/// Panics unless a buffer holds the `expected` number of values for its shape (a kernel's slice
+/// arguments).
+#[track_caller]
+pub fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
+    if len != expected {
+        contract_violation(
+            op,
+            format_args!("{what} holds {len} values, the shape needs {expected}"),
+            format_args!("{what} length {len}"),
+        );
+    }
+}
+
 /// Panics unless `value` is finite; for hyperparameters such as a slope or a probability.
 #[track_caller]
 pub fn expect_finite(op: &str, name: &str, value: f32) {

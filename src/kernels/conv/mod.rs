@@ -28,7 +28,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::simd::{self, dispatch};
-use crate::tensor::check::{contract_violation, shape_str};
+use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -297,17 +297,6 @@ impl Conv2dShape {
     /// better: it computes all filters from one column matrix.
     fn is_direct(&self) -> bool {
         self.group_in() == 1 && (self.group_out() < 8 || self.spec.stride != [1, 1])
-    }
-}
-
-#[track_caller]
-fn expect_len(op: &str, what: &str, len: usize, expected: usize) {
-    if len != expected {
-        contract_violation(
-            op,
-            format_args!("{what} holds {len} values, the shape needs {expected}"),
-            "",
-        );
     }
 }
 

@@ -197,35 +197,91 @@ impl Wide {
     }
 }
 
+/// The work areas of the GEMM kernels, carved from one per-thread scratch buffer: a group's
+/// padded (phase) planes, a tile of the column matrix, and a tile of the wide output grid.
+struct Workspace<'a> {
+    planes: &'a mut [f32],
+    cols: &'a mut [f32],
+    grid: &'a mut [f32],
+}
+
+/// Runs `f` with the geometry, the output rows per tile, and the work areas.
+fn with_workspace(s: &Conv2dShape, f: impl FnOnce(&Wide, usize, Workspace<'_>)) {
+    let wide = Wide::new(s);
+    let rows = wide.tile_rows(s);
+    let tile = rows * wide.width;
+    let planes_len = s.group_in() * wide.padded_len;
+    with_scratch(
+        planes_len + (s.group_patch() + s.group_out()) * tile,
+        |buffer| {
+            let (planes, rest) = buffer.split_at_mut(planes_len);
+            let (cols, grid) = rest.split_at_mut(s.group_patch() * tile);
+            f(&wide, rows, Workspace { planes, cols, grid });
+        },
+    );
+}
+
+/// The output-row tiles: `(first_row, rows)`.
+fn tiles(s: &Conv2dShape, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..s.out_height)
+        .step_by(rows)
+        .map(move |first| (first, rows.min(s.out_height - first)))
+}
+
+impl Wide {
+    /// Pads the channels of group `g` of `image` `[C, H, W]` into `planes`.
+    fn pad_group(&self, s: &Conv2dShape, image: &[f32], g: usize, planes: &mut [f32]) {
+        let cg = s.group_in();
+        for c in 0..cg {
+            let plane = &image[(g * cg + c) * s.in_plane()..][..s.in_plane()];
+            self.pad(
+                s,
+                plane,
+                &mut planes[c * self.padded_len..(c + 1) * self.padded_len],
+            );
+        }
+    }
+
+    /// Widens output rows `[first_row, first_row + rows)` of every channel of group `g` of
+    /// `image` `[O, OH, OW]` into `grid` `[O/groups, rows·width]`.
+    fn widen_group(
+        &self,
+        s: &Conv2dShape,
+        image: &[f32],
+        g: usize,
+        first_row: usize,
+        rows: usize,
+        grid: &mut [f32],
+    ) {
+        let (og, n) = (s.group_out(), rows * self.width);
+        for o in 0..og {
+            let plane = &image[(g * og + o) * s.out_plane()..][..s.out_plane()];
+            self.widen(s, plane, first_row, rows, grid, o * n);
+        }
+    }
+}
+
+/// The weight of group `g`, `[O/groups, Cg·KH·KW]`.
+fn group_weight<'a>(weight: &'a [f32], s: &Conv2dShape, g: usize) -> MatRef<'a> {
+    let (og, k) = (s.group_out(), s.group_patch());
+    MatRef::row_major(&weight[g * og * k..(g + 1) * og * k], og, k)
+}
+
 /// Forward of one image: per group, pad its channels, then per tile of output rows
 /// `Y_wide = W_g · cols`, narrowed into the output.
 pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
-    let wide = Wide::new(s);
-    let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
-    let rows = wide.tile_rows(s);
-    let tile = rows * wide.width;
-    with_scratch(cg * wide.padded_len + k * tile + og * tile, |buffer| {
-        let (padded, rest) = buffer.split_at_mut(cg * wide.padded_len);
-        let (cols, grid) = rest.split_at_mut(k * tile);
+    let (og, k) = (s.group_out(), s.group_patch());
+    with_workspace(s, |wide, rows, work| {
         for g in 0..s.spec.groups {
-            for c in 0..cg {
-                let plane = &x[(g * cg + c) * s.in_plane()..][..s.in_plane()];
-                wide.pad(
-                    s,
-                    plane,
-                    &mut padded[c * wide.padded_len..(c + 1) * wide.padded_len],
-                );
-            }
-            let w = MatRef::row_major(&weight[g * og * k..(g + 1) * og * k], og, k);
-            for first_row in (0..s.out_height).step_by(rows) {
-                let count = rows.min(s.out_height - first_row);
+            wide.pad_group(s, x, g, work.planes);
+            for (first_row, count) in tiles(s, rows) {
                 let n = count * wide.width;
-                let cols = &mut cols[..k * n];
-                wide.im2col(padded, first_row, count, cols);
-                let grid = &mut grid[..og * n];
+                let cols = &mut work.cols[..k * n];
+                wide.im2col(work.planes, first_row, count, cols);
+                let grid = &mut work.grid[..og * n];
                 gemm(
                     1.0,
-                    w,
+                    group_weight(weight, s, g),
                     MatRef::row_major(cols, k, n),
                     0.0,
                     MatMut::row_major(grid, og, n),
@@ -242,39 +298,29 @@ pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mu
 /// Backward-data of one image: per tile, `cols = W_gᵀ · dY_wide`, added back onto padded
 /// gradient planes, which are finally cropped into `gx`.
 pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, gx: &mut [f32]) {
-    let wide = Wide::new(s);
     let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
-    let rows = wide.tile_rows(s);
-    let tile = rows * wide.width;
-    with_scratch(cg * wide.padded_len + k * tile + og * tile, |buffer| {
-        let (accumulated, rest) = buffer.split_at_mut(cg * wide.padded_len);
-        let (cols, grid) = rest.split_at_mut(k * tile);
+    with_workspace(s, |wide, rows, work| {
         for g in 0..s.spec.groups {
-            accumulated.fill(0.0);
-            let w_t = MatRef::row_major(&weight[g * og * k..(g + 1) * og * k], og, k).t();
-            for first_row in (0..s.out_height).step_by(rows) {
-                let count = rows.min(s.out_height - first_row);
+            work.planes.fill(0.0);
+            for (first_row, count) in tiles(s, rows) {
                 let n = count * wide.width;
-                let grid = &mut grid[..og * n];
-                for o in 0..og {
-                    let plane = &gy[(g * og + o) * s.out_plane()..][..s.out_plane()];
-                    wide.widen(s, plane, first_row, count, grid, o * n);
-                }
-                let cols = &mut cols[..k * n];
+                let grid = &mut work.grid[..og * n];
+                wide.widen_group(s, gy, g, first_row, count, grid);
+                let cols = &mut work.cols[..k * n];
                 gemm(
                     1.0,
-                    w_t,
+                    group_weight(weight, s, g).t(),
                     MatRef::row_major(grid, og, n),
                     0.0,
                     MatMut::row_major(cols, k, n),
                 );
-                wide.col2im_add(cols, first_row, count, accumulated);
+                wide.col2im_add(cols, first_row, count, work.planes);
             }
             for c in 0..cg {
                 let plane = &mut gx[(g * cg + c) * s.in_plane()..][..s.in_plane()];
                 wide.unpad(
                     s,
-                    &accumulated[c * wide.padded_len..(c + 1) * wide.padded_len],
+                    &work.planes[c * wide.padded_len..(c + 1) * wide.padded_len],
                     plane,
                 );
             }
@@ -290,37 +336,21 @@ pub(super) fn accumulate_filter_gradient(
     images: std::ops::Range<usize>,
     grad_weight: &mut [f32],
 ) {
-    let wide = Wide::new(s);
-    let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
-    let rows = wide.tile_rows(s);
-    let tile = rows * wide.width;
-    with_scratch(cg * wide.padded_len + k * tile + og * tile, |buffer| {
-        let (padded, rest) = buffer.split_at_mut(cg * wide.padded_len);
-        let (cols, grid) = rest.split_at_mut(k * tile);
+    let (og, k) = (s.group_out(), s.group_patch());
+    let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
+    with_workspace(s, |wide, rows, work| {
         for n_image in images {
+            let x = &input[n_image * image_in..(n_image + 1) * image_in];
+            let gy = &grad_output[n_image * image_out..(n_image + 1) * image_out];
             for g in 0..s.spec.groups {
-                for c in 0..cg {
-                    let plane = &input[((n_image * s.in_channels) + g * cg + c) * s.in_plane()..]
-                        [..s.in_plane()];
-                    wide.pad(
-                        s,
-                        plane,
-                        &mut padded[c * wide.padded_len..(c + 1) * wide.padded_len],
-                    );
-                }
+                wide.pad_group(s, x, g, work.planes);
                 let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
-                for first_row in (0..s.out_height).step_by(rows) {
-                    let count = rows.min(s.out_height - first_row);
+                for (first_row, count) in tiles(s, rows) {
                     let n = count * wide.width;
-                    let cols = &mut cols[..k * n];
-                    wide.im2col(padded, first_row, count, cols);
-                    let grid = &mut grid[..og * n];
-                    for o in 0..og {
-                        let plane = &grad_output
-                            [((n_image * s.out_channels) + g * og + o) * s.out_plane()..]
-                            [..s.out_plane()];
-                        wide.widen(s, plane, first_row, count, grid, o * n);
-                    }
+                    let cols = &mut work.cols[..k * n];
+                    wide.im2col(work.planes, first_row, count, cols);
+                    let grid = &mut work.grid[..og * n];
+                    wide.widen_group(s, gy, g, first_row, count, grid);
                     // dW_g += dY_wide · colsᵀ (the zero extra columns add nothing)
                     let cols_t = MatRef::row_major(cols, k, n).t();
                     gemm(
