@@ -93,6 +93,35 @@ unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Copies `src` into `dst` (equal lengths). Rows of images are short (14 to 224 floats), where
+/// a call to libc's `memcpy` costs more than the copy: those go through 64-byte blocks the
+/// compiler keeps inline; long slices still use `memcpy`.
+///
+/// # Panics
+///
+/// If the lengths differ.
+#[inline(always)]
+pub fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy_row: lengths differ");
+    if dst.len() >= 512 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut dst_blocks = dst.chunks_exact_mut(16);
+    let mut src_blocks = src.chunks_exact(16);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let block: [f32; 16] = s.try_into().expect("blocks of 16");
+        d.copy_from_slice(&block);
+    }
+    for (d, &s) in dst_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_blocks.remainder())
+    {
+        *d = s;
+    }
+}
+
 /// Runs `f(offset, chunk)` over disjoint chunks of `data` (in parallel for long slices), each
 /// inside [`dispatch`], so elementwise loops use the CPU's widest vectors.
 pub fn par_chunks_dispatch(data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {

@@ -50,6 +50,51 @@ fn correlate(out: &mut [f32], source: &[f32], shifts: &[usize], weights: &[f32],
     }
 }
 
+/// `out[t] += Σ_i g[i] · source[i + shifts[t]]` for every tap: the filter gradient of one plane.
+/// Taps go four at a time through one pass over `g`, each into its own register of partial
+/// sums, so `g` is read a third as often as with one dot product per tap.
+#[inline(always)]
+fn correlate_taps(g: &[f32], source: &[f32], shifts: &[usize], out: &mut [f32]) {
+    let mut shift_blocks = shifts.chunks_exact(4);
+    let mut out_blocks = out.chunks_exact_mut(4);
+    for (block, totals) in (&mut shift_blocks).zip(&mut out_blocks) {
+        let block: &[usize; 4] = block.try_into().expect("chunks of four");
+        let sums = dot4(g, source, block);
+        for (total, sum) in totals.iter_mut().zip(sums) {
+            *total += sum;
+        }
+    }
+    for (total, &shift) in out_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(shift_blocks.remainder())
+    {
+        *total += dot(g, &source[shift..shift + g.len()]);
+    }
+}
+
+/// Four dot products of `g` with `source` shifted by each of `shifts`.
+#[inline(always)]
+fn dot4(g: &[f32], source: &[f32], shifts: &[usize; 4]) -> [f32; 4] {
+    let mut acc = [[0.0f32; LANES]; 4];
+    let full = g.len() / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        let gv = &g[base..base + LANES];
+        for (acc, &shift) in acc.iter_mut().zip(shifts) {
+            let src = &source[base + shift..base + shift + LANES];
+            for l in 0..LANES {
+                acc[l] += gv[l] * src[l];
+            }
+        }
+    }
+    let mut sums = [0.0f32; 4];
+    for ((sum, acc), &shift) in sums.iter_mut().zip(&acc).zip(shifts) {
+        let tail: f32 = (full..g.len()).map(|i| g[i] * source[i + shift]).sum();
+        *sum = acc.iter().sum::<f32>() + tail;
+    }
+    sums
+}
+
 fn is_stride_one(s: &Conv2dShape) -> bool {
     s.spec.stride == [1, 1]
 }
@@ -182,11 +227,7 @@ fn filter_gradient(
                     let gw_o = &mut gw[local..local + taps];
                     dispatch(
                         #[inline(always)]
-                        || {
-                            for (w, &shift) in gw_o.iter_mut().zip(&wide.shifts) {
-                                *w += dot(grad_wide, &padded[shift..shift + wide.out_len]);
-                            }
-                        },
+                        || correlate_taps(grad_wide, padded, &wide.shifts, gw_o),
                     );
                 }
             }

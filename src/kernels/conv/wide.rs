@@ -16,7 +16,7 @@
 use super::Conv2dShape;
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch;
-use crate::simd::dispatch;
+use crate::simd::{copy_row, dispatch};
 
 /// The phase-plane geometry of a convolution.
 pub(super) struct Wide {
@@ -100,7 +100,7 @@ impl Wide {
         self.for_each_row_phase(s, |start, offset, step| {
             let row = &plane[start..start - start % w + w];
             if step == 1 {
-                padded[offset..offset + row.len()].copy_from_slice(row);
+                copy_row(&mut padded[offset..offset + row.len()], row);
             } else {
                 for (i, &v) in row.iter().step_by(step).enumerate() {
                     padded[offset + i] = v;
@@ -116,7 +116,7 @@ impl Wide {
             let row = &mut plane[start..start - start % w + w];
             if step == 1 {
                 let len = row.len();
-                row.copy_from_slice(&padded[offset..offset + len]);
+                copy_row(row, &padded[offset..offset + len]);
             } else {
                 for (i, v) in row.iter_mut().step_by(step).enumerate() {
                     *v = padded[offset + i];
@@ -145,7 +145,7 @@ impl Wide {
         let grid = &mut grid[offset..offset + rows * self.width];
         for (r, grid_row) in grid.chunks_exact_mut(self.width).enumerate() {
             let source = &plane[(first_row + r) * s.out_width..][..s.out_width];
-            grid_row[..s.out_width].copy_from_slice(source);
+            copy_row(&mut grid_row[..s.out_width], source);
             grid_row[s.out_width..].fill(0.0);
         }
     }
@@ -154,8 +154,8 @@ impl Wide {
     /// `[first_row, first_row + rows)` of `plane` `[OH, OW]`.
     pub fn narrow(&self, s: &Conv2dShape, grid: &[f32], first_row: usize, plane: &mut [f32]) {
         for (r, grid_row) in grid.chunks_exact(self.width).enumerate() {
-            plane[(first_row + r) * s.out_width..][..s.out_width]
-                .copy_from_slice(&grid_row[..s.out_width]);
+            let row = &mut plane[(first_row + r) * s.out_width..][..s.out_width];
+            copy_row(row, &grid_row[..s.out_width]);
         }
     }
 
