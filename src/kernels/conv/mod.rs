@@ -21,6 +21,7 @@
 
 mod direct;
 mod pointwise;
+mod shifted;
 mod wide;
 
 use std::ops::Range;
@@ -298,6 +299,18 @@ impl Conv2dShape {
     fn is_direct(&self) -> bool {
         self.group_in() == 1 && (self.group_out() < 8 || self.spec.stride != [1, 1])
     }
+
+    /// The wide-grid path reads the padded planes in place ([`shifted`]) rather than through a
+    /// column matrix and the general GEMM: on AVX-512 CPUs, when every thread has images of its
+    /// own (the GEMM path parallelises inside a single image), and when the product has `rows`
+    /// (output channels forward, input channels backward) to fill the kernel's register tile.
+    fn is_shifted(&self, rows: usize) -> bool {
+        !self.is_direct()
+            && !self.is_pointwise()
+            && rows >= shifted::BLOCK_ROWS
+            && shifted::available()
+            && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1)
+    }
 }
 
 /// Whether to split work over images: only with enough of them to keep every thread busy;
@@ -455,10 +468,15 @@ pub fn conv2d_forward_fused(
     }
     let image_in = s.in_channels * s.in_plane();
     let image_out = s.out_channels * s.out_plane();
+    let packed = s
+        .is_shifted(s.group_out())
+        .then(|| wide::pack_forward(weight, &s));
     for_each_image(output, image_out, s.batch, |n, out| {
         let x = &input[n * image_in..(n + 1) * image_in];
         if s.is_direct() {
             direct::forward_image(x, weight, &s, out);
+        } else if let Some(packed) = &packed {
+            wide::forward_image_shifted(x, packed, &s, out);
         } else if s.is_pointwise() {
             pointwise::forward_image(x, weight, &s, out);
         } else {
@@ -518,10 +536,14 @@ pub fn conv2d_backward_data(
     );
     let image_in = s.in_channels * s.in_plane();
     let image_out = s.out_channels * s.out_plane();
+    let packed = (s.is_shifted(s.group_in()) && s.spec.stride == [1, 1])
+        .then(|| wide::pack_backward_data(weight, &s));
     for_each_image(grad_input, image_in, s.batch, |n, gx| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
         if s.is_direct() {
             direct::backward_data_image(gy, weight, &s, gx);
+        } else if let Some(packed) = &packed {
+            wide::backward_data_image_shifted(gy, packed, &s, gx);
         } else if s.is_pointwise() {
             pointwise::backward_data_image(gy, weight, &s, gx);
         } else {
@@ -591,6 +613,10 @@ pub fn conv2d_backward_filter(
     } else if s.is_pointwise() {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
+        });
+    } else if s.is_shifted(s.group_out()) && wide::shifted_filter_fits(&s) {
+        sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
+            wide::accumulate_filter_gradient_shifted(input, grad_output, &s, images, partial)
         });
     } else {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {

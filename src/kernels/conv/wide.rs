@@ -14,6 +14,7 @@
 //! too.
 
 use super::Conv2dShape;
+use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch;
 use crate::simd::{copy_row, dispatch};
@@ -123,6 +124,20 @@ impl Wide {
                 }
             }
         });
+    }
+
+    /// The offset of every row `(channel, tap)` of the column matrix in buffers holding
+    /// `channels` planes `channel_len` apart, each tap `reach(shift)` from its plane's start.
+    fn row_offsets(
+        &self,
+        channels: usize,
+        channel_len: usize,
+        reach: impl Fn(usize) -> usize,
+    ) -> Vec<usize> {
+        (0..channels)
+            .flat_map(|c| self.shifts.iter().map(move |&shift| (c, shift)))
+            .map(|(c, shift)| c * channel_len + reach(shift))
+            .collect()
     }
 
     /// The area of the phase planes without tails (the direct kernels' accumulator length at
@@ -361,6 +376,167 @@ pub(super) fn accumulate_filter_gradient(
                         MatMut::row_major(gw_g, og, k),
                     );
                 }
+            }
+        }
+    });
+}
+
+/// The weight of each group packed for [`shifted_gemm`] in the forward pass: row `o`, column
+/// `(c, tap)`.
+pub(super) fn pack_forward(weight: &[f32], s: &Conv2dShape) -> Vec<PackedRows> {
+    let (og, k) = (s.group_out(), s.group_patch());
+    (0..s.spec.groups)
+        .map(|g| PackedRows::new(og, k, |o, j| weight[(g * og + o) * k + j]))
+        .collect()
+}
+
+/// The weight of each group packed for [`shifted_gemm`] in the backward-data pass: row `c`,
+/// column `(o, tap)`, that is `W_gᵀ` with the taps kept together.
+pub(super) fn pack_backward_data(weight: &[f32], s: &Conv2dShape) -> Vec<PackedRows> {
+    let (cg, og) = (s.group_in(), s.group_out());
+    let taps = s.kernel_height * s.kernel_width;
+    (0..s.spec.groups)
+        .map(|g| {
+            PackedRows::new(cg, og * taps, |c, j| {
+                let (o, tap) = (j / taps, j % taps);
+                weight[((g * og + o) * cg + c) * taps + tap]
+            })
+        })
+        .collect()
+}
+
+/// Forward of one image without a column matrix:
+/// `Y_wide[o, p] = Σ_(c, tap) W[o, c, tap] · planes[c, p + shift(tap)]`, read in place. The
+/// whole wide grid is one product (no tiles: there is no column matrix to bound), so each block
+/// of weights is loaded once per image.
+pub(super) fn forward_image_shifted(
+    x: &[f32],
+    packed: &[PackedRows],
+    s: &Conv2dShape,
+    out: &mut [f32],
+) {
+    let og = s.group_out();
+    let wide = Wide::new(s);
+    let planes_len = s.group_in() * wide.padded_len;
+    with_scratch(planes_len + og * wide.out_len, |buffer| {
+        let (planes, grid) = buffer.split_at_mut(planes_len);
+        let offsets = wide.row_offsets(s.group_in(), wide.padded_len, |shift| shift);
+        for (g, packed) in packed.iter().enumerate() {
+            wide.pad_group(s, x, g, planes);
+            shifted_gemm(packed, &offsets, planes, wide.out_len, grid, wide.out_len);
+            for (o, grid_rows) in grid.chunks_exact(wide.out_len).enumerate() {
+                let plane = &mut out[(g * og + o) * s.out_plane()..][..s.out_plane()];
+                wide.narrow(s, grid_rows, 0, plane);
+            }
+        }
+    });
+}
+
+/// Backward-data of one image at stride 1 without a column matrix: the gradient planes are
+/// the full correlation `dP[c, q] = Σ_(o, tap) W[o, c, tap] · dY_wide[o, q − shift(tap)]`,
+/// computed as a gather from a copy of `dY_wide` with `reach` zeros in front, over the rows
+/// that hold input pixels only.
+pub(super) fn backward_data_image_shifted(
+    gy: &[f32],
+    packed: &[PackedRows],
+    s: &Conv2dShape,
+    gx: &mut [f32],
+) {
+    debug_assert_eq!(s.spec.stride, [1, 1], "the gather form needs stride 1");
+    let (cg, og) = (s.group_in(), s.group_out());
+    let wide = Wide::new(s);
+    let reach = wide.shifts.iter().copied().max().unwrap_or(0);
+    let top = s.spec.padding.top;
+    let (first, end) = (top * wide.width, (top + s.in_height) * wide.width);
+    let spread_len = reach + end.max(wide.out_len);
+    let planes_len = cg * wide.padded_len;
+    with_scratch(planes_len + og * spread_len, |buffer| {
+        let (planes, spread) = buffer.split_at_mut(planes_len);
+        let offsets = wide.row_offsets(og, spread_len, |shift| reach - shift);
+        for (g, packed) in packed.iter().enumerate() {
+            for (o, row) in spread.chunks_exact_mut(spread_len).enumerate() {
+                let plane = &gy[(g * og + o) * s.out_plane()..][..s.out_plane()];
+                row[..reach].fill(0.0);
+                wide.widen(s, plane, 0, s.out_height, row, reach);
+                row[reach + wide.out_len..].fill(0.0);
+            }
+            shifted_gemm(
+                packed,
+                &offsets,
+                &spread[first..],
+                end - first,
+                &mut planes[first..],
+                wide.padded_len,
+            );
+            for c in 0..cg {
+                let plane = &mut gx[(g * cg + c) * s.in_plane()..][..s.in_plane()];
+                wide.unpad(
+                    s,
+                    &planes[c * wide.padded_len..(c + 1) * wide.padded_len],
+                    plane,
+                );
+            }
+        }
+    });
+}
+
+/// Floats of padded input and wide output gradient per image up to which
+/// [`accumulate_filter_gradient_shifted`] pays: several images then share the L2 cache, so the
+/// per-output horizontal sums are amortised over a chunk of them.
+const SHIFTED_FILTER_IMAGE_LIMIT: usize = 64 * 1024;
+
+/// Whether images of shape `s` are small enough for [`accumulate_filter_gradient_shifted`].
+pub(super) fn shifted_filter_fits(s: &Conv2dShape) -> bool {
+    let wide = Wide::new(s);
+    s.group_in() * wide.padded_len + s.group_out() * wide.out_len <= SHIFTED_FILTER_IMAGE_LIMIT
+}
+
+/// Adds `Σ_{n in images} dY_wide,n · cols_nᵀ` into `grad_weight` without a column matrix:
+/// chunks of images are padded and widened side by side (about 1 MB), then
+/// [`shifted_gemm_reduce`] reads the column rows in place.
+pub(super) fn accumulate_filter_gradient_shifted(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    images: std::ops::Range<usize>,
+    grad_weight: &mut [f32],
+) {
+    const CHUNK_FLOATS: usize = 256 * 1024;
+    let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
+    let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
+    let wide = Wide::new(s);
+    let (planes_len, grid_len) = (cg * wide.padded_len, og * wide.out_len);
+    let chunk = (CHUNK_FLOATS / (planes_len + grid_len)).clamp(1, images.len().max(1));
+    let offsets = wide.row_offsets(cg, wide.padded_len, |shift| shift);
+    with_scratch(chunk * (planes_len + grid_len), |buffer| {
+        let (planes, grids) = buffer.split_at_mut(chunk * planes_len);
+        for g in 0..s.spec.groups {
+            let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
+            for first in images.clone().step_by(chunk) {
+                let count = chunk.min(images.end - first);
+                for m in 0..count {
+                    let n_image = first + m;
+                    let x = &input[n_image * image_in..(n_image + 1) * image_in];
+                    let gy = &grad_output[n_image * image_out..(n_image + 1) * image_out];
+                    wide.pad_group(s, x, g, &mut planes[m * planes_len..(m + 1) * planes_len]);
+                    let grid = &mut grids[m * grid_len..(m + 1) * grid_len];
+                    wide.widen_group(s, gy, g, 0, s.out_height, grid);
+                }
+                let grad = Rows {
+                    data: grids,
+                    rows: og,
+                    row_stride: wide.out_len,
+                    image_stride: grid_len,
+                };
+                shifted_gemm_reduce(
+                    grad,
+                    planes,
+                    &offsets,
+                    planes_len,
+                    count,
+                    wide.out_len,
+                    gw_g,
+                );
             }
         }
     });

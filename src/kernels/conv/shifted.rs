@@ -1,0 +1,392 @@
+//! The "shifted GEMM" of the wide-grid convolutions, for AVX-512 CPUs:
+//! `out[i, p] = Σ_k a[i, k] · src[offsets[k] + p]`.
+//!
+//! On the wide grid (see [`super::wide`]) every row `(c, tap)` of the im2col matrix is the
+//! padded plane of channel `c` read from a constant offset. Instead of copying those rows into a
+//! column matrix and handing it to a general GEMM, this kernel reads them in place: its register
+//! tile holds [`BLOCK_ROWS`] output rows by 32 columns, loads the two vectors of each shifted
+//! row once and multiplies them by a broadcast weight per output row. No column matrix, no
+//! packing of the right-hand side; the weights are packed once per call.
+
+use crate::simd::{Level, level};
+
+/// Output rows per register tile (8 rows x 2 vectors = 16 accumulators).
+pub(super) const BLOCK_ROWS: usize = 8;
+/// Output columns per register tile: two AVX-512 vectors.
+const BLOCK_COLUMNS: usize = 32;
+
+/// Whether this CPU runs the kernel (AVX-512).
+pub(super) fn available() -> bool {
+    level() == Level::Avx512
+}
+
+/// A `[rows, depth]` matrix repacked for the kernel: blocks of [`BLOCK_ROWS`] rows, each stored
+/// column by column (`BLOCK_ROWS` consecutive values per `k`), the last block padded with zero
+/// rows.
+pub(super) struct PackedRows {
+    data: Vec<f32>,
+    rows: usize,
+    depth: usize,
+}
+
+impl PackedRows {
+    /// Packs the matrix whose element `(i, k)` is `value(i, k)`.
+    pub fn new(rows: usize, depth: usize, value: impl Fn(usize, usize) -> f32) -> PackedRows {
+        let blocks = rows.div_ceil(BLOCK_ROWS);
+        let mut data = vec![0.0; blocks * depth * BLOCK_ROWS];
+        for (b, block) in data.chunks_exact_mut(depth * BLOCK_ROWS).enumerate() {
+            for (k, column) in block.chunks_exact_mut(BLOCK_ROWS).enumerate() {
+                for (i, v) in column.iter_mut().enumerate() {
+                    let row = b * BLOCK_ROWS + i;
+                    if row < rows {
+                        *v = value(row, k);
+                    }
+                }
+            }
+        }
+        PackedRows { data, rows, depth }
+    }
+}
+
+/// `out[i·out_stride + p] = Σ_k a[i, k] · src[offsets[k] + p]` for `i < a.rows`, `p < n`.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512, `offsets` does not have one entry per column of `a`, or a read or
+/// write would leave `src` or `out`.
+pub(super) fn shifted_gemm(
+    a: &PackedRows,
+    offsets: &[usize],
+    src: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(available(), "shifted_gemm: needs AVX-512");
+    assert_eq!(
+        offsets.len(),
+        a.depth,
+        "shifted_gemm: one offset per column"
+    );
+    if a.rows == 0 || n == 0 {
+        return;
+    }
+    let last_read = offsets.iter().max().map_or(0, |&m| m + n);
+    assert!(
+        last_read <= src.len(),
+        "shifted_gemm: reads reach {last_read} of a source of {}",
+        src.len()
+    );
+    let last_write = (a.rows - 1) * out_stride + n;
+    assert!(
+        last_write <= out.len(),
+        "shifted_gemm: writes reach {last_write} of an output of {}",
+        out.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    for (b, block) in a.data.chunks_exact(a.depth * BLOCK_ROWS).enumerate() {
+        let rows = (a.rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
+        let out_block = &mut out[b * BLOCK_ROWS * out_stride..];
+        for first in (0..n).step_by(BLOCK_COLUMNS) {
+            let columns = (n - first).min(BLOCK_COLUMNS);
+            let masks = [
+                column_mask(columns),
+                column_mask(columns.saturating_sub(16)),
+            ];
+            // SAFETY: AVX-512 is present (asserted above); every read `src[offsets[k] + first
+            // + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`, enforced
+            // by the masks, so it stays within the bounds checked above.
+            unsafe {
+                let src = src.as_ptr().add(first);
+                let out = out_block.as_mut_ptr().add(first);
+                match rows {
+                    8 => tile::<8>(block, offsets, src, out, out_stride, masks),
+                    7 => tile::<7>(block, offsets, src, out, out_stride, masks),
+                    6 => tile::<6>(block, offsets, src, out, out_stride, masks),
+                    5 => tile::<5>(block, offsets, src, out, out_stride, masks),
+                    4 => tile::<4>(block, offsets, src, out, out_stride, masks),
+                    3 => tile::<3>(block, offsets, src, out, out_stride, masks),
+                    2 => tile::<2>(block, offsets, src, out, out_stride, masks),
+                    _ => tile::<1>(block, offsets, src, out, out_stride, masks),
+                }
+            }
+        }
+    }
+}
+
+/// Rows of the left operand per register tile of [`shifted_gemm_reduce`].
+const REDUCE_ROWS: usize = 4;
+/// Shifted rows of the right operand per register tile of [`shifted_gemm_reduce`].
+const REDUCE_COLUMNS: usize = 6;
+
+/// The left operand of [`shifted_gemm_reduce`]: `rows` rows of `n` values, `row_stride` apart,
+/// repeated for each image `image_stride` further on.
+pub(super) struct Rows<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub row_stride: usize,
+    pub image_stride: usize,
+}
+
+/// `out[i, j] += Σ_image Σ_(p < n) lhs[image, i, p] · rhs[image·rhs_image + offsets[j] + p]`,
+/// `out` row-major `[lhs.rows, offsets.len()]`: the filter gradient `dW += dY_wide · colsᵀ`
+/// summed over a chunk of images, with the column matrix read in place. Lanes are summed
+/// across the whole chunk before the one horizontal reduction per output.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512, `out` has the wrong length, or a read would leave `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn shifted_gemm_reduce(
+    lhs: Rows<'_>,
+    rhs: &[f32],
+    offsets: &[usize],
+    rhs_image: usize,
+    images: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    assert!(available(), "shifted_gemm_reduce: needs AVX-512");
+    let columns = offsets.len();
+    assert_eq!(
+        out.len(),
+        lhs.rows * columns,
+        "shifted_gemm_reduce: output length"
+    );
+    if lhs.rows == 0 || columns == 0 || images == 0 || n == 0 {
+        return;
+    }
+    let last_lhs = (images - 1) * lhs.image_stride + (lhs.rows - 1) * lhs.row_stride + n;
+    assert!(
+        last_lhs <= lhs.data.len(),
+        "shifted_gemm_reduce: reads reach {last_lhs} of a left operand of {}",
+        lhs.data.len()
+    );
+    let last_rhs = (images - 1) * rhs_image + offsets.iter().max().map_or(0, |&m| m) + n;
+    assert!(
+        last_rhs <= rhs.len(),
+        "shifted_gemm_reduce: reads reach {last_rhs} of a right operand of {}",
+        rhs.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    for first_row in (0..lhs.rows).step_by(REDUCE_ROWS) {
+        // rows and columns past the end repeat the first one and are not stored
+        let rows: [usize; REDUCE_ROWS] = std::array::from_fn(|i| {
+            let row = first_row + i;
+            if row < lhs.rows { row } else { first_row }
+        });
+        for first_column in (0..columns).step_by(REDUCE_COLUMNS) {
+            let shifts: [usize; REDUCE_COLUMNS] =
+                std::array::from_fn(|j| offsets[(first_column + j).min(columns - 1)]);
+            // SAFETY: AVX-512 is present; every row start plus `n` lies within the bounds
+            // asserted above, for every image.
+            let sums = unsafe {
+                reduce_tile(
+                    rows.map(|r| lhs.data.as_ptr().add(r * lhs.row_stride)),
+                    shifts.map(|shift| rhs.as_ptr().add(shift)),
+                    lhs.image_stride,
+                    rhs_image,
+                    images,
+                    n,
+                )
+            };
+            for (i, sums) in sums.iter().enumerate() {
+                if first_row + i >= lhs.rows {
+                    break;
+                }
+                let out_row = &mut out[(first_row + i) * columns..][..columns];
+                for (j, &sum) in sums.iter().enumerate() {
+                    if let Some(total) = out_row.get_mut(first_column + j) {
+                        *total += sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One register tile of [`shifted_gemm_reduce`]: the dot products of four left rows with six
+/// right rows over `n` values of each image.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; for every image `m < images`, `lhs[i] + m·lhs_image` and
+/// `rhs[j] + m·rhs_image` start `n` readable values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn reduce_tile(
+    lhs: [*const f32; REDUCE_ROWS],
+    rhs: [*const f32; REDUCE_COLUMNS],
+    lhs_image: usize,
+    rhs_image: usize,
+    images: usize,
+    n: usize,
+) -> [[f32; REDUCE_COLUMNS]; REDUCE_ROWS] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); REDUCE_COLUMNS]; REDUCE_ROWS];
+    let full = n / 16 * 16;
+    let tail = column_mask(n - full);
+    for m in 0..images {
+        // SAFETY: the caller guarantees `n` readable values from each row start of image `m`;
+        // full vectors end at `full <= n`, the tail is masked to `n`.
+        unsafe {
+            let lhs = lhs.map(|row| row.add(m * lhs_image));
+            let rhs = rhs.map(|row| row.add(m * rhs_image));
+            let mut step = |p: usize, mask: u16| {
+                let x = rhs.map(|row| _mm512_maskz_loadu_ps(mask, row.add(p)));
+                for (acc, row) in acc.iter_mut().zip(lhs) {
+                    let g = _mm512_maskz_loadu_ps(mask, row.add(p));
+                    for (acc, x) in acc.iter_mut().zip(x) {
+                        *acc = _mm512_fmadd_ps(g, x, *acc);
+                    }
+                }
+            };
+            for p in (0..full).step_by(16) {
+                step(p, u16::MAX);
+            }
+            if full < n {
+                step(full, tail);
+            }
+        }
+    }
+    acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+}
+
+/// The mask of the first `columns` lanes of a 16-lane vector.
+fn column_mask(columns: usize) -> u16 {
+    if columns >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << columns) - 1) as u16
+    }
+}
+
+/// One register tile: `ROWS` output rows by up to 32 columns (lanes enabled by `masks`).
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; `block` holds `offsets.len()` columns of `BLOCK_ROWS` weights; every
+/// enabled lane `j` of `src + offsets[k] + j` and of `out + i·out_stride + j` (`i < ROWS`) is
+/// in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const ROWS: usize>(
+    block: &[f32],
+    offsets: &[usize],
+    src: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    masks: [u16; 2],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+    for (weights, &offset) in block.chunks_exact(BLOCK_ROWS).zip(offsets) {
+        // SAFETY: the caller guarantees the enabled lanes are in bounds; masked-off lanes are
+        // not read.
+        let (x0, x1) = unsafe {
+            let row = src.add(offset);
+            (
+                _mm512_maskz_loadu_ps(masks[0], row),
+                _mm512_maskz_loadu_ps(masks[1], row.add(16)),
+            )
+        };
+        for (acc, &w) in acc.iter_mut().zip(weights) {
+            let w = _mm512_set1_ps(w);
+            acc[0] = _mm512_fmadd_ps(w, x0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(w, x1, acc[1]);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        // SAFETY: as for the loads.
+        unsafe {
+            let row = out.add(i * out_stride);
+            _mm512_mask_storeu_ps(row, masks[0], acc[0]);
+            _mm512_mask_storeu_ps(row.add(16), masks[1], acc[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_naive_sum() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // 11 rows (a full block and a partial one), 7 shifted rows, 45 columns (a full tile
+        // and a masked one)
+        let (rows, depth, n) = (11, 7, 45);
+        let a = |i: usize, k: usize| ((i * 7 + k * 3) % 11) as f32 - 5.0;
+        let offsets: Vec<usize> = (0..depth).map(|k| k * 13 + k % 3).collect();
+        let src: Vec<f32> = (0..offsets[depth - 1] + n)
+            .map(|j| ((j * 5) % 17) as f32 * 0.25 - 2.0)
+            .collect();
+        let out_stride = n + 3;
+        let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
+        shifted_gemm(
+            &PackedRows::new(rows, depth, a),
+            &offsets,
+            &src,
+            n,
+            &mut out,
+            out_stride,
+        );
+        for i in 0..rows {
+            for p in 0..n {
+                let expected: f32 = (0..depth).map(|k| a(i, k) * src[offsets[k] + p]).sum();
+                assert_eq!(out[i * out_stride + p], expected, "({i}, {p})");
+            }
+            if i + 1 < rows {
+                assert!(
+                    out[i * out_stride + n..(i + 1) * out_stride]
+                        .iter()
+                        .all(|v| v.is_nan())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_matches_the_naive_sum() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // 6 left rows (a full tile and a partial one), 8 shifted right rows (likewise), 37
+        // values (two full vectors and a masked tail), 3 images
+        let (rows, row_stride, n, images) = (6, 40, 37, 3);
+        let offsets: Vec<usize> = (0..8).map(|j| j * 9 + j % 2).collect();
+        let lhs_image = rows * row_stride;
+        let rhs_image = offsets[7] + n + 5;
+        let lhs: Vec<f32> = (0..images * lhs_image)
+            .map(|i| ((i * 7) % 13) as f32 - 6.0)
+            .collect();
+        let rhs: Vec<f32> = (0..images * rhs_image)
+            .map(|i| ((i * 5) % 17) as f32 * 0.25 - 2.0)
+            .collect();
+        let mut out = vec![1.0; rows * offsets.len()];
+        let lhs_rows = Rows {
+            data: &lhs,
+            rows,
+            row_stride,
+            image_stride: lhs_image,
+        };
+        shifted_gemm_reduce(lhs_rows, &rhs, &offsets, rhs_image, images, n, &mut out);
+        for i in 0..rows {
+            for (j, &offset) in offsets.iter().enumerate() {
+                let expected: f32 = 1.0
+                    + (0..images)
+                        .flat_map(|m| (0..n).map(move |p| (m, p)))
+                        .map(|(m, p)| {
+                            lhs[m * lhs_image + i * row_stride + p]
+                                * rhs[m * rhs_image + offset + p]
+                        })
+                        .sum::<f32>();
+                assert_eq!(out[i * offsets.len() + j], expected, "({i}, {j})");
+            }
+        }
+    }
+}
