@@ -2,7 +2,7 @@
 //! backward-data and backward-filter, with per-axis stride, asymmetric padding, dilation, groups
 //! and an optional bias.
 //!
-//! Three paths, chosen by shape:
+//! Four paths, chosen by shape:
 //! - **pointwise** (1x1, stride 1, no padding): the input planes already are the GEMM's right
 //!   operand, `Y_n = W · X_n`, with no copy at all (`pointwise.rs`);
 //! - **direct** (one input channel and few outputs per group: depthwise convolutions): shifted
@@ -12,6 +12,13 @@
 //!   planes on which every row of the column matrix `[Cg·KH·KW, P]` is one contiguous copy; the
 //!   matrix is built a tile of output rows at a time into a reused per-thread buffer of bounded
 //!   size, and `Y = W · cols` lands in the output tile.
+//!
+//! - **shifted** (`shifted.rs`), the same wide-grid products on AVX-512 CPUs when every thread
+//!   has images of its own: the kernel reads each row of the column matrix straight from the
+//!   padded planes (a row is a plane at a constant offset), so no column matrix is built and no
+//!   operand is packed but the weights, once per call. Forward at any stride, backward-data at
+//!   stride 1 (as a gather over the zero-extended output gradient), and the filter gradient of
+//!   images small enough that a chunk of them shares the L2 cache.
 //!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
