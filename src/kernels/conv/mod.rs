@@ -308,15 +308,14 @@ impl Conv2dShape {
     }
 
     /// The wide-grid path reads the padded planes in place ([`shifted`]) rather than through a
-    /// column matrix and the general GEMM: on AVX-512 CPUs, when every thread has images of its
-    /// own (the GEMM path parallelises inside a single image), and when the product has `rows`
-    /// (output channels forward, input channels backward) to fill the kernel's register tile.
+    /// column matrix and the general GEMM: on AVX-512 CPUs, when the product has `rows` (output
+    /// channels forward, input channels backward) to fill the kernel's register tile. The
+    /// kernel parallelises over blocks of rows when it is not already one image per thread.
     fn is_shifted(&self, rows: usize) -> bool {
         !self.is_direct()
             && !self.is_pointwise()
             && rows >= shifted::BLOCK_ROWS
             && shifted::available()
-            && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1)
     }
 }
 
@@ -621,7 +620,10 @@ pub fn conv2d_backward_filter(
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         });
-    } else if s.is_shifted(s.group_out()) && wide::shifted_filter_fits(&s) {
+    } else if s.is_shifted(s.group_out())
+        && wide::shifted_filter_fits(&s)
+        && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1)
+    {
         sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             wide::accumulate_filter_gradient_shifted(input, grad_output, &s, images, partial)
         });

@@ -83,32 +83,92 @@ pub(super) fn shifted_gemm(
         "shifted_gemm: writes reach {last_write} of an output of {}",
         out.len()
     );
+    assert!(
+        a.rows == 1 || n <= out_stride,
+        "shifted_gemm: rows of {n} overlap at stride {out_stride}"
+    );
+    let rows_of_block = |b: usize| (a.rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
+    // Large grids go a chunk of columns at a time through every block of rows, so the part of
+    // the padded planes a chunk reads stays in cache while all the blocks use it.
+    let parallel = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
+    for first in (0..n).step_by(COLUMN_CHUNK) {
+        let columns = (n - first).min(COLUMN_CHUNK);
+        let src = &src[first..];
+        let blocks = a.data.chunks_exact(a.depth * BLOCK_ROWS);
+        let out_blocks = out.chunks_mut(BLOCK_ROWS * out_stride);
+        // Inside a rayon task (one image per thread) the blocks run in turn; called alone (a
+        // batch smaller than the thread count, as single-image inference) they are split over
+        // threads.
+        if parallel {
+            use rayon::prelude::*;
+            let blocks: Vec<_> = blocks.zip(out_blocks).enumerate().collect();
+            blocks.into_par_iter().for_each(|(b, (block, out_block))| {
+                let out_block = &mut out_block[first..];
+                block_product(
+                    block,
+                    rows_of_block(b),
+                    offsets,
+                    src,
+                    columns,
+                    out_block,
+                    out_stride,
+                )
+            });
+        } else {
+            for (b, (block, out_block)) in blocks.zip(out_blocks).enumerate() {
+                let out_block = &mut out_block[first..];
+                block_product(
+                    block,
+                    rows_of_block(b),
+                    offsets,
+                    src,
+                    columns,
+                    out_block,
+                    out_stride,
+                );
+            }
+        }
+    }
+}
+
+/// Output columns per pass through every block of rows in [`shifted_gemm`].
+const COLUMN_CHUNK: usize = 1024;
+
+/// One block of up to [`BLOCK_ROWS`] output rows over all `n` columns, tile by tile. The
+/// caller checked that every read `src[offsets[k] + p]` (`p < n`) and every write
+/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds.
+fn block_product(
+    block: &[f32],
+    rows: usize,
+    offsets: &[usize],
+    src: &[f32],
+    n: usize,
+    out_block: &mut [f32],
+    out_stride: usize,
+) {
+    debug_assert!((rows - 1) * out_stride + n <= out_block.len());
     #[cfg(target_arch = "x86_64")]
-    for (b, block) in a.data.chunks_exact(a.depth * BLOCK_ROWS).enumerate() {
-        let rows = (a.rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
-        let out_block = &mut out[b * BLOCK_ROWS * out_stride..];
-        for first in (0..n).step_by(BLOCK_COLUMNS) {
-            let columns = (n - first).min(BLOCK_COLUMNS);
-            let masks = [
-                column_mask(columns),
-                column_mask(columns.saturating_sub(16)),
-            ];
-            // SAFETY: AVX-512 is present (asserted above); every read `src[offsets[k] + first
-            // + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`, enforced
-            // by the masks, so it stays within the bounds checked above.
-            unsafe {
-                let src = src.as_ptr().add(first);
-                let out = out_block.as_mut_ptr().add(first);
-                match rows {
-                    8 => tile::<8>(block, offsets, src, out, out_stride, masks),
-                    7 => tile::<7>(block, offsets, src, out, out_stride, masks),
-                    6 => tile::<6>(block, offsets, src, out, out_stride, masks),
-                    5 => tile::<5>(block, offsets, src, out, out_stride, masks),
-                    4 => tile::<4>(block, offsets, src, out, out_stride, masks),
-                    3 => tile::<3>(block, offsets, src, out, out_stride, masks),
-                    2 => tile::<2>(block, offsets, src, out, out_stride, masks),
-                    _ => tile::<1>(block, offsets, src, out, out_stride, masks),
-                }
+    for first in (0..n).step_by(BLOCK_COLUMNS) {
+        let columns = (n - first).min(BLOCK_COLUMNS);
+        let masks = [
+            column_mask(columns),
+            column_mask(columns.saturating_sub(16)),
+        ];
+        // SAFETY: AVX-512 is present (checked by `shifted_gemm`); every read `src[offsets[k]
+        // + first + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`,
+        // enforced by the masks, so it stays within the bounds the caller checked.
+        unsafe {
+            let src = src.as_ptr().add(first);
+            let out = out_block.as_mut_ptr().add(first);
+            match rows {
+                8 => tile::<8>(block, offsets, src, out, out_stride, masks),
+                7 => tile::<7>(block, offsets, src, out, out_stride, masks),
+                6 => tile::<6>(block, offsets, src, out, out_stride, masks),
+                5 => tile::<5>(block, offsets, src, out, out_stride, masks),
+                4 => tile::<4>(block, offsets, src, out, out_stride, masks),
+                3 => tile::<3>(block, offsets, src, out, out_stride, masks),
+                2 => tile::<2>(block, offsets, src, out, out_stride, masks),
+                _ => tile::<1>(block, offsets, src, out, out_stride, masks),
             }
         }
     }
