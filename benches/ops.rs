@@ -1,5 +1,7 @@
 //! Benchmarks of the foundation: GEMM (throughput in FLOP/s, shown by criterion as elem/s),
-//! elementwise ops (elements/s), and the softmax cross-entropy loss forward and backward.
+//! elementwise ops (elements/s), and the softmax cross-entropy loss forward and backward; and
+//! `machine/fma_peak`, the AVX-512 multiply-add peak of this CPU on every thread, the ceiling
+//! the GEMM and conv figures should be read against.
 
 use std::hint::black_box;
 
@@ -49,7 +51,65 @@ fn bench_matmul(c: &mut Criterion) {
             )
         })
     });
+    // The MNIST net's first dense layer: small output, deep inner dimension (split by depth).
+    let (m, k, n) = (64, 3136, 128);
+    let x = Tensor::rand_uniform(&[m, k], -1.0, 1.0, &mut rng);
+    let w = Tensor::rand_uniform(&[n, k], -1.0, 1.0, &mut rng);
+    let mut out = vec![0.0f32; m * n];
+    group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+    group.bench_function("dense_64x3136x128", |bench| {
+        bench.iter(|| {
+            gemm(
+                1.0,
+                MatRef::row_major(black_box(x.as_slice()), m, k),
+                MatRef::row_major(black_box(w.as_slice()), n, k).t(),
+                0.0,
+                MatMut::row_major(&mut out, m, n),
+            )
+        })
+    });
     group.finish();
+}
+
+/// Multiply-adds of 12 independent AVX-512 accumulators, `iterations` times: 384 FLOP each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_loop(iterations: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-6));
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(a, *x, b);
+        }
+    }
+    let total = acc
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+    _mm512_reduce_add_ps(total)
+}
+
+fn bench_machine(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("machine/fma_peak skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let threads = rayon::current_num_threads();
+        let iterations = 1_000_000;
+        let mut group = c.benchmark_group("machine");
+        group.throughput(Throughput::Elements((threads * iterations * 384) as u64));
+        group.bench_function("fma_peak", |bench| {
+            bench.iter(|| {
+                rayon::broadcast(|_| {
+                    // SAFETY: AVX-512F was detected above.
+                    black_box(unsafe { fma_loop(black_box(iterations)) })
+                })
+            })
+        });
+        group.finish();
+    }
 }
 
 fn bench_elementwise(c: &mut Criterion) {
@@ -93,6 +153,7 @@ fn bench_cross_entropy(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    bench_machine,
     bench_matmul,
     bench_elementwise,
     bench_cross_entropy
