@@ -13,93 +13,16 @@ use crate::nn::{
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
 
-/// One entry of a VGG feature stack: a 3x3 convolution to this many channels, or a max pool.
-#[derive(Clone, Copy)]
-enum Block {
-    Conv(usize),
-    Pool,
-}
+/// The output channels of VGG's five stages; each stage ends with a 2x2 max pool.
+const STAGE_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
 
-use Block::{Conv, Pool};
-
-/// torchvision's configurations "A", "B", "D" and "E".
-fn layout(depth: usize) -> &'static [Block] {
+/// The 3x3 convolutions in each stage of torchvision's configurations "A", "B", "D" and "E".
+fn convs_per_stage(depth: usize) -> [usize; 5] {
     match depth {
-        11 => &[
-            Conv(64),
-            Pool,
-            Conv(128),
-            Pool,
-            Conv(256),
-            Conv(256),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Pool,
-        ],
-        13 => &[
-            Conv(64),
-            Conv(64),
-            Pool,
-            Conv(128),
-            Conv(128),
-            Pool,
-            Conv(256),
-            Conv(256),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Pool,
-        ],
-        16 => &[
-            Conv(64),
-            Conv(64),
-            Pool,
-            Conv(128),
-            Conv(128),
-            Pool,
-            Conv(256),
-            Conv(256),
-            Conv(256),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Pool,
-        ],
-        19 => &[
-            Conv(64),
-            Conv(64),
-            Pool,
-            Conv(128),
-            Conv(128),
-            Pool,
-            Conv(256),
-            Conv(256),
-            Conv(256),
-            Conv(256),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Pool,
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Conv(512),
-            Pool,
-        ],
+        11 => [1, 1, 2, 2, 2],
+        13 => [2, 2, 2, 2, 2],
+        16 => [2, 2, 3, 3, 3],
+        19 => [2, 2, 4, 4, 4],
         _ => contract_violation(
             "VggConfig",
             "depth must be 11, 13, 16 or 19",
@@ -164,7 +87,7 @@ impl VggConfig {
     ///
     /// If `depth` is not 11, 13, 16 or 19.
     pub fn new(depth: usize) -> VggConfig {
-        layout(depth);
+        convs_per_stage(depth);
         VggConfig {
             depth,
             batch_norm: false,
@@ -215,19 +138,17 @@ impl VggConfig {
     pub fn init<R: Rng + ?Sized>(self, rng: &mut R) -> Vgg {
         let mut features = Sequential::new();
         let mut channels = self.in_channels;
-        for &block in layout(self.depth) {
-            match block {
-                Conv(out) => {
-                    let config = Conv2dConfig::new(channels, out, 3).padding(1);
-                    features = features.push(kaiming_conv(config, rng));
-                    if self.batch_norm {
-                        features = features.push(BatchNorm2d::new(out));
-                    }
-                    features = features.push(Relu);
-                    channels = out;
+        for (&out, &convs) in STAGE_WIDTHS.iter().zip(&convs_per_stage(self.depth)) {
+            for _ in 0..convs {
+                let config = Conv2dConfig::new(channels, out, 3).padding(1);
+                features = features.push(kaiming_conv(config, rng));
+                if self.batch_norm {
+                    features = features.push(BatchNorm2d::new(out));
                 }
-                Pool => features = features.push(MaxPool2d::new(2).ceil_mode(self.ceil_mode)),
+                features = features.push(Relu);
+                channels = out;
             }
+            features = features.push(MaxPool2d::new(2).ceil_mode(self.ceil_mode));
         }
         let flat = channels * self.pooled_size * self.pooled_size;
         let classifier = Sequential::new()
