@@ -94,39 +94,32 @@ pub(super) fn shifted_gemm(
     for first in (0..n).step_by(COLUMN_CHUNK) {
         let columns = (n - first).min(COLUMN_CHUNK);
         let src = &src[first..];
-        let blocks = a.data.chunks_exact(a.depth * BLOCK_ROWS);
-        let out_blocks = out.chunks_mut(BLOCK_ROWS * out_stride);
+        let blocks: Vec<_> = a
+            .data
+            .chunks_exact(a.depth * BLOCK_ROWS)
+            .zip(out.chunks_mut(BLOCK_ROWS * out_stride))
+            .enumerate()
+            .collect();
+        let run = |(b, (block, out_block)): (usize, (&[f32], &mut [f32]))| {
+            let rows = rows_of_block(b);
+            block_product(
+                block,
+                rows,
+                offsets,
+                src,
+                columns,
+                &mut out_block[first..],
+                out_stride,
+            )
+        };
         // Inside a rayon task (one image per thread) the blocks run in turn; called alone (a
         // batch smaller than the thread count, as single-image inference) they are split over
         // threads.
         if parallel {
             use rayon::prelude::*;
-            let blocks: Vec<_> = blocks.zip(out_blocks).enumerate().collect();
-            blocks.into_par_iter().for_each(|(b, (block, out_block))| {
-                let out_block = &mut out_block[first..];
-                block_product(
-                    block,
-                    rows_of_block(b),
-                    offsets,
-                    src,
-                    columns,
-                    out_block,
-                    out_stride,
-                )
-            });
+            blocks.into_par_iter().for_each(run);
         } else {
-            for (b, (block, out_block)) in blocks.zip(out_blocks).enumerate() {
-                let out_block = &mut out_block[first..];
-                block_product(
-                    block,
-                    rows_of_block(b),
-                    offsets,
-                    src,
-                    columns,
-                    out_block,
-                    out_stride,
-                );
-            }
+            blocks.into_iter().for_each(run);
         }
     }
 }
