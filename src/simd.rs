@@ -186,14 +186,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .zip(b_chunks.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    let mut width = LANES;
+    fold_lanes(acc) + tail
+}
+
+/// The sum of 64 partial sums, halving pairwise (so the adds vectorise).
+#[inline(always)]
+fn fold_lanes(mut acc: [f32; 64]) -> f32 {
+    let mut width = acc.len();
     while width > 1 {
         width /= 2;
         for l in 0..width {
             acc[l] += acc[l + width];
         }
     }
-    acc[0] + tail
+    acc[0]
 }
 
 /// `Σ x_i` with 64 independent partial sums (see [`dot`]).
@@ -208,14 +214,7 @@ pub fn sum(x: &[f32]) -> f32 {
         }
     }
     let tail: f32 = chunks.remainder().iter().sum();
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0] + tail
+    fold_lanes(acc) + tail
 }
 
 #[cfg(test)]
