@@ -171,7 +171,7 @@ fn run(options: &Options) -> striate::Result<()> {
         history.epochs.iter().map(|e| e.train_seconds).sum::<f64>()
     );
 
-    let matrix = confusion_matrix(&model, &test_loader, 10);
+    let matrix = confusion_matrix(&model, &test_loader, 10)?;
     let names: Vec<String> = if options.fashion {
         FashionMnist::CLASSES
             .iter()

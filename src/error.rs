@@ -75,7 +75,15 @@ pub enum Error {
         /// Keys whose tensor does not fit, each as `key: expected ..., found ...`.
         mismatched: Vec<String>,
     },
+    /// Training or evaluation asked to run on no data: an empty dataset, or `drop_last` with
+    /// fewer samples than one batch. A loss and accuracy of 0 would look like a result.
+    EmptyData {
+        /// What found no data, such as `"Fit::run: the training loader"`.
+        what: String,
+    },
     /// A quantity computed during training (a loss, a gradient norm) that is NaN or infinite.
+    /// With anomaly detection on, `what` names the op and layer where the first non-finite
+    /// value appeared.
     NonFinite {
         /// What was computed, such as `"total gradient norm"`.
         what: String,
@@ -181,6 +189,11 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::EmptyData { what } => write!(
+                f,
+                "{what} yields no samples (an empty dataset, or drop_last with fewer samples \
+                 than one batch)"
+            ),
             Error::NonFinite { what, value } => write!(f, "{what} is not finite ({value})"),
         }
     }

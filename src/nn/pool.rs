@@ -1,8 +1,8 @@
 //! Pooling layers: `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `GlobalAvgPool2d`,
 //! `GlobalMaxPool2d`.
 
-use super::Module;
 use super::conv::Pair;
+use super::{Module, no_params};
 use crate::autograd::Var;
 use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
 
@@ -71,6 +71,8 @@ impl MaxPool2d {
 }
 
 impl Module for MaxPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.max_pool2d(self.spec)
     }
@@ -160,6 +162,8 @@ impl AvgPool2d {
 }
 
 impl Module for AvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.avg_pool2d(self.spec, self.divisor)
     }
@@ -203,6 +207,8 @@ impl AdaptiveAvgPool2d {
 }
 
 impl Module for AdaptiveAvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.adaptive_avg_pool2d(self.output_size)
     }
@@ -217,6 +223,8 @@ impl Module for AdaptiveAvgPool2d {
 pub struct GlobalAvgPool2d;
 
 impl Module for GlobalAvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_avg_pool2d()
     }
@@ -227,6 +235,8 @@ impl Module for GlobalAvgPool2d {
 pub struct GlobalMaxPool2d;
 
 impl Module for GlobalMaxPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_max_pool2d()
     }

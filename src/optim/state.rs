@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use super::groups::{GroupOptions, ParamGroup, ParamGroups};
 use crate::autograd::{Gradients, ParamId};
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{Module, visitor_disagreement};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 
@@ -128,8 +128,11 @@ impl<S: ParamState> OptimizerState<S> {
     ///
     /// # Panics
     ///
-    /// If a gradient's shape differs from its parameter's, or an added group selects no
-    /// parameter of `model` (a mistyped prefix would otherwise train at the default rate).
+    /// If a gradient's shape differs from its parameter's, an added group selects no
+    /// parameter of `model` (a mistyped prefix would otherwise train at the default rate),
+    /// `model`'s two parameter visitors disagree, or `model` has no trainable parameter (a
+    /// step would change nothing, and training would report losses of a model that never
+    /// learns).
     #[track_caller]
     pub(crate) fn for_each_update(
         &mut self,
@@ -138,6 +141,25 @@ impl<S: ParamState> OptimizerState<S> {
         mut update: impl FnMut(ParamUpdate<'_, S>),
     ) {
         let op = self.name;
+        if let Some(disagreement) = visitor_disagreement(model) {
+            contract_violation(
+                &format!("{op}::step"),
+                "the model's visit_params and visit_params_mut must visit the same parameters",
+                disagreement,
+            );
+        }
+        let (mut params, mut trainable) = (0usize, 0usize);
+        model.visit_params(&mut |_, p| {
+            params += 1;
+            trainable += usize::from(p.requires_grad());
+        });
+        if trainable == 0 {
+            contract_violation(
+                &format!("{op}::step"),
+                "the model must have at least one trainable parameter",
+                format_args!("{params} parameters visited, {trainable} trainable"),
+            );
+        }
         let param_groups = &self.groups;
         let groups = param_groups.as_slice();
         let states = &mut self.states;

@@ -8,6 +8,19 @@ use ndarray::Axis;
 use super::Tensor;
 use super::check::expect_distinct_axes;
 
+/// The larger of `a` and `b`, or NaN if either is NaN (`f32::max` returns the other one and so
+/// hides a NaN; PyTorch's `max` propagates it).
+#[inline(always)]
+pub fn max_propagating_nan(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() { a } else { b }
+}
+
+/// The smaller of `a` and `b`, or NaN if either is NaN (see [`max_propagating_nan`]).
+#[inline(always)]
+pub fn min_propagating_nan(a: f32, b: f32) -> f32 {
+    if a < b || a.is_nan() { a } else { b }
+}
+
 /// `shape` with every axis in `axes` set to 1.
 pub fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
     let mut out = shape.to_vec();
