@@ -9,7 +9,14 @@ use std::io;
 use std::path::PathBuf;
 
 /// The error type of every fallible operation in striate.
-#[derive(Debug)]
+///
+/// Its `Debug` form is its message (as anyhow's and eyre's errors), so `fn main() ->
+/// striate::Result<()>` prints what went wrong in words, not as a struct dump:
+///
+/// ```
+/// let error = striate::Error::invalid_data("labels.idx", "magic 2049", "magic 2051");
+/// assert_eq!(format!("{error:?}"), "labels.idx: expected magic 2049, found magic 2051");
+/// ```
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error, with the path it happened on when there is one.
@@ -196,6 +203,13 @@ impl fmt::Display for Error {
             ),
             Error::NonFinite { what, value } => write!(f, "{what} is not finite ({value})"),
         }
+    }
+}
+
+/// The message, as `Display`: this is what a `main` returning `Result` prints on error.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
