@@ -4,9 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, View};
@@ -15,6 +13,7 @@ use super::state::{LoadPlan, LoadReport, state_dict};
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::tensor::Tensor;
+use crate::util::atomic_file::write_atomically;
 
 /// The length prefix of a safetensors file: a little-endian `u64` giving the header's size.
 const LENGTH_PREFIX: usize = 8;
@@ -253,37 +252,6 @@ pub fn write_safetensors(
         )
     })?;
     write_atomically(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
-/// `path`. The temporary file is removed if anything fails.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let Some(file_name) = path.file_name() else {
-        return Err(Error::io_at(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        ));
-    };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(
-        ".{}-{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp: PathBuf = path.with_file_name(temp_name);
-    let written = fs::File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|e| Error::io_at(&temp, e))
-        .and_then(|()| fs::rename(&temp, path).map_err(|e| Error::io_at(path, e)));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
 }
 
 /// Saves a model's parameters and buffers ([`state_dict`]) to a safetensors file, atomically
