@@ -224,7 +224,23 @@ pub fn load_checkpoint(
     if !report.is_complete() {
         return Err(report.into_error(target(model, path)));
     }
-    optimizer.load_state_dict_with_counts(model, &optimizer_state, &counts)?;
+    optimizer
+        .load_state_dict_with_counts(model, &optimizer_state, &counts)
+        .map_err(|e| match e {
+            // Name the file, as every error about a file does.
+            Error::StateDict {
+                target,
+                missing,
+                unexpected,
+                mismatched,
+            } => Error::StateDict {
+                target: format!("{target} from {}", path.display()),
+                missing,
+                unexpected,
+                mismatched,
+            },
+            other => other,
+        })?;
     plan.apply(model);
     Ok(progress)
 }

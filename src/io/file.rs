@@ -137,8 +137,23 @@ fn parse(bytes: &[u8]) -> std::result::Result<SafetensorsContents, (String, Stri
         {
             integers.insert(name.clone(), i64::from_le_bytes(*value));
         }
-        let tensor = Tensor::from_vec(values, &info.shape)
-            .expect("the metadata validates each tensor's size against its shape");
+        // The metadata checked each tensor's size against its shape, but an empty tensor
+        // may still have extents no array can have (`[0, 2^40, 2^40]`).
+        let addressable = info
+            .shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_some_and(|n| n <= isize::MAX as usize / size_of::<f32>());
+        let tensor = addressable
+            .then(|| Tensor::from_vec(values, &info.shape).ok())
+            .flatten()
+            .ok_or_else(|| {
+                (
+                    format!("tensor `{name}` with extents an array can have"),
+                    format!("shape {:?}", info.shape),
+                )
+            })?;
         tensors.push((name, tensor));
     }
     Ok(SafetensorsContents {
