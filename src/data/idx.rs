@@ -362,6 +362,14 @@ mod tests {
     }
 
     #[test]
+    fn dimensions_whose_product_overflows_are_an_error() {
+        let bytes = idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[1]);
+        let (_, expected, found) = invalid(decode_idx(&bytes[..], "f", 3));
+        assert_eq!(expected, "dimensions whose product fits in memory");
+        assert_eq!(found, format!("{:?}", [u32::MAX; 3]));
+    }
+
+    #[test]
     fn reads_raw_and_gzip_files_and_reports_the_path() {
         let dir = std::env::temp_dir().join(format!("striate-idx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

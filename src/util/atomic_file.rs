@@ -10,7 +10,8 @@
 //! Elsewhere, or where the filesystem has no `O_TMPFILE`, the bytes go to a named temporary
 //! file `.<target name>.striate-<pid>-<n>.tmp` beside the target. A kill leaves that file, so
 //! every write in a directory first removes the ones whose owner process is gone (on Unix;
-//! other systems cannot tell and keep them).
+//! other systems cannot tell and keep them). The same clean-up covers the instant between
+//! `linkat` and `rename` on Linux, when the unnamed file briefly has such a name.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -42,7 +43,8 @@ pub(crate) enum Strategy {
 /// Dropped without a commit, it discards everything and the target is unchanged.
 ///
 /// The target keeps its permissions when it exists (a `0600` file stays `0600`); a new file
-/// gets `0666` less the umask, as `File::create` gives. A symbolic link is followed: the file
+/// gets `0666` less the umask, as `File::create` gives. The owner is the writing process's
+/// user either way (the file is a new one, renamed into place). A symbolic link is followed: the file
 /// it points to is replaced and the link stays a link, as most editors do (a dangling link
 /// makes its target appear).
 ///
@@ -152,7 +154,9 @@ impl AtomicFile {
     /// # Errors
     ///
     /// [`Error::Io`] naming the path if the data cannot be synced or the file cannot be put
-    /// in place; the target is then unchanged and nothing is left behind.
+    /// in place; the target is then unchanged and nothing is left behind. (If only the final
+    /// sync of the directory fails, the new content is in place but may not survive a power
+    /// cut; that too is an error.)
     pub fn commit(mut self) -> Result<()> {
         let path = self.path.clone();
         let fail = |e: io::Error| Error::io_at(&path, e);
@@ -565,16 +569,18 @@ mod tests {
             _ => Strategy::Best,
         };
         let mut file = AtomicFile::create_with(Path::new(path), strategy).unwrap();
-        let chunk = vec![0x5a; 1 << 20];
-        // Signal the parent once bytes are on their way, then write until killed.
+        let chunk = vec![0x5a; 1 << 16];
+        // Signal the parent once bytes are on their way, then write until killed (at most
+        // 64 MB/s, to spare the disk of a shared machine).
         fs::write(format!("{path}.started"), b"").unwrap();
         loop {
             file.write_all(&chunk).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
-    /// Starts a child writing `path` with `strategy`, waits until it has written, kills it
-    /// with SIGKILL and returns the size of what it had written.
+    /// Starts a child writing `path` with `strategy` ("best" or "named"), waits until it has
+    /// written some megabytes, and kills it with SIGKILL.
     #[cfg(unix)]
     fn kill_a_writer(path: &Path, strategy: &str) {
         use std::process::{Command, Stdio};
@@ -626,7 +632,9 @@ mod tests {
         let left = listing(&dir);
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].starts_with(".big.bin.striate-"), "{left:?}");
-        assert!(fs::metadata(dir.join(&left[0])).unwrap().len() > 0);
+        let size = fs::metadata(dir.join(&left[0])).unwrap().len();
+        println!("the killed writer left {} ({size} bytes)", left[0]);
+        assert!(size > 0);
         // A temporary file of this (running) process is not touched; the dead one's is.
         let mine = dir.join(temp_name("other".as_ref(), 99));
         fs::write(&mine, b"in use").unwrap();
