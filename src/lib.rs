@@ -91,7 +91,6 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-mod atomic_file;
 pub mod autograd;
 pub mod data;
 pub mod error;
@@ -107,6 +106,7 @@ pub mod simd;
 pub mod tensor;
 pub mod train;
 pub mod transforms;
+mod util;
 
 pub use autograd::{Backward, Gradients, Mode, Param, ParamId, Tape, Var, gradcheck};
 pub use error::{Error, Result};
