@@ -15,9 +15,9 @@ mod common;
 use std::error::Error;
 use std::path::PathBuf;
 
-use striate::Tensor;
 use clap::Parser;
 use common::cli::Common;
+use striate::Tensor;
 use striate::data::{Dataset, Split};
 use striate::transforms::{
     Compose, ElasticTransform, GaussianNoise, Interpolation, RandomCrop, RandomRotation,

@@ -27,8 +27,8 @@ use striate::data::{DataLoader, Dataset, ImageDataset, Split};
 use striate::io::{load_state_dict, load_weights, save_weights, state_dict};
 use striate::models::{freeze, mnist_cnn};
 use striate::nn::{Dense, Module, Sequential};
-use striate::prelude::{SeedableRng, StdRng};
 use striate::optim::{GroupOptions, Momentum, Sgd, SgdConfig};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::train::{Fit, Progress, evaluate};
 
 /// The CNN's convolutional backbone (`Sequential` indices of both convolutions).

@@ -23,8 +23,8 @@ use striate::data::{DataLoader, Dataset, Split};
 use striate::io::{load_weights, save_weights};
 use striate::models::mnist_cnn;
 use striate::nn::{Module, Sequential};
-use striate::prelude::{SeedableRng, StdRng};
 use striate::optim::{Momentum, Sgd, SgdConfig};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::train::{Fit, Progress};
 use striate::{Tape, Tensor};
 
@@ -45,11 +45,7 @@ struct Args {
 }
 
 /// Trains the CNN for one epoch and saves it, for a first run without a checkpoint.
-fn train_and_save(
-    model: &mut Sequential,
-    common: &Common,
-    path: &Path,
-) -> striate::Result<()> {
+fn train_and_save(model: &mut Sequential, common: &Common, path: &Path) -> striate::Result<()> {
     println!(
         "{} not found: training the CNN for one epoch first",
         path.display()
@@ -114,7 +110,12 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let test = args.common.load(false, Split::Test)?;
     if args.digit >= test.len() {
-        return Err(format!("--digit {}: the test set has {} images", args.digit, test.len()).into());
+        return Err(format!(
+            "--digit {}: the test set has {} images",
+            args.digit,
+            test.len()
+        )
+        .into());
     }
     let digit = test.image(args.digit);
     let label = test.label(args.digit);

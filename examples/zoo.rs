@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::cli::Common;
 use striate::models::{resnet18, vgg16};
-use striate::prelude::{SeedableRng, StdRng};
 use striate::nn::{Module, summary};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::{Tape, Tensor};
 
 /// Forward passes of `image` through `model` on inference tapes: the fastest and the median.
