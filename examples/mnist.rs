@@ -40,7 +40,8 @@ struct Options {
     /// Write the training curves to this SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// Save the trained weights (for `examples/visualize.rs`)
+    /// Save the trained weights with their preprocessing (for `load_classifier`, and for
+    /// `examples/visualize.rs`)
     #[arg(long, value_name = "WEIGHTS.safetensors")]
     save: Option<PathBuf>,
 }
@@ -138,7 +139,11 @@ fn run(options: &Options) -> striate::Result<()> {
         println!("training curves written to {}", path.display());
     }
     if let Some(path) = &options.save {
-        striate::io::save_weights(&model, path)?;
+        // The weights, with the normalisation and class names in the file's metadata, so
+        // `load_classifier` gives back a model that classifies raw pixels.
+        let preprocessing = Preprocessing::new([1, 28, 28], &[mean], &[std]);
+        let classifier = Classifier::new(model, preprocessing).with_labels(names);
+        save_classifier(&classifier, path)?;
         println!("weights saved to {}", path.display());
     }
     Ok(())

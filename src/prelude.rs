@@ -26,15 +26,17 @@
 
 pub use crate::autograd::{Param, Tape, Var};
 pub use crate::data::{
-    DataLoader, Dataset, FashionMnist, ImageDataset, Mnist, Split, train_validation_split,
+    DataLoader, Dataset, FashionMnist, ImageDataset, Mnist, Split, Subset, train_validation_split,
 };
 pub use crate::error::{Error, Result};
-pub use crate::io::{load_checkpoint, load_weights, save_checkpoint, save_weights};
+pub use crate::io::{
+    load_checkpoint, load_classifier, load_weights, save_checkpoint, save_classifier, save_weights,
+};
 pub use crate::models::mnist_cnn;
 pub use crate::nn::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Dense, Dropout,
-    Flatten, GlobalAvgPool2d, LeakyRelu, LogSoftmax, MaxPool2d, Module, Relu, Residual, Sequential,
-    Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Classifier, Conv2d, Conv2dConfig,
+    Dense, Dropout, Flatten, GlobalAvgPool2d, LeakyRelu, LogSoftmax, MaxPool2d, Module, Prediction,
+    Preprocessing, Relu, Residual, Sequential, Sigmoid, Softmax, Tanh,
 };
 pub use crate::optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, CosineAnnealingLr, LrSchedule, Momentum, Optimizer,

@@ -11,7 +11,7 @@ use safetensors::{Dtype, View};
 
 use super::state::{LoadPlan, LoadReport, state_dict};
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{Classifier, Module, Preprocessing};
 use crate::tensor::Tensor;
 use crate::util::atomic_file::write_atomically;
 
@@ -332,6 +332,97 @@ pub(crate) fn write_safetensors_with_integers(
 /// ```
 pub fn save_weights(model: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     write_safetensors(path, &state_dict(model), HashMap::new())
+}
+
+/// The metadata keys under which [`save_classifier`] keeps a classifier's preprocessing and
+/// class names.
+const PREPROCESSING_KEY: &str = "striate.preprocessing";
+const LABELS_KEY: &str = "striate.labels";
+
+/// Saves a [`Classifier`]'s weights as [`save_weights`] does, plus its preprocessing and class
+/// names in the file's metadata, so [`load_classifier`] restores a model that classifies raw
+/// pixels exactly as before. The file stays a plain safetensors file: [`load_weights`] and
+/// PyTorch's `safetensors.torch.load_file` read it as usual.
+///
+/// # Errors
+///
+/// As [`save_weights`].
+///
+/// # Examples
+///
+/// ```
+/// use striate::prelude::*;
+/// use striate::io::{load_classifier, save_classifier};
+/// use striate::nn::{Classifier, Preprocessing};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let trained = Classifier::new(mnist_cnn(10, &mut rng), Preprocessing::mnist())
+///     .with_labels((0..10).map(|d| d.to_string()));
+/// let path = std::env::temp_dir().join(format!("striate-classifier-{}.safetensors", std::process::id()));
+/// save_classifier(&trained, &path)?;
+/// let restored = load_classifier(mnist_cnn(10, &mut rng), &path)?;
+/// assert_eq!(restored.preprocessing(), &Preprocessing::mnist());
+/// assert_eq!(restored.predict_image(&[7; 784])?, trained.predict_image(&[7; 784])?);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), striate::Error>(())
+/// ```
+pub fn save_classifier<M: Module>(
+    classifier: &Classifier<M>,
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let mut metadata = HashMap::from([(
+        PREPROCESSING_KEY.to_string(),
+        classifier.preprocessing().to_json(),
+    )]);
+    if let Some(labels) = classifier.labels() {
+        metadata.insert(
+            LABELS_KEY.to_string(),
+            serde_json::to_string(labels).expect("strings serialise"),
+        );
+    }
+    write_safetensors(path, &state_dict(classifier), metadata)
+}
+
+/// Loads a file written by [`save_classifier`] into `model` (strictly, as [`load_weights`])
+/// and returns it wrapped with the saved preprocessing and class names.
+///
+/// # Errors
+///
+/// As [`load_weights`]; [`Error::InvalidData`] naming the file if it holds no preprocessing
+/// metadata (a file from [`save_weights`]: wrap the model with [`Classifier::new`] instead)
+/// or the metadata is malformed.
+pub fn load_classifier<M: Module>(mut model: M, path: impl AsRef<Path>) -> Result<Classifier<M>> {
+    let path = path.as_ref();
+    let contents = read_contents(path)?;
+    let origin = path.display().to_string();
+    let Some(preprocessing) = contents.metadata.get(PREPROCESSING_KEY) else {
+        return Err(Error::invalid_data(
+            origin,
+            format!("metadata {PREPROCESSING_KEY:?} (a file written by save_classifier)"),
+            "none (load it with load_weights and wrap the model with Classifier::new)",
+        ));
+    };
+    let preprocessing = Preprocessing::from_json(&origin, preprocessing)?;
+    let labels = match contents.metadata.get(LABELS_KEY) {
+        Some(text) => Some(serde_json::from_str::<Vec<String>>(text).map_err(|e| {
+            Error::invalid_data(
+                &origin,
+                "class names as a JSON list of strings",
+                e.to_string(),
+            )
+        })?),
+        None => None,
+    };
+    let plan = LoadPlan::new(&model, &contents.tensors);
+    if !plan.report.is_complete() {
+        return Err(plan.report.into_error(target(&model, path)));
+    }
+    plan.apply(&mut model);
+    let classifier = Classifier::new(model, preprocessing);
+    Ok(match labels {
+        Some(labels) => classifier.with_labels(labels),
+        None => classifier,
+    })
 }
 
 /// Loads a safetensors file into a model, strictly: every parameter and buffer of the model

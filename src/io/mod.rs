@@ -24,6 +24,7 @@ mod state;
 pub use crate::util::atomic_file::{AtomicFile, write_atomically};
 pub use checkpoint::{TrainingProgress, load_checkpoint, save_checkpoint};
 pub use file::{
-    load_weights, load_weights_partial, read_safetensors, save_weights, write_safetensors,
+    load_classifier, load_weights, load_weights_partial, read_safetensors, save_classifier,
+    save_weights, write_safetensors,
 };
 pub use state::{LoadReport, load_state_dict, load_state_dict_partial, state_dict};

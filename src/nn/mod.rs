@@ -2,6 +2,7 @@
 
 mod activation;
 mod batch_norm;
+mod classifier;
 mod conv;
 mod dense;
 mod dropout;
@@ -12,6 +13,7 @@ mod summary;
 
 pub use activation::{Elu, Flatten, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
+pub use classifier::{Classifier, Prediction, Preprocessing};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
