@@ -6,7 +6,7 @@
 //! within 1e-6 relative (absolute below 1): the bar the large-logit cases of log-softmax and
 //! cross-entropy set.
 
-use striate::kernels::pool::Pool2dSpec;
+use striate::nn::functional::Pool2dSpec;
 use striate::{Tape, Tensor, Var};
 
 struct Case {

@@ -9,8 +9,34 @@ use crate::tensor::Tensor;
 /// A value recorded on a [`Tape`]: a tape reference and a node index, `Copy`, so expressions read
 /// like maths (`a * b + c`). The borrow checker keeps it from outliving its tape.
 ///
-/// Operations are methods (`x.relu()`, `x.matmul(w)`) and operators (`+ - * /`, with other vars
-/// or with `f32`). Binary operators broadcast NumPy-style.
+/// The methods used most, by task (each links to its documentation below):
+///
+/// | task | methods |
+/// |---|---|
+/// | read the value | [`value`](Var::value), [`item`](Var::item) (one element), [`shape`](Var::shape) |
+/// | differentiate | [`backward`](Var::backward) → [`Gradients`], [`detach`](Var::detach) |
+/// | layers as functions | [`conv2d`](Var::conv2d), [`linear`](Var::linear), [`matmul`](Var::matmul), [`max_pool2d`](Var::max_pool2d), [`avg_pool2d`](Var::avg_pool2d), [`batch_norm_train`](Var::batch_norm_train), [`dropout`](Var::dropout) |
+/// | activations | [`relu`](Var::relu), [`leaky_relu`](Var::leaky_relu), [`elu`](Var::elu), [`sigmoid`](Var::sigmoid), [`tanh`](Var::tanh), [`softmax`](Var::softmax), [`log_softmax`](Var::log_softmax) |
+/// | losses | [`cross_entropy`](Var::cross_entropy), [`nll`](Var::nll), [`mse`](Var::mse), [`l1`](Var::l1), [`binary_cross_entropy_with_logits`](Var::binary_cross_entropy_with_logits) |
+/// | reductions | [`sum`](Var::sum), [`mean`](Var::mean), [`max`](Var::max), [`min`](Var::min) and their `_axes` forms |
+/// | shapes | [`reshape`](Var::reshape), [`flatten`](Var::flatten), [`permute`](Var::permute), [`transpose`](Var::transpose), [`concat`](Var::concat), [`narrow`](Var::narrow) |
+///
+/// Operators `+ - * /` work with other vars or with `f32`; binary operators broadcast
+/// NumPy-style. NaN and infinities propagate through every op exactly as in PyTorch.
+///
+/// # Examples
+///
+/// ```
+/// use striate::{Tape, Tensor};
+///
+/// let tape = Tape::training();
+/// let x = tape.variable(Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3])?);
+/// let loss = (x.relu() * 2.0).sum();
+/// assert_eq!(loss.item(), 8.0);
+/// let grads = loss.backward();
+/// assert_eq!(grads.wrt(x).unwrap().as_slice(), &[2.0, 0.0, 2.0]);
+/// # Ok::<(), striate::Error>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct Var<'t> {
     tape: &'t Tape,

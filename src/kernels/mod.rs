@@ -1,5 +1,9 @@
 //! Pure numeric kernels on slices and ndarray views, with no tape: the hot loops of the crate.
 //!
+//! This is the low-level layer below [`crate::autograd`], public for benchmarking and for
+//! writing new ops; a training program uses the layers in [`crate::nn`] or the ops on
+//! [`Var`](crate::Var) (whose argument types are re-exported in [`crate::nn::functional`]).
+//!
 //! Every matrix product in striate goes through [`gemm::gemm`]; each kernel is benchmarked
 //! directly in `benches/` and tested against a naive reference.
 

@@ -6,6 +6,7 @@ mod classifier;
 mod conv;
 mod dense;
 mod dropout;
+pub mod functional;
 mod pool;
 mod residual;
 mod sequential;

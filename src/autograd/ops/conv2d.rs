@@ -85,7 +85,7 @@ impl<'t> Var<'t> {
     /// # Examples
     ///
     /// ```
-    /// use striate::kernels::conv::{Conv2dSpec, Padding2d};
+    /// use striate::nn::functional::{Conv2dSpec, Padding2d};
     /// use striate::{Tape, Tensor};
     ///
     /// let tape = Tape::inference();

@@ -79,7 +79,7 @@ impl<'t> Var<'t> {
     /// # Examples
     ///
     /// ```
-    /// use striate::kernels::pool::Pool2dSpec;
+    /// use striate::nn::functional::Pool2dSpec;
     /// use striate::{Tape, Tensor};
     ///
     /// let tape = Tape::inference();
