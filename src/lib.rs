@@ -39,6 +39,7 @@ mod memory;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod simd;
 pub mod tensor;

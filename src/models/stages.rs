@@ -202,6 +202,15 @@ macro_rules! module_from_stages {
             ) -> $crate::Var<'t> {
                 $crate::models::stages::summarize_stages(&self.stages(), input, rows)
             }
+            fn build_graph(
+                &self,
+                graph: &mut $crate::nn::Graph,
+                input: $crate::nn::ValueId,
+            ) -> $crate::Result<$crate::nn::ValueId> {
+                self.stages()
+                    .into_iter()
+                    .try_fold(input, |x, (name, stage)| graph.child(&name, stage, x))
+            }
         }
     };
 }

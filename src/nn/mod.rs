@@ -5,6 +5,7 @@ mod batch_norm;
 mod conv;
 mod dense;
 mod dropout;
+mod graph;
 mod pool;
 mod residual;
 mod sequential;
@@ -15,6 +16,7 @@ pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use graph::{Graph, Node, Op, ValueId};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
@@ -129,6 +131,22 @@ pub trait Module: Send + Sync {
         let tape = Tape::inference();
         self.forward(tape.input(input.clone())).value()
     }
+
+    /// Describes the module's inference computation on `input` as [`Graph`] nodes (for ONNX
+    /// export and multiply-accumulate counts) and returns its output value. A layer adds its
+    /// parameters with [`Graph::param`] and its op with [`Graph::layer`]; a container describes
+    /// each child inside its name scope with [`Graph::child`].
+    ///
+    /// # Errors
+    ///
+    /// The default is [`crate::Error::Unsupported`] naming the module's type: a module that
+    /// does not override it cannot be exported.
+    fn build_graph(&self, _graph: &mut Graph, _input: ValueId) -> crate::Result<ValueId> {
+        Err(crate::Error::unsupported(
+            "graph export",
+            format!("layer {}", std::any::type_name::<Self>()),
+        ))
+    }
 }
 
 impl<M: Module + ?Sized> Module for Box<M> {
@@ -161,6 +179,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
         (**self).summarize(input, rows)
+    }
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        (**self).build_graph(graph, input)
     }
 }
 

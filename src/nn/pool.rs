@@ -1,8 +1,8 @@
 //! Pooling layers: `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `GlobalAvgPool2d`,
 //! `GlobalMaxPool2d`.
 
-use super::Module;
 use super::conv::Pair;
+use super::{Graph, Module, Op, ValueId};
 use crate::autograd::Var;
 use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
 
@@ -77,6 +77,10 @@ impl Module for MaxPool2d {
 
     fn describe(&self) -> String {
         describe_pool("MaxPool2d", &self.spec)
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::MaxPool2d(self.spec), &[input]))
     }
 }
 
@@ -167,6 +171,10 @@ impl Module for AvgPool2d {
     fn describe(&self) -> String {
         describe_pool("AvgPool2d", &self.spec)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::AvgPool2d(self.spec, self.divisor), &[input]))
+    }
 }
 
 /// Average pooling to a fixed output size whatever the input size (PyTorch's
@@ -210,6 +218,10 @@ impl Module for AdaptiveAvgPool2d {
     fn describe(&self) -> String {
         format!("AdaptiveAvgPool2d(output_size={:?})", self.output_size)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::AdaptiveAvgPool2d(self.output_size), &[input]))
+    }
 }
 
 /// The mean of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalAveragePooling2D`).
@@ -220,6 +232,10 @@ impl Module for GlobalAvgPool2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_avg_pool2d()
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::GlobalAvgPool2d, &[input]))
+    }
 }
 
 /// The maximum of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalMaxPooling2D`).
@@ -229,5 +245,9 @@ pub struct GlobalMaxPool2d;
 impl Module for GlobalMaxPool2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_max_pool2d()
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::GlobalMaxPool2d, &[input]))
     }
 }

@@ -121,6 +121,18 @@ impl Module for Sequential {
             output
         })
     }
+
+    fn build_graph(
+        &self,
+        graph: &mut super::Graph,
+        input: super::ValueId,
+    ) -> crate::Result<super::ValueId> {
+        let mut x = input;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = graph.child(&i.to_string(), layer.as_ref(), x)?;
+        }
+        Ok(x)
+    }
 }
 
 #[cfg(test)]
