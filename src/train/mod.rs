@@ -36,6 +36,7 @@
 mod callbacks;
 mod history;
 mod progress;
+pub mod tensorboard;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -81,6 +82,8 @@ pub struct Fit<'a> {
     max_grad_norm: Option<f32>,
     seed: u64,
     first_epoch: usize,
+    log: Option<tensorboard::LogConfig>,
+    board: Option<tensorboard::FitLog>,
 }
 
 impl<'a> Fit<'a> {
@@ -100,6 +103,8 @@ impl<'a> Fit<'a> {
             max_grad_norm: None,
             seed: 0,
             first_epoch: 0,
+            log: None,
+            board: None,
         }
     }
 
@@ -171,6 +176,61 @@ impl<'a> Fit<'a> {
         self
     }
 
+    /// Writes TensorBoard event files to `dir` (created if needed; view with
+    /// `tensorboard --logdir dir`): after every step the batch loss (`train/batch_loss`), the
+    /// step time (`time/step_seconds`) and each parameter group's learning rate
+    /// (`learning_rate/group<i>`) at the global step (1-based); after every epoch the
+    /// training and validation loss and accuracy (`epoch/train_loss`, `epoch/val_accuracy`,
+    /// ...) and the learning rate at the epoch number (1-based). See
+    /// [`Fit::histograms_every`] for weights and gradients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Sgd, SgdConfig};
+    /// use striate::train::{Fit, Progress};
+    ///
+    /// let data = ImageDataset::from_u8(vec![7; 8 * 4], [1, 2, 2], vec![0, 1, 0, 1, 0, 1, 0, 1])?;
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, ..Default::default() });
+    /// let dir = std::env::temp_dir().join("striate-doc-fit-logs");
+    /// Fit::new(&mut model, &mut sgd)
+    ///     .epochs(2)
+    ///     .progress(Progress::Silent)
+    ///     .log_dir(&dir)
+    ///     .histograms_every(2)
+    ///     .run(&DataLoader::new(data, 4))?;
+    /// assert!(std::fs::read_dir(&dir)?.count() >= 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        let histograms_every = self.log.as_ref().and_then(|l| l.histograms_every);
+        self.log = Some(tensorboard::LogConfig {
+            dir: dir.into(),
+            histograms_every,
+        });
+        self
+    }
+
+    /// With [`Fit::log_dir`], also logs a histogram of every parameter (`weights/<name>`)
+    /// and of its gradient (`gradients/<name>`) every `steps` optimizer steps.
+    pub fn histograms_every(mut self, steps: usize) -> Self {
+        match &mut self.log {
+            Some(log) => log.histograms_every = Some(steps),
+            None => {
+                self.log = Some(tensorboard::LogConfig {
+                    dir: PathBuf::new(),
+                    histograms_every: Some(steps),
+                })
+            }
+        }
+        self
+    }
+
     /// Trains on `train` and returns what each epoch measured.
     ///
     /// # Errors
@@ -181,6 +241,9 @@ impl<'a> Fit<'a> {
     pub fn run(mut self, train: &DataLoader) -> Result<History> {
         let mut history = History::default();
         let batches = train.len();
+        if let Some(log) = self.log.as_ref().filter(|l| !l.dir.as_os_str().is_empty()) {
+            self.board = Some(tensorboard::FitLog::create(log)?);
+        }
         let result = (|| {
             for epoch in self.first_epoch..self.first_epoch + self.epochs {
                 if let Some(schedule) = &self.schedule {
@@ -188,6 +251,9 @@ impl<'a> Fit<'a> {
                 }
                 let record = self.train_epoch(train, epoch, batches)?;
                 let record = self.finish_epoch(record)?;
+                if let Some(board) = &mut self.board {
+                    board.epoch(&record)?;
+                }
                 history.epochs.push(record.clone());
                 if let Some(path) = &self.plot {
                     history.save_plot(path)?;
@@ -225,6 +291,7 @@ impl<'a> Fit<'a> {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, batch) in train.epoch(epoch as u64).enumerate() {
+            let (step_started, loss_before) = (Instant::now(), loss_sum);
             let tape_seed = self.seed
                 ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut grads = {
@@ -258,6 +325,19 @@ impl<'a> Fit<'a> {
                 })?;
             }
             self.optimizer.step(self.model, &grads);
+            if let Some(board) = &mut self.board {
+                let global_step = (epoch * batches + step + 1) as u64;
+                let seconds = step_started.elapsed().as_secs_f64();
+                let step_loss = ((loss_sum - loss_before) / batch.labels.len() as f64) as f32;
+                board.step(
+                    global_step,
+                    step_loss,
+                    seconds,
+                    self.optimizer,
+                    self.model,
+                    &grads,
+                )?;
+            }
             display.batch(
                 batch.labels.len(),
                 loss_sum / seen as f64,
