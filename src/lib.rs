@@ -33,6 +33,7 @@ mod atomic_file;
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub mod kernels;
 mod memory;
