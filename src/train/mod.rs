@@ -35,6 +35,7 @@
 
 mod callbacks;
 mod history;
+mod lr_finder;
 mod progress;
 pub mod tensorboard;
 
@@ -43,6 +44,7 @@ use std::time::Instant;
 
 pub use callbacks::{Callback, Control, EarlyStopping, Monitor};
 pub use history::{EpochRecord, History};
+pub use lr_finder::{LrFinder, LrRange};
 pub use progress::Progress;
 
 use crate::autograd::{Tape, Var};
@@ -229,6 +231,64 @@ impl<'a> Fit<'a> {
             }
         }
         self
+    }
+
+    /// Sets every parameter group's learning rate (keeping their ratios, see
+    /// [`Optimizer::set_learning_rate`]), say to a [`Fit::find_lr`] suggestion.
+    pub fn learning_rate(self, learning_rate: f64) -> Self {
+        self.optimizer.set_learning_rate(learning_rate);
+        self
+    }
+
+    /// The learning-rate range test (Smith 2017; fastai's and Lightning's `lr_find`): trains
+    /// on batches of `train` while the learning rate grows exponentially from
+    /// `range.min_lr` to `range.max_lr`, tracks the exponentially smoothed loss, stops when it
+    /// exceeds `range.divergence` times its best, and suggests the rate at its steepest
+    /// descent. The model's parameters and buffers and the optimizer's state and learning
+    /// rates are restored afterwards, bit for bit. [`LrFinder::save_plot`] draws the curve.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidData`] if `train` has no batch; [`Error::StateDict`] if the
+    /// optimizer's state cannot be restored.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not `0 < min_lr < max_lr` with at least 2 steps, smoothing in
+    /// `[0, 1)` and divergence above 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Sgd, SgdConfig};
+    /// use striate::train::{Fit, LrRange, Progress};
+    ///
+    /// let pixels: Vec<u8> = (0..64).flat_map(|i| vec![if i % 2 == 0 { 20 } else { 230 }; 4]).collect();
+    /// let data = ImageDataset::from_u8(pixels, [1, 2, 2], (0..64).map(|i| i % 2).collect())?;
+    /// let loader = DataLoader::new(data, 8).shuffle(0);
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.01, ..Default::default() });
+    /// let mut fit = Fit::new(&mut model, &mut sgd).progress(Progress::Silent);
+    /// let found = fit.find_lr(&loader, &LrRange { min_lr: 1e-4, max_lr: 10.0, steps: 40, ..Default::default() })?;
+    /// let suggested = found.suggestion.unwrap();
+    /// # let plot = std::env::temp_dir().join("striate-doc-lr-find.svg");
+    /// found.save_plot(&plot)?;
+    /// # std::fs::remove_file(&plot)?;
+    /// fit.learning_rate(suggested).epochs(2).run(&loader)?;
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn find_lr(&mut self, train: &DataLoader, range: &LrRange) -> Result<LrFinder> {
+        lr_finder::find_lr(
+            self.model,
+            self.optimizer,
+            &self.loss,
+            train,
+            range,
+            self.seed,
+        )
     }
 
     /// Trains on `train` and returns what each epoch measured.
