@@ -144,7 +144,7 @@ pub(crate) fn summarize_stages<'t>(
 ) -> Var<'t> {
     stages.iter().fold(input, |x, (name, stage)| {
         let output = stage.forward(x);
-        let mut row = SummaryRow::of(*stage, output.shape());
+        let mut row = SummaryRow::traced(*stage, &x.shape(), output.shape());
         row.layer = format!("{name}: {}", row.layer);
         rows.push(row);
         output

@@ -131,6 +131,8 @@ pub struct Graph {
     value_names: Vec<String>,
     nodes: Vec<Node>,
     initializers: Vec<(String, ValueId, Tensor)>,
+    /// The initializers that are parameters (not buffers or constants).
+    params: std::collections::HashSet<ValueId>,
     scope: Vec<String>,
     input: ValueId,
     output: Option<ValueId>,
@@ -146,6 +148,7 @@ impl Graph {
             value_names: Vec::new(),
             nodes: Vec::new(),
             initializers: Vec::new(),
+            params: Default::default(),
             scope: Vec::new(),
             input: ValueId(0),
             output: None,
@@ -240,7 +243,38 @@ impl Graph {
 
     /// Adds a parameter as an initializer named by the current scope and `name`.
     pub fn param(&mut self, name: &str, param: &Param) -> ValueId {
-        self.constant(name, param.value().clone())
+        let id = self.constant(name, param.value().clone());
+        self.params.insert(id);
+        id
+    }
+
+    /// Whether a value is a parameter (added with [`Graph::param`]).
+    pub fn is_param(&self, value: ValueId) -> bool {
+        self.params.contains(&value)
+    }
+
+    /// The multiply-accumulates of one node, counted as torchinfo counts them: for a
+    /// convolution, its parameter scalars (weight and bias) times the output positions
+    /// (batch × height × width); for any other layer with parameters (dense, batch norm),
+    /// its parameter scalars times the batch size; nothing for layers without parameters.
+    pub fn node_macs(&self, node: &Node) -> u64 {
+        let params: u64 = node
+            .inputs
+            .iter()
+            .filter(|&&v| self.is_param(v))
+            .map(|&v| self.shape(v).iter().product::<usize>() as u64)
+            .sum();
+        let output = self.shape(node.output);
+        let positions = match node.op {
+            Op::Conv2d(_) => output[0] * output[2..].iter().product::<usize>(),
+            _ => output[0],
+        };
+        params * positions as u64
+    }
+
+    /// The multiply-accumulates of the whole graph ([`Graph::node_macs`] summed).
+    pub fn macs(&self) -> u64 {
+        self.nodes.iter().map(|n| self.node_macs(n)).sum()
     }
 
     /// Adds a constant (a buffer, or a tensor an op needs) as an initializer named by the

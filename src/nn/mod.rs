@@ -121,7 +121,7 @@ pub trait Module: Send + Sync {
     /// container may override this to list its children instead.
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
         let output = self.forward(input);
-        rows.push(SummaryRow::of(self, output.shape()));
+        rows.push(SummaryRow::traced(self, &input.shape(), output.shape()));
         output
     }
 

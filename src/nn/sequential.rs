@@ -117,7 +117,8 @@ impl Module for Sequential {
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<super::SummaryRow>) -> Var<'t> {
         self.layers.iter().fold(input, |x, layer| {
             let output = layer.forward(x);
-            rows.push(super::SummaryRow::of(layer.as_ref(), output.shape()));
+            let row = super::SummaryRow::traced(layer.as_ref(), &x.shape(), output.shape());
+            rows.push(row);
             output
         })
     }
