@@ -1,5 +1,5 @@
-//! `summary`: a table of layers, output shapes, parameter counts and multiply-accumulates, like Keras's
-//! `model.summary()`.
+//! `summary`: a table of layers, output shapes, parameter counts and multiply-accumulates,
+//! like Keras's `model.summary()` and torchinfo.
 
 use std::fmt;
 
