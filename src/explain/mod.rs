@@ -215,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn batch_norm_networks_are_explained_in_inference_mode() {
+        // A ResNet's batch norms must use (and keep) their running statistics.
+        let mut rng = StdRng::seed_from_u64(2);
+        let model = crate::models::ResNetConfig::resnet18(4)
+            .small_input()
+            .width(4)
+            .init(&mut rng);
+        let image = Tensor::rand_uniform(&[3, 16, 16], -1.0, 1.0, &mut rng);
+        let map = grad_cam(&model, "layer3", &image, 2);
+        assert_eq!(map.shape(), &[16, 16]);
+        assert!(map.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(model.bn1.running_mean(), Tensor::zeros(&[4]));
+        // the same map for the image alone as for any call: no batch statistics involved
+        assert_eq!(grad_cam(&model, "layer3", &image, 2), map);
+        let s = saliency(&model, &image, 2);
+        assert_eq!(model.bn1.running_mean(), Tensor::zeros(&[4]));
+        assert!(s.as_slice().iter().any(|&v| v > 0.0));
+    }
+
+    #[test]
     #[should_panic(expected = "grad_cam: class must index")]
     fn a_class_beyond_the_outputs_panics() {
         let model = Sequential::new()
