@@ -24,19 +24,27 @@ fn bench_train_step(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("mnist_cnn");
     group.throughput(Throughput::Elements(64));
-    group.bench_function("train_step_batch64", |bench| {
-        bench.iter(|| {
-            let grads = {
-                let tape = Tape::training();
-                let loss = model
-                    .forward(tape.input(images.clone()))
-                    .cross_entropy(&labels);
-                black_box(loss.item());
-                loss.backward()
-            };
-            optimizer.step(&mut model, &grads);
-        })
-    });
+    // The same step with anomaly detection off (the default) and on (every activation and
+    // gradient checked for NaN and infinity): the difference is the mode's cost.
+    for (name, detect) in [
+        ("train_step_batch64", false),
+        ("train_step_batch64_detect_anomaly", true),
+    ] {
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                let grads = {
+                    let tape = Tape::training();
+                    tape.detect_anomaly(detect);
+                    let loss = model
+                        .forward(tape.input(images.clone()))
+                        .cross_entropy(&labels);
+                    black_box(loss.item());
+                    loss.backward()
+                };
+                optimizer.step(&mut model, &grads);
+            })
+        });
+    }
 
     let batch = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, &mut rng);
     group.throughput(Throughput::Elements(256));

@@ -5,126 +5,75 @@
 //! cargo run --release --example mnist -- --dataset fashion --epochs 10
 //! ```
 //!
-//! Flags: `--data-dir DIR`, `--dataset mnist|fashion`, `--epochs N`, `--batch-size N`,
-//! `--lr X`, `--seed N`, `--threads N`, `--plot FILE.svg`, `--save WEIGHTS.safetensors` (for
-//! `examples/visualize.rs`).
-//! Data is found in `--data-dir`, then `$STRIATE_DATA`, then `~/.cache/striate`, else downloaded.
+//! `--help` lists the flags. Data is found in `--data-dir`, then `$STRIATE_DATA`, then
+//! `~/.cache/striate`, else downloaded.
 
-use std::process::ExitCode;
+mod common;
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use striate::data::{DataLoader, FashionMnist, ImageDataset, Mnist, Split};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use common::cli::Common;
+use striate::data::{DataLoader, FashionMnist, Split};
 use striate::models::mnist_cnn;
-use striate::nn::Module;
 use striate::optim::{CosineAnnealingLr, Momentum, Sgd, SgdConfig};
-use striate::train::{Fit, Progress, confusion_matrix};
+use striate::prelude::*;
 
+/// Trains the MNIST CNN (SGD with momentum, cosine schedule) and reports test accuracy, per
+/// epoch and per class.
+#[derive(Parser, Debug)]
+#[command(about)]
 struct Options {
-    data_dir: Option<String>,
-    fashion: bool,
-    epochs: usize,
-    batch_size: usize,
+    #[command(flatten)]
+    common: Common,
+    /// Which dataset to train on
+    #[arg(long, value_enum, default_value_t = Which::Mnist)]
+    dataset: Which,
+    /// Number of epochs
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+    /// Training batch size
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Initial learning rate
+    #[arg(long = "lr", default_value_t = 0.05, value_parser = positive_rate)]
     learning_rate: f64,
-    seed: u64,
-    threads: Option<usize>,
-    plot: Option<String>,
-    save: Option<String>,
+    /// Write the training curves to this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Save the trained weights (for `examples/visualize.rs`)
+    #[arg(long, value_name = "WEIGHTS.safetensors")]
+    save: Option<PathBuf>,
 }
 
-fn parse_options() -> Result<Options, String> {
-    let mut options = Options {
-        data_dir: None,
-        fashion: false,
-        epochs: 8,
-        batch_size: 64,
-        learning_rate: 0.05,
-        seed: 0,
-        threads: None,
-        plot: None,
-        save: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: String| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{flag}: not a number: {v}"))
-        };
-        match flag.as_str() {
-            "--data-dir" => options.data_dir = Some(value()?),
-            "--dataset" => {
-                options.fashion = match value()?.as_str() {
-                    "mnist" => false,
-                    "fashion" => true,
-                    other => {
-                        return Err(format!("--dataset: expected mnist or fashion, got {other}"));
-                    }
-                }
-            }
-            "--epochs" => options.epochs = number(value()?)? as usize,
-            "--batch-size" => options.batch_size = number(value()?)? as usize,
-            "--lr" => options.learning_rate = number(value()?)?,
-            "--seed" => options.seed = number(value()?)? as u64,
-            "--threads" => options.threads = Some(number(value()?)? as usize),
-            "--plot" => options.plot = Some(value()?),
-            "--save" => options.save = Some(value()?),
-            "--help" | "-h" => {
-                return Err(
-                    "usage: mnist [--data-dir DIR] [--dataset mnist|fashion] [--epochs N] \
-                            [--batch-size N] [--lr X] [--seed N] [--threads N] [--plot FILE.svg] \
-                            [--save WEIGHTS.safetensors]"
-                        .into(),
-                );
-            }
-            other => return Err(format!("unknown flag {other} (try --help)")),
-        }
-    }
-    Ok(options)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// MNIST digits
+    Mnist,
+    /// Fashion-MNIST clothes
+    Fashion,
 }
 
-fn load(options: &Options, split: Split) -> striate::Result<ImageDataset> {
-    let mut source = if options.fashion {
-        FashionMnist::source()
-    } else {
-        Mnist::source()
-    };
-    if let Some(dir) = &options.data_dir {
-        source = source.dir(dir);
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("expected a positive number, found {text}")),
     }
-    source.load(split)
 }
 
-fn main() -> ExitCode {
-    let options = match parse_options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(threads) = options.threads
-        && let Err(e) = striate::set_num_threads(threads)
-    {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> striate::Result<()> {
+    let options = Options::parse();
+    options.common.start_threads()?;
+    run(&options)
 }
 
 fn run(options: &Options) -> striate::Result<()> {
-    let name = if options.fashion {
-        "Fashion-MNIST"
-    } else {
-        "MNIST"
-    };
-    let (train, test) = (load(options, Split::Train)?, load(options, Split::Test)?);
+    let fashion = options.dataset == Which::Fashion;
+    let name = if fashion { "Fashion-MNIST" } else { "MNIST" };
+    let (train, test) = (
+        options.common.load(fashion, Split::Train)?,
+        options.common.load(fashion, Split::Test)?,
+    );
     println!("striate on {} threads", striate::num_threads());
     println!(
         "{name}: {} training images, {} test images",
@@ -133,17 +82,19 @@ fn run(options: &Options) -> striate::Result<()> {
     );
 
     // The usual MNIST normalisation (mean and std of the training pixels).
-    let (mean, std) = if options.fashion {
+    let (mean, std) = if fashion {
         (0.2860, 0.3530)
     } else {
         (0.1307, 0.3081)
     };
-    let train_loader = DataLoader::new(train, options.batch_size)
-        .shuffle(options.seed)
+    let seed = options.common.seed;
+    let epochs = options.epochs as usize;
+    let train_loader = DataLoader::new(train, options.batch_size as usize)
+        .shuffle(seed)
         .normalize(&[mean], &[std]);
     let test_loader = DataLoader::new(test, 256).normalize(&[mean], &[std]);
 
-    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(options.seed));
+    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(seed));
     println!("model: {} parameters", model.num_params());
     let mut sgd = Sgd::new(SgdConfig {
         learning_rate: options.learning_rate,
@@ -151,14 +102,14 @@ fn run(options: &Options) -> striate::Result<()> {
         ..Default::default()
     });
     let mut fit = Fit::new(&mut model, &mut sgd)
-        .epochs(options.epochs)
+        .epochs(epochs)
         .validation(&test_loader)
         .schedule(CosineAnnealingLr {
-            t_max: options.epochs,
+            t_max: epochs,
             eta_min: 0.0,
         })
         .progress(Progress::Auto)
-        .seed(options.seed);
+        .seed(seed);
     if let Some(path) = &options.plot {
         fit = fit.plot(path);
     }
@@ -171,8 +122,8 @@ fn run(options: &Options) -> striate::Result<()> {
         history.epochs.iter().map(|e| e.train_seconds).sum::<f64>()
     );
 
-    let matrix = confusion_matrix(&model, &test_loader, 10);
-    let names: Vec<String> = if options.fashion {
+    let matrix = confusion_matrix(&model, &test_loader, 10)?;
+    let names: Vec<String> = if fashion {
         FashionMnist::CLASSES
             .iter()
             .map(|c| c.to_string())
@@ -185,11 +136,11 @@ fn run(options: &Options) -> striate::Result<()> {
         matrix.classification_report().with_class_names(&names)
     );
     if let Some(path) = &options.plot {
-        println!("training curves written to {path}");
+        println!("training curves written to {}", path.display());
     }
     if let Some(path) = &options.save {
         striate::io::save_weights(&model, path)?;
-        println!("weights saved to {path}");
+        println!("weights saved to {}", path.display());
     }
     Ok(())
 }

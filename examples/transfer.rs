@@ -127,7 +127,7 @@ fn train_few_shot(
         .epochs(epochs)
         .progress(Progress::Silent)
         .run(few)?;
-    Ok(evaluate(model, test).accuracy)
+    Ok(evaluate(model, test)?.accuracy)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -9,7 +9,14 @@ use std::io;
 use std::path::PathBuf;
 
 /// The error type of every fallible operation in striate.
-#[derive(Debug)]
+///
+/// Its `Debug` form is its message (as anyhow's and eyre's errors), so `fn main() ->
+/// striate::Result<()>` prints what went wrong in words, not as a struct dump:
+///
+/// ```
+/// let error = striate::Error::invalid_data("labels.idx", "magic 2049", "magic 2051");
+/// assert_eq!(format!("{error:?}"), "labels.idx: expected magic 2049, found magic 2051");
+/// ```
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error, with the path it happened on when there is one.
@@ -75,7 +82,15 @@ pub enum Error {
         /// Keys whose tensor does not fit, each as `key: expected ..., found ...`.
         mismatched: Vec<String>,
     },
+    /// Training or evaluation asked to run on no data: an empty dataset, or `drop_last` with
+    /// fewer samples than one batch. A loss and accuracy of 0 would look like a result.
+    EmptyData {
+        /// What found no data, such as `"Fit::run: the training loader"`.
+        what: String,
+    },
     /// A quantity computed during training (a loss, a gradient norm) that is NaN or infinite.
+    /// With anomaly detection on, `what` names the op and layer where the first non-finite
+    /// value appeared.
     NonFinite {
         /// What was computed, such as `"total gradient norm"`.
         what: String,
@@ -197,9 +212,21 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::EmptyData { what } => write!(
+                f,
+                "{what} yields no samples (an empty dataset, or drop_last with fewer samples \
+                 than one batch)"
+            ),
             Error::NonFinite { what, value } => write!(f, "{what} is not finite ({value})"),
             Error::Unsupported { operation, what } => write!(f, "{operation}: unsupported {what}"),
         }
+    }
+}
+
+/// The message, as `Display`: this is what a `main` returning `Result` prints on error.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -1,10 +1,63 @@
 //! # striate
 //!
-//! A from-scratch deep-learning crate for convolutional networks on the CPU: an f32 tensor on
-//! `ndarray`, a reverse-mode autograd tape, layers, optimizers, metrics and augmentation.
+//! Convolutional networks on the CPU, from scratch in Rust: an f32 tensor on `ndarray`, a
+//! reverse-mode autograd tape, layers, optimizers, a Keras-style [`Fit`](train::Fit) loop,
+//! metrics exact to scikit-learn, augmentation checked against torchvision, and a model zoo
+//! whose weights load from PyTorch.
 //!
 //! Named after the striate cortex (V1), where receptive fields — the idea behind convolution —
 //! were found.
+//!
+//! ## Training a CNN
+//!
+//! The README's program, on a tiny synthetic dataset so that it runs here as a test; for
+//! MNIST, replace the dataset with `Mnist::load(Split::Train)?` (see [`data::Mnist`]).
+//! One `use` line brings everything (see [`prelude`]):
+//!
+//! ```
+//! use striate::prelude::*;
+//!
+//! // 64 images of 28x28: class 0 is dark, class 1 bright (with a little texture).
+//! let pixels: Vec<u8> = (0..64u8)
+//!     .flat_map(|i| (0..28 * 28).map(move |p| if i % 2 == 0 { 20 } else { 220 } + (p % 7) as u8))
+//!     .collect();
+//! let labels: Vec<usize> = (0..64).map(|i| i % 2).collect();
+//! let data = ImageDataset::from_u8(pixels, [1, 28, 28], labels)?;
+//! let train = DataLoader::new(data.clone(), 16).shuffle(0).normalize(&[0.5], &[0.5]);
+//! let test = DataLoader::new(data, 32).normalize(&[0.5], &[0.5]);
+//!
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let mut model = Sequential::new()
+//!     .push(Conv2dConfig::new(1, 8, 3).padding(1).init(&mut rng))
+//!     .push(Relu)
+//!     .push(MaxPool2d::new(2))
+//!     .push(Flatten::new())
+//!     .push(Dense::new(8 * 14 * 14, 2, &mut rng));
+//! let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.05, momentum: Some(Momentum::classic(0.9)), ..Default::default() });
+//!
+//! let history = Fit::new(&mut model, &mut sgd).epochs(2).progress(Progress::Silent).run(&train)?;
+//! println!("{history}");
+//! let evaluation = evaluate(&model, &test)?;
+//! assert!(evaluation.accuracy > 0.9);
+//! println!("{}", confusion_matrix(&model, &test, 2)?.classification_report());
+//!
+//! // Save, reload into a fresh model of the same architecture, predict one image.
+//! let path = std::env::temp_dir().join(format!("striate-front-page-{}.safetensors", std::process::id()));
+//! save_weights(&model, &path)?;
+//! let mut reloaded = Sequential::new()
+//!     .push(Conv2dConfig::new(1, 8, 3).padding(1).init(&mut rng))
+//!     .push(Relu)
+//!     .push(MaxPool2d::new(2))
+//!     .push(Flatten::new())
+//!     .push(Dense::new(8 * 14 * 14, 2, &mut rng));
+//! load_weights(&mut reloaded, &path)?;
+//! let bright = Tensor::full(&[1, 1, 28, 28], (220.0 / 255.0 - 0.5) / 0.5);
+//! assert_eq!(reloaded.predict(&bright).argmax_last_axis(), [1]);
+//! # std::fs::remove_file(&path)?;
+//! # Ok::<(), striate::Error>(())
+//! ```
+//!
+//! ## Autograd
 //!
 //! ```
 //! use striate::{gradcheck, Tape, Tensor};
@@ -25,11 +78,19 @@
 //! | [`Var`] | a tensor with `requires_grad` inside a step |
 //! | [`Param`] | `nn.Parameter` |
 //! | `loss.backward()` → [`Gradients`] | `loss.backward()` → `.grad` fields |
+//! | [`nn::Module`], [`nn::Sequential`] | `nn.Module`, `nn.Sequential` |
+//! | [`train::Fit`] | Keras' `model.fit` |
+//!
+//! ## Layers of the crate
+//!
+//! Users start from [`prelude`], [`nn`], [`optim`], [`data`], [`train`], [`models`], [`io`],
+//! [`metrics`] and [`transforms`]. [`kernels`] is the low-level layer below the tape (the
+//! numeric kernels on slices, public for benchmarking and for writing ops); most programs never
+//! touch it.
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-mod atomic_file;
 pub mod autograd;
 pub mod data;
 pub mod error;
@@ -42,13 +103,22 @@ pub mod models;
 pub mod nn;
 pub mod onnx;
 pub mod optim;
+pub mod prelude;
 pub mod simd;
 pub mod tensor;
 pub mod train;
 pub mod transforms;
+mod util;
 
 pub use autograd::{Backward, Gradients, Mode, Param, ParamId, Tape, Var, gradcheck};
 pub use error::{Error, Result};
+/// The `ndarray` version striate's [`Tensor::from_array`] and [`Tensor::into_array`] speak, so a
+/// program converting arrays needs no dependency of its own (and cannot pick a mismatched one).
+pub use ndarray;
+/// The `rand` version striate's constructors take their `&mut impl Rng` from, re-exported so a
+/// program seeds them without a dependency of its own: `striate::rand::rngs::StdRng` (also in
+/// [`prelude`]).
+pub use rand;
 pub use tensor::Tensor;
 
 /// Sets the number of threads striate's kernels use (rayon's global pool).

@@ -194,3 +194,107 @@ fn a_checkpoint_that_does_not_fit_changes_nothing() {
     assert_eq!(bits(&target), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A model and an Adam whose every parameter has state at step `count`, set through the exact
+/// counts (no one runs 2^24 steps in a test).
+fn adam_at_step(count: u64) -> (Sequential, Adam) {
+    let mut net = model(0);
+    let mut adam = Adam::new(AdamConfig::default());
+    let mut progress = TrainingProgress::default();
+    train(&mut net, &mut adam, &mut progress, 1);
+    let state = adam.state_dict(&net);
+    let counts: Vec<(String, u64)> = adam
+        .state_counts(&net)
+        .into_iter()
+        .map(|(key, _)| (key, count))
+        .collect();
+    assert!(!counts.is_empty());
+    adam.load_state_dict_with_counts(&net, &state, &counts)
+        .unwrap();
+    (net, adam)
+}
+
+#[test]
+fn step_counts_beyond_f32_precision_survive_a_checkpoint_exactly() {
+    let dir = std::env::temp_dir().join(format!("striate-exact-counts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exact.safetensors");
+    // 2^24 + 1 is the first integer f32 cannot hold; 2^24 + 2 is its neighbour that it can.
+    for count in [(1 << 24) + 1, (1 << 24) + 2, 1 << 40, i64::MAX as u64] {
+        let (net, adam) = adam_at_step(count);
+        let progress = TrainingProgress {
+            epoch: (1 << 53) + 1,
+            step: u64::MAX,
+            seed: u64::MAX - 1,
+        };
+        save_checkpoint(&path, &net, &adam, progress).unwrap();
+        let (mut fresh, mut restored) = (model(1), Adam::new(AdamConfig::default()));
+        assert_eq!(
+            load_checkpoint(&path, &mut fresh, &mut restored).unwrap(),
+            progress
+        );
+        let counts = restored.state_counts(&fresh);
+        assert_eq!(counts, adam.state_counts(&net));
+        assert!(
+            counts.iter().all(|(_, c)| *c == count),
+            "{count}: {counts:?}"
+        );
+        // Stored as I64 in the file.
+        let tensors = striate::io::read_safetensors(&path).unwrap();
+        let step = tensors.iter().find(|(k, _)| k.ends_with(".step")).unwrap();
+        assert_eq!(step.1.shape(), &[] as &[usize]);
+        let header_len = u64::from_le_bytes(std::fs::read(&path).unwrap()[..8].try_into().unwrap());
+        let header = &std::fs::read(&path).unwrap()[8..8 + header_len as usize];
+        let header = String::from_utf8_lossy(header);
+        assert!(
+            header.contains(&format!("\"{}\":{{\"dtype\":\"I64\"", step.0)),
+            "{header}"
+        );
+    }
+    // A count beyond i64 cannot be stored: an error naming the file, not a wrapped count.
+    let (net, adam) = adam_at_step(u64::MAX);
+    let err = save_checkpoint(&path, &net, &adam, TrainingProgress::default()).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn checkpoints_with_f32_step_counts_still_load() {
+    // The layout before counts were I64: every optimizer entry an F32 tensor, counts included.
+    let dir = std::env::temp_dir().join(format!("striate-old-counts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.safetensors");
+    let (net, adam) = adam_at_step(12_345);
+    let mut tensors: Vec<(String, Tensor)> = state_dict(&net)
+        .into_iter()
+        .map(|(k, t)| (format!("model.{k}"), t))
+        .collect();
+    tensors.extend(
+        adam.state_dict(&net)
+            .into_iter()
+            .map(|(k, t)| (format!("optimizer.{k}"), t)),
+    );
+    let metadata = [
+        ("format", "striate.checkpoint"),
+        ("version", "1"),
+        ("epoch", "3"),
+        ("step", "12345"),
+        ("seed", "9"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    striate::io::write_safetensors(&path, &tensors, metadata).unwrap();
+    let (mut fresh, mut restored) = (model(1), Adam::new(AdamConfig::default()));
+    let progress = load_checkpoint(&path, &mut fresh, &mut restored).unwrap();
+    assert_eq!(
+        (progress.epoch, progress.step, progress.seed),
+        (3, 12_345, 9)
+    );
+    assert_eq!(restored.state_counts(&fresh), adam.state_counts(&net));
+    assert_eq!(bits(&fresh), bits(&net));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

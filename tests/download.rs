@@ -1,7 +1,9 @@
 //! Downloads against a real HTTP server on 127.0.0.1, written here with `TcpListener`, that
 //! serves the files of `$STRIATE_DATA/mnist` (or `../shared/data/mnist`) under four routes:
 //! `/good/` as they are, `/bad/` with wrong bytes, `/truncated/` with a body cut short of its
-//! Content-Length, and `/missing/` answering 404.
+//! Content-Length, `/missing/` answering 404, and three hostile ones: `/drip/` sending one byte
+//! every 250 ms, `/endless/` sending the file and then zeros without end (no Content-Length),
+//! and `/wrong-length/` declaring twice the file's length and then waiting.
 #![cfg(feature = "download")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -83,9 +85,10 @@ impl Server {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            if let Some(path) = serve(stream, &files) {
-                                requests.lock().unwrap().push(path);
-                            }
+                            // One thread per connection, so a hostile route (which ends by
+                            // itself within seconds) holds up no other request.
+                            let (files, requests) = (files.clone(), Arc::clone(&requests));
+                            std::thread::spawn(move || serve(stream, &files, &requests));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -118,8 +121,8 @@ impl Drop for Server {
     }
 }
 
-/// Answers one request and closes the connection; returns the path asked for.
-fn serve(stream: TcpStream, files: &Path) -> Option<String> {
+/// Answers one request and closes the connection, noting the path asked for in `requests`.
+fn serve(stream: TcpStream, files: &Path, requests: &Mutex<Vec<String>>) -> Option<()> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
@@ -132,6 +135,7 @@ fn serve(stream: TcpStream, files: &Path) -> Option<String> {
         }
     }
     let path = request_line.split_whitespace().nth(1)?.to_string();
+    requests.lock().unwrap().push(path.clone());
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (route, name) = (parts.next()?, parts.next().unwrap_or(""));
     let content = std::fs::read(files.join(name))
@@ -156,10 +160,51 @@ fn serve(stream: TcpStream, files: &Path) -> Option<String> {
         ("truncated", Some(bytes)) => {
             respond(&mut out, "200 OK", bytes.len(), &bytes[..bytes.len() / 2])
         }
+        ("drip", Some(bytes)) => drip(&mut out, &bytes),
+        ("endless", Some(bytes)) => endless(&mut out, &bytes),
+        ("wrong-length", Some(bytes)) => wrong_length(&mut out, &bytes),
         _ => respond(&mut out, "404 Not Found", 9, b"not found"),
     };
     let _ = out.shutdown(std::net::Shutdown::Both);
-    Some(path)
+    Some(())
+}
+
+/// A body of the right length sent one byte every 250 ms (for at most 10 s: the client is
+/// meant to give up long before).
+fn drip(out: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len());
+    out.write_all(head.as_bytes())?;
+    for byte in bytes.iter().take(40) {
+        out.write_all(&[*byte])?;
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// The file and then zeros, without a Content-Length (at most 256 MiB: the client is meant to
+/// hang up right after the file's size).
+fn endless(out: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+    out.write_all(bytes)?;
+    let zeros = vec![0u8; 1 << 16];
+    for _ in 0..4096 {
+        out.write_all(&zeros)?;
+    }
+    Ok(())
+}
+
+/// A Content-Length of twice the file's, then 3 s of silence before the body: a client that
+/// read the body would wait; one that checks the length first has hung up already.
+fn wrong_length(out: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        2 * bytes.len()
+    );
+    out.write_all(head.as_bytes())?;
+    out.flush()?;
+    std::thread::sleep(Duration::from_secs(3));
+    out.write_all(bytes)
 }
 
 /// A downloader for `mirrors` that knows the true MD5 of the local labels file.
@@ -325,7 +370,7 @@ fn mnist_downloads_a_missing_split_with_the_official_checksums() {
         .iter()
         .fold(
             Downloader::new([server.mirror("missing"), server.mirror("good")]),
-            |d, f| d.checksum(f.name, f.md5),
+            |d, f| d.expected(f.name, f.md5, f.size),
         )
         .timeouts(Duration::from_secs(5), Duration::from_secs(5));
     let source = Mnist::source().dir(dir).search(false).downloader(official);
@@ -354,7 +399,8 @@ fn mnist_downloads_a_missing_split_with_the_official_checksums() {
         ),
         "Download failed: could not download train-images-idx3-ubyte.gz from any mirror",
         "404",
-        "checksum mismatch: expected MD5 f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        // Refused on its Content-Length, before a byte of the body was read.
+        "wrong size: expected 9912422 bytes, found Content-Length 1613301 (nothing downloaded)",
         "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz",
         &format!("{}train-labels-idx1-ubyte.gz", server.mirror("good")),
     ] {
@@ -364,4 +410,85 @@ fn mnist_downloads_a_missing_split_with_the_official_checksums() {
         listing(dir),
         ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     );
+}
+
+/// A downloader for `mirror` that knows the true MD5 and size of the local labels file, with a
+/// deadline of 1 s plus the size at 2000 bytes/s (3.3 s for the 4542 bytes of the file).
+fn sized_downloader(mirror: String, files: &Path) -> (Downloader, u64) {
+    let bytes = std::fs::read(files.join(LABELS)).unwrap();
+    let size = bytes.len() as u64;
+    let downloader = Downloader::new([mirror])
+        .expected(LABELS, md5_hex(&bytes), size)
+        .timeouts(Duration::from_secs(5), Duration::from_secs(5))
+        .min_throughput(2000)
+        .grace(Duration::from_secs(1));
+    (downloader, size)
+}
+
+#[test]
+fn a_dripping_server_fails_within_the_deadline() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("a_dripping_server_fails_within_the_deadline")
+    else {
+        return;
+    };
+    let (downloader, size) = sized_downloader(server.mirror("drip"), files);
+    let deadline = downloader.deadline(size);
+    let start = Instant::now();
+    let (_, attempts) = download_error(downloader.fetch(LABELS, dir));
+    let elapsed = start.elapsed();
+    println!("{elapsed:?} {attempts:?}");
+    assert!(attempts[0].contains("too slow"), "{attempts:?}");
+    assert!(attempts[0].contains(&format!("of {size} bytes within the deadline of 3.3 s")));
+    assert!(elapsed >= deadline, "{elapsed:?} < {deadline:?}");
+    assert!(elapsed < deadline + Duration::from_secs(1), "{elapsed:?}");
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+}
+
+#[test]
+fn an_endless_body_stops_right_after_the_expected_size() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("an_endless_body_stops_right_after_the_expected_size")
+    else {
+        return;
+    };
+    let (downloader, size) = sized_downloader(server.mirror("endless"), files);
+    let start = Instant::now();
+    let (_, attempts) = download_error(downloader.fetch(LABELS, dir));
+    println!("{:?} {attempts:?}", start.elapsed());
+    let prefix = format!("too long: expected {size} bytes, found more (stopped after ");
+    let stopped_after: u64 = attempts[0]
+        .split_once(&prefix)
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("{attempts:?}"));
+    // Stopped at the first read past the size: one read buffer (64 KiB) at most.
+    assert!(stopped_after <= size + 65536, "{stopped_after}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+}
+
+#[test]
+fn a_content_length_other_than_the_size_is_refused_before_the_body() {
+    let Some(Fixture { files, server, dir }) =
+        &fixture("a_content_length_other_than_the_size_is_refused_before_the_body")
+    else {
+        return;
+    };
+    let (downloader, size) = sized_downloader(server.mirror("wrong-length"), files);
+    let start = Instant::now();
+    let (_, attempts) = download_error(downloader.fetch(LABELS, dir));
+    // The server sends no body for 3 s: an answer before that never waited for one.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        attempts[0].ends_with(&format!(
+            "wrong size: expected {size} bytes, found Content-Length {} (nothing downloaded)",
+            2 * size
+        )),
+        "{attempts:?}"
+    );
+    assert!(listing(dir).is_empty(), "{:?}", listing(dir));
 }

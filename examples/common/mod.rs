@@ -1,12 +1,15 @@
-//! Shared by the examples that write pictures: laying out grey images in a grid, and saving it
-//! as a PNG that appears whole or not at all.
+//! Shared by the examples: their common flags ([`cli`]), and for those that write pictures,
+//! laying out grey images in a grid and saving it as a PNG that appears whole or not at all.
 // Each example compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::error::Error;
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
+
+use striate::io::AtomicFile;
 
 /// How cell values map to grey levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,24 +74,23 @@ impl Grid {
     }
 }
 
-/// Writes 8-bit grey `pixels` as a PNG: to a file beside the target, then renamed, so an
-/// interrupted run leaves no truncated image.
+/// Writes 8-bit grey `pixels` as a PNG through striate's atomic writer, so an interrupted
+/// run leaves neither a truncated image nor a temporary file.
 pub fn write_png(
     path: &Path,
     pixels: &[u8],
     width: usize,
     height: usize,
 ) -> Result<(), Box<dyn Error>> {
-    let partial = path.with_extension("png.partial");
+    let mut file = BufWriter::new(AtomicFile::create(path)?);
     {
-        let file = BufWriter::new(File::create(&partial)?);
-        let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+        let mut encoder = png::Encoder::new(&mut file, width as u32, height as u32);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header()?;
         writer.write_image_data(pixels)?;
         writer.finish()?;
     }
-    std::fs::rename(&partial, path)?;
+    file.into_inner().map_err(|e| e.into_error())?.commit()?;
     Ok(())
 }

@@ -45,6 +45,7 @@
 //! assert_eq!(grads.get(&w).unwrap().shape(), &[2, 1]);
 //! ```
 
+mod anomaly;
 mod gradcheck;
 mod gradients;
 pub mod ops;
@@ -54,6 +55,8 @@ mod tape;
 pub(crate) mod test_util;
 mod var;
 
+pub(crate) use anomaly::first_non_finite;
+pub use anomaly::{Anomaly, Pass};
 pub use gradcheck::{GradcheckOptions, GradcheckReport, WorstElement, gradcheck, gradcheck_with};
 pub use gradients::Gradients;
 pub use param::{Param, ParamId};

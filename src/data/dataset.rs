@@ -7,7 +7,9 @@ use rand::seq::SliceRandom;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use crate::tensor::check::{contract_violation, expect_rank, shape_str};
+use crate::tensor::check::{
+    checked_volume, contract_violation, expect_index, expect_rank, shape_str,
+};
 use crate::transforms::sample_rng;
 
 /// Labelled images addressed by index, the source a [`DataLoader`](super::DataLoader) draws
@@ -193,10 +195,12 @@ impl Dataset for ImageDataset {
     }
 
     fn label(&self, index: usize) -> usize {
+        expect_index("ImageDataset::label", "index", index, self.len());
         self.labels[index]
     }
 
     fn write_image(&self, index: usize, out: &mut [f32]) {
+        expect_index("ImageDataset::write_image", "index", index, self.len());
         let size: usize = self.image_shape.iter().product();
         if out.len() != size {
             contract_violation(
@@ -232,7 +236,14 @@ fn byte_to_unit(b: u8) -> f32 {
 }
 
 fn check_length(origin: &str, len: usize, image_shape: [usize; 3], n: usize) -> Result<()> {
-    let expected = image_shape.iter().product::<usize>() * n;
+    let Some(expected) = checked_volume(&[n, image_shape[0], image_shape[1], image_shape[2]])
+    else {
+        return Err(Error::invalid_data(
+            origin,
+            "an image count and shape whose pixel count fits in usize",
+            format!("{n} images of {}", shape_str(&image_shape)),
+        ));
+    };
     if len != expected {
         return Err(Error::invalid_data(
             origin,
@@ -312,12 +323,15 @@ impl<D: Dataset> Dataset for Subset<D> {
         self.dataset.image_shape()
     }
     fn label(&self, index: usize) -> usize {
+        expect_index("Subset::label", "index", index, self.len());
         self.dataset.label(self.indices[index])
     }
     fn write_image(&self, index: usize, out: &mut [f32]) {
+        expect_index("Subset::write_image", "index", index, self.len());
         self.dataset.write_image(self.indices[index], out)
     }
     fn image(&self, index: usize) -> Tensor {
+        expect_index("Subset::image", "index", index, self.len());
         self.dataset.image(self.indices[index])
     }
 }

@@ -7,6 +7,11 @@
 //! Every check that fails returns an [`Error::InvalidData`] naming the file, what was expected
 //! and what was found: a wrong magic number, a rank other than the caller's, a header cut short,
 //! fewer elements than the dimensions promise (a truncated file) or more (trailing bytes).
+//!
+//! Reading is bounded by the header: a header declaring more data than the file can hold (its
+//! size, or 1032 times its size when compressed, deflate's largest ratio) is refused before
+//! anything is allocated, and decompression stops one byte past the declared size, so a gzip
+//! bomb costs no more memory than the size its header declares.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -23,9 +28,28 @@ const TYPE_U8: u8 = 0x08;
 /// two never collide and the format can be told from the content, whatever the file is called.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Allocation made up front for the elements; past it the buffer grows as bytes arrive, so a
-/// corrupt header that promises terabytes fails on the short read, not on the allocation.
-const MAX_PREALLOCATION: usize = 1 << 27;
+/// The most a deflate stream expands: 1032 output bytes per input byte (RFC 1951's longest
+/// match, 258 bytes, per 2-bit code, with the block overhead). A gzip file declaring more data
+/// than `1032 ×` its size is cut short, whatever its bytes.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Allocation made up front for the elements of a stream of unknown size (1 MiB); past it the
+/// buffer grows as bytes arrive, so a corrupt header that promises terabytes fails on the
+/// short read, not on the allocation.
+const STREAM_PREALLOCATION: usize = 1 << 20;
+
+/// What is known about the size of an IDX stream before it is read, to refuse impossible
+/// headers before allocating and to allocate no more than the bytes that can arrive.
+#[derive(Clone, Copy, Debug)]
+struct Bound {
+    /// The most data bytes the stream can hold.
+    max_data: u64,
+    /// How many bytes to allocate before any arrive (the rest as they do).
+    preallocate: usize,
+    /// The size of the file, for messages: `None` for a stream.
+    file_len: Option<u64>,
+    compressed: bool,
+}
 
 /// The contents of an IDX file of unsigned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,15 +82,33 @@ pub struct IdxArray {
 /// ```
 pub fn read_idx(path: impl AsRef<Path>, rank: usize) -> Result<IdxArray> {
     let path = path.as_ref();
-    let mut file = BufReader::new(File::open(path).map_err(|e| Error::io_at(path, e))?);
+    let file = File::open(path).map_err(|e| Error::io_at(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io_at(path, e))?.len();
+    let mut file = BufReader::new(file);
     let mut first = [0u8; 2];
     let peeked = read_up_to(&mut file, &mut first).map_err(|e| Error::io_at(path, e))?;
     let head = io::Cursor::new(first[..peeked].to_vec());
     let origin = path.display().to_string();
     if first == GZIP_MAGIC {
-        decode_idx(MultiGzDecoder::new(head.chain(file)), &origin, rank)
+        // The elements come to the decoder as they are inflated; a file of honest data
+        // expands a few times, so four times its size is allocated first, the rest as it
+        // arrives.
+        let bound = Bound {
+            max_data: file_len.saturating_mul(MAX_DEFLATE_RATIO),
+            preallocate: usize::try_from(file_len.saturating_mul(4)).unwrap_or(usize::MAX),
+            file_len: Some(file_len),
+            compressed: true,
+        };
+        decode(MultiGzDecoder::new(head.chain(file)), &origin, rank, bound)
     } else {
-        decode_idx(head.chain(file), &origin, rank)
+        let header = 4 + 4 * rank as u64;
+        let bound = Bound {
+            max_data: file_len.saturating_sub(header),
+            preallocate: usize::MAX,
+            file_len: Some(file_len),
+            compressed: false,
+        };
+        decode(head.chain(file), &origin, rank, bound)
     }
 }
 
@@ -93,7 +135,18 @@ pub fn read_idx(path: impl AsRef<Path>, rank: usize) -> Result<IdxArray> {
 /// let err = decode_idx(&bytes[..10], "labels", 1).unwrap_err();
 /// assert_eq!(err.to_string(), "labels: expected 3 data bytes for dimensions [3], found 2 (truncated)");
 /// ```
-pub fn decode_idx(mut reader: impl Read, origin: &str, rank: usize) -> Result<IdxArray> {
+pub fn decode_idx(reader: impl Read, origin: &str, rank: usize) -> Result<IdxArray> {
+    let bound = Bound {
+        max_data: u64::MAX,
+        preallocate: STREAM_PREALLOCATION,
+        file_len: None,
+        compressed: false,
+    };
+    decode(reader, origin, rank, bound)
+}
+
+/// [`decode_idx`] within what `bound` says the stream can hold.
+fn decode(mut reader: impl Read, origin: &str, rank: usize, bound: Bound) -> Result<IdxArray> {
     let read_error = |e: io::Error| stream_error(origin, e);
 
     let mut magic = [0u8; 4];
@@ -138,11 +191,22 @@ pub fn decode_idx(mut reader: impl Read, origin: &str, rank: usize) -> Result<Id
             )
         })?;
 
-    let mut data = Vec::with_capacity(len.min(MAX_PREALLOCATION));
-    (&mut reader)
-        .take(len as u64)
-        .read_to_end(&mut data)
-        .map_err(read_error)?;
+    if len as u64 > bound.max_data {
+        let found = match (bound.file_len, bound.compressed) {
+            (Some(file_len), true) => format!(
+                "a gzip file of {file_len} bytes, which inflates to at most {} (truncated)",
+                bound.max_data
+            ),
+            _ => format!("{} (truncated)", bound.max_data),
+        };
+        return Err(Error::invalid_data(
+            origin,
+            format!("{len} data bytes for dimensions {dims:?}"),
+            found,
+        ));
+    }
+
+    let data = read_exactly(&mut reader, len, bound.preallocate).map_err(read_error)?;
     if data.len() < len {
         return Err(Error::invalid_data(
             origin,
@@ -150,16 +214,40 @@ pub fn decode_idx(mut reader: impl Read, origin: &str, rank: usize) -> Result<Id
             format!("{} (truncated)", data.len()),
         ));
     }
+    // One byte more than the header declares is enough to know the file is wrong: nothing
+    // after it is inflated or read.
     let mut extra = [0u8; 1];
     if read_up_to(&mut reader, &mut extra).map_err(read_error)? > 0 {
-        let trailing = 1 + io::copy(&mut reader, &mut io::sink()).map_err(read_error)?;
         return Err(Error::invalid_data(
             origin,
             format!("{len} data bytes for dimensions {dims:?}"),
-            format!("{trailing} more bytes after them"),
+            "more bytes after them",
         ));
     }
     Ok(IdxArray { dims, data })
+}
+
+/// Reads up to `len` bytes, fewer if the stream ends first. `preallocate` bytes (at most `len`)
+/// are allocated up front; beyond them the buffer doubles as bytes arrive, never past `len`,
+/// so no allocation exceeds `len` or twice what has arrived.
+fn read_exactly(reader: &mut impl Read, len: usize, preallocate: usize) -> io::Result<Vec<u8>> {
+    let mut data: Vec<u8> = Vec::with_capacity(len.min(preallocate));
+    let mut chunk = [0u8; 1 << 14];
+    while data.len() < len {
+        let want = (len - data.len()).min(chunk.len());
+        let n = match reader.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if data.len() + n > data.capacity() {
+            let grown = (data.capacity() * 2).max(data.len() + n).min(len);
+            data.reserve_exact(grown - data.len());
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+    Ok(data)
 }
 
 /// Fills as much of `buf` as the stream holds; returns how many bytes were read.
@@ -263,7 +351,7 @@ mod tests {
         let mut long = bytes.clone();
         long.extend_from_slice(&[9, 9, 9]);
         let (_, _, found) = invalid(decode_idx(&long[..], "f", 3));
-        assert_eq!(found, "3 more bytes after them");
+        assert_eq!(found, "more bytes after them");
     }
 
     #[test]
@@ -271,6 +359,14 @@ mod tests {
         let bytes = idx_bytes(&[u32::MAX, u32::MAX], &[1, 2]);
         let (_, _, found) = invalid(decode_idx(&bytes[..], "f", 2));
         assert_eq!(found, "2 (truncated)");
+    }
+
+    #[test]
+    fn dimensions_whose_product_overflows_are_an_error() {
+        let bytes = idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[1]);
+        let (_, expected, found) = invalid(decode_idx(&bytes[..], "f", 3));
+        assert_eq!(expected, "dimensions whose product fits in memory");
+        assert_eq!(found, format!("{:?}", [u32::MAX; 3]));
     }
 
     #[test]

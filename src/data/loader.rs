@@ -184,6 +184,11 @@ impl DataLoader {
         }
     }
 
+    /// The number of samples per batch (the last batch of an epoch may hold fewer).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// Whether an epoch has no batches.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -32,6 +32,8 @@ pub struct DataFile {
     pub name: &'static str,
     /// The MD5 of the published file, in hex.
     pub md5: &'static str,
+    /// The size of the published file in bytes: a download stops as soon as it exceeds it.
+    pub size: u64,
 }
 
 /// Everything that differs between MNIST-family datasets.
@@ -57,7 +59,7 @@ impl Catalog {
         self.files
             .iter()
             .fold(Downloader::new(self.mirrors.iter().copied()), |d, file| {
-                d.checksum(file.name, file.md5)
+                d.expected(file.name, file.md5, file.size)
             })
     }
 }
@@ -69,18 +71,22 @@ const MNIST: Catalog = Catalog {
         DataFile {
             name: "train-images-idx3-ubyte.gz",
             md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            size: 9912422,
         },
         DataFile {
             name: "train-labels-idx1-ubyte.gz",
             md5: "d53e105ee54ea40749a09fcbcd1e9432",
+            size: 28881,
         },
         DataFile {
             name: "t10k-images-idx3-ubyte.gz",
             md5: "9fb629c4189551a2d022fa330f9573f3",
+            size: 1648877,
         },
         DataFile {
             name: "t10k-labels-idx1-ubyte.gz",
             md5: "ec29112dd5afa0611ce80d1b7f02629c",
+            size: 4542,
         },
     ],
     // yann.lecun.com, the original home, answers 403 to scripted downloads nowadays.
@@ -98,18 +104,22 @@ const FASHION_MNIST: Catalog = Catalog {
         DataFile {
             name: "train-images-idx3-ubyte.gz",
             md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            size: 26421880,
         },
         DataFile {
             name: "train-labels-idx1-ubyte.gz",
             md5: "25c81989df183df01b3e8a0aad5dffbe",
+            size: 29515,
         },
         DataFile {
             name: "t10k-images-idx3-ubyte.gz",
             md5: "bef4ecab320f06d8554ea6380940ec79",
+            size: 4422102,
         },
         DataFile {
             name: "t10k-labels-idx1-ubyte.gz",
             md5: "bb300cfdad3c16e7a12a480ee83cd310",
+            size: 5148,
         },
     ],
     mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
@@ -134,7 +144,7 @@ const FASHION_MNIST: Catalog = Catalog {
 pub struct Mnist;
 
 impl Mnist {
-    /// The four published files and their MD5 sums.
+    /// The four published files, their MD5 sums and sizes.
     pub const FILES: [DataFile; 4] = MNIST.files;
 
     /// Loads a split from the first place that has it (in the order [`DataSource`] gives).
@@ -155,7 +165,7 @@ impl Mnist {
         DataSource::new(&MNIST)
     }
 
-    /// The official mirrors and checksums.
+    /// The official mirrors, checksums and sizes.
     pub fn downloader() -> Downloader {
         MNIST.downloader()
     }
@@ -177,7 +187,7 @@ impl Mnist {
 pub struct FashionMnist;
 
 impl FashionMnist {
-    /// The four published files and their MD5 sums.
+    /// The four published files, their MD5 sums and sizes.
     pub const FILES: [DataFile; 4] = FASHION_MNIST.files;
 
     /// The class names, indexed by label.
@@ -210,7 +220,7 @@ impl FashionMnist {
         DataSource::new(&FASHION_MNIST)
     }
 
-    /// The official mirror and checksums.
+    /// The official mirror, checksums and sizes.
     pub fn downloader() -> Downloader {
         FASHION_MNIST.downloader()
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::file::{read_contents, target, write_safetensors};
+use super::file::{read_contents, target, write_safetensors_with_integers};
 use super::state::{LoadPlan, state_dict};
 use crate::error::{Error, Result};
 use crate::nn::Module;
@@ -71,7 +71,12 @@ fn splitmix64(x: u64) -> u64 {
 /// Saves everything a training run needs to resume exactly: the model's parameters and
 /// buffers (under `model.<name>`), the optimizer's state (under `optimizer.<key>`, see
 /// [`Optimizer::state_dict`]) and the progress (in the header's metadata, as decimal
-/// integers). The file is a safetensors file, written atomically.
+/// integers). Every integer is stored exactly: the optimizer's step counts
+/// ([`Optimizer::state_counts`]) as I64 scalars, the progress as text, so a run past 2^24
+/// steps resumes with its true counts. The file is a safetensors file, written atomically
+/// (see [`AtomicFile`](crate::io::AtomicFile)).
+///
+/// Files written before counts were I64 (f32 counts, exact up to 2^24) still load.
 ///
 /// # Errors
 ///
@@ -101,13 +106,27 @@ pub fn save_checkpoint(
     optimizer: &dyn Optimizer,
     progress: TrainingProgress,
 ) -> Result<()> {
+    let path = path.as_ref();
     let model_state = state_dict(model)
         .into_iter()
         .map(|(name, t)| (format!("{MODEL_PREFIX}{name}"), t));
+    // Counts are stored exactly, as I64, in place of their f32 tensors.
+    let mut counts = Vec::new();
+    for (key, count) in optimizer.state_counts(model) {
+        let value = i64::try_from(count).map_err(|_| {
+            Error::invalid_data(
+                path.display().to_string(),
+                format!("an optimizer count up to {} for {key}", i64::MAX),
+                format!("{count}"),
+            )
+        })?;
+        counts.push((format!("{OPTIMIZER_PREFIX}{key}"), value));
+    }
     let optimizer_state = optimizer
         .state_dict(model)
         .into_iter()
-        .map(|(key, t)| (format!("{OPTIMIZER_PREFIX}{key}"), t));
+        .map(|(key, t)| (format!("{OPTIMIZER_PREFIX}{key}"), t))
+        .filter(|(key, _)| !counts.iter().any(|(k, _)| k == key));
     let tensors: Vec<(String, Tensor)> = model_state.chain(optimizer_state).collect();
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -116,7 +135,7 @@ pub fn save_checkpoint(
         ("step".to_string(), progress.step.to_string()),
         ("seed".to_string(), progress.seed.to_string()),
     ]);
-    write_safetensors(path, &tensors, metadata)
+    write_safetensors_with_integers(path, &tensors, &counts, metadata)
 }
 
 /// Restores a checkpoint written by [`save_checkpoint`] into a model and an optimizer of the
@@ -176,10 +195,24 @@ pub fn load_checkpoint(
         seed: integer("seed")?,
     };
     let (mut model_state, mut optimizer_state, mut stray) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counts = Vec::new();
     for (key, tensor) in contents.tensors {
         if let Some(name) = key.strip_prefix(MODEL_PREFIX) {
             model_state.push((name.to_string(), tensor));
         } else if let Some(name) = key.strip_prefix(OPTIMIZER_PREFIX) {
+            // An I64 scalar is an exact count (files before them held f32 counts, which load
+            // as tensors, exact up to 2^24).
+            if let Some(&value) = contents.integers.get(&key) {
+                let count = u64::try_from(value).map_err(|_| {
+                    Error::invalid_data(
+                        origin(),
+                        format!("a count of at least 0 for {key}"),
+                        format!("{value}"),
+                    )
+                })?;
+                counts.push((name.to_string(), count));
+                continue;
+            }
             optimizer_state.push((name.to_string(), tensor));
         } else {
             stray.push(key);
@@ -191,7 +224,23 @@ pub fn load_checkpoint(
     if !report.is_complete() {
         return Err(report.into_error(target(model, path)));
     }
-    optimizer.load_state_dict(model, &optimizer_state)?;
+    optimizer
+        .load_state_dict_with_counts(model, &optimizer_state, &counts)
+        .map_err(|e| match e {
+            // Name the file, as every error about a file does.
+            Error::StateDict {
+                target,
+                missing,
+                unexpected,
+                mismatched,
+            } => Error::StateDict {
+                target: format!("{target} from {}", path.display()),
+                missing,
+                unexpected,
+                mismatched,
+            },
+            other => other,
+        })?;
     plan.apply(model);
     Ok(progress)
 }

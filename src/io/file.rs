@@ -4,9 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, View};
@@ -15,6 +13,7 @@ use super::state::{LoadPlan, LoadReport, state_dict};
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::tensor::Tensor;
+use crate::util::atomic_file::write_atomically;
 
 /// The length prefix of a safetensors file: a little-endian `u64` giving the header's size.
 const LENGTH_PREFIX: usize = 8;
@@ -32,6 +31,8 @@ const COUNT_BUFFER: &str = "num_batches_tracked";
 /// The contents of a safetensors file: its tensors in file order and its `__metadata__`.
 pub(crate) struct SafetensorsContents {
     pub(crate) tensors: Vec<(String, Tensor)>,
+    /// The exact values of the rank-0 I64 tensors (also in `tensors`, as f32).
+    pub(crate) integers: HashMap<String, i64>,
     pub(crate) metadata: HashMap<String, String>,
 }
 
@@ -117,23 +118,47 @@ fn parse(bytes: &[u8]) -> std::result::Result<SafetensorsContents, (String, Stri
         ));
     }
     let mut tensors = Vec::with_capacity(metadata.tensors().len());
+    let mut integers = HashMap::new();
     for name in metadata.offset_keys() {
-        let info = metadata
-            .info(&name)
-            .expect("offset_keys come from the metadata");
+        let Some(info) = metadata.info(&name) else {
+            continue; // offset_keys come from the metadata
+        };
         let (start, end) = info.data_offsets;
-        let values = to_f32(info.dtype, &data[start..end]).ok_or_else(|| {
+        let bytes = &data[start..end];
+        let values = to_f32(info.dtype, bytes).ok_or_else(|| {
             (
                 ACCEPTED_DTYPES.to_string(),
                 format!("tensor `{name}` of dtype {}", info.dtype),
             )
         })?;
-        let tensor = Tensor::from_vec(values, &info.shape)
-            .expect("the metadata validates each tensor's size against its shape");
+        if info.dtype == Dtype::I64
+            && info.shape.is_empty()
+            && let Some(value) = bytes.first_chunk::<8>()
+        {
+            integers.insert(name.clone(), i64::from_le_bytes(*value));
+        }
+        // The metadata checked each tensor's size against its shape, but an empty tensor
+        // may still have extents no array can have (`[0, 2^40, 2^40]`).
+        let addressable = info
+            .shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_some_and(|n| n <= isize::MAX as usize / size_of::<f32>());
+        let tensor = addressable
+            .then(|| Tensor::from_vec(values, &info.shape).ok())
+            .flatten()
+            .ok_or_else(|| {
+                (
+                    format!("tensor `{name}` with extents an array can have"),
+                    format!("shape {:?}", info.shape),
+                )
+            })?;
         tensors.push((name, tensor));
     }
     Ok(SafetensorsContents {
         tensors,
+        integers,
         metadata: metadata.metadata().clone().unwrap_or_default(),
     })
 }
@@ -172,35 +197,51 @@ fn f16_to_f32(bits: u16) -> f32 {
     }
 }
 
-/// One tensor as the safetensors writer sees it: F32, or I64 for count buffers.
-struct TensorBytes<'a> {
-    tensor: &'a Tensor,
-    dtype: Dtype,
+/// One tensor as the safetensors writer sees it: an f32 tensor written as F32 (or as I64 for
+/// count buffers), or an exact integer written as a rank-0 I64.
+enum TensorBytes<'a> {
+    Tensor { tensor: &'a Tensor, dtype: Dtype },
+    Integer(i64),
 }
 
 impl View for TensorBytes<'_> {
     fn dtype(&self) -> Dtype {
-        self.dtype
+        match self {
+            TensorBytes::Tensor { dtype, .. } => *dtype,
+            TensorBytes::Integer(_) => Dtype::I64,
+        }
     }
 
     fn shape(&self) -> &[usize] {
-        self.tensor.shape()
+        match self {
+            TensorBytes::Tensor { tensor, .. } => tensor.shape(),
+            TensorBytes::Integer(_) => &[],
+        }
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        let values = self.tensor.as_slice();
-        Cow::Owned(if self.dtype == Dtype::I64 {
-            values
+        Cow::Owned(match self {
+            TensorBytes::Tensor { tensor, dtype } if *dtype == Dtype::I64 => tensor
+                .as_slice()
                 .iter()
                 .flat_map(|&v| (v.round() as i64).to_le_bytes())
-                .collect()
-        } else {
-            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+                .collect(),
+            TensorBytes::Tensor { tensor, .. } => tensor
+                .as_slice()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            TensorBytes::Integer(value) => value.to_le_bytes().to_vec(),
         })
     }
 
     fn data_len(&self) -> usize {
-        self.tensor.len() * if self.dtype == Dtype::I64 { 8 } else { 4 }
+        match self {
+            TensorBytes::Tensor { tensor, dtype } => {
+                tensor.len() * if *dtype == Dtype::I64 { 8 } else { 4 }
+            }
+            TensorBytes::Integer(_) => 8,
+        }
     }
 }
 
@@ -228,15 +269,27 @@ pub fn write_safetensors(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let path = path.as_ref();
-    let mut views = HashMap::with_capacity(tensors.len());
-    for (name, tensor) in tensors {
+    write_safetensors_with_integers(path.as_ref(), tensors, &[], metadata)
+}
+
+/// [`write_safetensors`] with exact integers beside the tensors, each written as a rank-0 I64.
+pub(crate) fn write_safetensors_with_integers(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    integers: &[(String, i64)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut views = HashMap::with_capacity(tensors.len() + integers.len());
+    let tensor_views = tensors.iter().map(|(name, tensor)| {
         let is_count = name.rsplit('.').next() == Some(COUNT_BUFFER);
         let dtype = if is_count { Dtype::I64 } else { Dtype::F32 };
-        if views
-            .insert(name.as_str(), TensorBytes { tensor, dtype })
-            .is_some()
-        {
+        (name, TensorBytes::Tensor { tensor, dtype })
+    });
+    let integer_views = integers
+        .iter()
+        .map(|(name, value)| (name, TensorBytes::Integer(*value)));
+    for (name, view) in tensor_views.chain(integer_views) {
+        if views.insert(name.as_str(), view).is_some() {
             return Err(Error::invalid_data(
                 path.display().to_string(),
                 "distinct tensor names",
@@ -253,37 +306,6 @@ pub fn write_safetensors(
         )
     })?;
     write_atomically(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
-/// `path`. The temporary file is removed if anything fails.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let Some(file_name) = path.file_name() else {
-        return Err(Error::io_at(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        ));
-    };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(
-        ".{}-{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp: PathBuf = path.with_file_name(temp_name);
-    let written = fs::File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|e| Error::io_at(&temp, e))
-        .and_then(|()| fs::rename(&temp, path).map_err(|e| Error::io_at(path, e)));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
 }
 
 /// Saves a model's parameters and buffers ([`state_dict`]) to a safetensors file, atomically
@@ -401,7 +423,7 @@ mod tests {
         let good = safetensors::serialize(
             [(
                 "w",
-                TensorBytes {
+                TensorBytes::Tensor {
                     tensor: &Tensor::ones(&[2, 3]),
                     dtype: Dtype::F32,
                 },

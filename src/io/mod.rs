@@ -13,13 +13,15 @@
 //! Nothing here panics on a bad file: corrupt headers, truncated data and unsupported dtypes
 //! are [`Error::InvalidData`](crate::Error::InvalidData) naming the file, and a file that does
 //! not fit the model is [`Error::StateDict`](crate::Error::StateDict) listing every key that
-//! does not fit. Files are written to a temporary file in the same directory and renamed into
-//! place, so a crash never leaves a half-written file behind.
+//! does not fit. Every file is written through [`AtomicFile`]: it appears whole or not at all,
+//! and a process killed while writing leaves nothing behind ([`write_atomically`] and
+//! [`AtomicFile`] are here for programs that write files of their own the same way).
 
 mod checkpoint;
 mod file;
 mod state;
 
+pub use crate::util::atomic_file::{AtomicFile, write_atomically};
 pub use checkpoint::{TrainingProgress, load_checkpoint, save_checkpoint};
 pub use file::{
     load_weights, load_weights_partial, read_safetensors, save_weights, write_safetensors,

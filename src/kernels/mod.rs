@@ -8,3 +8,17 @@ pub mod gemm;
 pub mod pool;
 pub mod scratch;
 pub mod softmax;
+
+/// `max(x, 0)` exactly as PyTorch computes it: NaN stays NaN and `-0.0` stays `-0.0`
+/// (`f32::max(x, 0.0)` would turn NaN into 0 and hide it).
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 { 0.0 } else { x }
+}
+
+/// Whether ReLU's gradient passes where its output is `y`: where `y > 0`, and also at a NaN
+/// output, as PyTorch's `threshold_backward` (which zeroes only where `y <= 0`).
+#[inline(always)]
+pub fn relu_passes_gradient(y: f32) -> bool {
+    y > 0.0 || y.is_nan()
+}

@@ -217,12 +217,9 @@ fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], mut idx: Option<&
                 {
                     let i = ih as usize * s.in_width + iw as usize;
                     let v = x[i];
-                    if v > best || v.is_nan() || best_index == u32::MAX {
+                    if beats(v, best) || best_index == u32::MAX {
                         best = v;
                         best_index = i as u32;
-                        if v.is_nan() {
-                            break;
-                        }
                     }
                 }
             }
@@ -284,11 +281,13 @@ fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&
     }
 }
 
-/// Whether `candidate` replaces `best`: larger, or NaN (which propagates, as in PyTorch).
-/// Ties keep the earlier element.
+/// Whether `candidate` replaces `best` in a max-pooling window: larger, or NaN. This is
+/// PyTorch's rule (`val > maxval || isnan(val)`): NaN propagates, a later NaN takes the index
+/// from an earlier one (so the gradient goes where PyTorch sends it), and ties keep the
+/// earlier element.
 #[inline(always)]
 fn beats(candidate: f32, best: f32) -> bool {
-    candidate > best || (candidate.is_nan() && !best.is_nan())
+    candidate > best || candidate.is_nan()
 }
 
 #[inline(always)]
@@ -762,7 +761,7 @@ pub fn global_max_pool_forward(
             let x = &input[i * plane..(i + 1) * plane];
             let mut best = 0;
             for (j, &v) in x.iter().enumerate() {
-                if v > x[best] || (v.is_nan() && !x[best].is_nan()) {
+                if beats(v, x[best]) {
                     best = j;
                 }
             }

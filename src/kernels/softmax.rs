@@ -30,7 +30,10 @@ pub fn softmax_rows(data: &mut [f32], width: usize) {
 }
 
 /// Replaces each row of `data` (rows of `width` values) with its log-softmax,
-/// `x_i - m - ln Σ_j e^(x_j - m)`.
+/// `(x_i - m) - ln Σ_j e^(x_j - m)`.
+///
+/// The brackets matter: `x_i - (m + ln Σ)` rounds `m + ln Σ` at the magnitude of `m`, which at
+/// logits of 1e4 is a step of 1e-3 (PyTorch subtracts in this order too).
 pub fn log_softmax_rows(data: &mut [f32], width: usize) {
     if width == 0 {
         return;
@@ -38,12 +41,14 @@ pub fn log_softmax_rows(data: &mut [f32], width: usize) {
     for row in data.chunks_mut(width) {
         let max = row_max(row);
         let total: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-        let shift = max + total.ln();
-        row.iter_mut().for_each(|x| *x -= shift);
+        let log_total = total.ln();
+        row.iter_mut().for_each(|x| *x = (*x - max) - log_total);
     }
 }
 
-/// The largest value of a row; a row of `-inf` gives 0 so that `x - max` stays `-inf`, not NaN.
+/// The largest value of a row; a row of `-inf` gives 0 so that `x - max` stays `-inf`. A NaN
+/// anywhere makes the whole row NaN afterwards (through its exponential in the sum), as in
+/// PyTorch.
 fn row_max(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY { 0.0 } else { max }

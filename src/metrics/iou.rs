@@ -5,6 +5,7 @@ use super::average::{Average, ZeroDivision, averaged, divide, per_class};
 use super::confusion::{ClassCounts, ConfusionMatrix};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_same_shape, shape_str};
+use crate::tensor::reduce::{max_propagating_nan, min_propagating_nan};
 
 /// How the four numbers of a box are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +80,13 @@ pub fn box_iou(boxes_a: &Tensor, boxes_b: &Tensor, format: BoxFormat) -> Tensor 
     let mut out = Vec::with_capacity(a.len() * b.len());
     for &box_a in &a {
         for &box_b in &b {
-            let width = (box_a[2].min(box_b[2]) - box_a[0].max(box_b[0])).max(0.0);
-            let height = (box_a[3].min(box_b[3]) - box_a[1].max(box_b[1])).max(0.0);
+            // NaN coordinates give a NaN IoU, as torchvision's box_iou (f64::max would hide it).
+            let overlap = |lo: usize, hi: usize| {
+                let extent = min_propagating_nan(box_a[hi], box_b[hi])
+                    - max_propagating_nan(box_a[lo], box_b[lo]);
+                max_propagating_nan(extent, 0.0)
+            };
+            let (width, height) = (overlap(0, 2), overlap(1, 3));
             let intersection = width * height;
             let union = area(box_a) + area(box_b) - intersection;
             out.push(divide(intersection, union, ZeroDivision::Zero) as f32);
@@ -182,6 +188,14 @@ impl ConfusionMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_coordinate_gives_a_nan_iou() {
+        let a = Tensor::from_vec(vec![0.0, 0.0, f32::NAN, 2.0], &[1, 4]).unwrap();
+        let b = Tensor::from_vec(vec![1.0, 1.0, 3.0, 3.0], &[1, 4]).unwrap();
+        assert!(box_iou(&a, &b, BoxFormat::Xyxy).as_slice()[0].is_nan());
+        assert!(box_iou(&b, &a, BoxFormat::Xyxy).as_slice()[0].is_nan());
+    }
 
     #[test]
     fn formats_agree() {

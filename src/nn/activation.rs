@@ -1,6 +1,6 @@
 //! Activation layers and `Flatten`: parameter-free modules wrapping one op each.
 
-use super::{Graph, Module, Op, ValueId};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::tensor::check::expect_finite;
 
@@ -9,6 +9,8 @@ use crate::tensor::check::expect_finite;
 pub struct Relu;
 
 impl Module for Relu {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.relu()
     }
@@ -50,6 +52,8 @@ impl Default for LeakyRelu {
 }
 
 impl Module for LeakyRelu {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.leaky_relu(self.negative_slope)
     }
@@ -89,6 +93,8 @@ impl Default for Elu {
 }
 
 impl Module for Elu {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.elu(self.alpha)
     }
@@ -107,6 +113,8 @@ impl Module for Elu {
 pub struct Sigmoid;
 
 impl Module for Sigmoid {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.sigmoid()
     }
@@ -121,6 +129,8 @@ impl Module for Sigmoid {
 pub struct Tanh;
 
 impl Module for Tanh {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.tanh()
     }
@@ -146,6 +156,8 @@ impl Softmax {
 }
 
 impl Module for Softmax {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.softmax(self.axis)
     }
@@ -174,6 +186,8 @@ impl LogSoftmax {
 }
 
 impl Module for LogSoftmax {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.log_softmax(self.axis)
     }
@@ -209,6 +223,8 @@ impl Flatten {
 }
 
 impl Module for Flatten {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.flatten(self.start_axis)
     }

@@ -1,6 +1,6 @@
 //! `Dropout`: random zeroing during training.
 
-use super::{Graph, Module, Op, ValueId};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::tensor::check::contract_violation;
 
@@ -42,6 +42,8 @@ impl Dropout {
 }
 
 impl Module for Dropout {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.dropout(self.p)
     }

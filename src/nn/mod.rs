@@ -68,11 +68,16 @@ pub trait Module: Send + Sync {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t>;
 
     /// Visits every parameter with its hierarchical name, in a stable order.
-    fn visit_params(&self, _visitor: &mut dyn FnMut(&str, &Param)) {}
+    ///
+    /// There is deliberately no default: a module states its parameters in both visitors (a
+    /// module without parameters writes two empty bodies), so forgetting one is a compile
+    /// error rather than a model that silently never trains. Optimizers also check at every
+    /// step that both visitors list the same parameters in the same order.
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param));
 
     /// Visits every parameter mutably with its hierarchical name, in the same order as
-    /// [`Module::visit_params`].
-    fn visit_params_mut(&mut self, _visitor: &mut dyn FnMut(&str, &mut Param)) {}
+    /// [`Module::visit_params`]: optimizers update and loaders fill parameters through it.
+    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param));
 
     /// Visits every buffer (state that is saved but not trained, such as batch norm's running
     /// statistics) with its hierarchical name.
@@ -183,6 +188,52 @@ impl<M: Module + ?Sized> Module for Box<M> {
     fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
         (**self).build_graph(graph, input)
     }
+}
+
+/// Writes the two parameter visitors of a module that has no parameters, inside its
+/// `impl Module` block.
+macro_rules! no_params {
+    () => {
+        fn visit_params(&self, _: &mut dyn FnMut(&str, &$crate::Param)) {}
+        fn visit_params_mut(&mut self, _: &mut dyn FnMut(&str, &mut $crate::Param)) {}
+    };
+}
+
+pub(crate) use no_params;
+
+/// Why `model`'s two parameter visitors disagree, if they do: [`Module::visit_params`] and
+/// [`Module::visit_params_mut`] must list the same parameters (by id) in the same order, or an
+/// optimizer would update a different set than the one saved, counted and checked.
+///
+/// Optimizers call it at every step, so the common case compares ids only.
+pub(crate) fn visitor_disagreement(model: &mut dyn Module) -> Option<String> {
+    let mut read = Vec::new();
+    model.visit_params(&mut |_, p| read.push(p.id()));
+    let (mut position, mut agree) = (0, true);
+    model.visit_params_mut(&mut |_, p| {
+        agree &= read.get(position) == Some(&p.id());
+        position += 1;
+    });
+    if agree && position == read.len() {
+        return None;
+    }
+    let describe = |names: Vec<String>| {
+        let more = if names.len() > 4 { ", ..." } else { "" };
+        format!(
+            "{} [{}{more}]",
+            names.len(),
+            names[..names.len().min(4)].join(", ")
+        )
+    };
+    let mut read_names = Vec::new();
+    model.visit_params(&mut |name, _| read_names.push(name.to_string()));
+    let mut written_names = Vec::new();
+    model.visit_params_mut(&mut |name, _| written_names.push(name.to_string()));
+    Some(format!(
+        "visit_params lists {}, visit_params_mut lists {}",
+        describe(read_names),
+        describe(written_names)
+    ))
 }
 
 /// Joins a container prefix and a child name: `join_name("features", "0.weight")` is

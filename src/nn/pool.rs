@@ -2,7 +2,7 @@
 //! `GlobalMaxPool2d`.
 
 use super::conv::Pair;
-use super::{Graph, Module, Op, ValueId};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
 
@@ -71,6 +71,8 @@ impl MaxPool2d {
 }
 
 impl Module for MaxPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.max_pool2d(self.spec)
     }
@@ -164,6 +166,8 @@ impl AvgPool2d {
 }
 
 impl Module for AvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.avg_pool2d(self.spec, self.divisor)
     }
@@ -211,6 +215,8 @@ impl AdaptiveAvgPool2d {
 }
 
 impl Module for AdaptiveAvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.adaptive_avg_pool2d(self.output_size)
     }
@@ -229,6 +235,8 @@ impl Module for AdaptiveAvgPool2d {
 pub struct GlobalAvgPool2d;
 
 impl Module for GlobalAvgPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_avg_pool2d()
     }
@@ -243,6 +251,8 @@ impl Module for GlobalAvgPool2d {
 pub struct GlobalMaxPool2d;
 
 impl Module for GlobalMaxPool2d {
+    no_params!();
+
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_max_pool2d()
     }

@@ -11,13 +11,16 @@ use crate::tensor::Tensor;
 ///
 /// ```
 /// use striate::nn::{Module, Sequential};
-/// use striate::{Tape, Tensor, Var};
+/// use striate::{Param, Tensor, Var};
 ///
 /// struct Double;
 /// impl Module for Double {
 ///     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
 ///         input * 2.0
 ///     }
+///     // No parameters: both visitors are empty (neither has a default, so none is forgotten).
+///     fn visit_params(&self, _: &mut dyn FnMut(&str, &Param)) {}
+///     fn visit_params_mut(&mut self, _: &mut dyn FnMut(&str, &mut Param)) {}
 /// }
 ///
 /// let net = Sequential::new().push(Double).push(Double);

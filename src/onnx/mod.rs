@@ -81,7 +81,7 @@ pub fn export(
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let bytes = to_model(model, example_input_shape)?.encode_to_vec();
-    crate::atomic_file::write_atomically(path.as_ref(), &bytes)
+    crate::util::atomic_file::write_atomically(path.as_ref(), &bytes)
 }
 
 /// The ONNX model of `model` for an input of `example_input_shape`, as a message (encode it
@@ -408,6 +408,7 @@ mod tests {
             fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
                 input
             }
+            crate::nn::no_params!();
         }
         let err = to_model(
             &Sequential::new().push(crate::nn::Relu).push(Custom),

@@ -214,6 +214,10 @@ impl ParamState for AdamState {
         fields
     }
 
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        vec![(STEP, self.step)]
+    }
+
     fn from_fields(fields: &mut Fields) -> Self {
         AdamState {
             step: fields.count(STEP),
@@ -295,6 +299,21 @@ impl Optimizer for Adam {
         let layout = self.layout();
         self.state.load_state_dict(model, layout, state)
     }
+
+    fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
+        self.state.counts(model)
+    }
+
+    fn load_state_dict_with_counts(
+        &mut self,
+        model: &dyn Module,
+        state: &[(String, Tensor)],
+        counts: &[(String, u64)],
+    ) -> Result<()> {
+        let layout = self.layout();
+        self.state
+            .load_state_dict_with_counts(model, layout, state, counts)
+    }
 }
 
 /// AdamW: Adam with decoupled weight decay, following `torch.optim.AdamW` exactly.
@@ -372,6 +391,19 @@ impl Optimizer for AdamW {
 
     fn load_state_dict(&mut self, model: &dyn Module, state: &[(String, Tensor)]) -> Result<()> {
         self.adam.load_state_dict(model, state)
+    }
+
+    fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
+        self.adam.state_counts(model)
+    }
+
+    fn load_state_dict_with_counts(
+        &mut self,
+        model: &dyn Module,
+        state: &[(String, Tensor)],
+        counts: &[(String, u64)],
+    ) -> Result<()> {
+        self.adam.load_state_dict_with_counts(model, state, counts)
     }
 }
 

@@ -130,9 +130,10 @@ pub trait Optimizer: Send {
     /// then `param_groups.<index>.learning_rate` for each group.
     ///
     /// The tensors are a snapshot that shares buffers with the optimizer until its next step
-    /// (copy-on-write), so taking it is cheap. Being f32, a step count is exact up to 2^24 and
-    /// a learning rate is rounded; loading keeps the optimizer's exact rate when it rounds to
-    /// the stored one.
+    /// (copy-on-write), so taking it is cheap. Being f32, a step count is exact up to 2^24
+    /// ([`Optimizer::state_counts`] has it exactly, and checkpoints store that) and a learning
+    /// rate is rounded; loading keeps the optimizer's exact rate when it rounds to the stored
+    /// one.
     fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)>;
 
     /// Replaces the state and the groups' learning rates with those of a
@@ -146,6 +147,38 @@ pub trait Optimizer: Send {
     /// unexpected key (an unknown parameter or field), and every tensor whose shape or value
     /// does not fit. Nothing is loaded then.
     fn load_state_dict(&mut self, model: &dyn Module, state: &[(String, Tensor)]) -> Result<()>;
+
+    /// The integer part of the state — step counts — exactly, as `(key, count)` pairs under
+    /// the keys [`Optimizer::state_dict`] gives their f32 tensors (exact only up to 2^24).
+    /// Checkpoints store these as I64. Optimizers without counts return nothing (the default).
+    fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
+        let _ = model;
+        Vec::new()
+    }
+
+    /// [`Optimizer::load_state_dict`] with exact counts, as [`Optimizer::state_counts`] gives
+    /// them: a count in `counts` takes the place of the tensor of the same key in `state`
+    /// (which may then be absent). The default, for optimizers without counts, passes the
+    /// counts on as f32 scalars.
+    ///
+    /// # Errors
+    ///
+    /// As [`Optimizer::load_state_dict`].
+    fn load_state_dict_with_counts(
+        &mut self,
+        model: &dyn Module,
+        state: &[(String, Tensor)],
+        counts: &[(String, u64)],
+    ) -> Result<()> {
+        let mut state = state.to_vec();
+        state.retain(|(key, _)| !counts.iter().any(|(k, _)| k == key));
+        state.extend(
+            counts
+                .iter()
+                .map(|(k, c)| (k.clone(), Tensor::scalar(*c as f32))),
+        );
+        self.load_state_dict(model, &state)
+    }
 
     /// The learning rate of the default group.
     fn learning_rate(&self) -> f64 {

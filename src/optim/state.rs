@@ -8,11 +8,13 @@ use std::collections::hash_map::Entry;
 use super::groups::{GroupOptions, ParamGroup, ParamGroups};
 use crate::autograd::{Gradients, ParamId};
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{Module, visitor_disagreement};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 
-/// Steps are stored as f32 scalars in state dicts; f32 holds every integer up to 2^24 exactly.
+/// Steps are f32 scalars in the tensors of a state dict, and f32 holds every integer up to 2^24
+/// exactly: a count tensor is accepted up to there. Exact counts of any size travel beside the
+/// tensors ([`OptimizerState::counts`]), which is how checkpoints store them, as I64.
 const MAX_EXACT_COUNT: f32 = 16_777_216.0;
 
 /// How a field of a parameter's state is stored in a state dict.
@@ -20,7 +22,8 @@ const MAX_EXACT_COUNT: f32 = 16_777_216.0;
 pub(crate) enum FieldKind {
     /// A tensor with the parameter's shape (a momentum buffer, a moment estimate).
     Buffer,
-    /// A step count, as a rank-0 tensor holding a whole number.
+    /// A step count: a rank-0 tensor holding a whole number in state-dict tensors, and an
+    /// exact `u64` beside them.
     Count,
 }
 
@@ -32,6 +35,12 @@ pub(crate) trait ParamState: Sized {
     /// The state's tensors with their field names, in the optimizer's layout order.
     fn to_fields(&self) -> Vec<(&'static str, Tensor)>;
 
+    /// The state's counts, exactly, with their field names (each also in
+    /// [`to_fields`](Self::to_fields), rounded to f32). None by default.
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Rebuilds a state from tensors already checked against the optimizer's layout.
     fn from_fields(fields: &mut Fields) -> Self;
 }
@@ -39,6 +48,7 @@ pub(crate) trait ParamState: Sized {
 /// Checked tensors of one parameter's state, taken by field name.
 pub(crate) struct Fields {
     fields: Vec<(&'static str, Tensor)>,
+    counts: Vec<(&'static str, u64)>,
 }
 
 impl Fields {
@@ -56,14 +66,26 @@ impl Fields {
 
     /// The count named `name`, which the layout must have.
     pub(crate) fn count(&mut self, name: &str) -> u64 {
-        // Checked on load to be a whole number in 0..=2^24, so the cast is exact.
-        self.buffer(name).item() as u64
+        let at = self
+            .counts
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("optimizer layout has no count {name}"));
+        self.counts.swap_remove(at).1
     }
 }
 
-/// A step count as a rank-0 tensor, for state dicts.
+/// A step count as a rank-0 tensor, for the tensors of a state dict: exact up to 2^24, rounded
+/// to the nearest f32 beyond (the exact value is in [`ParamState::counts`]).
 pub(crate) fn count_tensor(count: u64) -> Tensor {
     Tensor::scalar(count as f32)
+}
+
+/// What fills one field of a parameter's state while a state dict is checked.
+#[derive(Clone, Debug)]
+enum Slot {
+    Buffer(Tensor),
+    Count(u64),
 }
 
 /// One parameter to update: its group's settings, its value, its gradient and its state.
@@ -128,8 +150,11 @@ impl<S: ParamState> OptimizerState<S> {
     ///
     /// # Panics
     ///
-    /// If a gradient's shape differs from its parameter's, or an added group selects no
-    /// parameter of `model` (a mistyped prefix would otherwise train at the default rate).
+    /// If a gradient's shape differs from its parameter's, an added group selects no
+    /// parameter of `model` (a mistyped prefix would otherwise train at the default rate),
+    /// `model`'s two parameter visitors disagree, or `model` has no trainable parameter (a
+    /// step would change nothing, and training would report losses of a model that never
+    /// learns).
     #[track_caller]
     pub(crate) fn for_each_update(
         &mut self,
@@ -138,6 +163,25 @@ impl<S: ParamState> OptimizerState<S> {
         mut update: impl FnMut(ParamUpdate<'_, S>),
     ) {
         let op = self.name;
+        if let Some(disagreement) = visitor_disagreement(model) {
+            contract_violation(
+                &format!("{op}::step"),
+                "the model's visit_params and visit_params_mut must visit the same parameters",
+                disagreement,
+            );
+        }
+        let (mut params, mut trainable) = (0usize, 0usize);
+        model.visit_params(&mut |_, p| {
+            params += 1;
+            trainable += usize::from(p.requires_grad());
+        });
+        if trainable == 0 {
+            contract_violation(
+                &format!("{op}::step"),
+                "the model must have at least one trainable parameter",
+                format_args!("{params} parameters visited, {trainable} trainable"),
+            );
+        }
         let param_groups = &self.groups;
         let groups = param_groups.as_slice();
         let states = &mut self.states;
@@ -203,6 +247,20 @@ impl<S: ParamState> OptimizerState<S> {
         out
     }
 
+    /// The exact counts of the state as `(key, count)` pairs, under the keys
+    /// [`OptimizerState::state_dict`] gives their (rounded) tensors, in the same order.
+    pub(crate) fn counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        model.visit_params(&mut |name, param| {
+            if let Some(state) = self.states.get(&param.id()) {
+                for (field, count) in state.counts() {
+                    out.push((format!("state.{name}.{field}"), count));
+                }
+            }
+        });
+        out
+    }
+
     /// Replaces the state and the groups' learning rates with those in `entries` (as made by
     /// [`OptimizerState::state_dict`]), matching parameters of `model` by name. `layout` lists
     /// the fields the optimizer keeps for each parameter with state.
@@ -214,14 +272,37 @@ impl<S: ParamState> OptimizerState<S> {
         layout: &[Field],
         entries: &[(String, Tensor)],
     ) -> Result<()> {
+        self.load_state_dict_with_counts(model, layout, entries, &[])
+    }
+
+    /// [`OptimizerState::load_state_dict`] with exact counts (as made by
+    /// [`OptimizerState::counts`]): a count in `counts` takes the place of the tensor of the
+    /// same key in `entries`, which may then be absent or hold its f32 rounding. A count only
+    /// in `entries` must be a whole number up to 2^24, the range f32 holds exactly.
+    pub(crate) fn load_state_dict_with_counts(
+        &mut self,
+        model: &dyn Module,
+        layout: &[Field],
+        entries: &[(String, Tensor)],
+        counts: &[(String, u64)],
+    ) -> Result<()> {
+        let exact: HashMap<&str, u64> = counts.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        // Keys of exact counts without a tensor are checked like the others, as scalars.
+        let with_tensor: std::collections::HashSet<&str> =
+            entries.iter().map(|(k, _)| k.as_str()).collect();
+        let placeholders: Vec<(String, Tensor)> = counts
+            .iter()
+            .filter(|(k, _)| !with_tensor.contains(k.as_str()))
+            .map(|(k, c)| (k.clone(), count_tensor(*c)))
+            .collect();
         let mut params: HashMap<String, (ParamId, Vec<usize>)> = HashMap::new();
         model.visit_params(&mut |name, param| {
             params.insert(name.to_string(), (param.id(), param.shape().to_vec()));
         });
-        let mut found: HashMap<&str, Vec<Option<Tensor>>> = HashMap::new();
+        let mut found: HashMap<&str, Vec<Option<Slot>>> = HashMap::new();
         let mut rates: Vec<Option<f32>> = vec![None; self.groups().len()];
         let (mut unexpected, mut mismatched) = (Vec::new(), Vec::new());
-        for (key, tensor) in entries {
+        for (key, tensor) in entries.iter().chain(&placeholders) {
             let mut mismatch = |expected: String| {
                 mismatched.push(format!(
                     "{key}: expected {expected}, found {}",
@@ -247,22 +328,28 @@ impl<S: ParamState> OptimizerState<S> {
                 unexpected.push(key.clone());
                 continue;
             };
-            let fits = match layout[at].1 {
-                FieldKind::Buffer => tensor.shape() == shape.as_slice(),
-                FieldKind::Count => scalar_value(tensor)
-                    .is_some_and(|c| (0.0..=MAX_EXACT_COUNT).contains(&c) && c.fract() == 0.0),
+            let slot = match layout[at].1 {
+                FieldKind::Buffer => (tensor.shape() == shape.as_slice()
+                    && !exact.contains_key(key.as_str()))
+                .then(|| Slot::Buffer(tensor.clone())),
+                FieldKind::Count => match exact.get(key.as_str()) {
+                    Some(&count) if tensor.ndim() == 0 => Some(Slot::Count(count)),
+                    _ => scalar_value(tensor)
+                        .filter(|c| (0.0..=MAX_EXACT_COUNT).contains(c) && c.fract() == 0.0)
+                        .map(|c| Slot::Count(c as u64)),
+                },
             };
-            if !fits {
+            let Some(slot) = slot else {
                 mismatch(match layout[at].1 {
                     FieldKind::Buffer => format!("shape {}", shape_str(shape)),
                     FieldKind::Count => "a scalar holding a whole number".into(),
                 });
                 continue;
-            }
+            };
             let slots = found
                 .entry(name)
                 .or_insert_with(|| vec![None; layout.len()]);
-            if slots[at].replace(tensor.clone()).is_some() {
+            if slots[at].replace(slot).is_some() {
                 unexpected.push(format!("{key} (repeated)"));
             }
         }
@@ -291,13 +378,16 @@ impl<S: ParamState> OptimizerState<S> {
         self.states = found
             .into_iter()
             .map(|(name, slots)| {
-                let fields = layout
-                    .iter()
-                    .zip(slots)
-                    .map(|((f, _), t)| (*f, t.expect("every slot was checked for presence above")));
                 let mut fields = Fields {
-                    fields: fields.collect(),
+                    fields: Vec::new(),
+                    counts: Vec::new(),
                 };
+                for ((field, _), slot) in layout.iter().zip(slots) {
+                    match slot.expect("every slot was checked for presence above") {
+                        Slot::Buffer(tensor) => fields.fields.push((*field, tensor)),
+                        Slot::Count(count) => fields.counts.push((*field, count)),
+                    }
+                }
                 (params[name].0, S::from_fields(&mut fields))
             })
             .collect();

@@ -112,6 +112,38 @@ pub fn expect_distinct_axes(op: &str, axes: &[usize], shape: &[usize]) {
     }
 }
 
+/// The number of elements of `shape`, or `None` if the product overflows `usize`: for shapes
+/// read from a file or given by a caller, before anything is allocated from them.
+pub fn checked_volume(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |total, &d| total.checked_mul(d))
+}
+
+/// The number of elements of `shape`; panics, naming `op`, if the product overflows `usize`.
+#[track_caller]
+pub fn expect_volume(op: &str, shape: &[usize]) -> usize {
+    checked_volume(shape).unwrap_or_else(|| {
+        contract_violation(
+            op,
+            "the shape's element count must fit in usize",
+            format_args!("shape {}", shape_str(shape)),
+        )
+    })
+}
+
+/// Panics unless `index < len`: a sample, class or position asked for past the end.
+#[track_caller]
+pub fn expect_index(op: &str, what: &str, index: usize, len: usize) {
+    if index >= len {
+        contract_violation(
+            op,
+            format_args!("{what} must be below {len}"),
+            format_args!("{what} {index}, length {len}"),
+        );
+    }
+}
+
 /// Panics unless a buffer holds the `expected` number of values for its shape (a kernel's slice
 /// arguments).
 #[track_caller]

@@ -59,6 +59,7 @@ impl Tensor {
 
     /// A tensor with every element equal to `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
+        check::expect_volume("full", shape);
         Tensor {
             data: ArcArray::from_elem(IxDyn(shape), value),
         }
@@ -85,7 +86,13 @@ impl Tensor {
     /// assert_eq!(err.to_string(), "from_vec: expected 4 elements for shape [2, 2], found 3 elements");
     /// ```
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
-        let expected: usize = shape.iter().product();
+        let Some(expected) = check::checked_volume(shape) else {
+            return Err(Error::invalid_data(
+                "from_vec",
+                "a shape whose element count fits in usize",
+                format!("shape {}", shape_str(shape)),
+            ));
+        };
         if data.len() != expected {
             return Err(Error::invalid_data(
                 "from_vec",
@@ -142,7 +149,7 @@ impl Tensor {
                 format_args!("low {low}, high {high}"),
             );
         }
-        let len = shape.iter().product();
+        let len = check::expect_volume("rand_uniform", shape);
         let data = (0..len)
             .map(|_| low + (high - low) * rng.random::<f32>())
             .collect();
@@ -164,7 +171,7 @@ impl Tensor {
                 format_args!("mean {mean}, std {std}"),
             ),
         };
-        let len = shape.iter().product();
+        let len = check::expect_volume("rand_normal", shape);
         let data = (0..len).map(|_| normal.sample(rng)).collect();
         Tensor::from_vec(data, shape).expect("length matches shape")
     }
@@ -279,7 +286,7 @@ impl Tensor {
     ///
     /// If the new shape holds a different number of elements.
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        let new_len: usize = shape.iter().product();
+        let new_len = check::expect_volume("reshape", shape);
         if new_len != self.len() {
             contract_violation(
                 "reshape",

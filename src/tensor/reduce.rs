@@ -8,6 +8,25 @@ use ndarray::Axis;
 use super::Tensor;
 use super::check::expect_distinct_axes;
 
+/// The larger of `a` and `b`, or NaN if either is NaN (`f32::max` returns the other one and so
+/// hides a NaN; PyTorch's `max` propagates it). For `f32` and `f64` alike.
+#[inline(always)]
+pub fn max_propagating_nan<T: PartialOrd>(a: T, b: T) -> T {
+    if a > b || is_nan(&a) { a } else { b }
+}
+
+/// The smaller of `a` and `b`, or NaN if either is NaN (see [`max_propagating_nan`]).
+#[inline(always)]
+pub fn min_propagating_nan<T: PartialOrd>(a: T, b: T) -> T {
+    if a < b || is_nan(&a) { a } else { b }
+}
+
+/// Whether `x` is unordered with itself, which among floats only NaN is.
+#[inline(always)]
+fn is_nan<T: PartialOrd>(x: &T) -> bool {
+    x.partial_cmp(x).is_none()
+}
+
 /// `shape` with every axis in `axes` set to 1.
 pub fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
     let mut out = shape.to_vec();

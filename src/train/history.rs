@@ -104,7 +104,7 @@ impl History {
                 e.to_string(),
             )
         })?;
-        crate::atomic_file::write_atomically(path, svg.as_bytes())
+        crate::util::atomic_file::write_atomically(path, svg.as_bytes())
     }
 
     fn draw(&self, svg: &mut String) -> std::result::Result<(), Box<dyn std::error::Error>> {

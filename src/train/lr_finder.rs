@@ -93,7 +93,7 @@ impl LrFinder {
                 e.to_string(),
             )
         })?;
-        crate::atomic_file::write_atomically(path, svg.as_bytes())
+        crate::util::atomic_file::write_atomically(path, svg.as_bytes())
     }
 
     fn draw(

@@ -84,6 +84,7 @@ pub struct Fit<'a> {
     max_grad_norm: Option<f32>,
     seed: u64,
     first_epoch: usize,
+    detect_anomaly: bool,
     log: Option<tensorboard::LogConfig>,
     board: Option<tensorboard::FitLog>,
 }
@@ -105,6 +106,7 @@ impl<'a> Fit<'a> {
             max_grad_norm: None,
             seed: 0,
             first_epoch: 0,
+            detect_anomaly: false,
             log: None,
             board: None,
         }
@@ -168,6 +170,19 @@ impl<'a> Fit<'a> {
     /// Seeds the training tapes (dropout masks).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Checks every op's output and every gradient of every step for NaN and infinity, like
+    /// PyTorch's `torch.autograd.detect_anomaly`, and stops at the first with an error naming
+    /// the op, the layer (the parameter-name prefix, such as `features.3`), the epoch and the
+    /// step. Off by default: it reads every activation and gradient once more (the README
+    /// gives its measured cost).
+    ///
+    /// Without it, a run still stops at a non-finite loss or gradient, naming the epoch, the
+    /// step and (for a gradient) the parameter, but not where the value first appeared.
+    pub fn detect_anomaly(mut self, enabled: bool) -> Self {
+        self.detect_anomaly = enabled;
         self
     }
 
@@ -295,10 +310,18 @@ impl<'a> Fit<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::NonFinite`] naming the epoch and step if the loss (or, with clipping, the
-    /// gradient norm) becomes NaN or infinite, with the model left as it was before that
-    /// step; [`Error::Io`] if the plot cannot be written.
+    /// [`Error::NonFinite`] naming the epoch and step if the loss or a gradient becomes NaN
+    /// or infinite (and, with [`Fit::detect_anomaly`], the op and layer where the first
+    /// non-finite value appeared), with the model left as it was before that step;
+    /// [`Error::EmptyData`] if the training or validation loader yields no sample;
+    /// [`Error::Config`] if the model has no trainable parameter or its two parameter visitors
+    /// disagree (it would never learn); [`Error::Io`] if the plot cannot be written.
     pub fn run(mut self, train: &DataLoader) -> Result<History> {
+        expect_data("Fit::run: the training loader", train)?;
+        if let Some(validation) = self.validation {
+            expect_data("Fit::run: the validation loader", validation)?;
+        }
+        expect_trainable(self.model)?;
         let mut history = History::default();
         let batches = train.len();
         if let Some(log) = self.log.as_ref().filter(|l| !l.dir.as_os_str().is_empty()) {
@@ -354,27 +377,39 @@ impl<'a> Fit<'a> {
             let (step_started, loss_before) = (Instant::now(), loss_sum);
             let tape_seed = self.seed
                 ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let at = || {
+                format!(
+                    "epoch {}, step {} (global step {})",
+                    epoch + 1,
+                    step + 1,
+                    epoch * batches + step + 1
+                )
+            };
             let mut grads = {
                 let tape = Tape::training_with_seed(tape_seed);
+                tape.detect_anomaly(self.detect_anomaly);
                 let logits = self.model.forward(tape.input(batch.images));
                 let loss = (self.loss)(logits, &batch.labels);
                 let value = loss.item();
+                if let Some(anomaly) = tape.anomaly() {
+                    return Err(anomaly_error(self.model, &anomaly, &at()));
+                }
                 if !value.is_finite() {
                     return Err(Error::NonFinite {
-                        what: format!(
-                            "training loss at epoch {}, step {} (global step {})",
-                            epoch + 1,
-                            step + 1,
-                            epoch * batches + step + 1
-                        ),
+                        what: format!("training loss at {}", at()),
                         value,
                     });
                 }
                 correct += count_correct(&logits.value(), &batch.labels);
                 loss_sum += value as f64 * batch.labels.len() as f64;
                 seen += batch.labels.len();
-                loss.backward()
+                let grads = loss.backward();
+                if let Some(anomaly) = tape.anomaly() {
+                    return Err(anomaly_error(self.model, &anomaly, &at()));
+                }
+                grads
             };
+            expect_finite_gradients(self.model, &grads, &at)?;
             if let Some(max_norm) = self.max_grad_norm {
                 clip_grad_norm(&mut grads, max_norm).map_err(|e| match e {
                     Error::NonFinite { what, value } => Error::NonFinite {
@@ -407,8 +442,9 @@ impl<'a> Fit<'a> {
         let train_seconds = started.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: epoch + 1,
-            train_loss: (loss_sum / seen.max(1) as f64) as f32,
-            train_accuracy: correct as f32 / seen.max(1) as f32,
+            // `run` checked that the loader is not empty, so `seen > 0`.
+            train_loss: (loss_sum / seen as f64) as f32,
+            train_accuracy: correct as f32 / seen as f32,
             val_loss: None,
             val_accuracy: None,
             learning_rate,
@@ -427,7 +463,7 @@ impl<'a> Fit<'a> {
     ) -> Result<EpochRecord> {
         if let Some(loader) = self.validation {
             let started = Instant::now();
-            let evaluation = evaluate_with(self.model, loader, &self.loss);
+            let evaluation = evaluate_with(self.model, loader, &self.loss)?;
             record.val_loss = Some(evaluation.loss);
             record.val_accuracy = Some(evaluation.accuracy);
             record.val_seconds = started.elapsed().as_secs_f64();
@@ -442,6 +478,85 @@ impl<'a> Fit<'a> {
             plateau.step(record.val_loss.unwrap_or(record.train_loss), self.optimizer);
         }
         Ok(record)
+    }
+}
+
+/// [`Error::EmptyData`] if `loader` yields no sample.
+fn expect_data(what: &str, loader: &DataLoader) -> Result<()> {
+    if loader.is_empty() {
+        return Err(Error::EmptyData {
+            what: format!(
+                "{what} ({} samples, batch size {})",
+                loader.dataset().len(),
+                loader.batch_size()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// [`Error::Config`] if `model` cannot learn: its visitors disagree, or nothing is trainable.
+fn expect_trainable(model: &mut dyn Module) -> Result<()> {
+    if let Some(disagreement) = crate::nn::visitor_disagreement(model) {
+        return Err(Error::Config(format!(
+            "Fit::run: the model's visit_params and visit_params_mut must visit the same \
+             parameters: {disagreement}"
+        )));
+    }
+    if model.num_trainable_params() == 0 {
+        return Err(Error::Config(format!(
+            "Fit::run: the model has no trainable parameter ({} parameters, all frozen or none \
+             visited), so training would change nothing",
+            model.num_params()
+        )));
+    }
+    Ok(())
+}
+
+/// [`Error::NonFinite`] naming the first parameter whose gradient holds a NaN or infinity.
+fn expect_finite_gradients(
+    model: &dyn Module,
+    grads: &crate::Gradients,
+    at: &dyn Fn() -> String,
+) -> Result<()> {
+    let mut found = None;
+    model.visit_params(&mut |name, param| {
+        if found.is_none()
+            && let Some(gradient) = grads.get(param)
+            && let Some(value) = crate::autograd::first_non_finite(gradient.as_slice())
+        {
+            found = Some((name.to_string(), value));
+        }
+    });
+    match found {
+        Some((name, value)) => Err(Error::NonFinite {
+            what: format!("gradient of `{name}` at {}", at()),
+            value,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The error for an anomaly found on a step's tape, naming the layer of its nearest parameter.
+fn anomaly_error(model: &dyn Module, anomaly: &crate::autograd::Anomaly, at: &str) -> Error {
+    let mut layer = None;
+    if let Some(id) = anomaly.param {
+        model.visit_params(&mut |name, param| {
+            if param.id() == id {
+                // `features.3.weight` → layer `features.3`
+                let prefix = name.rsplit_once('.').map_or(name, |(prefix, _)| prefix);
+                layer = Some(prefix.to_string());
+            }
+        });
+    }
+    let layer = match layer {
+        Some(layer) => format!(", in or after layer `{layer}`"),
+        None if anomaly.op == "input" => " (the batch's input data)".to_string(),
+        None => String::new(),
+    };
+    Error::NonFinite {
+        what: format!("anomaly detection: first non-finite {anomaly}{layer}, at {at},"),
+        value: anomaly.value,
     }
 }
 
@@ -469,6 +584,11 @@ pub struct Evaluation {
 /// Runs `model` over `loader` on inference tapes and returns the mean cross-entropy and the
 /// accuracy.
 ///
+/// # Errors
+///
+/// [`Error::EmptyData`] if `loader` yields no sample (a loss and accuracy of 0 would look like
+/// a result).
+///
 /// # Examples
 ///
 /// ```
@@ -479,16 +599,17 @@ pub struct Evaluation {
 ///
 /// let data = ImageDataset::from_u8(vec![0; 4 * 28 * 28], [1, 28, 28], vec![0, 1, 2, 3])?;
 /// let model = mnist_cnn(10, &mut StdRng::seed_from_u64(0));
-/// let result = evaluate(&model, &DataLoader::new(data, 2));
+/// let result = evaluate(&model, &DataLoader::new(data, 2))?;
 /// assert_eq!(result.samples, 4);
 /// # Ok::<(), striate::Error>(())
 /// ```
-pub fn evaluate(model: &dyn Module, loader: &DataLoader) -> Evaluation {
+pub fn evaluate(model: &dyn Module, loader: &DataLoader) -> Result<Evaluation> {
     let loss: LossFn<'_> = Box::new(cross_entropy);
     evaluate_with(model, loader, &loss)
 }
 
-fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> Evaluation {
+fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> Result<Evaluation> {
+    expect_data("evaluate: the loader", loader)?;
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for batch in loader.epoch(0) {
         let tape = Tape::inference();
@@ -497,15 +618,19 @@ fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> 
         correct += count_correct(&logits.value(), &batch.labels);
         seen += batch.labels.len();
     }
-    Evaluation {
-        loss: (loss_sum / seen.max(1) as f64) as f32,
-        accuracy: correct as f32 / seen.max(1) as f32,
+    Ok(Evaluation {
+        loss: (loss_sum / seen as f64) as f32,
+        accuracy: correct as f32 / seen as f32,
         samples: seen,
-    }
+    })
 }
 
 /// The confusion matrix of `model`'s predictions (largest logit) over `loader`, from which
 /// every classification metric and scikit-learn's report follow.
+///
+/// # Errors
+///
+/// [`Error::EmptyData`] if `loader` yields no sample.
 ///
 /// # Panics
 ///
@@ -514,11 +639,12 @@ pub fn confusion_matrix(
     model: &dyn Module,
     loader: &DataLoader,
     num_classes: usize,
-) -> ConfusionMatrix {
+) -> Result<ConfusionMatrix> {
+    expect_data("confusion_matrix: the loader", loader)?;
     let mut matrix = ConfusionMatrix::new(num_classes);
     for batch in loader.epoch(0) {
         let logits = model.predict(&batch.images);
         matrix.update_from_scores(&logits, &batch.labels);
     }
-    matrix
+    Ok(matrix)
 }

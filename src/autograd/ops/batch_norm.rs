@@ -169,7 +169,8 @@ impl<'t> Var<'t> {
     ///
     /// # Panics
     ///
-    /// If the input has fewer than 2 axes, or `weight`/`bias` are not `[C]`.
+    /// If the input has fewer than 2 axes, `weight`/`bias` are not `[C]`, or the input holds
+    /// at most one value per channel (batch × spatial ≤ 1), as PyTorch refuses.
     ///
     /// # Examples
     ///
@@ -192,6 +193,15 @@ impl<'t> Var<'t> {
         let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
         let (_, channels, spatial) = layout("batch_norm", &input, &[gamma.as_ref(), beta.as_ref()]);
         let count = input.len() / channels.max(1);
+        if count <= 1 {
+            // One value per channel normalises to exactly 0 (the output is β whatever the
+            // input) and has no unbiased variance: PyTorch refuses it too.
+            contract_violation(
+                "batch_norm",
+                "expected more than 1 value per channel when training",
+                format_args!("input {}, {count} per channel", shape_str(input.shape())),
+            );
+        }
         // Two passes in f64: the mean, then the variance about it (no cancellation).
         let mut sums = vec![0.0f64; channels];
         channel_runs(input.as_slice(), channels, spatial, |c, run| {
@@ -345,6 +355,24 @@ mod tests {
             v[0].batch_norm_eval(Some(v[1]), Some(v[2]), &mean, &var, 1e-5)
         })
         .assert_passed();
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "batch_norm: expected more than 1 value per channel when training (input [1, 3], 1 per channel)"
+    )]
+    fn rejects_one_value_per_channel_in_training() {
+        let tape = Tape::training();
+        let x = tape.input(Tensor::from_vec(vec![1.0, 2.0, 3.0], &[1, 3]).unwrap());
+        x.batch_norm_train(None, None, 1e-5);
+    }
+
+    #[test]
+    #[should_panic(expected = "batch_norm: expected more than 1 value per channel")]
+    fn rejects_a_single_image_of_one_pixel() {
+        let tape = Tape::training();
+        let x = tape.input(Tensor::zeros(&[1, 2, 1, 1]));
+        x.batch_norm_train(None, None, 1e-5);
     }
 
     #[test]

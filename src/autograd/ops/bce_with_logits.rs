@@ -56,7 +56,7 @@ impl<'t> Var<'t> {
             .as_slice()
             .iter()
             .zip(target_values.as_slice())
-            .map(|(&x, &t)| (x.max(0.0) - x * t + (-x.abs()).exp().ln_1p()) as f64)
+            .map(|(&x, &t)| (crate::kernels::relu(x) - x * t + (-x.abs()).exp().ln_1p()) as f64)
             .sum();
         let loss = Tensor::scalar((total / logits.len() as f64) as f32);
         self.tape().record(

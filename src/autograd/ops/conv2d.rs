@@ -6,6 +6,7 @@ use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data, conv2d_backward_filter,
     conv2d_forward_fused,
 };
+use crate::kernels::relu_passes_gradient;
 use crate::simd::par_chunks_dispatch;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
@@ -21,13 +22,13 @@ struct Conv2dBackward {
 
 impl Backward for Conv2dBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
-        // fused ReLU: dY ← dY ⊙ 1[y > 0]
+        // fused ReLU: dY ← dY ⊙ 1[y > 0] (passing at NaN, as the unfused relu)
         let mut grad_output = grad_output;
         if let Some(output) = &self.relu_output {
             let y = output.as_slice();
             par_chunks_dispatch(grad_output.as_slice_mut(), |start, g| {
                 for (g, &y) in g.iter_mut().zip(&y[start..]) {
-                    *g = if y > 0.0 { *g } else { 0.0 };
+                    *g = if relu_passes_gradient(y) { *g } else { 0.0 };
                 }
             });
         }

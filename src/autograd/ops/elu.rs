@@ -12,12 +12,12 @@ impl<'t> Var<'t> {
     /// If `alpha` is not finite.
     pub fn elu(self, alpha: f32) -> Var<'t> {
         expect_finite("elu", "alpha", alpha);
-        // d/dx = 1 if x > 0 else alpha·e^x = y + alpha
+        // d/dx = alpha·e^x = y + alpha if x ≤ 0 else 1 (so 1 at NaN, as PyTorch's elu_backward)
         unary(
             self,
             "elu",
             move |x| if x > 0.0 { x } else { alpha * x.exp_m1() },
-            move |x, y| if x > 0.0 { 1.0 } else { y + alpha },
+            move |x, y| if x <= 0.0 { y + alpha } else { 1.0 },
         )
     }
 }

@@ -17,7 +17,7 @@ struct LinearBackward {
 impl Backward for LinearBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let (out_features, in_features) = (self.weight.shape()[0], self.weight.shape()[1]);
-        let rows = self.input.len() / in_features.max(1);
+        let rows: usize = self.input.shape()[..self.input.ndim() - 1].iter().product();
         let g = MatRef::row_major(grad_output.as_slice(), rows, out_features);
         // dX = dY · W
         let grad_input = needs_grad[0].then(|| {
@@ -118,7 +118,9 @@ impl<'t> Var<'t> {
                 format_args!("bias {}", shape_str(b.shape())),
             );
         }
-        let rows = input.len() / in_features.max(1);
+        // Every axis but the last, counted from the shape (not len / in_features: with zero
+        // input features there are still rows, each the bias, as in PyTorch).
+        let rows: usize = input.shape()[..input.ndim() - 1].iter().product();
         let mut output = vec![0.0; rows * out_features];
         if let Some(b) = &bias_value {
             for row in output.chunks_mut(out_features.max(1)) {

@@ -2,12 +2,20 @@
 //!
 //! Where several elements tie for the extreme, the gradient is shared equally between them
 //! (PyTorch's `amax`/`amin` rule), so the gradient is the same whatever order ties are met in.
+//!
+//! NaN propagates as in PyTorch: the extreme of values holding a NaN is NaN. Its gradient then
+//! follows PyTorch too: over all elements (`max()`, PyTorch's `torch.max(x)`) it is shared
+//! between the NaN elements; over axes (`max_axes`, PyTorch's `amax`) no element equals NaN,
+//! so the slice's gradient is NaN.
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_to;
-use crate::tensor::reduce::{dropped_shape, fold_axes_keepdim, kept_shape, sum_axes_keepdim};
+use crate::tensor::reduce::{
+    dropped_shape, fold_axes_keepdim, kept_shape, max_propagating_nan, min_propagating_nan,
+    sum_axes_keepdim,
+};
 
 #[derive(Debug)]
 struct ExtremeBackward {
@@ -16,6 +24,9 @@ struct ExtremeBackward {
     /// The extreme with reduced axes kept at extent 1.
     extreme: Tensor,
     axes: Vec<usize>,
+    /// Over every element (`max()` / `min()`): a NaN extreme sends its gradient to the NaN
+    /// elements (PyTorch's `evenly_distribute_backward`).
+    whole: bool,
 }
 
 impl Backward for ExtremeBackward {
@@ -23,9 +34,14 @@ impl Backward for ExtremeBackward {
         // d max(x) / dx_i = 1[x_i = max] / (number of ties)
         let shape = self.input.shape();
         let extreme = broadcast_to(&self.extreme, shape);
-        let mask = self
-            .input
-            .zip_map(&extreme, |x, m| if x == m { 1.0 } else { 0.0 });
+        let nan_extreme = self.whole && self.extreme.as_slice()[0].is_nan();
+        let mask = self.input.zip_map(&extreme, |x, m| {
+            if x == m || (nan_extreme && x.is_nan()) {
+                1.0
+            } else {
+                0.0
+            }
+        });
         let ties = sum_axes_keepdim(&mask, self.op, &self.axes);
         let share = grad_output
             .reshape(self.extreme.shape())
@@ -45,14 +61,12 @@ enum Extreme {
 impl<'t> Var<'t> {
     /// The largest element, as a rank-0 value.
     pub fn max(self) -> Var<'t> {
-        let axes: Vec<usize> = (0..self.ndim()).collect();
-        self.extreme(Extreme::Max, &axes, false)
+        self.extreme_of_all(Extreme::Max)
     }
 
     /// The smallest element, as a rank-0 value.
     pub fn min(self) -> Var<'t> {
-        let axes: Vec<usize> = (0..self.ndim()).collect();
-        self.extreme(Extreme::Min, &axes, false)
+        self.extreme_of_all(Extreme::Min)
     }
 
     /// The largest value over `axes`, which are removed from the shape.
@@ -102,16 +116,25 @@ impl<'t> Var<'t> {
         self.extreme(Extreme::Min, axes, true)
     }
 
+    fn extreme_of_all(self, which: Extreme) -> Var<'t> {
+        let axes: Vec<usize> = (0..self.ndim()).collect();
+        self.extreme_with(which, &axes, false, true)
+    }
+
     fn extreme(self, which: Extreme, axes: &[usize], keepdim: bool) -> Var<'t> {
+        self.extreme_with(which, axes, keepdim, false)
+    }
+
+    fn extreme_with(self, which: Extreme, axes: &[usize], keepdim: bool, whole: bool) -> Var<'t> {
         let input = self.value();
         let (op, extreme) = match which {
             Extreme::Max => (
                 "max",
-                fold_axes_keepdim(&input, "max", axes, f32::NEG_INFINITY, f32::max),
+                fold_axes_keepdim(&input, "max", axes, f32::NEG_INFINITY, max_propagating_nan),
             ),
             Extreme::Min => (
                 "min",
-                fold_axes_keepdim(&input, "min", axes, f32::INFINITY, f32::min),
+                fold_axes_keepdim(&input, "min", axes, f32::INFINITY, min_propagating_nan),
             ),
         };
         let out_shape = if keepdim {
@@ -128,6 +151,7 @@ impl<'t> Var<'t> {
                 input,
                 extreme,
                 axes: axes.to_vec(),
+                whole,
             },
         )
     }

@@ -2,9 +2,11 @@
 
 use super::unary::unary;
 use crate::autograd::var::Var;
+use crate::kernels;
 
 impl<'t> Var<'t> {
-    /// Rectified linear unit, `max(x, 0)`, elementwise; derivative 0 at 0 (as PyTorch).
+    /// Rectified linear unit, `max(x, 0)`, elementwise; derivative 0 at 0 (as PyTorch). NaN
+    /// propagates: `relu(NaN)` is NaN, as in PyTorch.
     ///
     /// # Examples
     ///
@@ -16,13 +18,14 @@ impl<'t> Var<'t> {
     /// assert_eq!(y.value().as_slice(), &[0.0, 2.0]);
     /// ```
     pub fn relu(self) -> Var<'t> {
-        // d relu / dx = 1[x > 0]
-        unary(
-            self,
-            "relu",
-            |x| x.max(0.0),
-            |x, _| if x > 0.0 { 1.0 } else { 0.0 },
-        )
+        // d relu / dx = 1[y > 0] (1 at a NaN output, as PyTorch's threshold_backward)
+        unary(self, "relu", kernels::relu, |_, y| {
+            if kernels::relu_passes_gradient(y) {
+                1.0
+            } else {
+                0.0
+            }
+        })
     }
 }
 
@@ -36,6 +39,16 @@ mod tests {
         let (y, g) = grad_of(t(&[-1.0, 0.0, 2.0]), |x| x.relu());
         assert_eq!(y.as_slice(), &[0.0, 0.0, 2.0]);
         assert_eq!(g.as_slice(), &[0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn nan_propagates_and_infinities_keep_their_sign() {
+        let (y, g) = grad_of(t(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]), |x| {
+            x.relu()
+        });
+        assert!(y.as_slice()[0].is_nan());
+        assert_eq!(&y.as_slice()[1..], &[f32::INFINITY, 0.0]);
+        assert_eq!(g.as_slice(), &[1.0, 1.0, 0.0]);
     }
 
     #[test]

@@ -496,7 +496,7 @@ pub fn conv2d_forward_fused(
                     || match activation {
                         ConvActivation::Identity => plane.iter_mut().for_each(|y| *y += b),
                         ConvActivation::Relu => {
-                            plane.iter_mut().for_each(|y| *y = (*y + b).max(0.0))
+                            plane.iter_mut().for_each(|y| *y = super::relu(*y + b))
                         }
                     },
                 );

@@ -1,0 +1,341 @@
+//! Regression tests for results that looked valid but were not: each test here failed (or
+//! returned a plausible-looking `Ok`) before the fix it guards. RELIABILITY.md lists them.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use striate::data::{DataLoader, Dataset, ImageDataset};
+use striate::models::mnist_cnn;
+use striate::nn::{Dense, Flatten, Module, Relu, Sequential};
+use striate::optim::{Optimizer, Sgd, SgdConfig};
+use striate::train::{Fit, Progress, confusion_matrix, evaluate};
+use striate::{Error, Param, Tape, Tensor, Var};
+
+fn rng() -> StdRng {
+    StdRng::seed_from_u64(7)
+}
+
+/// 128 MNIST-shaped images (two classes: dark and bright), as f32 in `[0, 1]`.
+fn digits(n: usize) -> (Vec<f32>, Vec<usize>) {
+    let pixels = (0..n)
+        .flat_map(|i| {
+            let level = if i % 2 == 0 { 0.1 } else { 0.8 };
+            (0..28 * 28).map(move |p| level + 0.001 * ((p + i) % 7) as f32)
+        })
+        .collect();
+    (pixels, (0..n).map(|i| i % 2).collect())
+}
+
+fn loader_with(pixels: Vec<f32>, labels: Vec<usize>, batch: usize) -> DataLoader {
+    let images = Tensor::from_vec(pixels, &[labels.len(), 1, 28, 28]).unwrap();
+    DataLoader::new(ImageDataset::from_tensor(&images, labels), batch)
+}
+
+fn sgd() -> Sgd {
+    Sgd::new(SgdConfig {
+        learning_rate: 0.01,
+        ..Default::default()
+    })
+}
+
+fn non_finite_message(result: striate::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(e @ Error::NonFinite { .. }) => e.to_string(),
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_nan_pixel_stops_training_naming_epoch_and_step() {
+    // Before: relu(NaN) was 0, so Fit returned Ok (loss 2.29) with every conv1 weight NaN.
+    let (mut pixels, labels) = digits(128);
+    pixels[70 * 28 * 28 + 300] = f32::NAN; // image 70: batch 3 of 32-image batches
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = mnist_cnn(10, &mut rng());
+    let before = model.predict(&Tensor::zeros(&[1, 1, 28, 28]));
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .run(&loader),
+    );
+    assert!(message.contains("epoch 1, step 3"), "{message}");
+    // The failing step was not applied: weights are those after step 2, all finite.
+    let mut all_finite = true;
+    model
+        .visit_params(&mut |_, p| all_finite &= p.value().as_slice().iter().all(|v| v.is_finite()));
+    assert!(all_finite);
+    assert!(before.as_slice().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn one_infinite_pixel_stops_training_too() {
+    let (mut pixels, labels) = digits(64);
+    pixels[5] = f32::INFINITY;
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = mnist_cnn(10, &mut rng());
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .run(&loader),
+    );
+    assert!(message.contains("epoch 1, step 1"), "{message}");
+}
+
+#[test]
+fn predict_on_a_nan_image_gives_nan_logits() {
+    // Before: finite logits, identical for every such image.
+    let model = mnist_cnn(10, &mut rng());
+    let logits = model.predict(&Tensor::full(&[1, 1, 28, 28], f32::NAN));
+    assert!(logits.as_slice().iter().all(|v| v.is_nan()), "{logits:?}");
+}
+
+#[test]
+fn anomaly_detection_names_the_input_when_the_data_holds_nan() {
+    let (mut pixels, labels) = digits(64);
+    pixels[40 * 28 * 28] = f32::NAN;
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = mnist_cnn(10, &mut rng());
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .detect_anomaly(true)
+            .run(&loader),
+    );
+    assert!(message.contains("op `input`"), "{message}");
+    assert!(message.contains("input data"), "{message}");
+    assert!(message.contains("epoch 1, step 2"), "{message}");
+}
+
+fn small_net(rng: &mut StdRng) -> Sequential {
+    Sequential::new()
+        .push(Flatten::new())
+        .push(Dense::new(28 * 28, 8, rng))
+        .push(Relu)
+        .push(Dense::new(8, 2, rng))
+}
+
+#[test]
+fn anomaly_detection_names_the_layer_where_nan_first_appears() {
+    let (pixels, labels) = digits(64);
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = small_net(&mut rng());
+    // A NaN weight in the last layer (Sequential child "3"): its output is the first NaN.
+    model.visit_params_mut(&mut |name, p| {
+        if name == "3.weight" {
+            p.value_mut().as_slice_mut()[0] = f32::NAN;
+        }
+    });
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .detect_anomaly(true)
+            .run(&loader),
+    );
+    assert!(message.contains("layer `3`"), "{message}");
+    assert!(message.contains("first non-finite output"), "{message}");
+    assert!(message.contains("epoch 1, step 1"), "{message}");
+}
+
+/// Cross-entropy plus `0 · Σ sqrt(|logits|)`: finite forward, but at logits of exactly 0 the
+/// gradient of sqrt is infinite and `0 · ∞` makes it NaN.
+fn loss_with_nan_gradient<'t>(logits: Var<'t>, labels: &[usize]) -> Var<'t> {
+    logits.cross_entropy(labels) + logits.abs().sqrt().sum() * 0.0
+}
+
+fn zeroed_net() -> Sequential {
+    let mut model = small_net(&mut rng());
+    model.visit_params_mut(&mut |name, p| {
+        if name.starts_with('3') {
+            let shape = p.shape().to_vec();
+            p.set_value(Tensor::zeros(&shape));
+        }
+    });
+    model
+}
+
+#[test]
+fn anomaly_detection_finds_a_nan_gradient_in_the_backward_pass() {
+    let (pixels, labels) = digits(32);
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = zeroed_net();
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .loss(loss_with_nan_gradient)
+            .detect_anomaly(true)
+            .run(&loader),
+    );
+    assert!(
+        message.contains("gradient from the backward of op `sqrt`"),
+        "{message}"
+    );
+    assert!(message.contains("layer `3`"), "{message}");
+}
+
+#[test]
+fn a_nan_gradient_stops_training_even_without_anomaly_detection() {
+    let (pixels, labels) = digits(32);
+    let loader = loader_with(pixels, labels, 32);
+    let mut model = zeroed_net();
+    let message = non_finite_message(
+        Fit::new(&mut model, &mut sgd())
+            .progress(Progress::Silent)
+            .loss(loss_with_nan_gradient)
+            .run(&loader),
+    );
+    assert!(message.contains("gradient of `"), "{message}");
+    assert!(message.contains("epoch 1, step 1"), "{message}");
+}
+
+/// A user model that lists its parameter for reading but forgot it for updating.
+struct Forgetful {
+    inner: Dense,
+}
+
+impl Module for Forgetful {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        self.inner.forward(input.flatten(1))
+    }
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+        self.inner.visit_params(visitor);
+    }
+    fn visit_params_mut(&mut self, _: &mut dyn FnMut(&str, &mut Param)) {}
+}
+
+#[test]
+fn a_model_whose_visitors_disagree_is_an_error_before_training() {
+    // Before: 5 epochs at a constant loss with unchanged weights, and Ok.
+    let (pixels, labels) = digits(32);
+    let loader = loader_with(pixels, labels, 16);
+    let mut model = Forgetful {
+        inner: Dense::new(28 * 28, 2, &mut rng()),
+    };
+    let error = Fit::new(&mut model, &mut sgd())
+        .progress(Progress::Silent)
+        .run(&loader)
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("visit_params_mut"), "{message}");
+    assert!(
+        message.contains("visit_params lists 2 [weight, bias]"),
+        "{message}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "Sgd::step: the model's visit_params and visit_params_mut must visit")]
+fn an_optimizer_step_on_disagreeing_visitors_panics() {
+    let mut model = Forgetful {
+        inner: Dense::new(4, 2, &mut rng()),
+    };
+    let tape = Tape::training();
+    let loss = model.forward(tape.input(Tensor::ones(&[1, 4]))).sum();
+    let grads = loss.backward();
+    sgd().step(&mut model, &grads);
+}
+
+#[test]
+fn a_fully_frozen_model_is_an_error_before_training() {
+    let (pixels, labels) = digits(32);
+    let loader = loader_with(pixels, labels, 16);
+    let mut model = small_net(&mut rng());
+    model.visit_params_mut(&mut |_, p| p.set_requires_grad(false));
+    let message = Fit::new(&mut model, &mut sgd())
+        .progress(Progress::Silent)
+        .run(&loader)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("no trainable parameter"), "{message}");
+}
+
+#[test]
+#[should_panic(expected = "Sgd::step: the model must have at least one trainable parameter")]
+fn an_optimizer_step_with_nothing_trainable_panics() {
+    let mut model = small_net(&mut rng());
+    let tape = Tape::training();
+    let loss = model
+        .forward(tape.input(Tensor::ones(&[1, 1, 28, 28])))
+        .sum();
+    let grads = loss.backward();
+    model.visit_params_mut(&mut |_, p| p.set_requires_grad(false));
+    sgd().step(&mut model, &grads);
+}
+
+#[test]
+fn empty_data_is_an_error_not_a_result_of_zero() {
+    // Before: Ok with loss 0.0 and accuracy 0.0; evaluate gave {loss: 0, accuracy: 0, samples: 0}.
+    let mut model = small_net(&mut rng());
+    let empty = loader_with(Vec::new(), Vec::new(), 16);
+    let fit = Fit::new(&mut model, &mut sgd())
+        .progress(Progress::Silent)
+        .run(&empty);
+    assert!(matches!(fit, Err(Error::EmptyData { .. })), "{fit:?}");
+    let (pixels, labels) = digits(10);
+    let short = loader_with(pixels, labels, 16).drop_last(true);
+    let fit = Fit::new(&mut model, &mut sgd())
+        .progress(Progress::Silent)
+        .run(&short);
+    let message = fit.unwrap_err().to_string();
+    assert!(message.contains("10 samples, batch size 16"), "{message}");
+    assert!(matches!(
+        evaluate(&model, &empty),
+        Err(Error::EmptyData { .. })
+    ));
+    assert!(matches!(
+        confusion_matrix(&model, &empty, 2),
+        Err(Error::EmptyData { .. })
+    ));
+    let (pixels, labels) = digits(16);
+    let train = loader_with(pixels, labels, 16);
+    let fit = Fit::new(&mut model, &mut sgd())
+        .progress(Progress::Silent)
+        .validation(&empty)
+        .run(&train);
+    assert!(matches!(fit, Err(Error::EmptyData { .. })), "{fit:?}");
+}
+
+#[test]
+fn overflowing_shapes_are_errors_not_panics_inside_ndarray() {
+    let error = Tensor::from_vec(vec![], &[1 << 32, 1 << 32]).unwrap_err();
+    assert!(error.to_string().contains("fits in usize"), "{error}");
+    // Before: Ok, and the first batch panicked.
+    let error = ImageDataset::from_u8(vec![], [1 << 32, 1 << 32, 1], vec![0]).unwrap_err();
+    assert!(error.to_string().contains("fits in usize"), "{error}");
+}
+
+#[test]
+#[should_panic(expected = "ImageDataset::label: index must be below 2 (index 2, length 2)")]
+fn a_label_past_the_end_names_the_rule() {
+    let data = ImageDataset::from_u8(vec![0; 8], [1, 2, 2], vec![0, 1]).unwrap();
+    data.label(2);
+}
+
+#[test]
+fn dense_with_zero_input_features_returns_the_bias() {
+    // PyTorch: nn.Linear(0, 3)(torch.zeros(2, 0)) is the bias on every row.
+    let layer = Dense::new(0, 3, &mut rng());
+    let bias = layer.bias.as_ref().unwrap().value().clone();
+    let out = layer.predict(&Tensor::zeros(&[2, 0]));
+    assert_eq!(out.shape(), &[2, 3]);
+    assert_eq!(&out.as_slice()[..3], bias.as_slice());
+    assert_eq!(&out.as_slice()[3..], bias.as_slice());
+}
+
+#[test]
+#[should_panic(expected = "batch_norm: expected more than 1 value per channel when training")]
+fn batch_norm_in_training_on_one_sample_panics_with_pytorchs_rule() {
+    // Before: the output was exactly β for any input and the running variance moved to 0.
+    let bn = striate::nn::BatchNorm1d::new(3);
+    let tape = Tape::training();
+    let _ = bn.forward(tape.input(Tensor::ones(&[1, 3])));
+}
+
+#[test]
+fn dense_with_zero_input_features_trains_its_bias() {
+    let tape = Tape::training();
+    let layer = Dense::new(0, 3, &mut rng());
+    let loss = layer.forward(tape.input(Tensor::zeros(&[2, 0]))).sum();
+    let grads = loss.backward();
+    let bias = grads.get(layer.bias.as_ref().unwrap()).unwrap();
+    assert_eq!(bias.as_slice(), &[2.0, 2.0, 2.0]);
+    assert_eq!(grads.get(&layer.weight).unwrap().shape(), &[3, 0]);
+}
