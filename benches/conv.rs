@@ -84,6 +84,8 @@ const CASES: [Case; 6] = [
 ];
 
 fn bench_conv(c: &mut Criterion) {
+    // As a training program would: keep freed buffers for the next iteration.
+    striate::keep_freed_memory();
     let mut rng = StdRng::seed_from_u64(0);
     for case in &CASES {
         let spec = Conv2dSpec {

@@ -12,6 +12,8 @@ use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig};
 use striate::{Tape, Tensor};
 
 fn bench_train_step(c: &mut Criterion) {
+    // As a training program would: keep freed buffers for the next iteration.
+    striate::keep_freed_memory();
     let mut rng = StdRng::seed_from_u64(0);
     let mut model = mnist_cnn(10, &mut rng);
     let mut optimizer = Sgd::new(SgdConfig {

@@ -4,10 +4,10 @@
 //! `apply_batch`, so every column draws fresh parameters for every digit.
 //!
 //! ```text
-//! cargo run --release --example augment -- augment.png [--data DIR] [--rows N] [--seed S] [--scale K]
+//! cargo run --release --example augment -- augment.png [--data-dir DIR] [--rows N] [--seed S] [--scale K]
 //! ```
 //!
-//! The MNIST files are looked for in `--data DIR` (and its `mnist/` subfolder), then in
+//! The MNIST files are looked for in `--data-dir DIR` (and its `mnist/` subfolder), then in
 //! `$STRIATE_DATA` and the usual places (see `striate::data::Mnist`).
 
 mod common;
@@ -15,8 +15,10 @@ mod common;
 use std::error::Error;
 use std::path::PathBuf;
 
+use clap::Parser;
+use common::cli::Common;
 use striate::Tensor;
-use striate::data::{Dataset, Mnist, Split};
+use striate::data::{Dataset, Split};
 use striate::transforms::{
     Compose, ElasticTransform, GaussianNoise, Interpolation, RandomCrop, RandomRotation,
     apply_batch,
@@ -25,55 +27,20 @@ use striate::transforms::{
 /// Augmented copies per digit.
 const COLUMNS: usize = 8;
 const SIDE: usize = 28;
-const USAGE: &str = "usage: augment OUTPUT.png [--data DIR] [--rows N] [--seed S] [--scale K]";
-
+/// Writes a PNG grid of augmented MNIST digits: each row a test digit, then eight
+/// augmentations of it.
+#[derive(Parser, Debug)]
 struct Args {
+    /// The PNG file to write
     output: PathBuf,
-    data: Option<PathBuf>,
-    rows: usize,
-    seed: u64,
-    scale: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        output: PathBuf::new(),
-        data: None,
-        rows: 10,
-        seed: 0,
-        scale: 3,
-    };
-    let mut output = None;
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        let mut value = |flag: &str| words.next().ok_or(format!("{flag} needs a value"));
-        match word.as_str() {
-            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
-            "--rows" => {
-                args.rows = value("--rows")?
-                    .parse()
-                    .map_err(|e| format!("--rows: {e}"))?
-            }
-            "--seed" => {
-                args.seed = value("--seed")?
-                    .parse()
-                    .map_err(|e| format!("--seed: {e}"))?
-            }
-            "--scale" => {
-                args.scale = value("--scale")?
-                    .parse()
-                    .map_err(|e| format!("--scale: {e}"))?
-            }
-            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
-            path if output.is_none() => output = Some(PathBuf::from(path)),
-            extra => return Err(format!("unexpected argument {extra}")),
-        }
-    }
-    args.output = output.ok_or("missing the output path")?;
-    if args.rows == 0 || args.scale == 0 {
-        return Err("--rows and --scale must be at least 1".into());
-    }
-    Ok(args)
+    #[command(flatten)]
+    common: Common,
+    /// Digits (rows) in the grid
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    rows: u32,
+    /// Pixels per image pixel
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    scale: u32,
 }
 
 /// Test-set indices, one per row, cycling through the classes 0, 1, 2, ... so the grid shows
@@ -93,13 +60,10 @@ fn pick_digits(labels: &[usize], rows: usize) -> Vec<usize> {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
-    let source = match &args.data {
-        Some(dir) => Mnist::source().dir(dir),
-        None => Mnist::source(),
-    };
-    let test = source.load(Split::Test)?;
-    let picks = pick_digits(test.labels(), args.rows);
+    let args = Args::parse();
+    args.common.start_threads()?;
+    let test = args.common.load(false, Split::Test)?;
+    let picks = pick_digits(test.labels(), args.rows as usize);
     let digits: Vec<Tensor> = picks.iter().map(|&i| test.image(i)).collect();
     let views: Vec<&Tensor> = digits.iter().collect();
     let originals = Tensor::concat(&views, 0).reshape(&[picks.len(), 1, SIDE, SIDE]);
@@ -110,7 +74,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .then(ElasticTransform::new(34.0, 4.0))
         .then(GaussianNoise::new(0.05));
     let columns: Vec<Tensor> = (0..COLUMNS as u64)
-        .map(|epoch| apply_batch(&pipeline, &originals, args.seed, epoch, 0))
+        .map(|epoch| apply_batch(&pipeline, &originals, args.common.seed, epoch, 0))
         .collect();
 
     // One row per digit: the original, then its augmentations.
@@ -128,9 +92,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         columns: 1 + COLUMNS,
         height: SIDE,
         width: SIDE,
-        scale: args.scale,
+        scale: args.scale as usize,
         shading: common::Shading::Unit,
-        first_column_gap: 3 * args.scale,
+        first_column_gap: 3 * args.scale as usize,
     };
     let (pixels, width, height) = grid.render(&cells);
     common::write_png(&args.output, &pixels, width, height)?;

@@ -1,5 +1,6 @@
-//! Where the MNIST CNN looks: Grad-CAM (at the second conv layer's ReLU, `--layer 4`) and gradient saliency for a
-//! few test digits, written as PNG overlays (the digit in grey, the map in colour on top).
+//! Where the MNIST CNN looks: Grad-CAM (at the second conv layer's ReLU, `--layer 4`) and
+//! gradient saliency for a few test digits, written as PNG overlays (the digit in grey, the
+//! map in colour on top).
 //!
 //! ```sh
 //! cargo run --release --example explain -- --out-dir explain
@@ -7,68 +8,51 @@
 //!
 //! Writes `digit<i>_true<t>_pred<p>_gradcam.png` and `..._saliency.png` for the first `--count`
 //! test digits into `--out-dir`. MNIST is read from `--data-dir`, else `$STRIATE_DATA/mnist`,
-//! else `../shared/data/mnist` beside the repository. The CNN's weights come from `--weights`
-//! (default `mnist_cnn.safetensors`); if that file does not exist, the CNN is first trained for
-//! one epoch and saved there.
+//! else `../shared/data/mnist` beside the repository, else the usual places (see
+//! `striate::data::Mnist`). The CNN's weights come from `--weights` (default
+//! `mnist_cnn.safetensors`); if that file does not exist, the CNN is first trained for one
+//! epoch and saved there.
+
+mod common;
 
 use std::error::Error;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use clap::Parser;
+use common::cli::Common;
 use striate::Tensor;
-use striate::data::{DataLoader, Dataset, Mnist, Split};
+use striate::data::{DataLoader, Dataset, Split};
 use striate::explain::{grad_cam, saliency};
 use striate::io::{load_weights, save_weights};
 use striate::models::mnist_cnn;
 use striate::nn::Module;
 use striate::optim::{Momentum, Sgd, SgdConfig};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::train::{Fit, Progress};
 
-const USAGE: &str =
-    "usage: explain [--weights FILE] [--out-dir DIR] [--data-dir DIR] [--count N] [--layer NAME]";
 const SCALE: usize = 8;
 
+/// Where the MNIST CNN looks: Grad-CAM and saliency overlays for test digits.
+#[derive(Parser, Debug)]
 struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Trained weights (from `mnist --save`); trained for one epoch and saved here if absent
+    #[arg(long, default_value = "mnist_cnn.safetensors")]
     weights: PathBuf,
+    /// Directory for the PNG files
+    #[arg(long, default_value = "explain")]
     out_dir: PathBuf,
-    data_dir: PathBuf,
+    /// How many test digits to explain
+    #[arg(long, default_value_t = 6)]
     count: usize,
+    /// The stage whose output Grad-CAM weighs; "4" is the second conv layer's ReLU (its
+    /// pre-activation output "3" can have a negative weighted sum everywhere, which Grad-CAM's
+    /// ReLU turns into an empty map)
+    #[arg(long, default_value = "4")]
     layer: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let data_dir = std::env::var_os("STRIATE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let mut args = Args {
-        weights: PathBuf::from("mnist_cnn.safetensors"),
-        out_dir: PathBuf::from("explain"),
-        data_dir,
-        count: 6,
-        // the second conv layer's ReLU: its pre-activation output (stage "3") can have a
-        // negative weighted sum everywhere, which Grad-CAM's ReLU turns into an empty map
-        layer: "4".into(),
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--weights" => args.weights = value()?.into(),
-            "--out-dir" => args.out_dir = value()?.into(),
-            "--data-dir" => args.data_dir = value()?.into(),
-            "--layer" => args.layer = value()?,
-            "--count" => {
-                args.count = value()?
-                    .parse()
-                    .map_err(|_| "--count needs a number".to_string())?
-            }
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    Ok(args)
 }
 
 /// A blue-to-red colour ramp for a value in [0, 1].
@@ -117,9 +101,13 @@ fn write_overlay(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
-    let source = Mnist::source().dir(&args.data_dir);
-    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(0));
+    let mut args = Args::parse();
+    args.common.start_threads()?;
+    if args.common.data_dir.is_none() && std::env::var_os("STRIATE_DATA").is_none() {
+        let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+        args.common.data_dir = Some(beside).filter(|d| d.exists());
+    }
+    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(args.common.seed));
     if args.weights.exists() {
         load_weights(&mut model, &args.weights)?;
         println!("loaded {}", args.weights.display());
@@ -128,8 +116,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             "{} not found: training the CNN for one epoch first",
             args.weights.display()
         );
-        let train = DataLoader::new(source.load(Split::Train)?, 64)
-            .shuffle(0)
+        let train = DataLoader::new(args.common.load(false, Split::Train)?, 64)
+            .shuffle(args.common.seed)
             .normalize(&[0.1307], &[0.3081]);
         let mut sgd = Sgd::new(SgdConfig {
             learning_rate: 0.05,
@@ -144,7 +132,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     std::fs::create_dir_all(&args.out_dir)?;
 
-    let test = source.load(Split::Test)?;
+    let test = args.common.load(false, Split::Test)?;
     for index in 0..args.count.min(test.len()) {
         let digit = test.image(index); // [1, 28, 28] in [0, 1]
         let label = test.label(index);

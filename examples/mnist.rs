@@ -22,7 +22,6 @@ use striate::prelude::*;
 /// Trains the MNIST CNN (SGD with momentum, cosine schedule) and reports test accuracy, per
 /// epoch and per class.
 #[derive(Parser, Debug)]
-#[command(about)]
 struct Options {
     #[command(flatten)]
     common: Common,

@@ -10,22 +10,25 @@
 //! 1-2 points ahead of training from scratch (about 95.2-95.8% against 93.6-94.1%).
 //!
 //! ```sh
-//! cargo run --release --example transfer [-- --data-dir DIR --shots 50 --seed 0]
+//! cargo run --release --example transfer [-- --data-dir DIR --shots 50 --epochs 30 --seed 0]
 //! ```
 //!
 //! Test accuracy is measured on every test image of digits 5–9.
+
+mod common;
 
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use striate::data::{DataLoader, Dataset, ImageDataset, Mnist, Split};
+use clap::Parser;
+use common::cli::Common;
+use striate::data::{DataLoader, Dataset, ImageDataset, Split};
 use striate::io::{load_state_dict, load_weights, save_weights, state_dict};
 use striate::models::{freeze, mnist_cnn};
 use striate::nn::{Dense, Module, Sequential};
 use striate::optim::{GroupOptions, Momentum, Sgd, SgdConfig};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::train::{Fit, Progress, evaluate};
 
 /// The CNN's convolutional backbone (`Sequential` indices of both convolutions).
@@ -35,41 +38,18 @@ const HEAD: usize = 9;
 const MEAN: f32 = 0.1307;
 const STD: f32 = 0.3081;
 
+/// Transfer learning on MNIST: pre-train on digits 0-4, then learn 5-9 from a few labels per
+/// class three ways (from scratch, feature extraction, fine-tuning).
+#[derive(Parser, Debug)]
 struct Args {
-    data_dir: Option<String>,
-    shots: usize,
-    seed: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        data_dir: None,
-        shots: 50,
-        seed: 0,
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data-dir" => args.data_dir = Some(value()?),
-            "--shots" => {
-                args.shots = value()?
-                    .parse()
-                    .map_err(|_| "--shots needs a number".to_string())?
-            }
-            "--seed" => {
-                args.seed = value()?
-                    .parse()
-                    .map_err(|_| "--seed needs a number".to_string())?
-            }
-            _ => {
-                return Err(format!(
-                    "unknown flag {flag} (flags: --data-dir DIR --shots N --seed N)"
-                ));
-            }
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    common: Common,
+    /// Labelled training images per class of digits 5-9
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    shots: u32,
+    /// Epochs of few-shot training for each of the three ways
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
 }
 
 /// The images of `dataset` whose label is in `digits`, relabelled `0..digits.len()`, keeping at
@@ -131,22 +111,21 @@ fn train_few_shot(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = parse_args()?;
-    let source = match &args.data_dir {
-        Some(dir) => Mnist::source().dir(dir),
-        None => Mnist::source(),
-    };
+    let args = Args::parse();
+    args.common.start_threads()?;
+    let seed = args.common.seed;
+    let shots = args.shots as usize;
     let (train, test) = (
-        Arc::new(source.load(Split::Train)?),
-        source.load(Split::Test)?,
+        Arc::new(args.common.load(false, Split::Train)?),
+        args.common.load(false, Split::Test)?,
     );
     println!("striate on {} threads", striate::num_threads());
 
     // 1. Pre-train on digits 0-4.
     let started = Instant::now();
-    let first = loader(select(&train, 0..5, None), 64, args.seed);
+    let first = loader(select(&train, 0..5, None), 64, seed);
     let first_test = loader(select(&test, 0..5, None), 256, 0);
-    let mut pretrained = mnist_cnn(5, &mut StdRng::seed_from_u64(args.seed));
+    let mut pretrained = mnist_cnn(5, &mut StdRng::seed_from_u64(seed));
     let history = Fit::new(&mut pretrained, &mut sgd(0.05))
         .epochs(3)
         .validation(&first_test)
@@ -165,14 +144,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         std::process::id()
     ));
     save_weights(&pretrained, &path)?;
-    let mut rng = StdRng::seed_from_u64(args.seed + 1);
+    let mut rng = StdRng::seed_from_u64(seed + 1);
     let mut backbone = mnist_cnn(5, &mut rng);
     load_weights(&mut backbone, &path)?;
     std::fs::remove_file(&path)?;
     println!("saved and reloaded {} parameters", backbone.num_params());
 
     // 3. Digits 5-9 from a few labelled images each.
-    let few = loader(select(&train, 5..10, Some(args.shots)), 25, args.seed);
+    let few = loader(select(&train, 5..10, Some(shots)), 25, seed);
     let second_test = loader(select(&test, 5..10, None), 256, 0);
     println!(
         "learning digits 5-9 from {} images ({} per class), testing on {}",
@@ -180,13 +159,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         args.shots,
         second_test.dataset().len()
     );
-    let epochs = 30;
+    let epochs = args.epochs as usize;
     let new_head = |rng: &mut StdRng| -> Box<dyn Module> { Box::new(Dense::new(128, 5, rng)) };
 
+    println!("training from scratch ({epochs} epochs)...");
     let mut scratch = mnist_cnn(5, &mut rng);
     let scratch_accuracy =
         train_few_shot(&mut scratch, &mut sgd(0.02), &few, &second_test, epochs)?;
 
+    println!("feature extraction: backbone frozen...");
     let mut extractor = mnist_cnn(5, &mut rng);
     load_state_dict(&mut extractor, &state_dict(&backbone))?;
     extractor.layers_mut()[HEAD] = new_head(&mut rng);
@@ -196,6 +177,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let extraction_accuracy =
         train_few_shot(&mut extractor, &mut sgd(0.02), &few, &second_test, epochs)?;
 
+    println!("fine-tuning: backbone at a tenth of the learning rate...");
     let mut tuned = backbone;
     tuned.layers_mut()[HEAD] = new_head(&mut rng);
     let mut optimizer = sgd(0.02);

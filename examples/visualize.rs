@@ -9,71 +9,49 @@
 //! Writes `digit.png`, `conv1_filters.png` (32 filters, 3x3), `conv1_features.png` (32 maps,
 //! 28x28) and `conv2_features.png` (64 maps, 14x14) into `--out-dir`. Without `--weights`, or if
 //! the file does not exist yet, it first trains the CNN for one epoch and saves it there.
-//! Flags: `--weights FILE`, `--out-dir DIR`, `--data-dir DIR`, `--digit INDEX` (a test image).
+//! `--help` lists the flags.
 
 mod common;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
+use common::cli::Common;
 use common::{Grid, Shading, write_png};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use striate::data::{DataLoader, Dataset, Mnist, Split};
+use striate::data::{DataLoader, Dataset, Split};
 use striate::io::{load_weights, save_weights};
 use striate::models::mnist_cnn;
 use striate::nn::{Module, Sequential};
 use striate::optim::{Momentum, Sgd, SgdConfig};
+use striate::prelude::{SeedableRng, StdRng};
 use striate::train::{Fit, Progress};
 use striate::{Tape, Tensor};
 
-const USAGE: &str =
-    "usage: visualize [--weights FILE] [--out-dir DIR] [--data-dir DIR] [--digit INDEX]";
-
+/// Pictures of what a trained MNIST CNN sees: first-layer filters and feature maps.
+#[derive(Parser, Debug)]
 struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Trained weights (from `mnist --save`); trained for one epoch and saved here if absent
+    #[arg(long, default_value = "mnist_cnn.safetensors")]
     weights: PathBuf,
+    /// Directory for the PNG files
+    #[arg(long, default_value = "visualize")]
     out_dir: PathBuf,
-    data_dir: Option<PathBuf>,
+    /// Index of the test image whose feature maps are drawn
+    #[arg(long, default_value_t = 0)]
     digit: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        weights: PathBuf::from("mnist_cnn.safetensors"),
-        out_dir: PathBuf::from("visualize"),
-        data_dir: None,
-        digit: 0,
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--weights" => args.weights = value()?.into(),
-            "--out-dir" => args.out_dir = value()?.into(),
-            "--data-dir" => args.data_dir = Some(value()?.into()),
-            "--digit" => {
-                args.digit = value()?
-                    .parse()
-                    .map_err(|_| "--digit needs an index".to_string())?
-            }
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    Ok(args)
-}
-
 /// Trains the CNN for one epoch and saves it, for a first run without a checkpoint.
-fn train_and_save(
-    model: &mut Sequential,
-    source: &striate::data::DataSource,
-    path: &Path,
-) -> striate::Result<()> {
+fn train_and_save(model: &mut Sequential, common: &Common, path: &Path) -> striate::Result<()> {
     println!(
         "{} not found: training the CNN for one epoch first",
         path.display()
     );
-    let train = DataLoader::new(source.load(Split::Train)?, 64)
-        .shuffle(0)
+    let train = DataLoader::new(common.load(false, Split::Train)?, 64)
+        .shuffle(common.seed)
         .normalize(&[0.1307], &[0.3081]);
     let mut sgd = Sgd::new(SgdConfig {
         learning_rate: 0.05,
@@ -119,21 +97,26 @@ fn save_maps(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
-    let source = match &args.data_dir {
-        Some(dir) => Mnist::source().dir(dir),
-        None => Mnist::source(),
-    };
-    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(0));
+    let args = Args::parse();
+    args.common.start_threads()?;
+    let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(args.common.seed));
     if args.weights.exists() {
         load_weights(&mut model, &args.weights)?;
         println!("loaded {}", args.weights.display());
     } else {
-        train_and_save(&mut model, &source, &args.weights)?;
+        train_and_save(&mut model, &args.common, &args.weights)?;
     }
     std::fs::create_dir_all(&args.out_dir)?;
 
-    let test = source.load(Split::Test)?;
+    let test = args.common.load(false, Split::Test)?;
+    if args.digit >= test.len() {
+        return Err(format!(
+            "--digit {}: the test set has {} images",
+            args.digit,
+            test.len()
+        )
+        .into());
+    }
     let digit = test.image(args.digit);
     let label = test.label(args.digit);
     save_maps(&args.out_dir.join("digit.png"), &digit, 1, 8)?;

@@ -97,14 +97,12 @@ pub mod error;
 pub mod explain;
 pub mod io;
 pub mod kernels;
-mod memory;
 pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod onnx;
 pub mod optim;
 pub mod prelude;
-pub mod simd;
 pub mod tensor;
 pub mod train;
 pub mod transforms;
@@ -143,6 +141,31 @@ pub fn set_num_threads(threads: usize) -> Result<()> {
         .num_threads(threads)
         .build_global()
         .map_err(|e| Error::Config(format!("set_num_threads({threads}): {e}")))
+}
+
+/// Asks the allocator to keep freed memory for reuse, so that training steps stop
+/// page-faulting their buffers back in: an explicit opt-in for programs that train.
+///
+/// Every step allocates the same large buffers (activations, gradients, pooling indices) and
+/// frees them when its tape drops. glibc's malloc returns large free blocks to the operating
+/// system (trimming the heap, or unmapping blocks above its mmap threshold), so the next step
+/// page-faults all of that memory in again: on the MNIST CNN that was a fifth of the step.
+/// This sets glibc's trim threshold to 1 GiB and its mmap threshold to 32 MiB, so recurring
+/// buffers are reused.
+///
+/// It changes a setting of the whole process (every allocation of the program, not only
+/// striate's), which is why striate never does it on its own: call it once at the start of a
+/// training program, as the examples and benches do. The environment variable
+/// `STRIATE_MALLOC_TUNING=0` turns the call into a no-op (to compare), and on platforms other
+/// than Linux with glibc it does nothing.
+///
+/// # Examples
+///
+/// ```
+/// striate::keep_freed_memory(); // once, before training
+/// ```
+pub fn keep_freed_memory() {
+    util::memory::keep_freed_memory();
 }
 
 /// The number of threads striate's kernels use.

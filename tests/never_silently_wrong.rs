@@ -339,3 +339,48 @@ fn dense_with_zero_input_features_trains_its_bias() {
     assert_eq!(bias.as_slice(), &[2.0, 2.0, 2.0]);
     assert_eq!(grads.get(&layer.weight).unwrap().shape(), &[3, 0]);
 }
+
+/// The learning rate of each epoch of a run whose loss never improves (a plateau every epoch).
+fn rates_on_a_plateau(schedule: Option<striate::optim::StepLr>) -> Vec<f64> {
+    use striate::optim::{PlateauConfig, ReduceLrOnPlateau};
+    let (pixels, labels) = digits(16);
+    let loader = loader_with(pixels, labels, 16);
+    let mut model = small_net(&mut rng());
+    let mut optimizer = Sgd::new(SgdConfig {
+        learning_rate: 0.1,
+        ..Default::default()
+    });
+    let mut fit = Fit::new(&mut model, &mut optimizer)
+        .epochs(4)
+        .progress(Progress::Silent)
+        .loss(|logits, _| (logits * 0.0).sum() + 1.0)
+        .reduce_on_plateau(ReduceLrOnPlateau::new(PlateauConfig {
+            patience: 0,
+            ..Default::default()
+        }));
+    if let Some(schedule) = schedule {
+        fit = fit.schedule(schedule);
+    }
+    let history = fit.run(&loader).unwrap();
+    history.epochs.iter().map(|e| e.learning_rate).collect()
+}
+
+#[test]
+fn a_schedule_and_a_plateau_compose_instead_of_the_schedule_erasing_the_plateau() {
+    // Before: with a StepLr added, the rate stayed 0.1 for every epoch.
+    let close = |got: &[f64], want: &[f64]| {
+        got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-12)
+    };
+    let alone = rates_on_a_plateau(None);
+    // The first epoch sets the best loss; every later one is a plateau.
+    assert!(close(&alone, &[0.1, 0.1, 0.01, 0.001]), "{alone:?}");
+    let with_step = rates_on_a_plateau(Some(striate::optim::StepLr {
+        step_size: 2,
+        gamma: 0.5,
+    }));
+    // StepLr halves from epoch 2 on; each plateau multiplies by 0.1 on top.
+    assert!(
+        close(&with_step, &[0.1, 0.1, 0.005, 0.0005]),
+        "{with_step:?}"
+    );
+}

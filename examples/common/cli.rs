@@ -22,8 +22,10 @@ pub struct Common {
 }
 
 impl Common {
-    /// Starts striate's thread pool with `--threads`, if given.
+    /// Starts striate's thread pool with `--threads`, if given, and lets malloc keep freed
+    /// memory for the next training step (see `striate::keep_freed_memory`).
     pub fn start_threads(&self) -> striate::Result<()> {
+        striate::keep_freed_memory();
         if let Some(threads) = self.threads {
             striate::set_num_threads(threads.into())?;
         }

@@ -51,7 +51,7 @@ impl fmt::Display for Anomaly {
 /// The first non-finite element of `values`, if any.
 pub(crate) fn first_non_finite(values: &[f32]) -> Option<f32> {
     // A sum is non-finite when any term is: one vectorised pass decides the common case.
-    let total = crate::simd::sum(values);
+    let total = crate::util::simd::sum(values);
     if total.is_finite() {
         return None;
     }

@@ -107,7 +107,6 @@ struct AnomalyDetection {
 
 impl Tape {
     fn new(mode: Mode, seed: Option<u64>) -> Tape {
-        crate::memory::keep_freed_memory();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         Tape {

@@ -6,8 +6,8 @@
 use rayon::prelude::*;
 
 use super::conv::output_extent;
-use crate::simd::dispatch;
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
+use crate::util::simd::dispatch;
 
 /// The window of a pooling op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

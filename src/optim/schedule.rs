@@ -415,6 +415,11 @@ impl ReduceLrOnPlateau {
         true
     }
 
+    /// The settings it was made with.
+    pub fn config(&self) -> &PlateauConfig {
+        &self.config
+    }
+
     /// The running state, for checkpoints.
     pub fn state(&self) -> PlateauState {
         self.state

@@ -17,7 +17,7 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{Error, Result};
-use crate::simd::{dispatch, par_chunks_dispatch, par_fill_new};
+use crate::util::simd::{dispatch, par_chunks_dispatch, par_fill_new};
 use check::{contract_violation, shape_str};
 
 /// Elementwise maps switch to rayon from this many elements; below it the fork-join costs more
@@ -392,21 +392,25 @@ impl Tensor {
     /// Applies `f` to every element, in parallel for large tensors.
     pub fn map(&self, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
         let input = self.as_slice();
-        let out = par_fill_new(
-            input.len(),
-            PARALLEL_ELEMENTWISE_THRESHOLD / 4,
-            |start, out| {
-                let input = &input[start..start + out.len()];
-                dispatch(
-                    #[inline(always)]
-                    || {
-                        for (o, &x) in out.iter_mut().zip(input) {
-                            o.write(f(x));
-                        }
-                    },
-                )
-            },
-        );
+        // SAFETY: each chunk `out` is zipped with an input slice of its own length, so every
+        // slot is written.
+        let out = unsafe {
+            par_fill_new(
+                input.len(),
+                PARALLEL_ELEMENTWISE_THRESHOLD / 4,
+                |start, out| {
+                    let input = &input[start..start + out.len()];
+                    dispatch(
+                        #[inline(always)]
+                        || {
+                            for (o, &x) in out.iter_mut().zip(input) {
+                                o.write(f(x));
+                            }
+                        },
+                    )
+                },
+            )
+        };
         Tensor::from_vec(out, self.shape()).expect("same length")
     }
 
@@ -418,17 +422,21 @@ impl Tensor {
     pub fn zip_map(&self, other: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Tensor {
         check::expect_same_shape("zip_map", "lhs", self.shape(), "rhs", other.shape());
         let (a, b) = (self.as_slice(), other.as_slice());
-        let out = par_fill_new(a.len(), PARALLEL_ELEMENTWISE_THRESHOLD / 4, |start, out| {
-            let (a, b) = (&a[start..start + out.len()], &b[start..start + out.len()]);
-            dispatch(
-                #[inline(always)]
-                || {
-                    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                        o.write(f(x, y));
-                    }
-                },
-            )
-        });
+        // SAFETY: each chunk `out` is zipped with slices of `a` and `b` of its own length (the
+        // shapes are equal), so every slot is written.
+        let out = unsafe {
+            par_fill_new(a.len(), PARALLEL_ELEMENTWISE_THRESHOLD / 4, |start, out| {
+                let (a, b) = (&a[start..start + out.len()], &b[start..start + out.len()]);
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                            o.write(f(x, y));
+                        }
+                    },
+                )
+            })
+        };
         Tensor::from_vec(out, self.shape()).expect("same length")
     }
 

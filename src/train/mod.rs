@@ -63,7 +63,36 @@ fn cross_entropy<'t>(logits: Var<'t>, labels: &[usize]) -> Var<'t> {
     logits.cross_entropy(labels)
 }
 
-/// A training run, configured builder-style and started with [`Fit::run`].
+/// A training run of a classifier, configured builder-style and started with [`Fit::run`].
+///
+/// `Fit` trains classification models: the loss takes the model's output (logits) and class
+/// labels, and accuracy is counted from the largest logit. For another task (regression,
+/// segmentation, a custom objective), write the loop yourself; it is short:
+///
+/// ```
+/// use striate::prelude::*;
+///
+/// // Regression: fit y = 2x with a dense layer, mean squared error.
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut model = Dense::new(1, 1, &mut rng);
+/// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, ..Default::default() });
+/// let x = Tensor::from_vec((0..8).map(|i| i as f32 / 8.0).collect(), &[8, 1])?;
+/// let y = x.map(|v| 2.0 * v);
+/// for _step in 0..200 {
+///     let grads = {
+///         let tape = Tape::training();
+///         let prediction = model.forward(tape.input(x.clone()));
+///         let loss = prediction.mse(tape.input(y.clone()));
+///         if !loss.item().is_finite() {
+///             return Err(Error::NonFinite { what: "loss".into(), value: loss.item() });
+///         }
+///         loss.backward()
+///     };
+///     sgd.step(&mut model, &grads);
+/// }
+/// assert!((model.weight.value().as_slice()[0] - 2.0).abs() < 0.1);
+/// # Ok::<(), striate::Error>(())
+/// ```
 ///
 /// Each step runs the model on a fresh training tape (seeded from the run's seed and the step
 /// number, so dropout repeats exactly), computes the loss, stops with an error if it is NaN or
@@ -131,13 +160,17 @@ impl<'a> Fit<'a> {
     }
 
     /// Sets every group's learning rate from `schedule` at the start of each epoch.
+    ///
+    /// With [`Fit::reduce_on_plateau`] as well, the two compose as in PyTorch: each plateau
+    /// multiplies the scheduled rates from then on by the plateau's `factor` (never below its
+    /// `min_lr`, unless the schedule itself goes lower).
     pub fn schedule(mut self, schedule: impl LrSchedule + 'a) -> Self {
         self.schedule = Some(Box::new(schedule));
         self
     }
 
     /// Reduces the learning rate when the validation loss (or the training loss, without
-    /// validation) stops improving.
+    /// validation) stops improving. Composes with [`Fit::schedule`] (see there).
     pub fn reduce_on_plateau(mut self, plateau: ReduceLrOnPlateau) -> Self {
         self.plateau = Some(plateau);
         self
@@ -327,13 +360,14 @@ impl<'a> Fit<'a> {
         if let Some(log) = self.log.as_ref().filter(|l| !l.dir.as_os_str().is_empty()) {
             self.board = Some(tensorboard::FitLog::create(log)?);
         }
+        let mut plateau_scale = 1.0;
         let result = (|| {
             for epoch in self.first_epoch..self.first_epoch + self.epochs {
-                if let Some(schedule) = &self.schedule {
-                    schedule.apply(self.optimizer, epoch);
-                }
-                let record = self.train_epoch(train, epoch, batches)?;
-                let record = self.finish_epoch(record)?;
+                self.set_learning_rates(epoch, plateau_scale);
+                let (mut record, display) = self.train_epoch(train, epoch, batches)?;
+                self.validate(&mut record)?;
+                display.finish(&record);
+                plateau_scale *= self.plateau_step(&record);
                 if let Some(board) = &mut self.board {
                     board.epoch(&record)?;
                 }
@@ -358,12 +392,48 @@ impl<'a> Fit<'a> {
         result.map(|()| history)
     }
 
+    /// The learning rates for `epoch`: the schedule's (if any), scaled by the plateau
+    /// reductions so far (never below the plateau's `min_lr` unless the schedule is lower).
+    fn set_learning_rates(&mut self, epoch: usize, plateau_scale: f64) {
+        let Some(schedule) = &self.schedule else {
+            return; // the rates stay as the optimizer (and any plateau) left them
+        };
+        schedule.apply(self.optimizer, epoch);
+        if plateau_scale != 1.0 {
+            let min_lr = self.plateau.as_ref().map_or(0.0, |p| p.config().min_lr);
+            for group in self.optimizer.param_groups_mut() {
+                let scheduled = group.learning_rate();
+                group.set_learning_rate((scheduled * plateau_scale).max(min_lr.min(scheduled)));
+            }
+        }
+    }
+
+    /// Feeds the epoch's monitored loss to the plateau scheduler and returns the factor by
+    /// which future scheduled rates shrink (1 without a reduction). Without a schedule, the
+    /// plateau reduces the optimizer's rates in place, since nothing resets them.
+    fn plateau_step(&mut self, record: &EpochRecord) -> f64 {
+        let Some(plateau) = &mut self.plateau else {
+            return 1.0;
+        };
+        let metric = record.val_loss.unwrap_or(record.train_loss);
+        if self.schedule.is_none() {
+            plateau.step(metric, self.optimizer);
+            1.0
+        } else if plateau.observe(metric) {
+            plateau.config().factor
+        } else {
+            1.0
+        }
+    }
+
+    /// Trains one epoch; returns its record (without validation) and its open progress
+    /// display.
     fn train_epoch(
         &mut self,
         train: &DataLoader,
         epoch: usize,
         batches: usize,
-    ) -> Result<EpochRecord> {
+    ) -> Result<(EpochRecord, EpochProgress)> {
         let mut display = EpochProgress::start(
             self.progress,
             epoch + 1,
@@ -452,15 +522,11 @@ impl<'a> Fit<'a> {
             val_seconds: 0.0,
             samples_per_second: seen as f64 / train_seconds.max(1e-9),
         };
-        self.display_after_validation(display, record)
+        Ok((record, display))
     }
 
-    /// Validates, then closes the epoch's display with the complete record.
-    fn display_after_validation(
-        &mut self,
-        display: EpochProgress,
-        mut record: EpochRecord,
-    ) -> Result<EpochRecord> {
+    /// Evaluates on the validation loader, if there is one, into `record`.
+    fn validate(&mut self, record: &mut EpochRecord) -> Result<()> {
         if let Some(loader) = self.validation {
             let started = Instant::now();
             let evaluation = evaluate_with(self.model, loader, &self.loss)?;
@@ -468,16 +534,7 @@ impl<'a> Fit<'a> {
             record.val_accuracy = Some(evaluation.accuracy);
             record.val_seconds = started.elapsed().as_secs_f64();
         }
-        display.finish(&record);
-        Ok(record)
-    }
-
-    /// Applies the plateau schedule after validation.
-    fn finish_epoch(&mut self, record: EpochRecord) -> Result<EpochRecord> {
-        if let Some(plateau) = &mut self.plateau {
-            plateau.step(record.val_loss.unwrap_or(record.train_loss), self.optimizer);
-        }
-        Ok(record)
+        Ok(())
     }
 }
 

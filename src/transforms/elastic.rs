@@ -10,9 +10,9 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use super::sampling::{Interpolation, displace_by, reflect_index};
 use super::{Transform, expect_non_negative, expect_positive, fork_rng, image_dims, image_tensor};
-use crate::simd;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_finite, shape_str};
+use crate::util::simd;
 
 /// A normalised Gaussian kernel `exp(−t²/2σ²)`, truncated at `4σ` as `scipy.ndimage`'s
 /// `gaussian_filter`, which reference implementations of Simard's method use.

@@ -7,9 +7,9 @@ use crate::kernels::conv::{
     conv2d_forward_fused,
 };
 use crate::kernels::relu_passes_gradient;
-use crate::simd::par_chunks_dispatch;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
+use crate::util::simd::par_chunks_dispatch;
 
 #[derive(Debug)]
 struct Conv2dBackward {

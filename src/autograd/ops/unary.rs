@@ -5,8 +5,8 @@ use std::fmt;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::simd::par_chunks_dispatch;
 use crate::tensor::Tensor;
+use crate::util::simd::par_chunks_dispatch;
 
 /// Backward of an elementwise op: `grad_input = grad_output ⊙ derivative(x, y)`.
 struct UnaryBackward<D> {

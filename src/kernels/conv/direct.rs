@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::wide::Wide;
 use super::{Conv2dShape, valid_columns};
 use crate::kernels::scratch::with_scratch;
-use crate::simd::{dispatch, dot};
+use crate::util::simd::{dispatch, dot};
 
 /// Output values computed per step of the wide correlation: one AVX-512 register.
 const LANES: usize = 16;

@@ -35,8 +35,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::simd::{self, dispatch};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
+use crate::util::simd::{self, dispatch};
 
 /// Zero padding on each side of the two spatial axes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@
 //! row once and multiplies them by a broadcast weight per output row. No column matrix, no
 //! packing of the right-hand side; the weights are packed once per call.
 
-use crate::simd::{Level, level};
+use crate::util::simd::{Level, level};
 
 /// Output rows per register tile (8 rows x 2 vectors = 16 accumulators).
 pub(super) const BLOCK_ROWS: usize = 8;

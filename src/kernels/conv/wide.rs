@@ -17,7 +17,7 @@ use super::Conv2dShape;
 use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch;
-use crate::simd::{copy_row, dispatch};
+use crate::util::simd::{copy_row, dispatch};
 
 /// The phase-plane geometry of a convolution.
 pub(super) struct Wide {

@@ -6,6 +6,9 @@
 //! FMA) enabled when the CPU has it: everything inlined into the closure — which is why the
 //! helpers here are `#[inline(always)]` — is compiled for those instructions. The GEMM does its
 //! own dispatch.
+//!
+//! Crate-private: these are the crate's own tools, not an API (a user's code gets the same
+//! effect from `#[target_feature]` or `-C target-cpu`).
 
 use std::mem::MaybeUninit;
 #[cfg(target_arch = "x86_64")]
@@ -30,14 +33,23 @@ pub fn level() -> Level {
     {
         static LEVEL: OnceLock<Level> = OnceLock::new();
         *LEVEL.get_or_init(|| {
-            if is_x86_feature_detected!("avx512f")
+            // Everything `run_avx2` enables (the x86-64-v3 set), then AVX-512 on top for
+            // `run_avx512`: the SAFETY argument of `dispatch` rests on this list matching the
+            // `target_feature` attributes below.
+            let v3 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("bmi2")
+                && is_x86_feature_detected!("lzcnt")
+                && is_x86_feature_detected!("popcnt");
+            let v4 = v3
+                && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512dq")
-                && is_x86_feature_detected!("fma")
-            {
+                && is_x86_feature_detected!("avx512dq");
+            if v4 {
                 Level::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            } else if v3 {
                 Level::Avx2
             } else {
                 Level::Baseline
@@ -51,28 +63,15 @@ pub fn level() -> Level {
 }
 
 /// Runs `f` compiled for the best instruction set of this CPU. Mark the closure
-/// `#[inline(always)]` so its body is generated inside the feature-enabled frame.
-///
-/// # Examples
-///
-/// ```
-/// use striate::simd::dispatch;
-///
-/// let mut y = vec![1.0f32; 100];
-/// let x = vec![2.0f32; 100];
-/// dispatch(#[inline(always)] || {
-///     for (y, x) in y.iter_mut().zip(&x) {
-///         *y += 3.0 * x;
-///     }
-/// });
-/// assert!(y.iter().all(|&v| v == 7.0));
-/// ```
+/// `#[inline(always)]` so its body is generated inside the feature-enabled frame:
+/// `dispatch(#[inline(always)] || for (y, x) in ys.iter_mut().zip(xs) { *y += 3.0 * x })`.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         match level() {
-            // SAFETY: `level` verified that the CPU supports every feature these enable.
+            // SAFETY: `level` returned Avx512 or Avx2 only after detecting, on this CPU, every
+            // feature that `run_avx512` (respectively `run_avx2`) enables.
             Level::Avx512 => return unsafe { run_avx512(f) },
             Level::Avx2 => return unsafe { run_avx2(f) },
             Level::Baseline => {}
@@ -145,7 +144,12 @@ pub fn par_chunks_dispatch(data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Syn
 
 /// Builds a vector of `len` values by letting `fill` write every slot of disjoint chunks, in
 /// parallel for long vectors, without zero-filling first.
-pub fn par_fill_new(
+///
+/// # Safety
+///
+/// `fill(start, chunk)` must initialise every element of `chunk`: the vector's length is set
+/// to `len` afterwards, and a slot left unwritten would be read as uninitialised memory.
+pub(crate) unsafe fn par_fill_new(
     len: usize,
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
@@ -160,7 +164,8 @@ pub fn par_fill_new(
     } else {
         fill(0, spare);
     }
-    // SAFETY: `fill` wrote every slot of every chunk, which together cover `0..len`.
+    // SAFETY: the caller's contract: `fill` wrote every slot of every chunk, and the chunks
+    // together cover `0..len`.
     unsafe { out.set_len(len) };
     out
 }
@@ -220,6 +225,21 @@ pub fn sum(x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dispatch_runs_the_closure() {
+        let mut y = vec![1.0f32; 100];
+        let x = vec![2.0f32; 100];
+        dispatch(
+            #[inline(always)]
+            || {
+                for (y, x) in y.iter_mut().zip(&x) {
+                    *y += 3.0 * x;
+                }
+            },
+        );
+        assert!(y.iter().all(|&v| v == 7.0));
+    }
 
     #[test]
     fn dot_and_sum_match_sequential() {
