@@ -36,16 +36,8 @@ pub enum Error {
         /// What was found instead.
         found: String,
     },
-    /// A downloaded file whose checksum differs from the published one.
-    Checksum {
-        /// The file or URL whose content was checked.
-        origin: String,
-        /// The published digest, in hex.
-        expected: String,
-        /// The digest of what arrived, in hex.
-        found: String,
-    },
-    /// A download that failed on every mirror; each attempt is listed with its reason.
+    /// A download that failed on every mirror; each attempt is listed with its reason (a
+    /// checksum or size that differs from the published one is such a reason).
     Download {
         /// The file that could not be fetched.
         file: String,
@@ -151,14 +143,6 @@ impl fmt::Display for Error {
                 expected,
                 found,
             } => write!(f, "{origin}: expected {expected}, found {found}"),
-            Error::Checksum {
-                origin,
-                expected,
-                found,
-            } => write!(
-                f,
-                "{origin}: checksum mismatch: expected {expected}, found {found}"
-            ),
             Error::Download { file, attempts } => {
                 write!(f, "could not download {file} from any mirror")?;
                 for attempt in attempts {

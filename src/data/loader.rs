@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::dataset::{Dataset, permutation};
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::tensor::{PARALLEL_ELEMENTWISE_THRESHOLD, Tensor};
+use crate::transforms::photometric::{check_mean_std, normalize_planes};
 use crate::transforms::{Transform, sample_rng};
 
 /// One batch: images `[batch, channels, height, width]` and their labels.
@@ -33,11 +34,12 @@ impl Batch {
     }
 }
 
-/// Per-channel normalisation, `(x - mean) / std`, with `1 / std` kept to multiply.
+/// Per-channel normalisation, `(x - mean) / std` (computed by the transforms' one
+/// normalisation, so a loader and a `Normalize` transform agree to the bit).
 #[derive(Debug, Clone)]
 struct Normalize {
     mean: Vec<f32>,
-    inv_std: Vec<f32>,
+    std: Vec<f32>,
 }
 
 /// Turns a [`Dataset`] into batches: shuffled from a seed (a new order every epoch),
@@ -135,24 +137,10 @@ impl DataLoader {
     /// If `mean` and `std` differ in length or are empty, or a `std` is not positive and
     /// finite. A length that does not match the images' channels panics at the first batch.
     pub fn normalize(mut self, mean: &[f32], std: &[f32]) -> Self {
-        let op = "DataLoader::normalize";
-        if mean.len() != std.len() || mean.is_empty() {
-            contract_violation(
-                op,
-                "mean and std must have the same, nonzero length",
-                format_args!("mean {mean:?}, std {std:?}"),
-            );
-        }
-        if let Some(bad) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            contract_violation(
-                op,
-                "std must be positive and finite",
-                format_args!("std {bad}"),
-            );
-        }
+        check_mean_std("DataLoader::normalize", mean, std);
         self.normalize = Some(Normalize {
             mean: mean.to_vec(),
-            inv_std: std.iter().map(|s| 1.0 / s).collect(),
+            std: std.to_vec(),
         });
         self
     }
@@ -344,16 +332,7 @@ fn normalize_in_place(data: &mut [f32], shape: &[usize], normalize: &Normalize) 
             format_args!("batch {}", shape_str(shape)),
         );
     }
-    if plane == 0 {
-        return;
-    }
-    for (k, values) in data.chunks_mut(plane).enumerate() {
-        let c = if per_channel == 1 { 0 } else { k % channels };
-        let (mean, inv_std) = (normalize.mean[c], normalize.inv_std[c]);
-        for x in values {
-            *x = (*x - mean) * inv_std;
-        }
-    }
+    normalize_planes(data, channels, plane, &normalize.mean, &normalize.std);
 }
 
 /// Where the batches of an epoch come from.

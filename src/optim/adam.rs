@@ -1,6 +1,7 @@
 //! `Adam` and `AdamW`: adaptive moment estimation with L2 or decoupled weight decay, following
 //! `torch.optim.Adam` and `torch.optim.AdamW`. One update rule serves both.
 
+use super::delegate_to_state;
 use super::groups::{GroupOptions, ParamGroup};
 use super::state::{
     Field, FieldKind, Fields, OptimizerState, ParamState, ParamUpdate, count_tensor,
@@ -283,37 +284,7 @@ impl Optimizer for Adam {
         });
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        self.state.groups()
-    }
-
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        self.state.groups_mut()
-    }
-
-    fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)> {
-        self.state.state_dict(model)
-    }
-
-    fn load_state_dict(&mut self, model: &dyn Module, state: &[(String, Tensor)]) -> Result<()> {
-        let layout = self.layout();
-        self.state.load_state_dict(model, layout, state)
-    }
-
-    fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
-        self.state.counts(model)
-    }
-
-    fn load_state_dict_with_counts(
-        &mut self,
-        model: &dyn Module,
-        state: &[(String, Tensor)],
-        counts: &[(String, u64)],
-    ) -> Result<()> {
-        let layout = self.layout();
-        self.state
-            .load_state_dict_with_counts(model, layout, state, counts)
-    }
+    delegate_to_state!(state);
 }
 
 /// AdamW: Adam with decoupled weight decay, following `torch.optim.AdamW` exactly.
@@ -340,6 +311,11 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// The per-parameter fields: Adam's.
+    fn layout(&self) -> &'static [Field] {
+        self.adam.layout()
+    }
+
     /// An optimizer with one default group configured by `config`.
     ///
     /// # Panics
@@ -377,34 +353,7 @@ impl Optimizer for AdamW {
         self.adam.step(model, grads);
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        self.adam.param_groups()
-    }
-
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        self.adam.param_groups_mut()
-    }
-
-    fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)> {
-        self.adam.state_dict(model)
-    }
-
-    fn load_state_dict(&mut self, model: &dyn Module, state: &[(String, Tensor)]) -> Result<()> {
-        self.adam.load_state_dict(model, state)
-    }
-
-    fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
-        self.adam.state_counts(model)
-    }
-
-    fn load_state_dict_with_counts(
-        &mut self,
-        model: &dyn Module,
-        state: &[(String, Tensor)],
-        counts: &[(String, u64)],
-    ) -> Result<()> {
-        self.adam.load_state_dict_with_counts(model, state, counts)
-    }
+    delegate_to_state!(adam.state);
 }
 
 #[cfg(test)]

@@ -70,6 +70,53 @@ pub mod schedule;
 mod sgd;
 mod state;
 
+/// Writes, inside an `impl Optimizer` block, the six methods every striate optimizer hands to
+/// its [`OptimizerState`](state::OptimizerState): `param_groups`, `param_groups_mut`,
+/// `state_dict`, `load_state_dict`, `state_counts` and `load_state_dict_with_counts`. The
+/// argument is the path of the state field (`state`, or `adam.state` for AdamW); the
+/// optimizer provides an inherent `layout()` listing its per-parameter fields. One place, so
+/// the four optimizers cannot drift apart in how they save and load.
+macro_rules! delegate_to_state {
+    ($($field:ident).+) => {
+        fn param_groups(&self) -> &[ParamGroup] {
+            self.$($field).+.groups()
+        }
+
+        fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
+            self.$($field).+.groups_mut()
+        }
+
+        fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)> {
+            self.$($field).+.state_dict(model)
+        }
+
+        fn load_state_dict(
+            &mut self,
+            model: &dyn Module,
+            state: &[(String, Tensor)],
+        ) -> Result<()> {
+            let layout = self.layout();
+            self.$($field).+.load_state_dict(model, layout.as_ref(), state)
+        }
+
+        fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {
+            self.$($field).+.counts(model)
+        }
+
+        fn load_state_dict_with_counts(
+            &mut self,
+            model: &dyn Module,
+            state: &[(String, Tensor)],
+            counts: &[(String, u64)],
+        ) -> Result<()> {
+            let layout = self.layout();
+            self.$($field).+.load_state_dict_with_counts(model, layout.as_ref(), state, counts)
+        }
+    };
+}
+
+pub(crate) use delegate_to_state;
+
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use groups::{GroupOptions, ParamGroup};

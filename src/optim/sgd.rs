@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 
+use super::delegate_to_state;
 use super::groups::{GroupOptions, ParamGroup};
 use super::state::{Field, FieldKind, Fields, OptimizerState, ParamState, ParamUpdate};
 use super::{Optimizer, expect_non_negative};
@@ -237,22 +238,7 @@ impl Optimizer for Sgd {
         });
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        self.state.groups()
-    }
-
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        self.state.groups_mut()
-    }
-
-    fn state_dict(&self, model: &dyn Module) -> Vec<(String, Tensor)> {
-        self.state.state_dict(model)
-    }
-
-    fn load_state_dict(&mut self, model: &dyn Module, state: &[(String, Tensor)]) -> Result<()> {
-        let layout = self.layout();
-        self.state.load_state_dict(model, layout, state)
-    }
+    delegate_to_state!(state);
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@
 mod compose;
 mod elastic;
 mod geometric;
-mod photometric;
+pub(crate) mod photometric;
 mod sampling;
 
 use rand::rngs::Xoshiro256PlusPlus;

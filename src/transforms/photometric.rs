@@ -561,21 +561,38 @@ fn normalize_in(op: &str, image: &Tensor, mean: &[f32], std: &[f32]) -> Tensor {
             format_args!("image {}", shape_str(image.shape())),
         );
     }
-    let plane = h * w;
     let mut out = image.to_vec();
-    if plane > 0 {
-        for (ch, values) in out.chunks_exact_mut(plane).enumerate() {
-            let k = if mean.len() == 1 { 0 } else { ch };
-            // Division, not multiplication by 1/std, to match torchvision to the ulp.
-            let (m, s) = (mean[k], std[k]);
-            values.iter_mut().for_each(|x| *x = (*x - m) / s);
-        }
-    }
+    normalize_planes(&mut out, c, h * w, mean, std);
     image_tensor(out, c, h, w)
 }
 
+/// The one normalisation of the crate (images here, batches in the `DataLoader`):
+/// `(x - mean[c]) / std[c]` in place over consecutive planes of `plane` values, plane `k`
+/// belonging to channel `k % channels`; a single mean and std apply to every channel. The
+/// caller has checked that `mean` holds 1 or `channels` values.
+///
+/// Division, not multiplication by `1 / std`, to match torchvision to the ulp.
+pub(crate) fn normalize_planes(
+    values: &mut [f32],
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    std: &[f32],
+) {
+    if plane == 0 {
+        return;
+    }
+    for (k, values) in values.chunks_exact_mut(plane).enumerate() {
+        let c = if mean.len() == 1 { 0 } else { k % channels };
+        let (m, s) = (mean[c], std[c]);
+        values.iter_mut().for_each(|x| *x = (*x - m) / s);
+    }
+}
+
+/// Panics unless `mean` and `std` have the same nonzero length, every mean is finite and every
+/// std positive and finite.
 #[track_caller]
-fn check_mean_std(op: &str, mean: &[f32], std: &[f32]) {
+pub(crate) fn check_mean_std(op: &str, mean: &[f32], std: &[f32]) {
     if mean.is_empty() || mean.len() != std.len() {
         contract_violation(
             op,
