@@ -39,7 +39,7 @@ def check(directory: pathlib.Path) -> float:
     (single,) = session.run(None, {input_name: x[:1]})
     assert np.allclose(single, actual[:1], atol=TOLERANCE), "batch of one differs"
     names = {t.name for t in model.graph.initializer}
-    return float(np.abs(actual - expected).max()), len(names)
+    return float(np.abs(actual - expected).max()), len(names), float(np.abs(expected).max())
 
 
 def main() -> int:
@@ -47,7 +47,7 @@ def main() -> int:
     for arg in sys.argv[1:]:
         directory = pathlib.Path(arg)
         try:
-            worst, initializers = check(directory)
+            worst, initializers, scale = check(directory)
         except Exception as e:  # report every model, then fail
             print(f"{directory.name}: FAILED: {e}")
             failed = True
@@ -55,7 +55,7 @@ def main() -> int:
         status = "ok" if worst <= TOLERANCE else "TOO LARGE"
         print(
             f"{directory.name}: max |onnxruntime - striate| = {worst:.3g} "
-            f"({initializers} initializers) {status}"
+            f"(max |logit| {scale:.3g}, {initializers} initializers) {status}"
         )
         failed |= worst > TOLERANCE
     return 1 if failed else 0

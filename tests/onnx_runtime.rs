@@ -24,7 +24,9 @@ fn python_has_onnx() -> bool {
 }
 
 /// Gives every batch norm non-trivial running statistics and affine parameters, so the
-/// inference form is really exercised.
+/// inference form is really exercised. γ stays below 1 so that deep residual stacks keep their
+/// logits near 1 (with γ up to 1.5, ResNet-50's reached 133, and f32 rounding alone came within
+/// a factor 2 of the 1e-4 tolerance).
 fn randomize_batch_norms(model: &mut dyn Module, rng: &mut StdRng) {
     model.visit_buffers_mut(&mut |name, b| {
         if name.ends_with("running_mean") {
@@ -36,7 +38,7 @@ fn randomize_batch_norms(model: &mut dyn Module, rng: &mut StdRng) {
     model.visit_params_mut(&mut |name, p| {
         if p.shape().len() == 1 && !name.ends_with("fc.bias") {
             let shape = p.shape().to_vec();
-            p.set_value(Tensor::rand_uniform(&shape, 0.5, 1.5, rng));
+            p.set_value(Tensor::rand_uniform(&shape, 0.2, 0.8, rng));
         }
     });
 }
