@@ -13,8 +13,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::parallel::{sum_over_image_chunks, valid_columns};
+use super::shape::Conv2dShape;
 use super::wide::Wide;
-use super::{Conv2dShape, valid_columns};
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{dispatch, dot};
 
@@ -176,7 +177,7 @@ pub(super) fn backward_filter(
             .for_each(|(c, gw)| filter_gradient(input, grad_output, s, c..c + 1, 0..s.batch, gw));
     } else {
         // Few channels (a single-channel first layer): split the batch instead.
-        super::sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
+        sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             filter_gradient(input, grad_output, s, 0..s.in_channels, images, partial)
         });
     }

@@ -1,7 +1,7 @@
 //! Pointwise (1x1, stride 1, unpadded) convolutions: the input planes of an image already are
 //! the GEMM's operand `[C, H·W]`, so every pass is a plain GEMM with no copy at all.
 
-use super::Conv2dShape;
+use super::shape::Conv2dShape;
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 
 /// The weight of group `g` as `[O/groups, C/groups]`.

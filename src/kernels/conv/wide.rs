@@ -13,7 +13,7 @@
 //! At stride 1 there is a single phase: the padded plane itself, which the direct kernels use
 //! too.
 
-use super::Conv2dShape;
+use super::shape::Conv2dShape;
 use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch;

@@ -1,0 +1,91 @@
+//! How the passes spread over images and threads, and the column range helper the direct and
+//! wide kernels share.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+/// Whether to split work over images: only with enough of them to keep every thread busy;
+/// otherwise the GEMM parallelises inside.
+pub(super) fn parallel_over_images(batch: usize) -> bool {
+    batch >= rayon::current_num_threads() && rayon::current_num_threads() > 1
+}
+
+/// Computes `out = Σ_chunks f(images)` where `f` adds the contribution of a range of images into
+/// a zeroed buffer: one contiguous chunk of images per thread, each into a private buffer, and
+/// the partial sums added at the end (the one place results depend on the thread count, by
+/// summation order). With fewer images than threads, one call does all of them and the work
+/// parallelises inside.
+pub(super) fn sum_over_image_chunks(
+    batch: usize,
+    out: &mut [f32],
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync + Send,
+) {
+    out.fill(0.0);
+    if !parallel_over_images(batch) {
+        f(0..batch, out);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let per_thread = batch.div_ceil(threads);
+    let partials: Vec<Vec<f32>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let mut partial = vec![0.0f32; out.len()];
+            f(
+                (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch),
+                &mut partial,
+            );
+            partial
+        })
+        .collect();
+    for partial in &partials {
+        for (o, p) in out.iter_mut().zip(partial) {
+            *o += p;
+        }
+    }
+}
+
+/// Runs `f(image_index, output_chunk)` for every image, in parallel when it pays.
+pub(super) fn for_each_image(
+    output: &mut [f32],
+    chunk: usize,
+    batch: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if chunk == 0 {
+        return;
+    }
+    if parallel_over_images(batch) {
+        output
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(n, out)| f(n, out));
+    } else {
+        output
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(n, out)| f(n, out));
+    }
+}
+
+/// The valid part `[lo, hi)` of output columns `[start, end)` whose input column
+/// `ow·stride + offset` lands inside `[0, width)`.
+#[inline]
+pub(super) fn valid_columns(
+    start: usize,
+    end: usize,
+    stride: usize,
+    offset: isize,
+    width: usize,
+) -> (usize, usize) {
+    let lo = if offset >= 0 { 0 } else { (-offset) as usize }.div_ceil(stride);
+    let last = width as isize - 1 - offset;
+    let hi = if last < 0 {
+        0
+    } else {
+        last as usize / stride + 1
+    };
+    let lo = lo.clamp(start, end);
+    (lo, hi.clamp(lo, end))
+}
