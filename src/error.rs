@@ -89,6 +89,14 @@ pub enum Error {
         /// The value found.
         value: f32,
     },
+    /// A request that striate cannot carry out for this input, such as exporting a layer that
+    /// has no ONNX form.
+    Unsupported {
+        /// What was asked, such as `"ONNX export"`.
+        operation: String,
+        /// What it could not be done for, such as a layer's type name.
+        what: String,
+    },
 }
 
 impl Error {
@@ -102,6 +110,14 @@ impl Error {
             origin: origin.into(),
             expected: expected.into(),
             found: found.into(),
+        }
+    }
+
+    /// Builds an [`Error::Unsupported`].
+    pub fn unsupported(operation: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::Unsupported {
+            operation: operation.into(),
+            what: what.into(),
         }
     }
 
@@ -186,6 +202,7 @@ impl fmt::Display for Error {
                  than one batch)"
             ),
             Error::NonFinite { what, value } => write!(f, "{what} is not finite ({value})"),
+            Error::Unsupported { operation, what } => write!(f, "{operation}: unsupported {what}"),
         }
     }
 }

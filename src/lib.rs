@@ -94,11 +94,13 @@
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod prelude;
 pub mod tensor;

@@ -6,7 +6,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const EXAMPLES: [&str; 5] = ["mnist", "transfer", "visualize", "augment", "zoo"];
+const EXAMPLES: [&str; 6] = [
+    "mnist",
+    "transfer",
+    "visualize",
+    "augment",
+    "zoo",
+    "explain",
+];
 
 /// `target/<profile>/examples/<name>`, next to this test's own `target/<profile>/deps/`.
 fn example(name: &str) -> Option<PathBuf> {

@@ -91,6 +91,9 @@ pub struct Tape {
     consumed: Cell<bool>,
     rng: RefCell<StdRng>,
     anomaly: RefCell<AnomalyDetection>,
+    /// Whether ops record their backward rules: always in training mode, and in inference
+    /// mode for [`Tape::inference_with_gradients`].
+    records: bool,
 }
 
 /// What anomaly detection keeps while it is on.
@@ -112,6 +115,7 @@ impl Tape {
             id,
             consumed: Cell::new(false),
             rng: RefCell::new(StdRng::seed_from_u64(seed.unwrap_or(id))),
+            records: mode == Mode::Train,
             anomaly: RefCell::new(AnomalyDetection::default()),
         }
     }
@@ -228,6 +232,27 @@ impl Tape {
         self.rng.borrow_mut()
     }
 
+    /// A tape in inference mode (dropout off, batch norm on running statistics) that still
+    /// records for a backward pass: for gradients of a trained model's outputs with respect
+    /// to its input or inner activations, as saliency maps and Grad-CAM need.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::nn::{Dropout, Module};
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::inference_with_gradients();
+    /// let x = tape.variable(Tensor::ones(&[4]));
+    /// let y = Dropout::new(0.9).forward(x).sum(); // dropout is the identity here
+    /// assert_eq!(y.backward().wrt(x).unwrap().as_slice(), &[1.0; 4]);
+    /// ```
+    pub fn inference_with_gradients() -> Tape {
+        let mut tape = Tape::new(Mode::Eval, None);
+        tape.records = true;
+        tape
+    }
+
     /// The tape's mode.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -272,7 +297,7 @@ impl Tape {
             value,
             parents: Box::new([]),
             backward: None,
-            requires_grad: requires_grad && self.is_training(),
+            requires_grad: requires_grad && self.records,
             leaf,
         })
     }
@@ -324,7 +349,7 @@ impl Tape {
         self.watch_forward(self.len(), &value, &input_nodes, Leaf::No, || {
             op_name(&backward)
         });
-        let requires_grad = self.is_training() && self.any_requires_grad(inputs);
+        let requires_grad = self.records && self.any_requires_grad(inputs);
         let (parents, backward): (Box<[usize]>, Option<Box<dyn Backward>>) = if requires_grad {
             (input_nodes.into_boxed_slice(), Some(Box::new(backward)))
         } else {
@@ -361,7 +386,7 @@ impl Tape {
     /// The backward engine: walks the tape once from `root` down, accumulating each node's
     /// gradient from its consumers, freeing it once passed on, and collecting leaf gradients.
     pub(crate) fn backward_from(&self, root: usize) -> super::Gradients {
-        if !self.is_training() {
+        if !self.records {
             contract_violation(
                 "backward",
                 "an inference tape records nothing to differentiate",

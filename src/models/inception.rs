@@ -4,7 +4,9 @@ use rand::Rng;
 
 use super::stages::{kaiming_conv, visit_fields};
 use crate::autograd::Var;
-use crate::nn::{BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, MaxPool2d, Module, Sequential};
+use crate::nn::{
+    BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Graph, MaxPool2d, Module, Op, Sequential, ValueId,
+};
 
 /// Convolution (no bias), batch norm (eps 0.001) and ReLU: torchvision's `BasicConv2d`, the
 /// unit of GoogLeNet and Inception v3. Parameters `conv.weight`, `bn.*`.
@@ -49,6 +51,12 @@ impl Module for BasicConv2d {
 
     fn describe(&self) -> String {
         format!("BasicConv2d({})", self.conv.describe())
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let x = graph.child("conv", &self.conv, input)?;
+        let x = graph.child("bn", &self.bn, x)?;
+        Ok(graph.apply(Op::Relu, &[x]))
     }
 }
 
@@ -197,6 +205,16 @@ impl Module for InceptionBlock {
             "InceptionBlock({}, [{}, {}, {}, {}])",
             c.in_channels, c.ch1x1, c.ch3x3, c.ch5x5, c.pool_proj
         )
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let branches = [
+            graph.child("branch1", &self.branch1, input)?,
+            graph.child("branch2", &self.branch2, input)?,
+            graph.child("branch3", &self.branch3, input)?,
+            graph.child("branch4", &self.branch4, input)?,
+        ];
+        Ok(graph.apply(Op::Concat(1), &branches))
     }
 }
 

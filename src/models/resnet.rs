@@ -6,8 +6,8 @@ use rand::Rng;
 use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_fields};
 use crate::autograd::Var;
 use crate::nn::{
-    AdaptiveAvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Dense, Flatten, MaxPool2d,
-    Module, Relu, Sequential,
+    AdaptiveAvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Dense, Flatten, Graph,
+    MaxPool2d, Module, Op, Relu, Sequential, ValueId,
 };
 
 /// The projection shortcut torchvision calls `downsample`: a strided 1x1 convolution and batch
@@ -48,6 +48,21 @@ fn close_residual<'t>(body: Var<'t>, input: Var<'t>, downsample: Option<&Sequent
         None => input,
     };
     (body + identity).relu()
+}
+
+/// [`close_residual`] as graph nodes.
+fn close_residual_graph(
+    graph: &mut Graph,
+    body: ValueId,
+    input: ValueId,
+    downsample: Option<&Sequential>,
+) -> crate::Result<ValueId> {
+    let identity = match downsample {
+        Some(projection) => graph.child("downsample", projection, input)?,
+        None => input,
+    };
+    let sum = graph.apply(Op::Add, &[body, identity]);
+    Ok(graph.apply(Op::Relu, &[sum]))
 }
 
 /// ResNet-18/34's block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))` with 3x3
@@ -124,6 +139,15 @@ impl Module for BasicBlock {
             "BasicBlock({}, {}, stride={})",
             c.in_channels, c.out_channels, c.stride[0]
         )
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let x = graph.child("conv1", &self.conv1, input)?;
+        let x = graph.child("bn1", &self.bn1, x)?;
+        let x = graph.apply(Op::Relu, &[x]);
+        let x = graph.child("conv2", &self.conv2, x)?;
+        let body = graph.child("bn2", &self.bn2, x)?;
+        close_residual_graph(graph, body, input, self.downsample.as_ref())
     }
 }
 
@@ -210,6 +234,18 @@ impl Module for Bottleneck {
             self.conv3.config().out_channels,
             self.conv2.config().stride[0]
         )
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let x = graph.child("conv1", &self.conv1, input)?;
+        let x = graph.child("bn1", &self.bn1, x)?;
+        let x = graph.apply(Op::Relu, &[x]);
+        let x = graph.child("conv2", &self.conv2, x)?;
+        let x = graph.child("bn2", &self.bn2, x)?;
+        let x = graph.apply(Op::Relu, &[x]);
+        let x = graph.child("conv3", &self.conv3, x)?;
+        let body = graph.child("bn3", &self.bn3, x)?;
+        close_residual_graph(graph, body, input, self.downsample.as_ref())
     }
 }
 

@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use crate::autograd::{Param, Var};
-use crate::nn::{Conv2d, Conv2dConfig, Module, SummaryRow, join_name, name_has_prefix};
+use crate::nn::{Conv2d, Conv2dConfig, Module, Sequential, SummaryRow, join_name, name_has_prefix};
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
 use crate::tensor::init::{FanMode, Nonlinearity, kaiming_normal};
@@ -71,6 +71,42 @@ pub trait FeatureExtraction: Module {
         let tape = crate::Tape::inference();
         self.forward_until(tape.input(input.clone()), stage).value()
     }
+
+    /// Runs the rest of the network on `input`, the output of the last stage selected by
+    /// `stage`: `forward_from(forward_until(x, s), s)` is `forward(x)`. Splitting a forward pass
+    /// there lets a caller see (and differentiate with respect to) a stage's output, as
+    /// Grad-CAM does.
+    ///
+    /// # Panics
+    ///
+    /// If no stage name lies under `stage`; the message lists the stage names.
+    fn forward_from<'t>(&self, input: Var<'t>, stage: &str) -> Var<'t> {
+        let stages = self.stages();
+        let Some(last) = stages
+            .iter()
+            .rposition(|(name, _)| name_has_prefix(name, stage))
+        else {
+            let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
+            contract_violation(
+                "forward_from",
+                format_args!("no stage of {} is named {stage:?}", self.describe()),
+                format_args!("stages: {}", names.join(", ")),
+            );
+        };
+        forward_stages(&stages[last + 1..], input)
+    }
+}
+
+/// A [`Sequential`]'s stages are its layers, named by index (`"0"`, `"1"`, ...), as their
+/// parameter names are.
+impl FeatureExtraction for Sequential {
+    fn stages(&self) -> Vec<(String, &dyn Module)> {
+        self.layers()
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| (i.to_string(), layer.as_ref()))
+            .collect()
+    }
 }
 
 /// The stages of a `Sequential` field named `prefix`, one per child: `"prefix.<i>"`.
@@ -108,7 +144,7 @@ pub(crate) fn summarize_stages<'t>(
 ) -> Var<'t> {
     stages.iter().fold(input, |x, (name, stage)| {
         let output = stage.forward(x);
-        let mut row = SummaryRow::of(*stage, output.shape());
+        let mut row = SummaryRow::traced(*stage, &x.shape(), output.shape());
         row.layer = format!("{name}: {}", row.layer);
         rows.push(row);
         output
@@ -201,6 +237,15 @@ macro_rules! module_from_stages {
                 rows: &mut Vec<$crate::nn::SummaryRow>,
             ) -> $crate::Var<'t> {
                 $crate::models::stages::summarize_stages(&self.stages(), input, rows)
+            }
+            fn build_graph(
+                &self,
+                graph: &mut $crate::nn::Graph,
+                input: $crate::nn::ValueId,
+            ) -> $crate::Result<$crate::nn::ValueId> {
+                self.stages()
+                    .into_iter()
+                    .try_fold(input, |x, (name, stage)| graph.child(&name, stage, x))
             }
         }
     };

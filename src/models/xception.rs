@@ -6,8 +6,8 @@ use rand::Rng;
 use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_fields};
 use crate::autograd::Var;
 use crate::nn::{
-    BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, GlobalAvgPool2d, MaxPool2d, Module, Relu,
-    Sequential,
+    BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, GlobalAvgPool2d, Graph, MaxPool2d, Module, Op,
+    Relu, Sequential, ValueId,
 };
 
 /// A depthwise-separable convolution (Keras's `SeparableConv2D`): a `k x k` depthwise
@@ -77,6 +77,11 @@ impl Module for SeparableConv2d {
             self.depthwise.config().kernel_size
         )
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let x = graph.child("depthwise", &self.depthwise, input)?;
+        graph.child("pointwise", &self.pointwise, x)
+    }
 }
 
 /// One downsampling module of [`MiniXception`]: `sepconv1`, `bn1`, ReLU, `sepconv2`, `bn2`,
@@ -136,6 +141,17 @@ impl Module for XceptionBlock {
     fn describe(&self) -> String {
         let c = self.shortcut.layers()[0].describe();
         format!("XceptionBlock({c})")
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let x = graph.child("sepconv1", &self.sepconv1, input)?;
+        let x = graph.child("bn1", &self.bn1, x)?;
+        let x = graph.apply(Op::Relu, &[x]);
+        let x = graph.child("sepconv2", &self.sepconv2, x)?;
+        let x = graph.child("bn2", &self.bn2, x)?;
+        let pooled = graph.child("pool", &self.pool, x)?;
+        let shortcut = graph.child("shortcut", &self.shortcut, input)?;
+        Ok(graph.apply(Op::Add, &[pooled, shortcut]))
     }
 }
 

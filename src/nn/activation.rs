@@ -1,6 +1,6 @@
 //! Activation layers and `Flatten`: parameter-free modules wrapping one op each.
 
-use super::{Module, no_params};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::tensor::check::expect_finite;
 
@@ -17,6 +17,10 @@ impl Module for Relu {
 
     fn is_relu(&self) -> bool {
         true
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Relu, &[input]))
     }
 }
 
@@ -57,6 +61,10 @@ impl Module for LeakyRelu {
     fn describe(&self) -> String {
         format!("LeakyRelu(negative_slope={})", self.negative_slope)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::LeakyRelu(self.negative_slope), &[input]))
+    }
 }
 
 /// Exponential linear unit: `x` for `x > 0`, `alpha · (e^x − 1)` otherwise.
@@ -94,6 +102,10 @@ impl Module for Elu {
     fn describe(&self) -> String {
         format!("Elu(alpha={})", self.alpha)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Elu(self.alpha), &[input]))
+    }
 }
 
 /// The logistic sigmoid.
@@ -106,6 +118,10 @@ impl Module for Sigmoid {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.sigmoid()
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Sigmoid, &[input]))
+    }
 }
 
 /// Hyperbolic tangent.
@@ -117,6 +133,10 @@ impl Module for Tanh {
 
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.tanh()
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Tanh, &[input]))
     }
 }
 
@@ -145,6 +165,10 @@ impl Module for Softmax {
     fn describe(&self) -> String {
         format!("Softmax(axis={})", self.axis)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Softmax(self.axis), &[input]))
+    }
 }
 
 /// Log-softmax along an axis (PyTorch's `nn.LogSoftmax(dim)`), to pair with [`Var::nll`].
@@ -170,6 +194,10 @@ impl Module for LogSoftmax {
 
     fn describe(&self) -> String {
         format!("LogSoftmax(axis={})", self.axis)
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::LogSoftmax(self.axis), &[input]))
     }
 }
 
@@ -199,6 +227,16 @@ impl Module for Flatten {
 
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.flatten(self.start_axis)
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(
+            self,
+            Op::Flatten {
+                start_axis: self.start_axis,
+            },
+            &[input],
+        ))
     }
 }
 

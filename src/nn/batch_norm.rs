@@ -2,7 +2,7 @@
 
 use std::sync::RwLock;
 
-use super::Module;
+use super::{Graph, Module, Op, ValueId};
 use crate::autograd::{Param, Var};
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
@@ -227,6 +227,31 @@ impl Module for BatchNorm {
 
     fn describe(&self) -> String {
         format!("BatchNorm({})", self.num_features())
+    }
+
+    /// The inference form: running statistics; a layer without affine parameters gets a scale
+    /// of ones and a shift of zeros.
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let channels = self.num_features();
+        let scale = match &self.weight {
+            Some(w) => graph.param("weight", w),
+            None => graph.constant("weight", Tensor::ones(&[channels])),
+        };
+        let shift = match &self.bias {
+            Some(b) => graph.param("bias", b),
+            None => graph.constant("bias", Tensor::zeros(&[channels])),
+        };
+        let (mean, variance) = {
+            let stats = self.read_stats();
+            (stats.mean.clone(), stats.variance.clone())
+        };
+        let mean = graph.constant("running_mean", mean);
+        let variance = graph.constant("running_var", variance);
+        Ok(graph.layer(
+            self,
+            Op::BatchNorm { eps: self.eps },
+            &[input, scale, shift, mean, variance],
+        ))
     }
 }
 

@@ -307,6 +307,16 @@ impl<M: Module> Module for Classifier<M> {
     fn describe(&self) -> String {
         self.model.describe()
     }
+    fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<super::SummaryRow>) -> Var<'t> {
+        self.model.summarize(input, rows)
+    }
+    fn build_graph(
+        &self,
+        graph: &mut super::Graph,
+        input: super::ValueId,
+    ) -> Result<super::ValueId> {
+        self.model.build_graph(graph, input)
+    }
 }
 
 impl<M: Module> fmt::Debug for Classifier<M> {

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use super::Module;
+use super::{Graph, Module, Op, ValueId};
 use crate::autograd::{Param, Var};
 use crate::kernels::conv::{Conv2dSpec, ConvActivation, Padding2d};
 use crate::tensor::check::contract_violation;
@@ -311,5 +311,13 @@ impl Module for Conv2d {
             text += ", bias=false";
         }
         text + ")"
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let mut inputs = vec![input, graph.param("weight", &self.weight)];
+        if let Some(bias) = &self.bias {
+            inputs.push(graph.param("bias", bias));
+        }
+        Ok(graph.layer(self, Op::Conv2d(self.spec), &inputs))
     }
 }

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use super::Module;
+use super::{Graph, Module, Op, ValueId};
 use crate::autograd::{Param, Var};
 use crate::tensor::init::{pytorch_default_bias, pytorch_default_weight};
 
@@ -107,5 +107,13 @@ impl Module for Dense {
                 ", bias=false"
             }
         )
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        let mut inputs = vec![input, graph.param("weight", &self.weight)];
+        if let Some(bias) = &self.bias {
+            inputs.push(graph.param("bias", bias));
+        }
+        Ok(graph.layer(self, Op::Dense, &inputs))
     }
 }

@@ -1,6 +1,6 @@
 //! `Dropout`: random zeroing during training.
 
-use super::{Module, no_params};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::tensor::check::contract_violation;
 
@@ -50,5 +50,10 @@ impl Module for Dropout {
 
     fn describe(&self) -> String {
         format!("Dropout(p={})", self.p)
+    }
+
+    /// Dropout is the identity at inference.
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Identity, &[input]))
     }
 }

@@ -7,6 +7,7 @@ mod conv;
 mod dense;
 mod dropout;
 pub mod functional;
+mod graph;
 mod pool;
 mod residual;
 mod sequential;
@@ -18,6 +19,7 @@ pub use classifier::{Classifier, Prediction, Preprocessing};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use graph::{Graph, Node, Op, ValueId};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
 pub use residual::Residual;
 pub use sequential::Sequential;
@@ -127,7 +129,7 @@ pub trait Module: Send + Sync {
     /// container may override this to list its children instead.
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
         let output = self.forward(input);
-        rows.push(SummaryRow::of(self, output.shape()));
+        rows.push(SummaryRow::traced(self, &input.shape(), output.shape()));
         output
     }
 
@@ -136,6 +138,22 @@ pub trait Module: Send + Sync {
     fn predict(&self, input: &Tensor) -> Tensor {
         let tape = Tape::inference();
         self.forward(tape.input(input.clone())).value()
+    }
+
+    /// Describes the module's inference computation on `input` as [`Graph`] nodes (for ONNX
+    /// export and multiply-accumulate counts) and returns its output value. A layer adds its
+    /// parameters with [`Graph::param`] and its op with [`Graph::layer`]; a container describes
+    /// each child inside its name scope with [`Graph::child`].
+    ///
+    /// # Errors
+    ///
+    /// The default is [`crate::Error::Unsupported`] naming the module's type: a module that
+    /// does not override it cannot be exported.
+    fn build_graph(&self, _graph: &mut Graph, _input: ValueId) -> crate::Result<ValueId> {
+        Err(crate::Error::unsupported(
+            "graph export",
+            format!("layer {}", std::any::type_name::<Self>()),
+        ))
     }
 }
 
@@ -169,6 +187,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<SummaryRow>) -> Var<'t> {
         (**self).summarize(input, rows)
+    }
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        (**self).build_graph(graph, input)
     }
 }
 

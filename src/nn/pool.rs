@@ -2,7 +2,7 @@
 //! `GlobalMaxPool2d`.
 
 use super::conv::Pair;
-use super::{Module, no_params};
+use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
 use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
 
@@ -79,6 +79,10 @@ impl Module for MaxPool2d {
 
     fn describe(&self) -> String {
         describe_pool("MaxPool2d", &self.spec)
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::MaxPool2d(self.spec), &[input]))
     }
 }
 
@@ -171,6 +175,10 @@ impl Module for AvgPool2d {
     fn describe(&self) -> String {
         describe_pool("AvgPool2d", &self.spec)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::AvgPool2d(self.spec, self.divisor), &[input]))
+    }
 }
 
 /// Average pooling to a fixed output size whatever the input size (PyTorch's
@@ -216,6 +224,10 @@ impl Module for AdaptiveAvgPool2d {
     fn describe(&self) -> String {
         format!("AdaptiveAvgPool2d(output_size={:?})", self.output_size)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::AdaptiveAvgPool2d(self.output_size), &[input]))
+    }
 }
 
 /// The mean of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalAveragePooling2D`).
@@ -228,6 +240,10 @@ impl Module for GlobalAvgPool2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_avg_pool2d()
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::GlobalAvgPool2d, &[input]))
+    }
 }
 
 /// The maximum of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalMaxPooling2D`).
@@ -239,5 +255,9 @@ impl Module for GlobalMaxPool2d {
 
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         input.global_max_pool2d()
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::GlobalMaxPool2d, &[input]))
     }
 }

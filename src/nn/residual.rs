@@ -118,4 +118,21 @@ impl Module for Residual {
             }
         )
     }
+
+    fn build_graph(
+        &self,
+        graph: &mut super::Graph,
+        input: super::ValueId,
+    ) -> crate::Result<super::ValueId> {
+        let skip = match &self.shortcut {
+            Some(shortcut) => graph.child("shortcut", shortcut, input)?,
+            None => input,
+        };
+        let body = graph.child("body", &self.body, input)?;
+        let sum = graph.apply(super::Op::Add, &[body, skip]);
+        match &self.activation {
+            Some(activation) => graph.child("activation", activation, sum),
+            None => Ok(sum),
+        }
+    }
 }

@@ -120,9 +120,22 @@ impl Module for Sequential {
     fn summarize<'t>(&self, input: Var<'t>, rows: &mut Vec<super::SummaryRow>) -> Var<'t> {
         self.layers.iter().fold(input, |x, layer| {
             let output = layer.forward(x);
-            rows.push(super::SummaryRow::of(layer.as_ref(), output.shape()));
+            let row = super::SummaryRow::traced(layer.as_ref(), &x.shape(), output.shape());
+            rows.push(row);
             output
         })
+    }
+
+    fn build_graph(
+        &self,
+        graph: &mut super::Graph,
+        input: super::ValueId,
+    ) -> crate::Result<super::ValueId> {
+        let mut x = input;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = graph.child(&i.to_string(), layer.as_ref(), x)?;
+        }
+        Ok(x)
     }
 }
 

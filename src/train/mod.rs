@@ -35,13 +35,16 @@
 
 mod callbacks;
 mod history;
+mod lr_finder;
 mod progress;
+pub mod tensorboard;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 pub use callbacks::{Callback, Control, EarlyStopping, Monitor};
 pub use history::{EpochRecord, History};
+pub use lr_finder::{LrFinder, LrRange};
 pub use progress::Progress;
 
 use crate::autograd::{Tape, Var};
@@ -111,6 +114,8 @@ pub struct Fit<'a> {
     seed: u64,
     first_epoch: usize,
     detect_anomaly: bool,
+    log: Option<tensorboard::LogConfig>,
+    board: Option<tensorboard::FitLog>,
 }
 
 impl<'a> Fit<'a> {
@@ -131,6 +136,8 @@ impl<'a> Fit<'a> {
             seed: 0,
             first_epoch: 0,
             detect_anomaly: false,
+            log: None,
+            board: None,
         }
     }
 
@@ -219,6 +226,119 @@ impl<'a> Fit<'a> {
         self
     }
 
+    /// Writes TensorBoard event files to `dir` (created if needed; view with
+    /// `tensorboard --logdir dir`): after every step the batch loss (`train/batch_loss`), the
+    /// step time (`time/step_seconds`) and each parameter group's learning rate
+    /// (`learning_rate/group<i>`) at the global step (1-based); after every epoch the
+    /// training and validation loss and accuracy (`epoch/train_loss`, `epoch/val_accuracy`,
+    /// ...) and the learning rate at the epoch number (1-based). See
+    /// [`Fit::histograms_every`] for weights and gradients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Sgd, SgdConfig};
+    /// use striate::train::{Fit, Progress};
+    ///
+    /// let data = ImageDataset::from_u8(vec![7; 8 * 4], [1, 2, 2], vec![0, 1, 0, 1, 0, 1, 0, 1])?;
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, ..Default::default() });
+    /// let dir = std::env::temp_dir().join("striate-doc-fit-logs");
+    /// Fit::new(&mut model, &mut sgd)
+    ///     .epochs(2)
+    ///     .progress(Progress::Silent)
+    ///     .log_dir(&dir)
+    ///     .histograms_every(2)
+    ///     .run(&DataLoader::new(data, 4))?;
+    /// assert!(std::fs::read_dir(&dir)?.count() >= 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        let histograms_every = self.log.as_ref().and_then(|l| l.histograms_every);
+        self.log = Some(tensorboard::LogConfig {
+            dir: dir.into(),
+            histograms_every,
+        });
+        self
+    }
+
+    /// With [`Fit::log_dir`], also logs a histogram of every parameter (`weights/<name>`)
+    /// and of its gradient (`gradients/<name>`) every `steps` optimizer steps.
+    pub fn histograms_every(mut self, steps: usize) -> Self {
+        match &mut self.log {
+            Some(log) => log.histograms_every = Some(steps),
+            None => {
+                self.log = Some(tensorboard::LogConfig {
+                    dir: PathBuf::new(),
+                    histograms_every: Some(steps),
+                })
+            }
+        }
+        self
+    }
+
+    /// Sets every parameter group's learning rate (keeping their ratios, see
+    /// [`Optimizer::set_learning_rate`]), say to a [`Fit::find_lr`] suggestion.
+    pub fn learning_rate(self, learning_rate: f64) -> Self {
+        self.optimizer.set_learning_rate(learning_rate);
+        self
+    }
+
+    /// The learning-rate range test (Smith 2017; fastai's and Lightning's `lr_find`): trains
+    /// on batches of `train` while the learning rate grows exponentially from
+    /// `range.min_lr` to `range.max_lr`, tracks the exponentially smoothed loss, stops when it
+    /// exceeds `range.divergence` times its best, and suggests the rate at its steepest
+    /// descent. The model's parameters and buffers and the optimizer's state and learning
+    /// rates are restored afterwards, bit for bit. [`LrFinder::save_plot`] draws the curve.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidData`] if `train` has no batch; [`Error::StateDict`] if the
+    /// optimizer's state cannot be restored.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not `0 < min_lr < max_lr` with at least 2 steps, smoothing in
+    /// `[0, 1)` and divergence above 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Sgd, SgdConfig};
+    /// use striate::train::{Fit, LrRange, Progress};
+    ///
+    /// let pixels: Vec<u8> = (0..64).flat_map(|i| vec![if i % 2 == 0 { 20 } else { 230 }; 4]).collect();
+    /// let data = ImageDataset::from_u8(pixels, [1, 2, 2], (0..64).map(|i| i % 2).collect())?;
+    /// let loader = DataLoader::new(data, 8).shuffle(0);
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.01, ..Default::default() });
+    /// let mut fit = Fit::new(&mut model, &mut sgd).progress(Progress::Silent);
+    /// let found = fit.find_lr(&loader, &LrRange { min_lr: 1e-4, max_lr: 10.0, steps: 40, ..Default::default() })?;
+    /// let suggested = found.suggestion.unwrap();
+    /// # let plot = std::env::temp_dir().join("striate-doc-lr-find.svg");
+    /// found.save_plot(&plot)?;
+    /// # std::fs::remove_file(&plot)?;
+    /// fit.learning_rate(suggested).epochs(2).run(&loader)?;
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn find_lr(&mut self, train: &DataLoader, range: &LrRange) -> Result<LrFinder> {
+        lr_finder::find_lr(
+            self.model,
+            self.optimizer,
+            &self.loss,
+            train,
+            range,
+            self.seed,
+        )
+    }
+
     /// Trains on `train` and returns what each epoch measured.
     ///
     /// # Errors
@@ -237,6 +357,9 @@ impl<'a> Fit<'a> {
         expect_trainable(self.model)?;
         let mut history = History::default();
         let batches = train.len();
+        if let Some(log) = self.log.as_ref().filter(|l| !l.dir.as_os_str().is_empty()) {
+            self.board = Some(tensorboard::FitLog::create(log)?);
+        }
         let mut plateau_scale = 1.0;
         let result = (|| {
             for epoch in self.first_epoch..self.first_epoch + self.epochs {
@@ -245,6 +368,9 @@ impl<'a> Fit<'a> {
                 self.validate(&mut record)?;
                 display.finish(&record);
                 plateau_scale *= self.plateau_step(&record);
+                if let Some(board) = &mut self.board {
+                    board.epoch(&record)?;
+                }
                 history.epochs.push(record.clone());
                 if let Some(path) = &self.plot {
                     history.save_plot(path)?;
@@ -318,6 +444,7 @@ impl<'a> Fit<'a> {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, batch) in train.epoch(epoch as u64).enumerate() {
+            let (step_started, loss_before) = (Instant::now(), loss_sum);
             let tape_seed = self.seed
                 ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let at = || {
@@ -363,6 +490,19 @@ impl<'a> Fit<'a> {
                 })?;
             }
             self.optimizer.step(self.model, &grads);
+            if let Some(board) = &mut self.board {
+                let global_step = (epoch * batches + step + 1) as u64;
+                let seconds = step_started.elapsed().as_secs_f64();
+                let step_loss = ((loss_sum - loss_before) / batch.labels.len() as f64) as f32;
+                board.step(
+                    global_step,
+                    step_loss,
+                    seconds,
+                    self.optimizer,
+                    self.model,
+                    &grads,
+                )?;
+            }
             display.batch(
                 batch.labels.len(),
                 loss_sum / seen as f64,
