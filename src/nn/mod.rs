@@ -10,7 +10,10 @@ mod residual;
 mod sequential;
 mod summary;
 
-pub use activation::{Elu, Flatten, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use activation::{
+    Elu, Flatten, Gelu, GeluApproximation, Hardswish, LeakyRelu, LogSoftmax, Mish, Relu, Sigmoid,
+    Silu, Softmax, Softplus, Tanh,
+};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
