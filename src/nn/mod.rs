@@ -18,7 +18,9 @@ pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
-pub use pool::{AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
+pub use pool::{
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d,
+};
 pub use residual::Residual;
 pub use sequential::Sequential;
 pub use summary::{Summary, SummaryRow, summary};

@@ -5,6 +5,7 @@ mod unary;
 
 mod abs;
 mod adaptive_avg_pool2d;
+mod adaptive_max_pool2d;
 mod add;
 pub mod batch_norm;
 mod bce_with_logits;
