@@ -8,6 +8,7 @@ mod adaptive_avg_pool2d;
 mod adaptive_max_pool2d;
 mod add;
 pub mod batch_norm;
+mod bce;
 mod bce_with_logits;
 mod clamp;
 mod concat;
