@@ -173,6 +173,13 @@ fn argmax_matches_pytorch_on_every_axis() {
         let x = Tensor::from_vec(case.input.clone(), &case.input_shape).unwrap();
         let want: Vec<usize> = case.output.iter().map(|&v| v as usize).collect();
         assert_eq!(x.argmax(axis), want, "{}", case.name);
+        // the same axis counted from the back
+        assert_eq!(
+            x.argmax(axis as i32 - 3),
+            want,
+            "{} from the back",
+            case.name
+        );
     }
 }
 

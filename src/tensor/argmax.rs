@@ -2,7 +2,7 @@
 //! confusion matrices, the fit loop's accuracy all call it).
 
 use super::Tensor;
-use super::check::{contract_violation, expect_axis, shape_str};
+use super::check::{AxisIndex, contract_violation, resolve_axis, shape_str};
 
 /// Whether `candidate` displaces `best` in an argmax scan: larger, or the first NaN (NaN counts
 /// as the largest value; ties and later NaNs keep the earlier index), as `torch.argmax`.
@@ -30,9 +30,9 @@ impl Tensor {
     /// assert_eq!(x.argmax(1), vec![1, 0]);
     /// assert_eq!(x.argmax(0), vec![1, 0, 0]);
     /// ```
-    pub fn argmax(&self, axis: usize) -> Vec<usize> {
+    pub fn argmax(&self, axis: impl AxisIndex) -> Vec<usize> {
         let shape = self.shape();
-        expect_axis("argmax", axis, shape);
+        let axis = resolve_axis("argmax", axis, shape);
         let len = shape[axis];
         if len == 0 {
             contract_violation(
