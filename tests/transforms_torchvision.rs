@@ -1,6 +1,7 @@
 //! Agreement with torchvision's functional transforms on committed fixtures.
 //!
-//! `scripts/transform_fixtures.py` wrote the inputs, the torchvision outputs and a manifest
+//! `scripts/transform_fixtures.py` (and, for an explicit `fill`, `scripts/transform_fill_fixtures.py`)
+//! wrote the inputs, the torchvision outputs and a manifest
 //! (`tests/fixtures/transforms/`); this test reads only those files. Each op has a stated
 //! tolerance on the largest absolute difference, for images with values in `[0, 1]`:
 //!
@@ -24,7 +25,7 @@ use striate::transforms::functional::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, affine, center_crop, resize,
     rotate,
 };
-use striate::transforms::{Affine, Interpolation};
+use striate::transforms::{Affine, Fill, Interpolation};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transforms")
@@ -69,6 +70,15 @@ impl Case {
         }
     }
 
+    /// torchvision's explicit `fill=[v]` (the mask blend) when the case names one, else
+    /// `fill=None` (taps outside read 0).
+    fn fill(&self) -> Fill {
+        match self.params.get("fill") {
+            Some(v) => Fill::torchvision(v.parse().unwrap()),
+            None => Fill::from(0.0),
+        }
+    }
+
     /// The op's key in the tolerance table: nearest resampling is held to exactness.
     fn kind(&self) -> String {
         match self.params.get("interpolation") {
@@ -79,7 +89,7 @@ impl Case {
 
     fn run(&self, image: &Tensor) -> Tensor {
         match self.op.as_str() {
-            "rotate" => rotate(image, self.f32("angle"), self.interpolation(), 0.0),
+            "rotate" => rotate(image, self.f32("angle"), self.interpolation(), self.fill()),
             "affine" => {
                 let params = Affine {
                     angle: self.f32("angle"),
@@ -87,7 +97,7 @@ impl Case {
                     scale: self.f32("scale"),
                     shear: (self.f32("shear_x"), self.f32("shear_y")),
                 };
-                affine(image, &params, self.interpolation(), 0.0)
+                affine(image, &params, self.interpolation(), self.fill())
             }
             "resize" => resize(image, (self.usize("height"), self.usize("width"))),
             "center_crop" => center_crop(image, (self.usize("height"), self.usize("width"))),
@@ -100,8 +110,11 @@ impl Case {
     }
 }
 
+/// The cases of `manifest.txt` and of `fill_manifest.txt` (torchvision's explicit fill, from
+/// `scripts/transform_fill_fixtures.py`).
 fn read_manifest() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture_dir().join("manifest.txt")).unwrap();
+    let mut text = std::fs::read_to_string(fixture_dir().join("manifest.txt")).unwrap();
+    text += &std::fs::read_to_string(fixture_dir().join("fill_manifest.txt")).unwrap();
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .map(|line| {

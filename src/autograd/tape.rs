@@ -385,7 +385,9 @@ impl Tape {
 
     /// The backward engine: walks the tape once from `root` down, accumulating each node's
     /// gradient from its consumers, freeing it once passed on, and collecting leaf gradients.
-    pub(crate) fn backward_from(&self, root: usize) -> super::Gradients {
+    /// `seed` is the gradient of `root` (`Jᵀ·seed` is what flows down); `None` seeds a
+    /// one-element loss with 1.
+    pub(crate) fn backward_from(&self, root: usize, seed: Option<&Tensor>) -> super::Gradients {
         if !self.records {
             contract_violation(
                 "backward",
@@ -402,17 +404,36 @@ impl Tape {
         }
         let mut nodes = self.nodes.borrow_mut();
         let root_shape = nodes[root].value.shape().to_vec();
-        if nodes[root].value.len() != 1 {
-            contract_violation(
-                "backward",
-                "the loss must hold exactly one element",
-                format_args!("loss {}", crate::tensor::check::shape_str(&root_shape)),
-            );
-        }
+        let seed = match seed {
+            Some(seed) => {
+                if seed.shape() != root_shape.as_slice() {
+                    contract_violation(
+                        "backward_with",
+                        "the gradient must have the output's shape",
+                        format_args!(
+                            "gradient {}, output {}",
+                            crate::tensor::check::shape_str(seed.shape()),
+                            crate::tensor::check::shape_str(&root_shape)
+                        ),
+                    );
+                }
+                seed.clone()
+            }
+            None => {
+                if nodes[root].value.len() != 1 {
+                    contract_violation(
+                        "backward",
+                        "the loss must hold exactly one element",
+                        format_args!("loss {}", crate::tensor::check::shape_str(&root_shape)),
+                    );
+                }
+                Tensor::ones(&root_shape)
+            }
+        };
         let mut gradients = super::Gradients::new(self.id);
         let mut grads: Vec<Option<Tensor>> = vec![None; root + 1];
         if nodes[root].requires_grad {
-            grads[root] = Some(Tensor::ones(&root_shape));
+            grads[root] = Some(seed);
         }
         for index in (0..=root).rev() {
             let Some(grad) = grads[index].take() else {

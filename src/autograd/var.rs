@@ -97,17 +97,94 @@ impl<'t> Var<'t> {
     ///
     /// A tape supports one backward pass; its graph is freed as the pass goes.
     ///
+    /// This is [`Var::backward_with`] seeded with 1 (PyTorch's `loss.backward()`).
+    ///
     /// # Panics
     ///
     /// If the tape is an inference tape, if the value does not hold exactly one element, or if
     /// the tape was already used for a backward pass.
     pub fn backward(self) -> Gradients {
-        self.tape.backward_from(self.node)
+        self.tape.backward_from(self.node, None)
+    }
+
+    /// Runs the backward pass from a value of any shape, given the gradient of some scalar with
+    /// respect to it (PyTorch's `y.backward(gradient)`): the returned gradients are the
+    /// vector-Jacobian product `Jᵀ·gradient`, that is the gradients of `sum(self ⊙ gradient)`.
+    ///
+    /// A tape supports one backward pass; its graph is freed as the pass goes.
+    ///
+    /// # Panics
+    ///
+    /// If `gradient`'s shape differs from this value's, if the tape is an inference tape, or if
+    /// the tape was already used for a backward pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::training();
+    /// let x = tape.variable(Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap());
+    /// let y = x * x; // dy/dx = 2x, elementwise
+    /// let grads = y.backward_with(&Tensor::from_vec(vec![1.0, 0.5, -1.0], &[3]).unwrap());
+    /// assert_eq!(grads.wrt(x).unwrap().as_slice(), &[2.0, 2.0, -6.0]);
+    /// ```
+    pub fn backward_with(self, gradient: &Tensor) -> Gradients {
+        self.tape.backward_from(self.node, Some(gradient))
     }
 }
 
 impl fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Var(%{} {:?})", self.node, self.shape())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::test_util::{rand_tensor, tm};
+    use crate::{Tape, Tensor};
+
+    #[test]
+    fn backward_with_is_the_vector_jacobian_product() {
+        let (x, seed) = (rand_tensor(&[2, 3], 1), rand_tensor(&[2, 3], 2));
+        let with = {
+            let tape = Tape::training();
+            let v = tape.variable(x.clone());
+            let grads = v.softmax(1).backward_with(&seed);
+            grads.wrt(v).unwrap().clone()
+        };
+        let summed = {
+            let tape = Tape::training();
+            let v = tape.variable(x);
+            let grads = (v.softmax(1) * tape.input(seed)).sum().backward();
+            grads.wrt(v).unwrap().clone()
+        };
+        assert!(with.all_close(&summed, 1e-6, 1e-7));
+    }
+
+    #[test]
+    fn backward_is_backward_with_one() {
+        let tape = Tape::training();
+        let x = tape.variable(tm(&[2.0], &[1]));
+        let grads = (x * x).backward_with(&tm(&[1.0], &[1]));
+        assert_eq!(grads.wrt(x).unwrap().as_slice(), &[4.0]);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "backward_with: the gradient must have the output's shape (gradient [3], output [2, 3])"
+    )]
+    fn backward_with_rejects_another_shape() {
+        let tape = Tape::training();
+        let x = tape.variable(Tensor::zeros(&[2, 3]));
+        x.exp().backward_with(&Tensor::zeros(&[3]));
+    }
+
+    #[test]
+    #[should_panic(expected = "backward: the loss must hold exactly one element")]
+    fn backward_still_wants_one_element() {
+        let tape = Tape::training();
+        tape.variable(Tensor::zeros(&[2])).exp().backward();
     }
 }

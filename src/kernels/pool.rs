@@ -1,5 +1,5 @@
 //! 2-D pooling kernels on NCHW activations: max pooling that records the argmax of each window
-//! for its backward, average pooling, adaptive average pooling, and global average / max
+//! for its backward, average pooling, adaptive average and max pooling, and global average / max
 //! pooling. Parallel over
 //! `(image, channel)` planes, each task owning its output plane.
 
@@ -565,8 +565,8 @@ pub fn adaptive_bin(index: usize, input: usize, output: usize) -> (usize, usize)
     (start, end)
 }
 
-/// Sizes of one adaptive average pooling: `planes` (`N·C`) planes of `input` `[H, W]` averaged
-/// into `output` `[OH, OW]` bins.
+/// Sizes of one adaptive pooling: `planes` (`N·C`) planes of `input` `[H, W]` pooled into
+/// `output` `[OH, OW]` bins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AdaptivePool2dShape {
     /// `N·C`, the number of planes.
@@ -687,6 +687,93 @@ pub fn adaptive_avg_pool2d_backward(
                             .for_each(|v| *v += share);
                     }
                 }
+            }
+        });
+}
+
+/// Adaptive max pooling forward (PyTorch's `adaptive_max_pool2d`): output `(oh, ow)` is the
+/// largest value of the input bin given by [`adaptive_bin`] on each axis, and `indices` its
+/// position within the plane (`h·W + w`). PyTorch's NaN rule: a value replaces the maximum when
+/// `value > max || value.is_nan()`, so the bin's last NaN wins; a bin of `-inf` keeps its first
+/// element.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn adaptive_max_pool2d_forward(
+    input: &[f32],
+    shape: &AdaptivePool2dShape,
+    output: &mut [f32],
+    indices: &mut [u32],
+) {
+    let s = *shape;
+    let op = "adaptive_max_pool2d";
+    expect_len(op, "input", input.len(), s.planes * s.in_plane());
+    expect_len(op, "output", output.len(), s.planes * s.out_plane());
+    expect_len(op, "indices", indices.len(), s.planes * s.out_plane());
+    if output.is_empty() {
+        return;
+    }
+    output
+        .par_chunks_mut(s.out_plane())
+        .zip(indices.par_chunks_mut(s.out_plane()))
+        .zip(input.par_chunks(s.in_plane()))
+        .for_each(|((out, idx), x)| {
+            for oh in 0..s.output[0] {
+                for ow in 0..s.output[1] {
+                    let (h0, h1, w0, w1, _) = s.bin(oh, ow);
+                    let mut best = h0 * s.input[1] + w0;
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            let i = h * s.input[1] + w;
+                            if beats(x[i], x[best]) {
+                                best = i;
+                            }
+                        }
+                    }
+                    out[oh * s.output[1] + ow] = x[best];
+                    idx[oh * s.output[1] + ow] = best as u32;
+                }
+            }
+        });
+}
+
+/// Backward of [`adaptive_max_pool2d_forward`]: each output gradient goes to its bin's argmax
+/// (summed where overlapping bins share it).
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`.
+pub fn adaptive_max_pool2d_backward(
+    grad_output: &[f32],
+    indices: &[u32],
+    shape: &AdaptivePool2dShape,
+    grad_input: &mut [f32],
+) {
+    let s = *shape;
+    let op = "adaptive_max_pool2d_backward";
+    expect_len(
+        op,
+        "grad_output",
+        grad_output.len(),
+        s.planes * s.out_plane(),
+    );
+    expect_len(op, "indices", indices.len(), s.planes * s.out_plane());
+    expect_len(op, "grad_input", grad_input.len(), s.planes * s.in_plane());
+    if grad_input.is_empty() {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(s.in_plane())
+        .zip(
+            grad_output
+                .par_chunks(s.out_plane())
+                .zip(indices.par_chunks(s.out_plane())),
+        )
+        .for_each(|(gx, (g, idx))| {
+            gx.fill(0.0);
+            for (&g, &i) in g.iter().zip(idx) {
+                gx[i as usize] += g;
             }
         });
 }

@@ -170,7 +170,7 @@ impl ConfusionMatrix {
                 format_args!("scores {}", shape_str(shape)),
             );
         }
-        let predictions = argmax_axis1(scores);
+        let predictions = scores.argmax(1);
         self.update(&predictions, targets);
     }
 
@@ -381,31 +381,6 @@ impl Metric for ConfusionMatrix {
     }
 }
 
-/// The index of the largest value along axis 1 of `[batch, classes, rest...]`, for every
-/// `(batch, rest...)` position in row-major order. Ties go to the first index and NaN counts as
-/// largest, as [`Tensor::argmax_last_axis`].
-fn argmax_axis1(scores: &Tensor) -> Vec<usize> {
-    let shape = scores.shape();
-    let classes = shape[1];
-    let inner: usize = shape[2..].iter().product();
-    let data = scores.as_slice();
-    let mut out = Vec::with_capacity(shape[0] * inner);
-    for sample in data.chunks(classes * inner) {
-        for position in 0..inner {
-            let score = |class: usize| sample[class * inner + position];
-            let mut best = 0;
-            for class in 1..classes {
-                let (x, top) = (score(class), score(best));
-                if x > top || (x.is_nan() && !top.is_nan()) {
-                    best = class;
-                }
-            }
-            out.push(best);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,9 +416,9 @@ mod tests {
         // [1, 2, 2, 1]: two classes over a 2x1 image; position 0 prefers class 1, position 1
         // class 0.
         let scores = Tensor::from_vec(vec![0.1, 0.9, 0.8, 0.2], &[1, 2, 2, 1]).unwrap();
-        assert_eq!(argmax_axis1(&scores), vec![1, 0]);
+        assert_eq!(scores.argmax(1), vec![1, 0]);
         let flat = Tensor::from_vec(vec![0.1, 0.9, 0.8, 0.2], &[2, 2]).unwrap();
-        assert_eq!(argmax_axis1(&flat), flat.argmax_last_axis());
+        assert_eq!(flat.argmax(1), flat.argmax_last_axis());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{Graph, Module, Op, ValueId, no_params};
 use crate::autograd::Var;
-use crate::tensor::check::expect_finite;
+use crate::tensor::check::{contract_violation, expect_finite};
 
 /// Rectified linear unit, `max(x, 0)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -240,6 +240,168 @@ impl Module for Flatten {
     }
 }
 
+/// Which form of GELU a [`Gelu`] layer computes (PyTorch's `approximate` argument).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GeluApproximation {
+    /// The exact `x·Φ(x)` with the error function ([`Var::gelu`]); PyTorch's `"none"`.
+    #[default]
+    None,
+    /// The tanh approximation ([`Var::gelu_tanh`]); PyTorch's `"tanh"`.
+    Tanh,
+}
+
+/// Gaussian error linear unit `x·Φ(x)` (PyTorch's `nn.GELU`), exact by default.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{Gelu, GeluApproximation, Module};
+/// use striate::Tensor;
+///
+/// let x = Tensor::from_vec(vec![0.0, 1.0], &[2]).unwrap();
+/// assert_eq!(Gelu::default().predict(&x).as_slice()[0], 0.0);
+/// let tanh = Gelu::new(GeluApproximation::Tanh);
+/// assert!((tanh.predict(&x).as_slice()[1] - 0.841_192).abs() < 1e-6);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gelu {
+    /// Exact or tanh-approximated.
+    pub approximate: GeluApproximation,
+}
+
+impl Gelu {
+    /// A GELU of the given form.
+    pub fn new(approximate: GeluApproximation) -> Gelu {
+        Gelu { approximate }
+    }
+}
+
+impl Module for Gelu {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        match self.approximate {
+            GeluApproximation::None => input.gelu(),
+            GeluApproximation::Tanh => input.gelu_tanh(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.approximate {
+            GeluApproximation::None => "Gelu".to_string(),
+            GeluApproximation::Tanh => "Gelu(approximate=tanh)".to_string(),
+        }
+    }
+}
+
+/// Sigmoid-weighted linear unit `x·σ(x)`, also called swish (PyTorch's `nn.SiLU`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Silu;
+
+impl Module for Silu {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.silu()
+    }
+
+    fn describe(&self) -> String {
+        "Silu".to_string()
+    }
+}
+
+/// Softplus `ln(1 + e^(β·x)) / β`, linear where `β·x > threshold` (PyTorch's `nn.Softplus`).
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{Module, Softplus};
+/// use striate::Tensor;
+///
+/// let x = Tensor::from_vec(vec![0.0, 25.0], &[2]).unwrap();
+/// assert_eq!(Softplus::default().predict(&x).as_slice(), &[2f32.ln(), 25.0]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Softplus {
+    /// Sharpness (PyTorch's default 1).
+    pub beta: f32,
+    /// Above `β·x > threshold` the output is `x` (PyTorch's default 20).
+    pub threshold: f32,
+}
+
+impl Softplus {
+    /// A softplus with the given `beta` and `threshold`.
+    ///
+    /// # Panics
+    ///
+    /// If `beta` is 0 or either argument is not finite.
+    pub fn new(beta: f32, threshold: f32) -> Softplus {
+        expect_finite("Softplus", "beta", beta);
+        expect_finite("Softplus", "threshold", threshold);
+        if beta == 0.0 {
+            contract_violation(
+                "Softplus",
+                "beta must not be 0",
+                format_args!("beta {beta}"),
+            );
+        }
+        Softplus { beta, threshold }
+    }
+}
+
+impl Default for Softplus {
+    fn default() -> Self {
+        Softplus {
+            beta: 1.0,
+            threshold: 20.0,
+        }
+    }
+}
+
+impl Module for Softplus {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.softplus(self.beta, self.threshold)
+    }
+
+    fn describe(&self) -> String {
+        format!("Softplus(beta={}, threshold={})", self.beta, self.threshold)
+    }
+}
+
+/// Hard swish `x · clamp(x + 3, 0, 6) / 6` (PyTorch's `nn.Hardswish`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hardswish;
+
+impl Module for Hardswish {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.hardswish()
+    }
+
+    fn describe(&self) -> String {
+        "Hardswish".to_string()
+    }
+}
+
+/// Mish `x · tanh(softplus(x))` (PyTorch's `nn.Mish`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mish;
+
+impl Module for Mish {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.mish()
+    }
+
+    fn describe(&self) -> String {
+        "Mish".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +423,24 @@ mod tests {
         assert_eq!(
             Flatten::new().predict(&Tensor::zeros(&[2, 3, 4])).shape(),
             &[2, 12]
+        );
+        assert_eq!(
+            Silu.predict(&x).as_slice()[1],
+            0.5 / (1.0 + (-0.5f32).exp())
+        );
+        assert_eq!(
+            Hardswish.predict(&x).as_slice(),
+            &[-2.0 / 6.0, 0.5 * 3.5 / 6.0]
+        );
+        assert!((Mish.predict(&x).as_slice()[1] - 0.375_245_2).abs() < 1e-6);
+        assert_eq!(
+            Softplus::new(2.0, 20.0).predict(&x).as_slice()[1],
+            1f32.exp().ln_1p() / 2.0
+        );
+        assert!((Gelu::default().predict(&x).as_slice()[1] - 0.345_731_1).abs() < 1e-6);
+        assert_eq!(
+            Gelu::new(GeluApproximation::Tanh).describe(),
+            "Gelu(approximate=tanh)"
         );
     }
 }

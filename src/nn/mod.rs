@@ -13,14 +13,19 @@ mod residual;
 mod sequential;
 mod summary;
 
-pub use activation::{Elu, Flatten, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use activation::{
+    Elu, Flatten, Gelu, GeluApproximation, Hardswish, LeakyRelu, LogSoftmax, Mish, Relu, Sigmoid,
+    Silu, Softmax, Softplus, Tanh,
+};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
 pub use classifier::{Classifier, Prediction, Preprocessing};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use graph::{Graph, Node, Op, ValueId};
-pub use pool::{AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d};
+pub use pool::{
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d,
+};
 pub use residual::Residual;
 pub use sequential::Sequential;
 pub use summary::{Summary, SummaryRow, summary};

@@ -1,5 +1,5 @@
-//! Pooling layers: `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `GlobalAvgPool2d`,
-//! `GlobalMaxPool2d`.
+//! Pooling layers: `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`,
+//! `GlobalAvgPool2d`, `GlobalMaxPool2d`.
 
 use super::conv::Pair;
 use super::{Graph, Module, Op, ValueId, no_params};
@@ -227,6 +227,49 @@ impl Module for AdaptiveAvgPool2d {
 
     fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
         Ok(graph.layer(self, Op::AdaptiveAvgPool2d(self.output_size), &[input]))
+    }
+}
+
+/// Max pooling to a fixed output size whatever the input size (PyTorch's
+/// `nn.AdaptiveMaxPool2d`), with PyTorch's bins and NaN rule; see [`Var::adaptive_max_pool2d`].
+///
+/// # Shapes
+///
+/// Input `[N, C, H, W]`, output `[N, C, OH, OW]`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::nn::{AdaptiveMaxPool2d, Module};
+/// use striate::Tensor;
+///
+/// let pool = AdaptiveMaxPool2d::new([2, 3]);
+/// assert_eq!(pool.predict(&Tensor::zeros(&[1, 8, 9, 11])).shape(), &[1, 8, 2, 3]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdaptiveMaxPool2d {
+    /// The output `[height, width]`.
+    pub output_size: [usize; 2],
+}
+
+impl AdaptiveMaxPool2d {
+    /// Pooling to `output_size` (`7` or `[7, 7]`).
+    pub fn new(output_size: impl Into<Pair>) -> AdaptiveMaxPool2d {
+        AdaptiveMaxPool2d {
+            output_size: output_size.into().0,
+        }
+    }
+}
+
+impl Module for AdaptiveMaxPool2d {
+    no_params!();
+
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input.adaptive_max_pool2d(self.output_size)
+    }
+
+    fn describe(&self) -> String {
+        format!("AdaptiveMaxPool2d(output_size={:?})", self.output_size)
     }
 }
 

@@ -79,6 +79,77 @@ pub fn expect_axis(op: &str, axis: usize, shape: &[usize]) {
     }
 }
 
+/// An axis argument: a `usize` counts from the front, a signed integer (`isize`, `i32`, `i64`)
+/// may also count from the back, `-1` being the last axis, as PyTorch's `dim`. Accepted by
+/// `Var::{softmax, log_softmax, sum_axes, mean_axes, max_axes, min_axes}` (and their `_keepdim`
+/// forms), `Var::{flatten, narrow, split, transpose, concat}` and `Tensor::argmax`, each
+/// resolving it through [`resolve_axis`] here; an integer literal such as `1` or `-1` needs no
+/// suffix, so calls written with `usize` axes compile unchanged. (`permute` and the `Tensor`
+/// reshaping methods still take `usize`.)
+///
+/// # Examples
+///
+/// ```
+/// use striate::Tensor;
+///
+/// let x = Tensor::from_vec(vec![1.0, 5.0, 3.0, 2.0], &[2, 2]).unwrap();
+/// assert_eq!(x.argmax(-1), x.argmax(1));
+/// assert_eq!(x.argmax(1usize), vec![1, 0]);
+/// ```
+pub trait AxisIndex: Copy + std::fmt::Debug {
+    /// The axis as a signed offset: from the front when non-negative, from the back otherwise.
+    fn signed(self) -> i64;
+}
+
+impl AxisIndex for usize {
+    fn signed(self) -> i64 {
+        i64::try_from(self).unwrap_or(i64::MAX)
+    }
+}
+
+impl AxisIndex for isize {
+    fn signed(self) -> i64 {
+        self as i64
+    }
+}
+
+impl AxisIndex for i32 {
+    fn signed(self) -> i64 {
+        self as i64
+    }
+}
+
+impl AxisIndex for i64 {
+    fn signed(self) -> i64 {
+        self
+    }
+}
+
+/// The axis `axis` names in a tensor of shape `shape`: `rank + axis` for a negative one.
+///
+/// # Panics
+///
+/// Unless `-rank <= axis < rank`.
+#[track_caller]
+pub fn resolve_axis(op: &str, axis: impl AxisIndex, shape: &[usize]) -> usize {
+    let (signed, rank) = (axis.signed(), shape.len() as i64);
+    let resolved = if signed < 0 { signed + rank } else { signed };
+    if !(0..rank).contains(&resolved) {
+        contract_violation(
+            op,
+            format_args!("axis {signed} out of range for rank {rank}"),
+            format_args!("shape {}", shape_str(shape)),
+        );
+    }
+    resolved as usize
+}
+
+/// [`resolve_axis`] for each of `axes`, in order (repeats are left to the op to reject).
+#[track_caller]
+pub fn resolve_axes<A: AxisIndex>(op: &str, axes: &[A], shape: &[usize]) -> Vec<usize> {
+    axes.iter().map(|&a| resolve_axis(op, a, shape)).collect()
+}
+
 /// Panics unless `axes` is a permutation of `0..rank`.
 #[track_caller]
 pub fn expect_permutation(op: &str, axes: &[usize], shape: &[usize]) {
@@ -196,6 +267,21 @@ pub(crate) fn check_class_targets(op: &str, shape: &[usize], targets: &[usize]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_axes_count_from_the_back() {
+        let shape = [2, 3, 4];
+        assert_eq!(resolve_axis("op", -1, &shape), 2);
+        assert_eq!(resolve_axis("op", -3isize, &shape), 0);
+        assert_eq!(resolve_axis("op", 1usize, &shape), 1);
+        assert_eq!(resolve_axes("op", &[-1i64, 0], &shape), vec![2, 0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "op: axis -4 out of range for rank 3 (shape [2, 3, 4])")]
+    fn rejects_an_axis_before_the_first() {
+        resolve_axis("op", -4, &[2, 3, 4]);
+    }
 
     #[test]
     #[should_panic(expected = "matmul: inner dimensions 3 != 4 (lhs [2, 3], rhs [4, 5])")]

@@ -5,6 +5,7 @@
 //! kept in standard (row-major, contiguous) layout, so kernels can take `as_slice()` without
 //! checking strides; operations that would produce another layout (permute, narrow) copy.
 
+mod argmax;
 pub mod broadcast;
 pub mod check;
 pub mod init;
@@ -465,38 +466,6 @@ impl Tensor {
         (self.as_slice().iter().map(|&x| x as f64).sum::<f64>() / self.len() as f64) as f32
     }
 
-    /// The index of the largest element along the last axis, for every other position.
-    ///
-    /// For logits `[batch, classes]` this is the predicted class of each sample. Ties go to the
-    /// first index, NaN counts as largest.
-    ///
-    /// # Panics
-    ///
-    /// If the tensor is rank 0 or its last axis is empty.
-    pub fn argmax_last_axis(&self) -> Vec<usize> {
-        let shape = self.shape();
-        if shape.is_empty() || shape[shape.len() - 1] == 0 {
-            contract_violation(
-                "argmax_last_axis",
-                "needs a non-empty last axis",
-                format_args!("shape {}", shape_str(shape)),
-            );
-        }
-        let width = shape[shape.len() - 1];
-        self.as_slice()
-            .chunks(width)
-            .map(|row| {
-                let mut best = 0;
-                for (i, &x) in row.iter().enumerate() {
-                    if x > row[best] || (x.is_nan() && !row[best].is_nan()) {
-                        best = i;
-                    }
-                }
-                best
-            })
-            .collect()
-    }
-
     /// Whether every element is within `atol + rtol * |other|` of `other` (same shape).
     pub fn all_close(&self, other: &Tensor, rtol: f32, atol: f32) -> bool {
         self.shape() == other.shape()
@@ -667,11 +636,5 @@ mod tests {
         );
         let z = t.zip_map(&m, |a, b| b - a);
         assert_eq!(z, t);
-    }
-
-    #[test]
-    fn argmax_takes_first_of_ties() {
-        let t = Tensor::from_vec(vec![1.0, 3.0, 3.0, 0.0, -1.0, -2.0], &[2, 3]).unwrap();
-        assert_eq!(t.argmax_last_axis(), vec![1, 0]);
     }
 }

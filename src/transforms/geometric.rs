@@ -675,6 +675,70 @@ impl Transform for RandomResizedCrop {
 
 // ---------------------------------------------------------------- the affine family
 
+/// How the affine family ([`affine`], [`rotate`], [`RandomRotation`], [`RandomZoom`],
+/// [`RandomAffine`]) fills what comes from outside the image. The two differ only for bilinear
+/// sampling, in the one-pixel band along the border; nearest sampling gives the same image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FillMode {
+    /// The default: each bilinear tap outside the image reads the fill value, so the border
+    /// band blends image and fill by the taps' weights (torchvision with `fill=None` when the
+    /// fill is 0).
+    #[default]
+    Taps,
+    /// torchvision's behaviour for an explicit `fill`: a mask of ones is warped alongside the
+    /// image (taps outside reading 0) and the result is `image · mask + (1 − mask) · fill`, so
+    /// bilinear border pixels are scaled by the mask and come out darker; with nearest
+    /// sampling, pixels whose mask is below 0.5 take the fill.
+    TorchvisionMask,
+}
+
+/// The fill of the affine family: a value and how it is blended in. An `f32` converts to
+/// [`FillMode::Taps`] with that value, so `rotate(&image, 30.0, Interpolation::Bilinear, 0.0)`
+/// keeps its meaning.
+///
+/// # Examples
+///
+/// ```
+/// use striate::Tensor;
+/// use striate::transforms::{Fill, Interpolation};
+/// use striate::transforms::functional::rotate;
+///
+/// // a white image rotated with a white fill
+/// let image = Tensor::ones(&[1, 5, 5]);
+/// let taps = rotate(&image, 30.0, Interpolation::Bilinear, 1.0);
+/// let torchvision = rotate(&image, 30.0, Interpolation::Bilinear, Fill::torchvision(1.0));
+/// // tap by tap it stays white; torchvision's mask, m·m + (1 − m), darkens the border band
+/// assert!(taps.as_slice().iter().all(|&v| (v - 1.0).abs() < 1e-6));
+/// assert!(torchvision.as_slice().iter().any(|&v| v < 0.9));
+/// assert_eq!(torchvision.as_slice()[12], 1.0); // the centre is untouched
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fill {
+    /// The value of what comes from outside the image.
+    pub value: f32,
+    /// How it is blended in.
+    pub mode: FillMode,
+}
+
+impl Fill {
+    /// `value` blended by torchvision's mask ([`FillMode::TorchvisionMask`]).
+    pub fn torchvision(value: f32) -> Fill {
+        Fill {
+            value,
+            mode: FillMode::TorchvisionMask,
+        }
+    }
+}
+
+impl From<f32> for Fill {
+    fn from(value: f32) -> Fill {
+        Fill {
+            value,
+            mode: FillMode::Taps,
+        }
+    }
+}
+
 /// An affine transform about the image centre: shear, scale, rotation, then translation.
 ///
 /// The map is torchvision's `F.affine` (its `_get_inverse_affine_matrix`) with one difference:
@@ -774,9 +838,10 @@ impl Affine {
 /// Applies an affine transform about the image centre in one resampling; positions that map
 /// outside the image read `fill`. See [`Affine`] for the conventions.
 ///
-/// With `fill = 0` this equals torchvision's `F.affine(img, -angle, ..., fill=None)`; with
-/// another fill, torchvision blends the one-pixel band at the border differently (it scales
-/// the image by the mask), while here a tap outside the image simply reads `fill`.
+/// `fill` is a value (an `f32`, blended tap by tap: [`FillMode::Taps`], the default) or a
+/// [`Fill`]. With `fill = 0.0` this equals torchvision's `F.affine(img, -angle, ...,
+/// fill=None)`; `Fill::torchvision(v)` equals torchvision with an explicit `fill=[v]`, which
+/// scales the image by a warped mask ([`FillMode::TorchvisionMask`]).
 ///
 /// # Panics
 ///
@@ -795,8 +860,13 @@ impl Affine {
 /// let out = affine(&image, &shift, Interpolation::Nearest, 0.0);
 /// assert_eq!(out.as_slice(), &[0.0, 1.0, 2.0]);
 /// ```
-pub fn affine(image: &Tensor, params: &Affine, interpolation: Interpolation, fill: f32) -> Tensor {
-    affine_in("affine", image, params, interpolation, fill)
+pub fn affine(
+    image: &Tensor,
+    params: &Affine,
+    interpolation: Interpolation,
+    fill: impl Into<Fill>,
+) -> Tensor {
+    affine_in("affine", image, params, interpolation, fill.into())
 }
 
 #[track_caller]
@@ -805,24 +875,39 @@ fn affine_in(
     image: &Tensor,
     params: &Affine,
     interpolation: Interpolation,
-    fill: f32,
+    fill: Fill,
 ) -> Tensor {
     let (c, h, w) = image_dims(op, image);
     let map = params.inverse_map(op, (h, w));
-    let out = warp_affine(
-        image.as_slice(),
-        (c, h, w),
-        &map,
-        (h, w),
-        interpolation,
-        fill,
-    );
+    let warp = |src: &[f32], channels: usize, fill: f32| {
+        warp_affine(src, (channels, h, w), &map, (h, w), interpolation, fill)
+    };
+    let out = match fill.mode {
+        FillMode::Taps => warp(image.as_slice(), c, fill.value),
+        FillMode::TorchvisionMask => {
+            // torchvision's _apply_grid_transform: warp a mask of ones with zero padding, then
+            // blend (bilinear) or threshold it (nearest)
+            let mut out = warp(image.as_slice(), c, 0.0);
+            let mask = warp(&vec![1.0; h * w], 1, 0.0);
+            for plane in out.chunks_mut(h * w) {
+                for (v, &m) in plane.iter_mut().zip(&mask) {
+                    *v = match interpolation {
+                        Interpolation::Nearest if m < 0.5 => fill.value,
+                        Interpolation::Nearest => *v,
+                        _ => *v * m + (1.0 - m) * fill.value,
+                    };
+                }
+            }
+            out
+        }
+    };
     image_tensor(out, c, h, w)
 }
 
 /// Rotates an image by `angle` degrees counter-clockwise about its centre, keeping its size;
 /// corners that come from outside read `fill`. Equals torchvision's `F.rotate(img, angle,
-/// interpolation)` with `fill=None` when `fill` is 0 (see [`affine`] for other fills).
+/// interpolation)` with `fill=None` when `fill` is `0.0`, and with `fill=[v]` when it is
+/// `Fill::torchvision(v)` (see [`affine`] and [`FillMode`]).
 ///
 /// # Panics
 ///
@@ -839,12 +924,17 @@ fn affine_in(
 /// let half_turn = rotate(&image, 180.0, Interpolation::Nearest, 0.0);
 /// assert_eq!(half_turn.as_slice(), &[4.0, 3.0, 2.0, 1.0]);
 /// ```
-pub fn rotate(image: &Tensor, angle: f32, interpolation: Interpolation, fill: f32) -> Tensor {
+pub fn rotate(
+    image: &Tensor,
+    angle: f32,
+    interpolation: Interpolation,
+    fill: impl Into<Fill>,
+) -> Tensor {
     let params = Affine {
         angle,
         ..Affine::default()
     };
-    affine_in("rotate", image, &params, interpolation, fill)
+    affine_in("rotate", image, &params, interpolation, fill.into())
 }
 
 /// Rotates by an angle drawn uniformly from a range (torchvision's `RandomRotation`, without
@@ -868,6 +958,7 @@ pub struct RandomRotation {
     degrees: (f32, f32),
     interpolation: Interpolation,
     fill: f32,
+    fill_mode: FillMode,
 }
 
 impl RandomRotation {
@@ -892,6 +983,7 @@ impl RandomRotation {
             degrees: (min, max),
             interpolation: Interpolation::default(),
             fill: 0.0,
+            fill_mode: FillMode::Taps,
         }
     }
 
@@ -911,6 +1003,13 @@ impl RandomRotation {
         self.fill = fill;
         self
     }
+
+    /// How the fill is blended in at the border (default [`FillMode::Taps`];
+    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
+    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
+        self.fill_mode = fill_mode;
+        self
+    }
 }
 
 impl Transform for RandomRotation {
@@ -924,7 +1023,10 @@ impl Transform for RandomRotation {
             image,
             &params,
             self.interpolation,
-            self.fill,
+            Fill {
+                value: self.fill,
+                mode: self.fill_mode,
+            },
         )
     }
 }
@@ -951,6 +1053,7 @@ pub struct RandomZoom {
     scale: (f32, f32),
     interpolation: Interpolation,
     fill: f32,
+    fill_mode: FillMode,
 }
 
 impl RandomZoom {
@@ -966,6 +1069,7 @@ impl RandomZoom {
             scale: (min, max),
             interpolation: Interpolation::Bilinear,
             fill: 0.0,
+            fill_mode: FillMode::Taps,
         }
     }
 
@@ -985,6 +1089,13 @@ impl RandomZoom {
         self.fill = fill;
         self
     }
+
+    /// How the fill is blended in at the border (default [`FillMode::Taps`];
+    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
+    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
+        self.fill_mode = fill_mode;
+        self
+    }
 }
 
 impl Transform for RandomZoom {
@@ -993,7 +1104,11 @@ impl Transform for RandomZoom {
             scale: uniform(rng, self.scale.0, self.scale.1),
             ..Affine::default()
         };
-        affine_in("RandomZoom", image, &params, self.interpolation, self.fill)
+        let fill = Fill {
+            value: self.fill,
+            mode: self.fill_mode,
+        };
+        affine_in("RandomZoom", image, &params, self.interpolation, fill)
     }
 }
 
@@ -1092,6 +1207,7 @@ pub struct RandomAffine {
     shear_y: (f32, f32),
     interpolation: Interpolation,
     fill: f32,
+    fill_mode: FillMode,
 }
 
 impl RandomAffine {
@@ -1110,6 +1226,7 @@ impl RandomAffine {
             shear_y: (0.0, 0.0),
             interpolation: Interpolation::default(),
             fill: 0.0,
+            fill_mode: FillMode::Taps,
         }
     }
 
@@ -1184,6 +1301,13 @@ impl RandomAffine {
         self.fill = fill;
         self
     }
+
+    /// How the fill is blended in at the border (default [`FillMode::Taps`];
+    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
+    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
+        self.fill_mode = fill_mode;
+        self
+    }
 }
 
 impl Transform for RandomAffine {
@@ -1206,7 +1330,10 @@ impl Transform for RandomAffine {
             image,
             &params,
             self.interpolation,
-            self.fill,
+            Fill {
+                value: self.fill,
+                mode: self.fill_mode,
+            },
         )
     }
 }

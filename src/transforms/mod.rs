@@ -57,8 +57,9 @@ use crate::tensor::check::{contract_violation, expect_rank, shape_str};
 pub use compose::{Compose, RandomApply, RandomChoice};
 pub use elastic::ElasticTransform;
 pub use geometric::{
-    Affine, CenterCrop, PaddingMode, RandomAffine, RandomCrop, RandomHorizontalFlip,
-    RandomResizedCrop, RandomRotation, RandomTranslation, RandomVerticalFlip, RandomZoom, Resize,
+    Affine, CenterCrop, Fill, FillMode, PaddingMode, RandomAffine, RandomCrop,
+    RandomHorizontalFlip, RandomResizedCrop, RandomRotation, RandomTranslation, RandomVerticalFlip,
+    RandomZoom, Resize,
 };
 pub use photometric::{
     Clamp, ColorJitter, EraseValue, GaussianNoise, Normalize, RandomBrightness, RandomContrast,

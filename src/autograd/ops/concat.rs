@@ -2,7 +2,7 @@
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::tensor::check::contract_violation;
+use crate::tensor::check::{AxisIndex, contract_violation, resolve_axis};
 use crate::tensor::{Tensor, concat_shape};
 
 #[derive(Debug)]
@@ -44,12 +44,13 @@ impl<'t> Var<'t> {
     /// let b = tape.input(Tensor::ones(&[2, 5]));
     /// assert_eq!(Var::concat(&[a, b], 1).shape(), vec![2, 8]);
     /// ```
-    pub fn concat(vars: &[Var<'t>], axis: usize) -> Var<'t> {
+    pub fn concat(vars: &[Var<'t>], axis: impl AxisIndex) -> Var<'t> {
         let Some(first) = vars.first() else {
             contract_violation("concat", "needs at least one tensor", "no inputs");
         };
         let values: Vec<Tensor> = vars.iter().map(|v| v.value()).collect();
         let shapes: Vec<&[usize]> = values.iter().map(|v| v.shape()).collect();
+        let axis = resolve_axis("concat", axis, shapes[0]);
         concat_shape("concat", &shapes, axis);
         let extents = shapes.iter().map(|s| s[axis]).collect();
         let refs: Vec<&Tensor> = values.iter().collect();

@@ -6,7 +6,7 @@ use crate::autograd::var::Var;
 use crate::kernels::softmax::log_softmax_rows;
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_to;
-use crate::tensor::check::expect_axis;
+use crate::tensor::check::{AxisIndex, resolve_axis};
 use crate::tensor::reduce::sum_axes_keepdim;
 
 #[derive(Debug)]
@@ -40,9 +40,9 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If `axis` is out of range.
-    pub fn log_softmax(self, axis: usize) -> Var<'t> {
+    pub fn log_softmax(self, axis: impl AxisIndex) -> Var<'t> {
         let input = self.value();
-        expect_axis("log_softmax", axis, input.shape());
+        let axis = resolve_axis("log_softmax", axis, input.shape());
         let output = along_axis(&input, axis, log_softmax_rows);
         self.tape()
             .record(output.clone(), &[self], LogSoftmaxBackward { output, axis })

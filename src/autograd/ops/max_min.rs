@@ -12,6 +12,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_to;
+use crate::tensor::check::{AxisIndex, resolve_axes};
 use crate::tensor::reduce::{
     dropped_shape, fold_axes_keepdim, kept_shape, max_propagating_nan, min_propagating_nan,
     sum_axes_keepdim,
@@ -85,8 +86,9 @@ impl<'t> Var<'t> {
     /// assert_eq!(x.max_axes(&[1]).value().as_slice(), &[5.0, 3.0]);
     /// assert_eq!(x.min_axes_keepdim(&[0]).value().as_slice(), &[1.0, 2.0]);
     /// ```
-    pub fn max_axes(self, axes: &[usize]) -> Var<'t> {
-        self.extreme(Extreme::Max, axes, false)
+    pub fn max_axes<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("max", axes, &self.shape());
+        self.extreme(Extreme::Max, &axes, false)
     }
 
     /// The largest value over `axes`, which are kept with extent 1.
@@ -94,8 +96,9 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn max_axes_keepdim(self, axes: &[usize]) -> Var<'t> {
-        self.extreme(Extreme::Max, axes, true)
+    pub fn max_axes_keepdim<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("max", axes, &self.shape());
+        self.extreme(Extreme::Max, &axes, true)
     }
 
     /// The smallest value over `axes`, which are removed from the shape.
@@ -103,8 +106,9 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn min_axes(self, axes: &[usize]) -> Var<'t> {
-        self.extreme(Extreme::Min, axes, false)
+    pub fn min_axes<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("min", axes, &self.shape());
+        self.extreme(Extreme::Min, &axes, false)
     }
 
     /// The smallest value over `axes`, which are kept with extent 1.
@@ -112,8 +116,9 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn min_axes_keepdim(self, axes: &[usize]) -> Var<'t> {
-        self.extreme(Extreme::Min, axes, true)
+    pub fn min_axes_keepdim<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("min", axes, &self.shape());
+        self.extreme(Extreme::Min, &axes, true)
     }
 
     fn extreme_of_all(self, which: Extreme) -> Var<'t> {

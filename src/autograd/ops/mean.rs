@@ -1,7 +1,7 @@
 //! `mean`: the average over all elements or over chosen axes, composed as sum × 1/n.
 
 use crate::autograd::var::Var;
-use crate::tensor::check::expect_distinct_axes;
+use crate::tensor::check::{AxisIndex, expect_distinct_axes, resolve_axes};
 
 impl<'t> Var<'t> {
     /// The mean of all elements, as a rank-0 value.
@@ -15,9 +15,10 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn mean_axes(self, axes: &[usize]) -> Var<'t> {
-        let count = reduced_count(&self, axes);
-        self.sum_axes(axes).mul_scalar(1.0 / count as f32)
+    pub fn mean_axes<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("mean", axes, &self.shape());
+        let count = reduced_count(&self, &axes);
+        self.sum_axes(&axes).mul_scalar(1.0 / count as f32)
     }
 
     /// The mean over `axes`, which are kept with extent 1.
@@ -25,9 +26,10 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn mean_axes_keepdim(self, axes: &[usize]) -> Var<'t> {
-        let count = reduced_count(&self, axes);
-        self.sum_axes_keepdim(axes).mul_scalar(1.0 / count as f32)
+    pub fn mean_axes_keepdim<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("mean", axes, &self.shape());
+        let count = reduced_count(&self, &axes);
+        self.sum_axes_keepdim(&axes).mul_scalar(1.0 / count as f32)
     }
 }
 

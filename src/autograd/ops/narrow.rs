@@ -3,7 +3,7 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
-use crate::tensor::check::{contract_violation, expect_axis, shape_str};
+use crate::tensor::check::{AxisIndex, contract_violation, resolve_axis, shape_str};
 
 #[derive(Debug)]
 struct NarrowBackward {
@@ -33,8 +33,9 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If the axis is out of range or the window exceeds it.
-    pub fn narrow(self, axis: usize, start: usize, len: usize) -> Var<'t> {
+    pub fn narrow(self, axis: impl AxisIndex, start: usize, len: usize) -> Var<'t> {
         let input = self.value();
+        let axis = resolve_axis("narrow", axis, input.shape());
         let value = input.narrow(axis, start, len);
         self.tape().record(
             value,
@@ -64,9 +65,9 @@ impl<'t> Var<'t> {
     /// let parts = x.split(1, &[3, 7]);
     /// assert_eq!(parts[1].shape(), vec![2, 7]);
     /// ```
-    pub fn split(self, axis: usize, sizes: &[usize]) -> Vec<Var<'t>> {
+    pub fn split(self, axis: impl AxisIndex, sizes: &[usize]) -> Vec<Var<'t>> {
         let shape = self.shape();
-        expect_axis("split", axis, &shape);
+        let axis = resolve_axis("split", axis, &shape);
         let total: usize = sizes.iter().sum();
         if total != shape[axis] {
             contract_violation(

@@ -3,7 +3,7 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
-use crate::tensor::check::{expect_axis, expect_rank};
+use crate::tensor::check::{AxisIndex, expect_rank, resolve_axis};
 
 #[derive(Debug)]
 struct PermuteBackward {
@@ -48,10 +48,10 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If either axis is out of range.
-    pub fn transpose(self, axis_a: usize, axis_b: usize) -> Var<'t> {
+    pub fn transpose(self, axis_a: impl AxisIndex, axis_b: impl AxisIndex) -> Var<'t> {
         let shape = self.shape();
-        expect_axis("transpose", axis_a, &shape);
-        expect_axis("transpose", axis_b, &shape);
+        let axis_a = resolve_axis("transpose", axis_a, &shape);
+        let axis_b = resolve_axis("transpose", axis_b, &shape);
         let mut axes: Vec<usize> = (0..shape.len()).collect();
         axes.swap(axis_a, axis_b);
         self.permute(&axes)

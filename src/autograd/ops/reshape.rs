@@ -3,7 +3,7 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
-use crate::tensor::check::expect_axis;
+use crate::tensor::check::{AxisIndex, resolve_axis};
 
 #[derive(Debug)]
 struct ReshapeBackward {
@@ -49,9 +49,9 @@ impl<'t> Var<'t> {
     /// let x = tape.input(Tensor::zeros(&[8, 32, 7, 7]));
     /// assert_eq!(x.flatten(1).shape(), vec![8, 1568]);
     /// ```
-    pub fn flatten(self, start_axis: usize) -> Var<'t> {
+    pub fn flatten(self, start_axis: impl AxisIndex) -> Var<'t> {
         let shape = self.shape();
-        expect_axis("flatten", start_axis, &shape);
+        let start_axis = resolve_axis("flatten", start_axis, &shape);
         let mut new_shape = shape[..start_axis].to_vec();
         new_shape.push(shape[start_axis..].iter().product());
         self.reshape(&new_shape)

@@ -4,7 +4,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::softmax::softmax_rows;
 use crate::tensor::Tensor;
-use crate::tensor::check::expect_axis;
+use crate::tensor::check::{AxisIndex, resolve_axis};
 
 /// Applies a row kernel along `axis` by moving that axis last, running the kernel on contiguous
 /// rows, and moving it back.
@@ -67,9 +67,9 @@ impl<'t> Var<'t> {
     /// let p = tape.input(Tensor::from_vec(vec![0.0, 0.0, 1e4, 1e4], &[2, 2]).unwrap()).softmax(1);
     /// assert_eq!(p.value().as_slice(), &[0.5, 0.5, 0.5, 0.5]);
     /// ```
-    pub fn softmax(self, axis: usize) -> Var<'t> {
+    pub fn softmax(self, axis: impl AxisIndex) -> Var<'t> {
         let input = self.value();
-        expect_axis("softmax", axis, input.shape());
+        let axis = resolve_axis("softmax", axis, input.shape());
         let output = along_axis(&input, axis, softmax_rows);
         self.tape()
             .record(output.clone(), &[self], SoftmaxBackward { output, axis })
@@ -79,7 +79,26 @@ impl<'t> Var<'t> {
 #[cfg(test)]
 mod tests {
     use crate::autograd::test_util::{rand_tensor, tm};
-    use crate::{Tape, gradcheck};
+    use crate::{Tape, Var, gradcheck};
+
+    #[test]
+    fn negative_axes_count_from_the_back() {
+        let x = rand_tensor(&[2, 3, 4], 9);
+        let tape = Tape::inference();
+        let v = tape.input(x);
+        assert_eq!(v.softmax(-1).value(), v.softmax(2).value());
+        assert_eq!(v.log_softmax(-2).value(), v.log_softmax(1).value());
+        assert_eq!(v.sum_axes(&[-1, 0]).value(), v.sum_axes(&[2, 0]).value());
+        assert_eq!(
+            v.mean_axes_keepdim(&[-3]).value(),
+            v.mean_axes_keepdim(&[0]).value()
+        );
+        assert_eq!(v.max_axes(&[-1]).value(), v.max_axes(&[2]).value());
+        assert_eq!(v.flatten(-2).shape(), vec![2, 12]);
+        assert_eq!(v.narrow(-1, 1, 2).value(), v.narrow(2, 1, 2).value());
+        assert_eq!(v.transpose(0, -1).shape(), vec![4, 3, 2]);
+        assert_eq!(Var::concat(&[v, v], -1).shape(), vec![2, 3, 8]);
+    }
 
     #[test]
     fn value_and_gradient_by_hand() {

@@ -4,6 +4,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_to;
+use crate::tensor::check::{AxisIndex, resolve_axes};
 use crate::tensor::reduce::{dropped_shape, kept_shape, sum_axes_keepdim};
 
 #[derive(Debug)]
@@ -43,9 +44,10 @@ impl<'t> Var<'t> {
     /// assert_eq!(x.sum_axes(&[1]).value().as_slice(), &[3.0, 12.0]);
     /// assert_eq!(x.sum_axes_keepdim(&[0]).shape(), vec![1, 3]);
     /// ```
-    pub fn sum_axes(self, axes: &[usize]) -> Var<'t> {
-        let dropped = dropped_shape(&self.shape(), axes);
-        self.reduce_sum(axes, &dropped)
+    pub fn sum_axes<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("sum", axes, &self.shape());
+        let dropped = dropped_shape(&self.shape(), &axes);
+        self.reduce_sum(&axes, &dropped)
     }
 
     /// The sum over `axes`, which are kept with extent 1.
@@ -53,9 +55,10 @@ impl<'t> Var<'t> {
     /// # Panics
     ///
     /// If an axis is out of range or repeated.
-    pub fn sum_axes_keepdim(self, axes: &[usize]) -> Var<'t> {
-        let kept = kept_shape(&self.shape(), axes);
-        self.reduce_sum(axes, &kept)
+    pub fn sum_axes_keepdim<A: AxisIndex>(self, axes: &[A]) -> Var<'t> {
+        let axes = resolve_axes("sum", axes, &self.shape());
+        let kept = kept_shape(&self.shape(), &axes);
+        self.reduce_sum(&axes, &kept)
     }
 
     fn reduce_sum(self, axes: &[usize], out_shape: &[usize]) -> Var<'t> {
