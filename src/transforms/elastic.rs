@@ -11,7 +11,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use super::sampling::{Interpolation, displace_by, reflect_index};
 use super::{Transform, expect_non_negative, expect_positive, fork_rng, image_dims, image_tensor};
 use crate::tensor::Tensor;
-use crate::tensor::check::{contract_violation, expect_finite, shape_str};
+use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd;
 
 /// A normalised Gaussian kernel `exp(−t²/2σ²)`, truncated at `4σ` as `scipy.ndimage`'s
@@ -321,22 +321,7 @@ impl ElasticTransform {
         }
     }
 
-    /// How pixels are resampled.
-    pub fn interpolation(mut self, interpolation: Interpolation) -> Self {
-        self.interpolation = interpolation;
-        self
-    }
-
-    /// The value of pixels that come from outside the image.
-    ///
-    /// # Panics
-    ///
-    /// If `fill` is not finite.
-    pub fn fill(mut self, fill: f32) -> Self {
-        expect_finite("ElasticTransform", "fill", fill);
-        self.fill = fill;
-        self
-    }
+    resampling_setters!("ElasticTransform", interpolation, fill);
 }
 
 impl Transform for ElasticTransform {

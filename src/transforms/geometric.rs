@@ -987,29 +987,7 @@ impl RandomRotation {
         }
     }
 
-    /// How pixels are resampled.
-    pub fn interpolation(mut self, interpolation: Interpolation) -> Self {
-        self.interpolation = interpolation;
-        self
-    }
-
-    /// The value of pixels that come from outside the image.
-    ///
-    /// # Panics
-    ///
-    /// If `fill` is not finite.
-    pub fn fill(mut self, fill: f32) -> Self {
-        expect_finite("RandomRotation", "fill", fill);
-        self.fill = fill;
-        self
-    }
-
-    /// How the fill is blended in at the border (default [`FillMode::Taps`];
-    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
-    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
-        self.fill_mode = fill_mode;
-        self
-    }
+    resampling_setters!("RandomRotation", interpolation, fill, fill_mode);
 }
 
 impl Transform for RandomRotation {
@@ -1073,29 +1051,7 @@ impl RandomZoom {
         }
     }
 
-    /// How pixels are resampled.
-    pub fn interpolation(mut self, interpolation: Interpolation) -> Self {
-        self.interpolation = interpolation;
-        self
-    }
-
-    /// The value of pixels that come from outside the image.
-    ///
-    /// # Panics
-    ///
-    /// If `fill` is not finite.
-    pub fn fill(mut self, fill: f32) -> Self {
-        expect_finite("RandomZoom", "fill", fill);
-        self.fill = fill;
-        self
-    }
-
-    /// How the fill is blended in at the border (default [`FillMode::Taps`];
-    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
-    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
-        self.fill_mode = fill_mode;
-        self
-    }
+    resampling_setters!("RandomZoom", interpolation, fill, fill_mode);
 }
 
 impl Transform for RandomZoom {
@@ -1149,16 +1105,7 @@ impl RandomTranslation {
         }
     }
 
-    /// The value of the uncovered border.
-    ///
-    /// # Panics
-    ///
-    /// If `fill` is not finite.
-    pub fn fill(mut self, fill: f32) -> Self {
-        expect_finite("RandomTranslation", "fill", fill);
-        self.fill = fill;
-        self
-    }
+    resampling_setters!("RandomTranslation", fill);
 }
 
 /// A whole-pixel shift in `[-max_shift, max_shift]`, drawn and rounded as torchvision's
@@ -1285,29 +1232,7 @@ impl RandomAffine {
         self
     }
 
-    /// How pixels are resampled.
-    pub fn interpolation(mut self, interpolation: Interpolation) -> Self {
-        self.interpolation = interpolation;
-        self
-    }
-
-    /// The value of pixels that come from outside the image.
-    ///
-    /// # Panics
-    ///
-    /// If `fill` is not finite.
-    pub fn fill(mut self, fill: f32) -> Self {
-        expect_finite("RandomAffine", "fill", fill);
-        self.fill = fill;
-        self
-    }
-
-    /// How the fill is blended in at the border (default [`FillMode::Taps`];
-    /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
-    pub fn fill_mode(mut self, fill_mode: FillMode) -> Self {
-        self.fill_mode = fill_mode;
-        self
-    }
+    resampling_setters!("RandomAffine", interpolation, fill, fill_mode);
 }
 
 impl Transform for RandomAffine {

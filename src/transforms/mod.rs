@@ -41,6 +41,43 @@
 //! assert_eq!(augmented, apply_batch(&augment, &batch, 42, epoch, 0));
 //! ```
 
+/// Writes, inside a transform's `impl` block, the builder setters of how it resamples:
+/// `interpolation`, `fill` (checked finite, naming the transform) and `fill_mode`, each
+/// setting the field of the same name. One definition, so the five resampling transforms
+/// document and check them alike.
+macro_rules! resampling_setters {
+    ($op:literal $(, $setter:ident)+) => {
+        $(resampling_setters!(@ $op $setter);)+
+    };
+    (@ $op:literal interpolation) => {
+        /// How pixels are resampled.
+        pub fn interpolation(mut self, interpolation: $crate::transforms::Interpolation) -> Self {
+            self.interpolation = interpolation;
+            self
+        }
+    };
+    (@ $op:literal fill) => {
+        /// The value of pixels that come from outside the image.
+        ///
+        /// # Panics
+        ///
+        /// If `fill` is not finite.
+        pub fn fill(mut self, fill: f32) -> Self {
+            $crate::tensor::check::expect_finite($op, "fill", fill);
+            self.fill = fill;
+            self
+        }
+    };
+    (@ $op:literal fill_mode) => {
+        /// How the fill is blended in at the border (default [`FillMode::Taps`];
+        /// [`FillMode::TorchvisionMask`] matches torchvision given an explicit `fill`).
+        pub fn fill_mode(mut self, fill_mode: $crate::transforms::FillMode) -> Self {
+            self.fill_mode = fill_mode;
+            self
+        }
+    };
+}
+
 mod compose;
 mod elastic;
 mod geometric;
