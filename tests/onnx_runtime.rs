@@ -11,9 +11,10 @@ use rand::rngs::StdRng;
 use striate::Tensor;
 use striate::models::{self, InceptionConfig, MiniXception, ResNetConfig, VggConfig};
 use striate::nn::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2dConfig, Dense, Dropout, Elu, Flatten,
-    GlobalAvgPool2d, GlobalMaxPool2d, LeakyRelu, LogSoftmax, MaxPool2d, Module, Padding, Relu,
-    Residual, Sequential, Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2dConfig, Dense, Dropout,
+    Elu, Flatten, Gelu, GeluApproximation, GlobalAvgPool2d, GlobalMaxPool2d, Hardswish, LeakyRelu,
+    LogSoftmax, MaxPool2d, Mish, Module, Padding, Relu, Residual, Sequential, Sigmoid, Silu,
+    Softmax, Softplus, Tanh,
 };
 
 fn python_has_onnx() -> bool {
@@ -43,7 +44,8 @@ fn randomize_batch_norms(model: &mut dyn Module, rng: &mut StdRng) {
     });
 }
 
-/// A sequence with every layer kind striate has, and the convolution options.
+/// A sequence with every layer kind striate has (but those in [`every_new_layer`]), and the
+/// convolution options.
 fn every_layer(rng: &mut StdRng) -> Sequential {
     let body = Sequential::new()
         .push(Conv2dConfig::new(8, 8, 3).padding(1).groups(4).init(rng))
@@ -83,6 +85,38 @@ fn every_layer(rng: &mut StdRng) -> Sequential {
         .push(Softmax::new(1))
         .push(Dense::new(16, 10, rng))
         .push(LogSoftmax::new(1))
+}
+
+/// A sequence with every layer that opset 17 lacks or that is decomposed on export (GELU both
+/// ways, SiLU, softplus with β = 1 and β ≠ 1, hard swish, Mish) and adaptive max pooling both
+/// ways (`MaxPool` for even bins, `GlobalMaxPool` to 1x1), with a convolution before each
+/// activation so each sees negative and positive inputs. Every `β·x` stays far below the
+/// softplus threshold, which the export drops (as PyTorch's does).
+fn every_new_layer(rng: &mut StdRng) -> Sequential {
+    let conv = |rng: &mut StdRng, from: usize, kernel: usize| {
+        Conv2dConfig::new(from, 8, kernel)
+            .padding(kernel / 2)
+            .init(rng)
+    };
+    Sequential::new()
+        .push(conv(rng, 3, 3))
+        .push(Gelu::default())
+        .push(conv(rng, 8, 3))
+        .push(Gelu::new(GeluApproximation::Tanh))
+        .push(conv(rng, 8, 1))
+        .push(Silu)
+        .push(AdaptiveMaxPool2d::new([4, 2]))
+        .push(conv(rng, 8, 1))
+        .push(Hardswish)
+        .push(conv(rng, 8, 1))
+        .push(Softplus::new(2.0, 20.0))
+        .push(conv(rng, 8, 1))
+        .push(Mish)
+        .push(conv(rng, 8, 1))
+        .push(Softplus::default())
+        .push(AdaptiveMaxPool2d::new(1))
+        .push(Flatten::new())
+        .push(Dense::new(8, 10, rng))
 }
 
 fn write_case(root: &Path, name: &str, model: &dyn Module, input: &Tensor) -> PathBuf {
@@ -208,7 +242,32 @@ fn exported_models_run_in_onnx_runtime_with_striates_logits() {
             ),
             mnist(&mut rng),
         ),
+        (
+            "every_new_layer",
+            Box::new(every_new_layer(&mut rng)),
+            Tensor::rand_uniform(&[2, 3, 16, 16], -4.0, 4.0, &mut rng),
+        ),
     ];
+    // Each new layer alone too, so its values are compared directly, with no later layer to
+    // damp a difference (inputs up to ±6 reach hard swish's flat parts, βx stays below 20).
+    let alone: [(&str, Box<dyn Module>); 9] = [
+        ("gelu", Box::new(Gelu::default())),
+        ("gelu_tanh", Box::new(Gelu::new(GeluApproximation::Tanh))),
+        ("silu", Box::new(Silu)),
+        ("softplus", Box::new(Softplus::default())),
+        ("softplus_beta_2", Box::new(Softplus::new(2.0, 20.0))),
+        ("hardswish", Box::new(Hardswish)),
+        ("mish", Box::new(Mish)),
+        (
+            "adaptive_max_pool_4x2",
+            Box::new(AdaptiveMaxPool2d::new([4, 2])),
+        ),
+        ("adaptive_max_pool_1", Box::new(AdaptiveMaxPool2d::new(1))),
+    ];
+    for (name, layer) in alone {
+        let input = Tensor::rand_uniform(&[2, 3, 8, 8], -6.0, 6.0, &mut rng);
+        cases.push((name, layer, input));
+    }
     for (_, model, _) in &mut cases {
         randomize_batch_norms(model.as_mut(), &mut rng);
     }
@@ -248,5 +307,15 @@ fn an_adaptive_pool_that_onnx_cannot_express_is_an_error() {
     let path = std::env::temp_dir().join(format!("striate-onnx-bad-{}.onnx", std::process::id()));
     let err = striate::onnx::export(&model, &[1, 1, 7, 7], &path).unwrap_err();
     assert!(err.to_string().contains("AdaptiveAvgPool2d"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_adaptive_max_pool_that_onnx_cannot_express_is_an_error() {
+    let model = Sequential::new().push(AdaptiveMaxPool2d::new([2, 3]));
+    let path =
+        std::env::temp_dir().join(format!("striate-onnx-bad-max-{}.onnx", std::process::id()));
+    let err = striate::onnx::export(&model, &[1, 1, 4, 7], &path).unwrap_err();
+    assert!(err.to_string().contains("AdaptiveMaxPool2d"), "{err}");
     assert!(!path.exists());
 }

@@ -292,6 +292,10 @@ impl Module for Gelu {
             GeluApproximation::Tanh => "Gelu(approximate=tanh)".to_string(),
         }
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Gelu(self.approximate), &[input]))
+    }
 }
 
 /// Sigmoid-weighted linear unit `x·σ(x)`, also called swish (PyTorch's `nn.SiLU`).
@@ -307,6 +311,10 @@ impl Module for Silu {
 
     fn describe(&self) -> String {
         "Silu".to_string()
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Silu, &[input]))
     }
 }
 
@@ -368,6 +376,17 @@ impl Module for Softplus {
     fn describe(&self) -> String {
         format!("Softplus(beta={}, threshold={})", self.beta, self.threshold)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(
+            self,
+            Op::Softplus {
+                beta: self.beta,
+                threshold: self.threshold,
+            },
+            &[input],
+        ))
+    }
 }
 
 /// Hard swish `x · clamp(x + 3, 0, 6) / 6` (PyTorch's `nn.Hardswish`).
@@ -384,6 +403,10 @@ impl Module for Hardswish {
     fn describe(&self) -> String {
         "Hardswish".to_string()
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Hardswish, &[input]))
+    }
 }
 
 /// Mish `x · tanh(softplus(x))` (PyTorch's `nn.Mish`).
@@ -399,6 +422,10 @@ impl Module for Mish {
 
     fn describe(&self) -> String {
         "Mish".to_string()
+    }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::Mish, &[input]))
     }
 }
 

@@ -7,7 +7,7 @@
 //! (`features.0.weight`). Shapes are tracked for one example input: a layer's output shape is
 //! the one striate itself produces for it.
 
-use super::Module;
+use super::{GeluApproximation, Module};
 use crate::autograd::{Param, Tape};
 use crate::kernels::conv::Conv2dSpec;
 use crate::kernels::pool::{AvgDivisor, Pool2dSpec};
@@ -37,6 +37,8 @@ pub enum Op {
     AvgPool2d(Pool2dSpec, AvgDivisor),
     /// Adaptive average pooling to a fixed output size.
     AdaptiveAvgPool2d([usize; 2]),
+    /// Adaptive max pooling to a fixed output size.
+    AdaptiveMaxPool2d([usize; 2]),
     /// Mean over each channel's plane: `[N, C, H, W] -> [N, C]`.
     GlobalAvgPool2d,
     /// Maximum over each channel's plane: `[N, C, H, W] -> [N, C]`.
@@ -60,6 +62,21 @@ pub enum Op {
     Softmax(usize),
     /// Log-softmax along an axis.
     LogSoftmax(usize),
+    /// `x·Φ(x)`, exact or in its tanh approximation.
+    Gelu(GeluApproximation),
+    /// `x·σ(x)`.
+    Silu,
+    /// `ln(1 + e^(β·x)) / β`, and `x` where `β·x > threshold`.
+    Softplus {
+        /// Sharpness.
+        beta: f32,
+        /// Above `β·x > threshold` the output is `x`.
+        threshold: f32,
+    },
+    /// `x · clamp(x + 3, 0, 6) / 6`.
+    Hardswish,
+    /// `x · tanh(softplus(x))`.
+    Mish,
     /// The input unchanged (dropout at inference).
     Identity,
     /// Elementwise sum of two inputs of the same shape.
@@ -78,6 +95,7 @@ impl Op {
             Op::MaxPool2d(_) => "MaxPool2d",
             Op::AvgPool2d(..) => "AvgPool2d",
             Op::AdaptiveAvgPool2d(_) => "AdaptiveAvgPool2d",
+            Op::AdaptiveMaxPool2d(_) => "AdaptiveMaxPool2d",
             Op::GlobalAvgPool2d => "GlobalAvgPool2d",
             Op::GlobalMaxPool2d => "GlobalMaxPool2d",
             Op::Flatten { .. } => "Flatten",
@@ -88,6 +106,11 @@ impl Op {
             Op::Tanh => "Tanh",
             Op::Softmax(_) => "Softmax",
             Op::LogSoftmax(_) => "LogSoftmax",
+            Op::Gelu(_) => "Gelu",
+            Op::Silu => "Silu",
+            Op::Softplus { .. } => "Softplus",
+            Op::Hardswish => "Hardswish",
+            Op::Mish => "Mish",
             Op::Identity => "Identity",
             Op::Add => "Add",
             Op::Concat(_) => "Concat",
@@ -319,6 +342,11 @@ impl Graph {
             | Op::Tanh
             | Op::Softmax(_)
             | Op::LogSoftmax(_)
+            | Op::Gelu(_)
+            | Op::Silu
+            | Op::Softplus { .. }
+            | Op::Hardswish
+            | Op::Mish
             | Op::Identity => first,
             Op::Add => {
                 let second = self.shape(inputs[1]);

@@ -271,6 +271,10 @@ impl Module for AdaptiveMaxPool2d {
     fn describe(&self) -> String {
         format!("AdaptiveMaxPool2d(output_size={:?})", self.output_size)
     }
+
+    fn build_graph(&self, graph: &mut Graph, input: ValueId) -> crate::Result<ValueId> {
+        Ok(graph.layer(self, Op::AdaptiveMaxPool2d(self.output_size), &[input]))
+    }
 }
 
 /// The mean of each channel: `[N, C, H, W] -> [N, C]` (Keras's `GlobalAveragePooling2D`).

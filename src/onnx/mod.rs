@@ -17,9 +17,15 @@
 //! | `BatchNorm` | `BatchNormalization` (inference) |
 //! | `MaxPool2d`, `AvgPool2d` | `MaxPool`, `AveragePool` |
 //! | `AdaptiveAvgPool2d` | `GlobalAveragePool` (output 1x1) or `AveragePool` (input a whole multiple of the output) |
+//! | `AdaptiveMaxPool2d` | `GlobalMaxPool` (output 1x1) or `MaxPool` (input a whole multiple of the output) |
 //! | `GlobalAvgPool2d`, `GlobalMaxPool2d` | `GlobalAveragePool` / `GlobalMaxPool`, then `Flatten` |
 //! | `Flatten` | `Flatten` (from axis 1) or `Reshape` |
 //! | `Relu`, `LeakyRelu`, `Elu`, `Sigmoid`, `Tanh`, `Softmax`, `LogSoftmax` | the same names |
+//! | `Hardswish` | `HardSwish` |
+//! | `Softplus` | `Softplus`, as `Softplus(β·x)/β` for β ≠ 1 (`threshold` dropped, as PyTorch does) |
+//! | `Gelu` (opset 20 in ONNX) | `0.5·x·(1 + Erf(x/√2))`; tanh form `0.5·x·(1 + Tanh(√(2/π)·(x + 0.044715·x³)))` |
+//! | `Silu` | `x·Sigmoid(x)` |
+//! | `Mish` (opset 18 in ONNX) | `x·Tanh(Softplus(x))` |
 //! | `Dropout` | `Identity` |
 //! | residual sum, Inception concatenation | `Add`, `Concat` |
 
@@ -31,7 +37,7 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::nn::{Graph, Module, Node, Op, ValueId};
+use crate::nn::{GeluApproximation, Graph, Module, Node, Op, ValueId};
 use proto::attribute_proto::AttributeType;
 use proto::tensor_proto::DataType;
 use proto::tensor_shape_proto::{Dimension, dimension};
@@ -248,6 +254,23 @@ impl Writer<'_> {
                     ));
                 }
             }
+            Op::AdaptiveMaxPool2d(size) => {
+                let [h, w] = [input_shape[2], input_shape[3]];
+                if *size == [1, 1] {
+                    simple("GlobalMaxPool", vec![])
+                } else if h % size[0] == 0 && w % size[1] == 0 {
+                    // Even bins: PyTorch's bins are then the windows of a plain max pool.
+                    let kernel = [h / size[0], w / size[1]];
+                    simple(
+                        "MaxPool",
+                        vec![ints("kernel_shape", &kernel), ints("strides", &kernel)],
+                    )
+                } else {
+                    return unsupported(format!(
+                        "output {size:?} from input {h}x{w}, which is not a whole multiple"
+                    ));
+                }
+            }
             Op::GlobalAvgPool2d | Op::GlobalMaxPool2d => {
                 let op = if node.op == Op::GlobalAvgPool2d {
                     "GlobalAveragePool"
@@ -288,6 +311,62 @@ impl Writer<'_> {
             Op::Tanh => simple("Tanh", vec![]),
             Op::Softmax(axis) => simple("Softmax", vec![int("axis", *axis as i64)]),
             Op::LogSoftmax(axis) => simple("LogSoftmax", vec![int("axis", *axis as i64)]),
+            // Opset 17 has no Gelu (opset 20) nor Mish (opset 18): these are decomposed into
+            // standard ops as PyTorch's exporter does at opset 17.
+            Op::Gelu(GeluApproximation::None) => {
+                // 0.5 · x · (1 + Erf(x / √2))
+                let x = &inputs[0];
+                let sqrt2 = self.scalar(&name, "sqrt2", std::f32::consts::SQRT_2);
+                let one = self.scalar(&name, "one", 1.0);
+                let half = self.scalar(&name, "half", 0.5);
+                let scaled = self.step(&name, "div", "Div", [x, &sqrt2]);
+                let erf = self.step(&name, "erf", "Erf", [&scaled]);
+                let plus_one = self.step(&name, "add", "Add", [&erf, &one]);
+                let times_x = self.step(&name, "mul", "Mul", [x, &plus_one]);
+                with_inputs(simple("Mul", vec![]), [&times_x, &half])
+            }
+            Op::Gelu(GeluApproximation::Tanh) => {
+                // 0.5 · x · (1 + Tanh(√(2/π) · (x + 0.044715 · x³)))
+                let x = &inputs[0];
+                let beta = self.scalar(&name, "beta", (2.0 / std::f32::consts::PI).sqrt());
+                let kappa = self.scalar(&name, "kappa", 0.044_715);
+                let one = self.scalar(&name, "one", 1.0);
+                let half = self.scalar(&name, "half", 0.5);
+                let square = self.step(&name, "square", "Mul", [x, x]);
+                let cube = self.step(&name, "cube", "Mul", [x, &square]);
+                let kappa_cube = self.step(&name, "kappa_cube", "Mul", [&kappa, &cube]);
+                let sum = self.step(&name, "sum", "Add", [x, &kappa_cube]);
+                let inner = self.step(&name, "inner", "Mul", [&beta, &sum]);
+                let tanh = self.step(&name, "tanh", "Tanh", [&inner]);
+                let plus_one = self.step(&name, "add", "Add", [&one, &tanh]);
+                let times_x = self.step(&name, "mul", "Mul", [x, &plus_one]);
+                with_inputs(simple("Mul", vec![]), [&half, &times_x])
+            }
+            Op::Silu => {
+                // x · Sigmoid(x)
+                let x = &inputs[0];
+                let sigmoid = self.step(&name, "sigmoid", "Sigmoid", [x]);
+                with_inputs(simple("Mul", vec![]), [x, &sigmoid])
+            }
+            // As in PyTorch's exporter, `threshold` is dropped: ONNX's Softplus has none, and
+            // above it PyTorch returns x where Softplus gives ln(1 + e^(βx))/β, which differs
+            // by less than e^(-threshold)/β (2e-9 at the default 20).
+            Op::Softplus { beta, .. } if *beta == 1.0 => simple("Softplus", vec![]),
+            Op::Softplus { beta, .. } => {
+                // Softplus(β · x) / β
+                let beta = self.scalar(&name, "beta", *beta);
+                let scaled = self.step(&name, "scaled", "Mul", [&inputs[0], &beta]);
+                let softplus = self.step(&name, "softplus", "Softplus", [&scaled]);
+                with_inputs(simple("Div", vec![]), [&softplus, &beta])
+            }
+            Op::Hardswish => simple("HardSwish", vec![]),
+            Op::Mish => {
+                // x · Tanh(Softplus(x))
+                let x = &inputs[0];
+                let softplus = self.step(&name, "softplus", "Softplus", [x]);
+                let tanh = self.step(&name, "tanh", "Tanh", [&softplus]);
+                with_inputs(simple("Mul", vec![]), [x, &tanh])
+            }
             Op::Identity => simple("Identity", vec![]),
             Op::Add => simple("Add", vec![]),
             Op::Concat(axis) => simple("Concat", vec![int("axis", *axis as i64)]),
@@ -295,6 +374,40 @@ impl Writer<'_> {
         self.nodes.push(made);
         Ok(())
     }
+
+    /// Adds the scalar f32 constant `<node>.<what>` and returns its name.
+    fn scalar(&mut self, node: &str, what: &str, value: f32) -> String {
+        let name = format!("{node}.{what}");
+        self.initializers
+            .push(float_tensor(&name, vec![], &[value]));
+        name
+    }
+
+    /// Appends one step of a decomposed op: the node (and value) `<node>.<step>` computing
+    /// `op_type` of `inputs`; returns the value's name.
+    fn step<const N: usize>(
+        &mut self,
+        node: &str,
+        step: &str,
+        op_type: &str,
+        inputs: [&String; N],
+    ) -> String {
+        let name = format!("{node}.{step}");
+        self.nodes.push(NodeProto {
+            name: Some(name.clone()),
+            op_type: Some(op_type.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.clone()],
+            ..Default::default()
+        });
+        name
+    }
+}
+
+/// `node` with its inputs replaced (the last step of a decomposed op).
+fn with_inputs<const N: usize>(mut node: NodeProto, inputs: [&String; N]) -> NodeProto {
+    node.input = inputs.iter().map(|s| s.to_string()).collect();
+    node
 }
 
 fn int(name: &str, value: i64) -> AttributeProto {
@@ -399,6 +512,33 @@ mod tests {
         );
         assert_eq!(output_dims[1].value, Some(dimension::Value::DimValue(10)));
         assert_eq!(onnx.opset_import[0].version(), OPSET);
+    }
+
+    #[test]
+    fn layers_newer_than_opset_17_are_decomposed_into_its_ops() {
+        use crate::nn::{Gelu, Hardswish, Mish, Silu, Softplus};
+        let model = Sequential::new()
+            .push(Gelu::default())
+            .push(Gelu::new(GeluApproximation::Tanh))
+            .push(Silu)
+            .push(Softplus::new(2.0, 20.0))
+            .push(Hardswish)
+            .push(Mish);
+        let graph = to_model(&model, &[1, 4]).unwrap().graph.unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type()).collect();
+        #[rustfmt::skip]
+        let expected = [
+            "Div", "Erf", "Add", "Mul", "Mul",
+            "Mul", "Mul", "Mul", "Add", "Mul", "Tanh", "Add", "Mul", "Mul",
+            "Sigmoid", "Mul",
+            "Mul", "Softplus", "Div",
+            "HardSwish",
+            "Softplus", "Tanh", "Mul",
+        ];
+        assert_eq!(ops, expected);
+        // the layers' own outputs keep their names, the last one is the graph's output
+        assert_eq!(graph.node.last().unwrap().output, ["5"]);
+        assert_eq!(graph.output[0].name(), "5");
     }
 
     #[test]
