@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""One table of striate against PyTorch and ONNX Runtime, measured in one sitting on this machine.
+
+striate's side is read from criterion's results (target/criterion/*/new/), so run the benches
+first; scripts/compare_pytorch.sh does both. PyTorch's side runs here: fp32, 2 threads, NCHW and
+channels-last, eager and torch.compile (skipped with a note if it fails), and ONNX Runtime on the
+same MNIST CNN exported from PyTorch. Every ratio is striate / best anchor for throughputs (higher
+is better for striate). Absolute figures hold for this machine only.
+
+Run:  bash scripts/compare_pytorch.sh      (or: python3 scripts/compare_pytorch.py after the benches)
+Needs: pip install torch onnx onnxruntime
+"""
+
+import json
+import pathlib
+import platform
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+THREADS = 2
+torch.set_num_threads(THREADS)
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONV_CASES = [
+    ("S1_mnist_conv1", (64, 1, 28, 28), 32, 3, 1, 1, 1),
+    ("S2_mnist_conv2", (64, 32, 14, 14), 64, 3, 1, 1, 1),
+    ("S3_vgg_conv3", (4, 256, 56, 56), 256, 3, 1, 1, 1),
+    ("S4_resnet_down", (8, 64, 56, 56), 128, 3, 1, 2, 1),
+    ("S5_pointwise", (8, 256, 56, 56), 64, 1, 0, 1, 1),
+    ("S6_depthwise", (8, 128, 56, 56), 128, 3, 1, 1, 128),
+]
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def criterion_results():
+    """full_id -> (median seconds, throughput elements or None)."""
+    results = {}
+    for bench in (ROOT / "target/criterion").glob("**/new/benchmark.json"):
+        meta = json.loads(bench.read_text())
+        estimates = json.loads((bench.parent / "estimates.json").read_text())
+        elements = (meta.get("throughput") or {}).get("Elements")
+        results[meta["full_id"]] = (estimates["median"]["point_estimate"] * 1e-9, elements)
+    return results
+
+
+def median_seconds(fn, min_time=1.0):
+    for _ in range(3):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def mnist_cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+def pytorch_conv():
+    """(case, pass) -> {anchor name: GFLOP/s}."""
+    out = {}
+    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
+        for name, shape, cout, k, pad, stride, groups in CONV_CASES:
+            x = torch.randn(shape).to(memory_format=layout)
+            w = torch.randn(cout, shape[1] // groups, k, k).to(memory_format=layout)
+            b = torch.randn(cout)
+            y = F.conv2d(x, w, b, stride, pad, 1, groups)
+            gy = torch.randn_like(y)
+            flops = 2 * y.numel() * (shape[1] // groups) * k * k
+
+            def backward(mask):
+                return torch.ops.aten.convolution_backward(
+                    gy, x, w, [cout], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups, mask
+                )
+
+            passes = {
+                "forward": lambda: F.conv2d(x, w, b, stride, pad, 1, groups),
+                "backward_data": lambda: backward([True, False, False]),
+                "backward_filter": lambda: backward([False, True, True]),
+            }
+            for pass_name, fn in passes.items():
+                gflops = flops / median_seconds(fn, 0.5) / 1e9
+                out.setdefault((name, pass_name), {})[f"PyTorch {layout_name}"] = gflops
+    return out
+
+
+def pytorch_mnist():
+    """{"step": {anchor: ms}, "inference": {anchor: img/s}}."""
+    torch.manual_seed(0)
+    step, inference = {}, {}
+    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
+        model = mnist_cnn().to(memory_format=layout)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        x = torch.rand(64, 1, 28, 28).to(memory_format=layout)
+        labels = torch.arange(64) % 10
+
+        def train_step(model=model, sgd=sgd, x=x):
+            sgd.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), labels).backward()
+            sgd.step()
+
+        step[f"PyTorch {layout_name}"] = median_seconds(train_step) * 1e3
+        batch = torch.rand(256, 1, 28, 28).to(memory_format=layout)
+        model.eval()
+        with torch.inference_mode():
+            inference[f"PyTorch {layout_name}"] = 256 / median_seconds(lambda: model(batch))
+        model.train()
+    try:
+        model = mnist_cnn()
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        compiled = torch.compile(model)
+        x = torch.rand(64, 1, 28, 28)
+        labels = torch.arange(64) % 10
+
+        def compiled_step():
+            sgd.zero_grad(set_to_none=True)
+            F.cross_entropy(compiled(x), labels).backward()
+            sgd.step()
+
+        step["PyTorch compile"] = median_seconds(compiled_step) * 1e3
+        model.eval()
+        batch = torch.rand(256, 1, 28, 28)
+        with torch.inference_mode():
+            inference["PyTorch compile"] = 256 / median_seconds(lambda: compiled(batch))
+    except Exception as error:  # noqa: BLE001 - a missing compiler must not stop the table
+        print(f"note: torch.compile skipped ({type(error).__name__}: {str(error)[:120]})")
+    try:
+        import onnxruntime as ort
+
+        path = ROOT / "target/compare_mnist_cnn.onnx"
+        model = mnist_cnn().eval()
+        torch.onnx.export(
+            model, torch.rand(1, 1, 28, 28), str(path), dynamo=False,
+            input_names=["x"], dynamic_axes={"x": {0: "batch"}}, opset_version=17,
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        batch = torch.rand(256, 1, 28, 28).numpy()
+        inference["ONNX Runtime"] = 256 / median_seconds(lambda: session.run(None, {"x": batch}))
+    except Exception as error:  # noqa: BLE001
+        print(f"note: ONNX Runtime skipped ({type(error).__name__}: {str(error)[:120]})")
+    return step, inference
+
+
+def pytorch_sgemm():
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    return 2 * 2048**3 / median_seconds(lambda: a @ b) / 1e9
+
+
+def row(label, ours, anchors, unit, higher_is_better=True):
+    if ours is None or not anchors:
+        return f"| {label} | {'—' if ours is None else f'{ours:.1f} {unit}'} | | |"
+    best_name, best = (max if higher_is_better else min)(anchors.items(), key=lambda kv: kv[1])
+    ratio = ours / best if higher_is_better else best / ours
+    return f"| {label} | {ours:.1f} {unit} | {best_name} {best:.1f} | {ratio:.2f} |"
+
+
+def main():
+    results = criterion_results()
+
+    def throughput(full_id, scale=1e-9):
+        if full_id not in results:
+            return None
+        seconds, elements = results[full_id]
+        return elements / seconds * scale
+
+    def millis(full_id):
+        return results[full_id][0] * 1e3 if full_id in results else None
+
+    peak = throughput("machine/fma_peak")
+    step, inference = pytorch_mnist()
+    conv = pytorch_conv()
+    print(f"\nCPU: {cpu_model()}; {THREADS} threads; torch {torch.__version__}")
+    print(f"FMA peak (cargo bench --bench ops -- machine): "
+          f"{'not measured' if peak is None else f'{peak:.0f} GFLOP/s'}\n")
+    print("| workload | striate | best anchor | ratio (>1: striate ahead) |")
+    print("|---|---|---|---|")
+    print(row("sgemm 2048², GFLOP/s", throughput("matmul/square/2048"),
+              {"MKL via PyTorch": pytorch_sgemm()}, "GFLOP/s"))
+    print(row("MNIST CNN SGD step, batch 64, ms", millis("mnist_cnn/train_step_batch64"),
+              step, "ms", higher_is_better=False))
+    print(row("MNIST CNN inference, batch 256, img/s",
+              throughput("mnist_cnn/inference_batch256", 1.0), inference, "img/s"))
+    for name, *_ in CONV_CASES:
+        for pass_name in ("forward", "backward_data", "backward_filter"):
+            ours = throughput(f"conv2d/{name}/{pass_name}")
+            label = f"conv {name} {pass_name}, GFLOP/s"
+            if ours is not None and peak:
+                label += f" ({100 * ours / peak:.0f}% of peak)"
+            print(row(label, ours, conv[(name, pass_name)], "GFLOP/s"))
+
+
+if __name__ == "__main__":
+    main()
