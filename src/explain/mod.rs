@@ -10,6 +10,7 @@ use crate::models::FeatureExtraction;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, expect_rank};
+use crate::tensor::reduce::{max_propagating_nan, min_propagating_nan};
 use crate::transforms::functional::resize;
 
 /// Grad-CAM (Selvaraju et al., 2017) of `class` for one `image` `[C, H, W]`, at the output of
@@ -77,7 +78,8 @@ pub fn grad_cam(
             *c += weight * m;
         }
     }
-    let cam: Vec<f32> = cam.into_iter().map(|v| v.max(0.0)).collect();
+    // ReLU that keeps NaN (as numpy's maximum in pytorch-grad-cam): a NaN map is not hidden.
+    let cam: Vec<f32> = cam.into_iter().map(crate::kernels::relu).collect();
     // Scaled before upsampling, as pytorch-grad-cam does: the upsampled map may not reach the
     // extremes of the coarse one.
     let cam = scale_to_unit(&Tensor::from_vec(cam, &[1, shape[2], shape[3]]).expect("a plane"));
@@ -147,11 +149,20 @@ fn class_score<'t>(op: &str, logits: Var<'t>, class: usize) -> Var<'t> {
     logits.narrow(1, class, 1).sum()
 }
 
-/// `(x - min) / (max - min + 1e-7)`: pytorch-grad-cam's `scale_cam_image`.
+/// `(x - min) / (max - min + 1e-7)`: pytorch-grad-cam's `scale_cam_image` (numpy's min and
+/// max, which propagate NaN).
 fn scale_to_unit(map: &Tensor) -> Tensor {
-    let min = map.as_slice().iter().copied().fold(f32::INFINITY, f32::min);
+    let min = map
+        .as_slice()
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, min_propagating_nan);
     let shifted = map.map(|v| v - min);
-    let max = shifted.as_slice().iter().copied().fold(0.0, f32::max);
+    let max = shifted
+        .as_slice()
+        .iter()
+        .copied()
+        .fold(0.0, max_propagating_nan);
     shifted.map(|v| v / (max + 1e-7))
 }
 
@@ -187,7 +198,11 @@ mod tests {
             row[4..].iter().sum::<f32>() / 4.0,
         ];
         let raw: Vec<f32> = (0..4)
-            .map(|i| (weights[0] * a.as_slice()[i] + weights[1] * a.as_slice()[4 + i]).max(0.0))
+            .map(|i| {
+                crate::kernels::relu(
+                    weights[0] * a.as_slice()[i] + weights[1] * a.as_slice()[4 + i],
+                )
+            })
             .collect();
         let expected = scale_to_unit(&Tensor::from_vec(raw, &[2, 2]).unwrap());
         assert!(
