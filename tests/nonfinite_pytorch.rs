@@ -9,61 +9,12 @@
 use striate::nn::functional::Pool2dSpec;
 use striate::{Tape, Tensor, Var};
 
-struct Case {
-    name: String,
-    input_shape: Vec<usize>,
-    input: Vec<f32>,
-    output_shape: Vec<usize>,
-    output: Vec<f32>,
-    seed: Vec<f32>,
-    grad: Vec<f32>,
-    labels: Vec<usize>,
-}
+mod common;
 
-fn parse_shape(text: &str) -> Vec<usize> {
-    if text == "scalar" {
-        return Vec::new();
-    }
-    text.split(',').map(|d| d.parse().unwrap()).collect()
-}
-
-fn parse_values<'a>(fields: impl Iterator<Item = &'a str>) -> Vec<f32> {
-    fields.map(|v| v.parse::<f32>().unwrap()).collect()
-}
+use common::{Case, assert_agrees};
 
 fn cases() -> Vec<Case> {
-    let text = include_str!("fixtures/nonfinite_pytorch.txt");
-    let mut cases: Vec<Case> = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let mut fields = line.split(' ');
-        let kind = fields.next().unwrap();
-        if kind == "case" {
-            cases.push(Case {
-                name: fields.next().unwrap().to_string(),
-                input_shape: parse_shape(fields.next().unwrap()),
-                input: Vec::new(),
-                output_shape: Vec::new(),
-                output: Vec::new(),
-                seed: Vec::new(),
-                grad: Vec::new(),
-                labels: Vec::new(),
-            });
-            continue;
-        }
-        let case = cases.last_mut().expect("a case line first");
-        match kind {
-            "input" => case.input = parse_values(fields),
-            "output" => {
-                case.output_shape = parse_shape(fields.next().unwrap());
-                case.output = parse_values(fields);
-            }
-            "seed" => case.seed = parse_values(fields),
-            "grad" => case.grad = parse_values(fields),
-            "labels" => case.labels = fields.map(|v| v.parse().unwrap()).collect(),
-            other => panic!("unknown fixture line {other}"),
-        }
-    }
-    cases
+    common::parse_cases(include_str!("fixtures/nonfinite_pytorch.txt"))
 }
 
 /// striate's op for each fixture case.
@@ -94,36 +45,6 @@ fn apply<'t>(name: &str, x: Var<'t>, labels: &[usize]) -> Var<'t> {
         "cross_entropy_large" | "cross_entropy_nan" => x.cross_entropy(labels),
         other => panic!("no striate op for fixture case {other}"),
     }
-}
-
-/// The same NaN, the same infinity, or within `relative` of the finite value.
-fn agrees(got: f32, want: f32, relative: f32) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() {
-        return got == want;
-    }
-    // Relative to the value, or to 1 for values below 1 (where f32 rounding of intermediate
-    // terms, as in tanh's 1 − y², is absolute rather than relative).
-    got.is_finite() && (got - want).abs() <= relative * want.abs().max(1.0)
-}
-
-#[track_caller]
-fn assert_agrees(case: &str, what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{case} {what}: length");
-    let disagreements: Vec<String> = got
-        .iter()
-        .zip(want)
-        .enumerate()
-        .filter(|&(_, (&g, &w))| !agrees(g, w, 1e-6))
-        .map(|(i, (g, w))| format!("[{i}] striate {g}, PyTorch {w}"))
-        .collect();
-    assert!(
-        disagreements.is_empty(),
-        "{case} {what} differs from PyTorch: {}",
-        disagreements.join("; ")
-    );
 }
 
 #[test]

@@ -9,59 +9,12 @@
 
 use striate::{Tape, Tensor, Var};
 
-#[derive(Default)]
-struct Case {
-    name: String,
-    input_shape: Vec<usize>,
-    input: Vec<f32>,
-    target: Option<Vec<f32>>,
-    output_shape: Vec<usize>,
-    output: Vec<f32>,
-    seed: Vec<f32>,
-    grad: Vec<f32>,
-    target_grad: Vec<f32>,
-}
+mod common;
 
-fn parse_shape(text: &str) -> Vec<usize> {
-    if text == "scalar" {
-        return Vec::new();
-    }
-    text.split(',').map(|d| d.parse().unwrap()).collect()
-}
-
-fn parse_values<'a>(fields: impl Iterator<Item = &'a str>) -> Vec<f32> {
-    fields.map(|v| v.parse::<f32>().unwrap()).collect()
-}
+use common::{Case, assert_agrees};
 
 fn cases() -> Vec<Case> {
-    let text = include_str!("fixtures/ops_pytorch.txt");
-    let mut cases: Vec<Case> = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let mut fields = line.split(' ');
-        let kind = fields.next().unwrap();
-        if kind == "case" {
-            cases.push(Case {
-                name: fields.next().unwrap().to_string(),
-                input_shape: parse_shape(fields.next().unwrap()),
-                ..Case::default()
-            });
-            continue;
-        }
-        let case = cases.last_mut().expect("a case line first");
-        match kind {
-            "input" => case.input = parse_values(fields),
-            "target" => case.target = Some(parse_values(fields)),
-            "output" => {
-                case.output_shape = parse_shape(fields.next().unwrap());
-                case.output = parse_values(fields);
-            }
-            "seed" => case.seed = parse_values(fields),
-            "grad" => case.grad = parse_values(fields),
-            "target_grad" => case.target_grad = parse_values(fields),
-            other => panic!("unknown fixture line {other}"),
-        }
-    }
-    cases
+    common::parse_cases(include_str!("fixtures/ops_pytorch.txt"))
 }
 
 /// striate's op for each differentiable fixture case.
@@ -84,41 +37,6 @@ fn apply<'t>(name: &str, x: Var<'t>, target: Option<Var<'t>>) -> Var<'t> {
         }
         other => panic!("no striate op for fixture case {other}"),
     }
-}
-
-/// The same NaN, the same infinity, or the error relative to the finite value (to 1 below 1);
-/// `None` when they disagree in kind.
-fn error(got: f32, want: f32) -> Option<f32> {
-    if want.is_nan() {
-        return got.is_nan().then_some(0.0);
-    }
-    if want.is_infinite() {
-        return (got == want).then_some(0.0);
-    }
-    // Relative to the value, or to 1 for values below 1 (where f32 rounding of intermediate
-    // terms, as in tanh's 1 − y², is absolute rather than relative).
-    got.is_finite()
-        .then(|| (got - want).abs() / want.abs().max(1.0))
-}
-
-/// Checks every element within 1e-6 and returns the worst error.
-#[track_caller]
-fn assert_agrees(case: &str, what: &str, got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "{case} {what}: length");
-    let mut worst = 0.0f32;
-    let mut disagreements = Vec::new();
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        match error(g, w) {
-            Some(e) if e <= 1e-6 => worst = worst.max(e),
-            _ => disagreements.push(format!("[{i}] striate {g}, PyTorch {w}")),
-        }
-    }
-    assert!(
-        disagreements.is_empty(),
-        "{case} {what} differs from PyTorch: {}",
-        disagreements.join("; ")
-    );
-    worst
 }
 
 #[test]
