@@ -47,17 +47,7 @@ pub trait FeatureExtraction: Module {
     /// If no stage name lies under `stage`; the message lists the stage names.
     fn forward_until<'t>(&self, input: Var<'t>, stage: &str) -> Var<'t> {
         let stages = self.stages();
-        let Some(last) = stages
-            .iter()
-            .rposition(|(name, _)| name_has_prefix(name, stage))
-        else {
-            let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
-            contract_violation(
-                "forward_until",
-                format_args!("no stage of {} is named {stage:?}", self.describe()),
-                format_args!("stages: {}", names.join(", ")),
-            );
-        };
+        let last = last_stage_under("forward_until", &stages, stage, || self.describe());
         forward_stages(&stages[..=last], input)
     }
 
@@ -82,19 +72,32 @@ pub trait FeatureExtraction: Module {
     /// If no stage name lies under `stage`; the message lists the stage names.
     fn forward_from<'t>(&self, input: Var<'t>, stage: &str) -> Var<'t> {
         let stages = self.stages();
-        let Some(last) = stages
-            .iter()
-            .rposition(|(name, _)| name_has_prefix(name, stage))
-        else {
-            let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
-            contract_violation(
-                "forward_from",
-                format_args!("no stage of {} is named {stage:?}", self.describe()),
-                format_args!("stages: {}", names.join(", ")),
-            );
-        };
+        let last = last_stage_under("forward_from", &stages, stage, || self.describe());
         forward_stages(&stages[last + 1..], input)
     }
+}
+
+/// The index of the last stage whose name lies under `stage`; panics, naming `op`, the network
+/// (`describe`, only formatted then) and every stage name, if there is none.
+#[track_caller]
+fn last_stage_under<S>(
+    op: &str,
+    stages: &[(String, S)],
+    stage: &str,
+    describe: impl FnOnce() -> String,
+) -> usize {
+    let Some(last) = stages
+        .iter()
+        .rposition(|(name, _)| name_has_prefix(name, stage))
+    else {
+        let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
+        contract_violation(
+            op,
+            format_args!("no stage of {} is named {stage:?}", describe()),
+            format_args!("stages: {}", names.join(", ")),
+        );
+    };
+    last
 }
 
 /// A [`Sequential`]'s stages are its layers, named by index (`"0"`, `"1"`, ...), as their
