@@ -95,8 +95,7 @@ macro_rules! delegate_to_state {
             model: &dyn Module,
             state: &[(String, Tensor)],
         ) -> Result<()> {
-            let layout = self.layout();
-            self.$($field).+.load_state_dict(model, layout.as_ref(), state)
+            self.load_state_dict_with_counts(model, state, &[])
         }
 
         fn state_counts(&self, model: &dyn Module) -> Vec<(String, u64)> {

@@ -263,22 +263,13 @@ impl<S: ParamState> OptimizerState<S> {
 
     /// Replaces the state and the groups' learning rates with those in `entries` (as made by
     /// [`OptimizerState::state_dict`]), matching parameters of `model` by name. `layout` lists
-    /// the fields the optimizer keeps for each parameter with state.
+    /// the fields the optimizer keeps for each parameter with state. Either everything loads or
+    /// nothing does.
     ///
-    /// Either everything loads or nothing does.
-    pub(crate) fn load_state_dict(
-        &mut self,
-        model: &dyn Module,
-        layout: &[Field],
-        entries: &[(String, Tensor)],
-    ) -> Result<()> {
-        self.load_state_dict_with_counts(model, layout, entries, &[])
-    }
-
-    /// [`OptimizerState::load_state_dict`] with exact counts (as made by
-    /// [`OptimizerState::counts`]): a count in `counts` takes the place of the tensor of the
-    /// same key in `entries`, which may then be absent or hold its f32 rounding. A count only
-    /// in `entries` must be a whole number up to 2^24, the range f32 holds exactly.
+    /// Exact counts (as made by [`OptimizerState::counts`], empty for a plain state dict) take
+    /// the place of the tensor of the same key in `entries`, which may then be absent or hold
+    /// its f32 rounding. A count only in `entries` must be a whole number up to 2^24, the range
+    /// f32 holds exactly.
     pub(crate) fn load_state_dict_with_counts(
         &mut self,
         model: &dyn Module,
