@@ -432,3 +432,33 @@ fn global_pooling_matches_naive_reference() {
         }
     }
 }
+
+/// Every test above, again with the kernels capped at each narrower instruction set this CPU
+/// has (`STRIATE_ISA`, read once per process, hence a child process): the AVX2 and portable
+/// paths — micro-kernels, direct and im2col convolutions, pooling — are proven against the same
+/// references on a machine that would otherwise only ever run its AVX-512 code.
+#[test]
+fn narrower_instruction_sets_match_the_references_too() {
+    if std::env::var_os("STRIATE_ISA").is_some() {
+        // This is the child (or the user forced a level): the other tests cover it.
+        return;
+    }
+    let this_binary = std::env::current_exe().expect("the test binary's path");
+    for isa in ["avx2", "baseline"] {
+        let output = std::process::Command::new(&this_binary)
+            .env("STRIATE_ISA", isa)
+            .env("RUST_TEST_THREADS", "1")
+            .args([
+                "--skip",
+                "narrower_instruction_sets_match_the_references_too",
+            ])
+            .output()
+            .expect("run the test binary again");
+        assert!(
+            output.status.success(),
+            "the kernel reference tests fail with STRIATE_ISA={isa}:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

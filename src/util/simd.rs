@@ -27,37 +27,96 @@ pub enum Level {
     Baseline,
 }
 
-/// The best level this CPU supports (detected once).
+impl Level {
+    /// The levels from widest to narrowest.
+    const ALL: [Level; 3] = [Level::Avx512, Level::Avx2, Level::Baseline];
+
+    /// The name [`ISA_VARIABLE`] accepts for this level.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Baseline => "baseline",
+        }
+    }
+
+    fn width_rank(self) -> usize {
+        Level::ALL.len() - Level::ALL.iter().position(|&l| l == self).expect("listed")
+    }
+}
+
+/// The environment variable that caps the instruction set striate's kernels use: `avx512`,
+/// `avx2` or `baseline`. For reproducing a result from a narrower machine and for testing the
+/// narrower paths on a wide one; a level above what the CPU has is reduced to what it has.
+pub const ISA_VARIABLE: &str = "STRIATE_ISA";
+
+/// The level the kernels use: the best this CPU supports, capped by [`ISA_VARIABLE`] (read
+/// once). An unknown value is reported on stderr, not ignored in silence.
 pub fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         static LEVEL: OnceLock<Level> = OnceLock::new();
         *LEVEL.get_or_init(|| {
-            // Everything `run_avx2` enables (the x86-64-v3 set), then AVX-512 on top for
-            // `run_avx512`: the SAFETY argument of `dispatch` rests on this list matching the
-            // `target_feature` attributes below.
-            let v3 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("bmi1")
-                && is_x86_feature_detected!("bmi2")
-                && is_x86_feature_detected!("lzcnt")
-                && is_x86_feature_detected!("popcnt");
-            let v4 = v3
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512dq");
-            if v4 {
-                Level::Avx512
-            } else if v3 {
-                Level::Avx2
-            } else {
-                Level::Baseline
-            }
+            let requested = std::env::var(ISA_VARIABLE).ok();
+            cap_level(detected_level(), requested.as_deref())
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        Level::Baseline
+    }
+}
+
+/// `detected`, lowered to `requested` when that names a narrower level.
+fn cap_level(detected: Level, requested: Option<&str>) -> Level {
+    let Some(requested) = requested else {
+        return detected;
+    };
+    let wanted = requested.trim().to_ascii_lowercase();
+    match Level::ALL.into_iter().find(|level| level.name() == wanted) {
+        Some(level) if level.width_rank() <= detected.width_rank() => level,
+        Some(level) => {
+            eprintln!(
+                "striate: {ISA_VARIABLE}={requested} asks for {}, but this CPU supports only {}; using {}",
+                level.name(),
+                detected.name(),
+                detected.name()
+            );
+            detected
+        }
+        None => {
+            eprintln!(
+                "striate: {ISA_VARIABLE}={requested:?} is not one of avx512, avx2, baseline; \
+                 using {}",
+                detected.name()
+            );
+            detected
+        }
+    }
+}
+
+/// The best level this CPU supports.
+#[cfg(target_arch = "x86_64")]
+fn detected_level() -> Level {
+    // Everything `run_avx2` enables (the x86-64-v3 set), then AVX-512 on top for
+    // `run_avx512`: the SAFETY argument of `dispatch` rests on this list matching the
+    // `target_feature` attributes below.
+    let v3 = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("bmi1")
+        && is_x86_feature_detected!("bmi2")
+        && is_x86_feature_detected!("lzcnt")
+        && is_x86_feature_detected!("popcnt");
+    let v4 = v3
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq");
+    if v4 {
+        Level::Avx512
+    } else if v3 {
+        Level::Avx2
+    } else {
         Level::Baseline
     }
 }
@@ -70,8 +129,9 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         match level() {
-            // SAFETY: `level` returned Avx512 or Avx2 only after detecting, on this CPU, every
-            // feature that `run_avx512` (respectively `run_avx2`) enables.
+            // SAFETY: `level` returns Avx512 or Avx2 only when `detected_level` found, on this
+            // CPU, every feature that `run_avx512` (respectively `run_avx2`) enables: the
+            // environment variable can only lower the level (`cap_level`).
             Level::Avx512 => return unsafe { run_avx512(f) },
             Level::Avx2 => return unsafe { run_avx2(f) },
             Level::Baseline => {}
@@ -224,6 +284,16 @@ pub fn sum(x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_isa_variable_only_lowers_the_level() {
+        assert_eq!(cap_level(Level::Avx512, None), Level::Avx512);
+        assert_eq!(cap_level(Level::Avx512, Some("avx2")), Level::Avx2);
+        assert_eq!(cap_level(Level::Avx512, Some(" AVX2 ")), Level::Avx2);
+        assert_eq!(cap_level(Level::Avx512, Some("baseline")), Level::Baseline);
+        assert_eq!(cap_level(Level::Avx2, Some("avx512")), Level::Avx2);
+        assert_eq!(cap_level(Level::Avx2, Some("sse9")), Level::Avx2);
+    }
+
     use super::*;
 
     #[test]

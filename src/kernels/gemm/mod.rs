@@ -1,13 +1,21 @@
-//! The crate's one matrix-multiply entry point, on the `gemm` crate's AVX-512 / AVX2 / scalar
-//! kernels (chosen at run time).
+//! The crate's one matrix-multiply entry point: a packed product (`packed.rs`) over
+//! register-blocked micro-kernels for AVX-512, AVX2 and a portable fallback (`micro.rs`), chosen
+//! at run time (capped by `STRIATE_ISA`), with cache blocks sized from the CPU's own caches
+//! (`blocking.rs`; `STRIATE_LOG_KERNELS=1` prints the choice).
 //!
 //! Operands are strided views ([`MatRef`], [`MatMut`]) over slices, so a transpose is a swap of
 //! strides, never a copy. Parallelism follows the crate's rule of one level at a time: a call
 //! from the main thread uses rayon's pool inside the product; a call from inside a rayon task
 //! (an outer loop that is already parallel) runs on that task alone.
 
+mod blocking;
+mod micro;
+mod packed;
+
 use crate::tensor::check::contract_violation;
 use rayon::prelude::*;
+
+pub use blocking::LOG_VARIABLE;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -218,18 +226,13 @@ pub fn gemm(alpha: f32, lhs: MatRef<'_>, rhs: MatRef<'_>, beta: f32, dst: MatMut
         split_depth(alpha, lhs, rhs, beta, dst, threads);
         return;
     }
-    let parallelism = if threads == 1 {
-        gemm_crate::Parallelism::None
-    } else {
-        gemm_crate::Parallelism::Rayon(threads)
-    };
-    run(alpha, lhs, rhs, beta, dst, parallelism);
+    packed::gemm(alpha, lhs, rhs, beta, dst, threads);
 }
 
 /// Outputs up to this many elements with a deep inner dimension are split along the depth
-/// instead: the `gemm` crate parallelises over output blocks only, so a `[64, 3136] x
-/// [3136, 128]` product (a dense layer after the convolutions) ran slower on two threads than
-/// on one (66 vs 86 GFLOP/s here) and at 151 GFLOP/s split in two.
+/// instead: splitting a small output into tiles leaves each thread too few tiles, so a
+/// `[64, 3136] x [3136, 128]` product (a dense layer after the convolutions) ran slower on two
+/// threads than on one (66 vs 86 GFLOP/s with the `gemm` crate) and at 151 GFLOP/s split in two.
 const SPLIT_K_MAX_OUTPUT: usize = 128 * 256;
 /// The least depth per thread worth a split.
 const SPLIT_K_MIN_DEPTH: usize = 512;
@@ -257,13 +260,12 @@ fn split_depth(
         ..rhs
     };
     let mut partials = vec![vec![0.0f32; m * n]; k.div_ceil(slice) - 1];
-    let none = gemm_crate::Parallelism::None;
     let dst_view = MatMut {
         data: &mut *dst.data,
         ..dst
     };
     rayon::join(
-        || run(alpha, lhs_cols(0), rhs_rows(0), beta, dst_view, none),
+        || packed::gemm(alpha, lhs_cols(0), rhs_rows(0), beta, dst_view, 1),
         || {
             partials
                 .par_iter_mut()
@@ -271,7 +273,7 @@ fn split_depth(
                 .for_each(|(i, partial)| {
                     let start = (i + 1) * slice;
                     let view = MatMut::row_major(partial, m, n);
-                    run(alpha, lhs_cols(start), rhs_rows(start), 0.0, view, none);
+                    packed::gemm(alpha, lhs_cols(start), rhs_rows(start), 0.0, view, 1);
                 })
         },
     );
@@ -281,44 +283,6 @@ fn split_depth(
                 dst.data[i * dst.row_stride + j * dst.col_stride] += v;
             }
         }
-    }
-}
-
-/// The `gemm` crate's product on checked views.
-fn run(
-    alpha: f32,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    beta: f32,
-    dst: MatMut<'_>,
-    parallelism: gemm_crate::Parallelism,
-) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    // SAFETY: the constructors checked that every element of each view lies inside its slice
-    // and that `dst`'s elements are disjoint; `dst` is a unique borrow, so it cannot alias the
-    // shared `lhs` and `rhs`. Strides fit in isize because they index into allocated slices.
-    unsafe {
-        gemm_crate::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            dst.col_stride as isize,
-            dst.row_stride as isize,
-            beta != 0.0,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 

@@ -1,0 +1,251 @@
+//! The register-blocked micro-kernels: `C[MR x NR] = alpha · Σ_p a_p ⊗ b_p + beta · C` over
+//! packed panels (`a`: `MR` values per step `p`, `b`: `NR` values per step), one per instruction
+//! set. Each keeps the whole `MR x NR` tile in vector registers: rows of the tile are `NR / lanes`
+//! vectors, and every step broadcasts one value of `a` per row against the `b` vectors.
+//!
+//! The shapes fill the register file without spilling: AVX-512 12 x 32 (24 of 32 `zmm` as
+//! accumulators), AVX2 6 x 16 (12 of 16 `ymm`), and a portable 4 x 8 that the compiler
+//! vectorises for the baseline target.
+
+use crate::util::simd::Level;
+
+/// Where a tile's results go: `rows x cols` (at most `MR x NR`) elements of the destination,
+/// `dst[i * row_stride + j * col_stride]`, updated as `alpha · acc + beta · dst` (with
+/// `beta == 0` the destination is not read, so NaNs there do not leak).
+#[derive(Clone, Copy)]
+pub(super) struct TileDst {
+    pub ptr: *mut f32,
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// One micro-kernel and its tile.
+#[derive(Clone, Copy)]
+pub(super) struct MicroKernel {
+    pub name: &'static str,
+    pub mr: usize,
+    pub nr: usize,
+    /// # Safety
+    ///
+    /// Row `i` of step `p` of the left panel is `a[i · a_row + p · a_step]` (a packed panel has
+    /// `a_row == 1, a_step == mr`; an operand read in place its own strides), all readable; `b` holds `nr` readable floats at each of `b`,
+    /// `b + b_step`, ... (`kc` steps: a packed panel has `b_step == nr`, a row-major operand read
+    /// in place its row stride); `dst` describes writable elements
+    /// no other thread touches during the call; the CPU supports the kernel's instruction set
+    /// (guaranteed by [`for_level`]).
+    pub run: unsafe fn(
+        kc: usize,
+        a: *const f32,
+        a_row: usize,
+        a_step: usize,
+        b: *const f32,
+        b_step: usize,
+        dst: TileDst,
+    ),
+}
+
+/// The kernel for an instruction-set level.
+pub(super) fn for_level(level: Level) -> MicroKernel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => MicroKernel {
+            name: "avx512 12x32",
+            mr: x86::AVX512_MR,
+            nr: x86::AVX512_NR,
+            run: x86::avx512,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => MicroKernel {
+            name: "avx2 6x16",
+            mr: x86::AVX2_MR,
+            nr: x86::AVX2_NR,
+            run: x86::avx2,
+        },
+        _ => MicroKernel {
+            name: "portable 4x8",
+            mr: PORTABLE_MR,
+            nr: PORTABLE_NR,
+            run: portable,
+        },
+    }
+}
+
+/// Writes a finished tile held row-major in `acc` (`nr` values per row) into `dst`, element by
+/// element: the path for edge tiles and strided destinations.
+///
+/// # Safety
+///
+/// As [`MicroKernel::run`] for `dst`; `acc` holds at least `dst.rows` rows of `nr` values.
+#[inline(always)]
+unsafe fn store_scalar(acc: &[f32], nr: usize, dst: TileDst) {
+    for i in 0..dst.rows {
+        for j in 0..dst.cols {
+            // SAFETY: (i, j) lies inside the tile `dst` describes (caller's contract).
+            let c = unsafe { dst.ptr.add(i * dst.row_stride + j * dst.col_stride) };
+            let value = dst.alpha * acc[i * nr + j];
+            // SAFETY: as above.
+            unsafe {
+                *c = if dst.beta == 0.0 {
+                    value
+                } else {
+                    value + dst.beta * *c
+                }
+            };
+        }
+    }
+}
+
+const PORTABLE_MR: usize = 4;
+const PORTABLE_NR: usize = 8;
+
+/// The baseline kernel: plain arrays the compiler keeps in SSE registers.
+///
+/// # Safety
+///
+/// See [`MicroKernel::run`].
+unsafe fn portable(
+    kc: usize,
+    a: *const f32,
+    a_row: usize,
+    a_step: usize,
+    b: *const f32,
+    b_step: usize,
+    dst: TileDst,
+) {
+    let mut acc = [0.0f32; PORTABLE_MR * PORTABLE_NR];
+    for p in 0..kc {
+        // SAFETY: `a` holds `kc` steps of `MR` values, `b` `kc` rows of `NR` (caller's contract).
+        let (ap, bp) = unsafe {
+            (
+                std::array::from_fn::<f32, PORTABLE_MR, _>(|i| *a.add(i * a_row + p * a_step)),
+                &*(b.add(p * b_step) as *const [f32; PORTABLE_NR]),
+            )
+        };
+        for i in 0..PORTABLE_MR {
+            for j in 0..PORTABLE_NR {
+                acc[i * PORTABLE_NR + j] += ap[i] * bp[j];
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_scalar(&acc, PORTABLE_NR, dst) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{TileDst, store_scalar};
+
+    pub const AVX512_MR: usize = 12;
+    pub const AVX512_NR: usize = 32;
+    pub const AVX2_MR: usize = 6;
+    pub const AVX2_NR: usize = 16;
+
+    /// Generates one kernel: `$mr` rows of `$vectors` vectors of `$lanes` floats.
+    macro_rules! micro_kernel {
+        ($name:ident, $features:literal, $mr:expr, $vectors:literal, $lanes:literal,
+         $vector:ty, $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident,
+         $mul:ident) => {
+            /// # Safety
+            ///
+            /// See [`super::MicroKernel::run`].
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                kc: usize,
+                a: *const f32,
+                a_row: usize,
+                a_step: usize,
+                b: *const f32,
+                b_step: usize,
+                dst: TileDst,
+            ) {
+                const NR: usize = $vectors * $lanes;
+                let mut acc: [[$vector; $vectors]; $mr] = [[$zero(); $vectors]; $mr];
+                let (mut a, mut b) = (a, b);
+                for _ in 0..kc {
+                    let mut bv: [$vector; $vectors] = [$zero(); $vectors];
+                    for (v, slot) in bv.iter_mut().enumerate() {
+                        // SAFETY: `b` holds `NR` values for this step (caller's contract).
+                        *slot = unsafe { $load(b.add(v * $lanes)) };
+                    }
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        // SAFETY: `a` holds `MR` values for this step, `a_row` apart.
+                        let ai = $set1(unsafe { *a.add(i * a_row) });
+                        for (slot, &bj) in row.iter_mut().zip(&bv) {
+                            *slot = $fmadd(ai, bj, *slot);
+                        }
+                    }
+                    // SAFETY: advancing within (or one past) the panels.
+                    unsafe {
+                        a = a.add(a_step);
+                        b = b.add(b_step);
+                    }
+                }
+                if dst.rows == $mr && dst.cols == NR && dst.col_stride == 1 {
+                    let alpha = $set1(dst.alpha);
+                    let beta = $set1(dst.beta);
+                    for (i, row) in acc.iter().enumerate() {
+                        for (v, &value) in row.iter().enumerate() {
+                            // SAFETY: a full tile with unit column stride: these `NR`
+                            // consecutive elements of row `i` are the caller's.
+                            unsafe {
+                                let c = dst.ptr.add(i * dst.row_stride + v * $lanes);
+                                let scaled = $mul(alpha, value);
+                                let out = if dst.beta == 0.0 {
+                                    scaled
+                                } else {
+                                    $fmadd(beta, $load(c), scaled)
+                                };
+                                $store(c, out);
+                            }
+                        }
+                    }
+                } else {
+                    let mut spill = [0.0f32; $mr * NR];
+                    for (i, row) in acc.iter().enumerate() {
+                        for (v, &value) in row.iter().enumerate() {
+                            // SAFETY: `spill` has room for `MR x NR` floats.
+                            unsafe { $store(spill.as_mut_ptr().add(i * NR + v * $lanes), value) };
+                        }
+                    }
+                    // SAFETY: forwarded contract.
+                    unsafe { store_scalar(&spill, NR, dst) }
+                }
+            }
+        };
+    }
+
+    micro_kernel!(
+        avx512,
+        "avx512f,avx512vl,avx2,fma",
+        AVX512_MR,
+        2,
+        16,
+        __m512,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_mul_ps
+    );
+    micro_kernel!(
+        avx2,
+        "avx2,fma",
+        AVX2_MR,
+        2,
+        8,
+        __m256,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps,
+        _mm256_mul_ps
+    );
+}

@@ -1,0 +1,611 @@
+//! The packed product (the BLIS scheme): for each depth block of `KC`, the left operand is
+//! packed into `MR`-row panels and, `NC` columns at a time, the right operand into `NR`-column
+//! panels, both laid out so the micro-kernel reads them sequentially; the micro-kernel then runs
+//! over every (left panel, right panel) pair. Packing makes the kernel independent of the
+//! operands' strides (a transpose costs nothing extra) and lets edge tiles read zero padding
+//! instead of branching.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::blocking::{Blocking, Caches, log_choice};
+use super::micro::{self, MicroKernel, TileDst};
+use super::{MatMut, MatRef};
+use crate::util::simd;
+
+/// The kernel and blocking for this CPU (and the `STRIATE_ISA` cap), chosen once.
+fn plan() -> (MicroKernel, Blocking) {
+    static PLAN: OnceLock<(MicroKernel, Blocking)> = OnceLock::new();
+    *PLAN.get_or_init(|| {
+        let kernel = micro::for_level(simd::level());
+        let caches = Caches::of_this_cpu();
+        let blocking = Blocking::for_caches(&kernel, caches);
+        log_choice(|| {
+            format!(
+                "gemm: {} micro-kernel, KC {} NC {} (L1d {} KiB, L2 {} KiB)",
+                kernel.name,
+                blocking.kc,
+                blocking.nc,
+                caches.l1d / 1024,
+                caches.l2 / 1024
+            )
+        });
+        (kernel, blocking)
+    })
+}
+
+/// `dst = alpha · lhs · rhs + beta · dst` on `threads` threads (1: the calling thread alone).
+/// Shapes are checked by the caller; `m, n, k > 0`.
+pub(super) fn gemm(
+    alpha: f32,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    beta: f32,
+    dst: MatMut<'_>,
+    threads: usize,
+) {
+    let (kernel, blocking) = plan();
+    // `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product; take the orientation whose tiles waste
+    // less (a column-major destination is better computed transposed).
+    if tile_efficiency(&kernel, rhs.cols, lhs.rows, dst.row_stride == 1)
+        > tile_efficiency(&kernel, lhs.rows, rhs.cols, dst.col_stride == 1)
+    {
+        product(
+            &kernel,
+            blocking,
+            alpha,
+            rhs.t(),
+            lhs.t(),
+            beta,
+            dst.t(),
+            threads,
+        );
+    } else {
+        product(&kernel, blocking, alpha, lhs, rhs, beta, dst, threads);
+    }
+}
+
+/// The share of the kernel's work that lands in real elements for an `m x n` output, halved for
+/// a strided destination: its tiles are stored element by element, and transposing the product
+/// also turns operands that could be read in place into ones that must be packed (measured on
+/// a 64 x 288 x 196 product: 80 GFLOP/s as given against 74 transposed, although the transposed
+/// tiles fit better).
+fn tile_efficiency(kernel: &MicroKernel, m: usize, n: usize, unit_columns: bool) -> f64 {
+    let padded = |extent: usize, tile: usize| extent.div_ceil(tile) * tile;
+    let fill = (m * n) as f64 / (padded(m, kernel.mr) * padded(n, kernel.nr)) as f64;
+    if unit_columns { fill } else { fill * 0.5 }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product(
+    kernel: &MicroKernel,
+    blocking: Blocking,
+    alpha: f32,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    beta: f32,
+    dst: MatMut<'_>,
+    threads: usize,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let panels_m = m.div_ceil(mr);
+    let kc_max = blocking.kc.min(k);
+    let nc_max = blocking.nc.min(n.div_ceil(nr) * nr);
+    let destination = SharedDst {
+        ptr: dst.data.as_mut_ptr(),
+        row_stride: dst.row_stride,
+        col_stride: dst.col_stride,
+    };
+    // With few row panels, each right panel serves only a few tiles: reading a row-major right
+    // operand in place beats copying it first (a 64 x 288 x 196 product spent a fifth of its
+    // time packing).
+    let direct_rhs = rhs.col_stride == 1 && panels_m <= DIRECT_MAX_PANELS;
+    // Likewise a left operand that meets only a few right panels is read in place (any
+    // strides: the kernel takes them).
+    let direct_lhs = n.div_ceil(nr) <= DIRECT_MAX_PANELS;
+    with_pack_buffers(
+        panels_m * mr * kc_max,
+        kc_max * nc_max,
+        |packed_a, packed_b| {
+            for pc in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - pc);
+                let lhs_panels = if direct_lhs {
+                    // Only a partial last panel needs copying (and padding).
+                    let full = m / mr;
+                    if full < panels_m {
+                        pack_lhs(lhs, full * mr, pc, kc, mr, &mut packed_a[..mr * kc], 1);
+                    }
+                    LhsPanels::InPlace {
+                        data: &lhs.data[pc * lhs.col_stride..],
+                        row_stride: lhs.row_stride,
+                        col_stride: lhs.col_stride,
+                        full,
+                        edge: &packed_a[..mr * kc],
+                    }
+                } else {
+                    let packed = &mut packed_a[..panels_m * mr * kc];
+                    pack_lhs(lhs, 0, pc, kc, mr, packed, threads);
+                    LhsPanels::Packed(packed)
+                };
+                for jc in (0..n).step_by(nc_max) {
+                    let nc = nc_max.min(n - jc);
+                    let panels_n = nc.div_ceil(nr);
+                    let rhs_panels = if direct_rhs {
+                        let full = nc / nr;
+                        if full < panels_n {
+                            let (start, rest) = (jc + full * nr, nc - full * nr);
+                            pack_rhs(rhs, pc, kc, start, rest, nr, &mut packed_b[..nr * kc], 1);
+                        }
+                        RhsPanels::InPlace {
+                            data: &rhs.data[pc * rhs.row_stride + jc..],
+                            row_stride: rhs.row_stride,
+                            full,
+                            edge: &packed_b[..nr * kc],
+                        }
+                    } else {
+                        let packed = &mut packed_b[..panels_n * nr * kc];
+                        pack_rhs(rhs, pc, kc, jc, nc, nr, packed, threads);
+                        RhsPanels::Packed(packed)
+                    };
+                    let block = Block {
+                        kernel,
+                        kc,
+                        m,
+                        jc,
+                        nc,
+                        alpha,
+                        // Later depth blocks add onto what the first wrote.
+                        beta: if pc == 0 { beta } else { 1.0 },
+                        lhs: &lhs_panels,
+                        rhs: rhs_panels,
+                        dst: destination,
+                    };
+                    block.run(threads);
+                }
+            }
+        },
+    );
+}
+
+/// An operand that meets at most this many panels of the other is read in place.
+const DIRECT_MAX_PANELS: usize = 8;
+
+/// Where the micro-kernels find the left operand's `MR`-row panels of one depth block.
+enum LhsPanels<'a> {
+    /// Packed: panel `ir` is `kc` steps of `MR` consecutive values.
+    Packed(&'a [f32]),
+    /// In the caller's slice (starting at the block's first depth step): the `full` whole
+    /// panels are read there with the view's strides; a partial last one was packed into
+    /// `edge`.
+    InPlace {
+        data: &'a [f32],
+        row_stride: usize,
+        col_stride: usize,
+        full: usize,
+        edge: &'a [f32],
+    },
+}
+
+impl LhsPanels<'_> {
+    /// Panel `ir`'s first value, the distance between its rows and between its depth steps.
+    fn panel(&self, ir: usize, mr: usize, kc: usize) -> (*const f32, usize, usize) {
+        match *self {
+            LhsPanels::Packed(packed) => (packed[ir * mr * kc..(ir + 1) * mr * kc].as_ptr(), 1, mr),
+            LhsPanels::InPlace { edge, full, .. } if ir == full => (edge.as_ptr(), 1, mr),
+            LhsPanels::InPlace {
+                data,
+                row_stride,
+                col_stride,
+                ..
+            } => {
+                // The view covers at least `(ir + 1)·mr` rows and `kc` depth steps: its
+                // elements (ir·mr + i, p) for i < mr, p < kc lie in the slice.
+                let first = ir * mr * row_stride;
+                let last = first + (mr - 1) * row_stride + (kc - 1) * col_stride;
+                (data[first..=last].as_ptr(), row_stride, col_stride)
+            }
+        }
+    }
+}
+
+/// Where the micro-kernels find the right operand's `NR`-column panels of one block.
+enum RhsPanels<'a> {
+    /// Packed: panel `jr` is `kc` steps of `NR` consecutive values.
+    Packed(&'a [f32]),
+    /// Row-major in the caller's slice (starting at the block's first element): the `full`
+    /// whole panels are read there, row by row; a partial last one was packed into `edge`.
+    InPlace {
+        data: &'a [f32],
+        row_stride: usize,
+        full: usize,
+        edge: &'a [f32],
+    },
+}
+
+impl RhsPanels<'_> {
+    /// Panel `jr`'s first value and the distance between its depth steps.
+    fn panel(&self, jr: usize, nr: usize, kc: usize) -> (*const f32, usize) {
+        match *self {
+            RhsPanels::Packed(packed) => (packed[jr * nr * kc..(jr + 1) * nr * kc].as_ptr(), nr),
+            RhsPanels::InPlace { edge, full, .. } if jr == full => (edge.as_ptr(), nr),
+            RhsPanels::InPlace {
+                data, row_stride, ..
+            } => {
+                // The panel's last value, (kc - 1, jr·nr + nr - 1), lies in the slice: the view
+                // covers `kc` rows of at least `(jr + 1)·nr` columns.
+                let last = (kc - 1) * row_stride + (jr + 1) * nr - 1;
+                (data[jr * nr..=last].as_ptr(), row_stride)
+            }
+        }
+    }
+}
+
+/// The destination as a raw pointer the tasks of one block share: each writes its own tiles.
+#[derive(Clone, Copy)]
+struct SharedDst {
+    ptr: *mut f32,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+// SAFETY: tasks write disjoint tiles of the destination (see `Block::run`), which the caller
+// borrowed mutably for the whole product.
+unsafe impl Send for SharedDst {}
+// SAFETY: as above.
+unsafe impl Sync for SharedDst {}
+
+/// One depth block of one column block, packed and ready for the micro-kernels.
+struct Block<'a> {
+    kernel: &'a MicroKernel,
+    kc: usize,
+    m: usize,
+    jc: usize,
+    nc: usize,
+    alpha: f32,
+    beta: f32,
+    lhs: &'a LhsPanels<'a>,
+    rhs: RhsPanels<'a>,
+    dst: SharedDst,
+}
+
+impl Block<'_> {
+    /// Runs every tile, split into rectangles of panels over `threads` threads: along the rows
+    /// when there are enough row panels, else along the columns too.
+    fn run(&self, threads: usize) {
+        let panels_m = self.m.div_ceil(self.kernel.mr);
+        let panels_n = self.nc.div_ceil(self.kernel.nr);
+        if threads <= 1 {
+            self.tiles(0..panels_m, 0..panels_n);
+            return;
+        }
+        let target = 2 * threads;
+        let split_m = panels_m.min(target);
+        let split_n = panels_n.min(target.div_ceil(split_m));
+        (0..split_m * split_n).into_par_iter().for_each(|task| {
+            let (tm, tn) = (task / split_n, task % split_n);
+            let rows = tm * panels_m / split_m..(tm + 1) * panels_m / split_m;
+            let cols = tn * panels_n / split_n..(tn + 1) * panels_n / split_n;
+            self.tiles(rows, cols);
+        });
+    }
+
+    /// The tiles of row panels `rows` and column panels `cols`: a left panel stays in L1 while
+    /// the right panels stream past it.
+    fn tiles(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let (mr, nr, kc) = (self.kernel.mr, self.kernel.nr, self.kc);
+        for ir in rows {
+            let (a, a_row, a_step) = self.lhs.panel(ir, mr, kc);
+            let tile_rows = mr.min(self.m - ir * mr);
+            for jr in cols.clone() {
+                let (b, b_step) = self.rhs.panel(jr, nr, kc);
+                let (i, j) = (ir * mr, self.jc + jr * nr);
+                let tile = TileDst {
+                    // SAFETY: (i, j) is an element of the destination (i < m, j < n), whose
+                    // extent the views' constructors checked.
+                    ptr: unsafe {
+                        self.dst
+                            .ptr
+                            .add(i * self.dst.row_stride + j * self.dst.col_stride)
+                    },
+                    row_stride: self.dst.row_stride,
+                    col_stride: self.dst.col_stride,
+                    rows: tile_rows,
+                    cols: nr.min(self.jc + self.nc - j),
+                    alpha: self.alpha,
+                    beta: self.beta,
+                };
+                // SAFETY: `a` holds `kc` steps of `mr` values at its strides and `b` `kc` rows
+                // of `nr` values `b_step` apart (`LhsPanels::panel` and `RhsPanels::panel`
+                // checked the extents); the tile lies in the
+                // destination and belongs to this task alone (tasks get disjoint panel
+                // ranges); the kernel matches this CPU (`micro::for_level`).
+                unsafe { (self.kernel.run)(kc, a, a_row, a_step, b, b_step, tile) };
+            }
+        }
+    }
+}
+
+/// Packs rows `row0..`, depth `pc..pc + kc` of `lhs` into `MR`-row panels (`MR` values per
+/// depth step, as many panels as `out` holds), padding the last panel with zero rows.
+fn pack_lhs(
+    lhs: MatRef<'_>,
+    row0: usize,
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let pack_panel = |panel: usize, out: &mut [f32]| {
+        let first = row0 + panel * mr;
+        let rows = mr.min(lhs.rows - first);
+        let at = |i: usize, p: usize| (first + i) * lhs.row_stride + (pc + p) * lhs.col_stride;
+        // Walk the operand along its contiguous axis: a column-major operand (a transpose)
+        // gives whole runs of a depth step.
+        if lhs.row_stride == 1 {
+            for p in 0..kc {
+                let step = &mut out[p * mr..(p + 1) * mr];
+                simd::copy_row(&mut step[..rows], &lhs.data[at(0, p)..at(0, p) + rows]);
+                step[rows..].fill(0.0);
+            }
+        } else {
+            for i in 0..rows {
+                for p in 0..kc {
+                    out[p * mr + i] = lhs.data[at(i, p)];
+                }
+            }
+            for i in rows..mr {
+                (0..kc).for_each(|p| out[p * mr + i] = 0.0);
+            }
+        }
+    };
+    for_each_panel(out, mr * kc, threads, pack_panel);
+}
+
+/// Packs depth `pc..pc + kc`, columns `jc..jc + nc` of `rhs` into `NR`-column panels (`NR`
+/// values per depth step), padding the last panel with zero columns.
+#[allow(clippy::too_many_arguments)]
+fn pack_rhs(
+    rhs: MatRef<'_>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    nr: usize,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let pack_panel = |panel: usize, out: &mut [f32]| {
+        let first = jc + panel * nr;
+        let cols = nr.min(jc + nc - first);
+        let at = |p: usize, j: usize| (pc + p) * rhs.row_stride + (first + j) * rhs.col_stride;
+        if rhs.col_stride == 1 || rhs.row_stride != 1 {
+            for p in 0..kc {
+                let step = &mut out[p * nr..(p + 1) * nr];
+                if rhs.col_stride == 1 {
+                    simd::copy_row(&mut step[..cols], &rhs.data[at(p, 0)..at(p, 0) + cols]);
+                } else {
+                    for (j, slot) in step[..cols].iter_mut().enumerate() {
+                        *slot = rhs.data[at(p, j)];
+                    }
+                }
+                step[cols..].fill(0.0);
+            }
+        } else {
+            // Column-major (a transpose): each column is a contiguous run along the depth.
+            for j in 0..cols {
+                let column = &rhs.data[at(0, j)..at(0, j) + kc];
+                for (p, &value) in column.iter().enumerate() {
+                    out[p * nr + j] = value;
+                }
+            }
+            for p in 0..kc {
+                out[p * nr + cols..(p + 1) * nr].fill(0.0);
+            }
+        }
+    };
+    for_each_panel(out, nr * kc, threads, pack_panel);
+}
+
+/// Runs `pack(panel, chunk)` over the `panel_len`-sized chunks of `out`, in parallel when the
+/// product is.
+fn for_each_panel(
+    out: &mut [f32],
+    panel_len: usize,
+    threads: usize,
+    pack: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    // Below this many floats the fork costs more than the copy.
+    const PARALLEL_PACK: usize = 64 * 1024;
+    if threads > 1 && out.len() >= PARALLEL_PACK {
+        out.par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(panel, chunk)| pack(panel, chunk));
+    } else {
+        out.chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(panel, chunk)| pack(panel, chunk));
+    }
+}
+
+thread_local! {
+    static PACK_BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two 64-byte-aligned buffers of `a_len` and `b_len` floats (contents
+/// unspecified: packing writes every element), kept per thread across calls so a training step
+/// allocates nothing. A re-entrant call (rayon can run another product on a thread that waits)
+/// gets fresh buffers.
+fn with_pack_buffers<R>(
+    a_len: usize,
+    b_len: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    fn aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+        // 16 floats are 64 bytes: room to move the start to a cache-line boundary.
+        if buffer.len() < len + 16 {
+            buffer.resize(len + 16, 0.0);
+        }
+        let offset = buffer.as_ptr().align_offset(64).min(16);
+        &mut buffer[offset..offset + len]
+    }
+    PACK_BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let (a, b) = &mut *buffers;
+            f(aligned(a, a_len), aligned(b, b_len))
+        }
+        Err(_) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            f(aligned(&mut a, a_len), aligned(&mut b, b_len))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::kernels::gemm::naive_gemm;
+    use crate::util::simd::Level;
+
+    /// The levels this CPU can run, so each kernel is checked wherever its instructions exist,
+    /// whatever `STRIATE_ISA` says.
+    fn runnable_levels() -> Vec<Level> {
+        let mut levels = vec![Level::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                levels.push(Level::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                levels.push(Level::Avx512);
+            }
+        }
+        levels
+    }
+
+    #[test]
+    fn every_kernel_matches_the_naive_product_across_blocks_edges_and_strides() {
+        let mut rng = StdRng::seed_from_u64(11);
+        // Small blocks so that modest shapes cross several depth and column blocks.
+        let blocking = Blocking { kc: 32, nc: 64 };
+        for level in runnable_levels() {
+            let kernel = micro::for_level(level);
+            let blocking = Blocking {
+                nc: blocking.nc / kernel.nr * kernel.nr,
+                ..blocking
+            };
+            // Few row panels read a row-major right operand in place; 130 rows pack it.
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (13, 70, 33),
+                (25, 64, 130),
+                (7, 100, 5),
+                (130, 40, 70),
+            ] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let start: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let lhs = MatRef::row_major(&a, m, k);
+                for (rhs, threads) in [
+                    (MatRef::row_major(&b, n, k).t(), 1),
+                    (MatRef::row_major(&b, n, k).t(), 2),
+                    (MatRef::row_major(&b, k, n), 1),
+                    (MatRef::row_major(&b, k, n), 2),
+                ] {
+                    let product_ab = naive_gemm(lhs, rhs);
+                    for transposed_dst in [false, true] {
+                        let mut got = start.clone();
+                        let dst = if transposed_dst {
+                            // The same matrix stored column-major.
+                            got = (0..m * n).map(|t| start[(t % m) * n + t / m]).collect();
+                            MatMut::row_major(&mut got, n, m).t()
+                        } else {
+                            MatMut::row_major(&mut got, m, n)
+                        };
+                        product(&kernel, blocking, 0.5, lhs, rhs, 2.0, dst, threads);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let at = if transposed_dst { j * m + i } else { i * n + j };
+                                let want = 0.5 * product_ab[i * n + j] + 2.0 * start[i * n + j];
+                                let tol = 1e-5 * (k as f32).sqrt() * (1.0 + want.abs());
+                                assert!(
+                                    (got[at] - want).abs() <= tol,
+                                    "{} m {m} k {k} n {n} threads {threads} transposed \
+                                     {transposed_dst}: ({i}, {j}) {} vs {want}",
+                                    kernel.name,
+                                    got[at]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn beta_zero_never_reads_the_destination() {
+        for level in runnable_levels() {
+            let kernel = micro::for_level(level);
+            let (m, k, n) = (kernel.mr + 1, 3, kernel.nr + 1);
+            let a = vec![1.0; m * k];
+            let b = vec![1.0; k * n];
+            let mut out = vec![f32::NAN; m * n];
+            let blocking = Blocking {
+                kc: 64,
+                nc: kernel.nr * 4,
+            };
+            let lhs = MatRef::row_major(&a, m, k);
+            let rhs = MatRef::row_major(&b, k, n);
+            product(
+                &kernel,
+                blocking,
+                1.0,
+                lhs,
+                rhs,
+                0.0,
+                MatMut::row_major(&mut out, m, n),
+                1,
+            );
+            assert!(out.iter().all(|&x| x == 3.0), "{}", kernel.name);
+        }
+    }
+
+    #[test]
+    fn non_finite_inputs_propagate_as_in_ieee_arithmetic() {
+        for level in runnable_levels() {
+            let kernel = micro::for_level(level);
+            let a = [f32::NAN, 1.0, f32::INFINITY, 0.0];
+            let b = [1.0, 2.0];
+            let mut out = [0.0; 2];
+            let blocking = Blocking {
+                kc: 64,
+                nc: kernel.nr,
+            };
+            let lhs = MatRef::row_major(&a, 2, 2);
+            let rhs = MatRef::row_major(&b, 2, 1);
+            product(
+                &kernel,
+                blocking,
+                1.0,
+                lhs,
+                rhs,
+                0.0,
+                MatMut::row_major(&mut out, 2, 1),
+                1,
+            );
+            // NaN·1 + 1·2 = NaN; ∞·1 + 0·2 = ∞.
+            assert!(
+                out[0].is_nan() && out[1] == f32::INFINITY,
+                "{}: {out:?}",
+                kernel.name
+            );
+        }
+    }
+}
