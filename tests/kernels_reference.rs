@@ -5,8 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use striate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, Padding2d, conv2d_backward_data, conv2d_backward_filter,
-    conv2d_forward,
+    Conv2dShape, Conv2dSpec, ConvActivation, Padding2d, conv2d_backward_data,
+    conv2d_backward_filter, conv2d_forward, conv2d_forward_fused,
 };
 use striate::kernels::pool::{
     AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
@@ -186,13 +186,17 @@ fn compare_with_reference(s: &Conv2dShape, rng: &mut StdRng) -> [f64; 4] {
 
     let mut y = vec![f32::NAN; out_len];
     conv2d_forward(&x, &w, Some(&b), s, &mut y);
+    // The fused ReLU epilogue (applied as values are stored on some paths, after on others).
+    let mut y_relu = vec![f32::NAN; out_len];
+    conv2d_forward_fused(&x, &w, Some(&b), ConvActivation::Relu, s, &mut y_relu);
+    let relu_ref: Vec<f64> = y_ref.iter().map(|&v| v.max(0.0)).collect();
     let mut gx = vec![f32::NAN; x.len()];
     conv2d_backward_data(&gy, &w, s, &mut gx);
     let mut gw = vec![f32::NAN; w.len()];
     let mut gb = vec![f32::NAN; b.len()];
     conv2d_backward_filter(&x, &gy, s, &mut gw, Some(&mut gb));
     [
-        relative_error(&y, &y_ref),
+        relative_error(&y, &y_ref).max(relative_error(&y_relu, &relu_ref)),
         relative_error(&gx, &gx_ref),
         relative_error(&gw, &gw_ref),
         relative_error(&gb, &gb_ref),
@@ -236,6 +240,55 @@ fn conv2d_large_images_use_several_tiles() {
         let s = Conv2dShape::new(&[2, 64, 40, 70], &[8, 64, 3, 3], spec);
         for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
             assert!(e < 1e-4, "stride {stride:?} {name}: relative error {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn depthwise_rows_wide_enough_for_vector_blocks() {
+    // The direct path computes sixteen columns at a time where every tap is inside the row and
+    // one at a time elsewhere: widths around and above one block, dilations, asymmetric and
+    // wide padding, channel multipliers 1 and 2.
+    let mut rng = StdRng::seed_from_u64(16);
+    for (width, dilation, padding, multiplier) in [
+        (16, [1, 1], Padding2d::symmetric(1, 1), 1),
+        (
+            17,
+            [1, 2],
+            Padding2d {
+                top: 0,
+                bottom: 2,
+                left: 2,
+                right: 0,
+            },
+            2,
+        ),
+        (31, [2, 1], Padding2d::symmetric(0, 0), 1),
+        (
+            40,
+            [1, 1],
+            Padding2d {
+                top: 3,
+                bottom: 1,
+                left: 4,
+                right: 1,
+            },
+            2,
+        ),
+        (19, [1, 1], Padding2d::symmetric(1, 1), 1),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            dilation,
+            groups: 3,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(&[2, 3, 9, width], &[3 * multiplier, 1, 3, 3], spec);
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(
+                e < 1e-4,
+                "width {width} {dilation:?} {padding:?}: {name} error {e:.2e}"
+            );
         }
     }
 }
