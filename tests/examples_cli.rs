@@ -36,6 +36,12 @@ fn every_example_prints_help_and_exits_0() {
         for flag in ["--data-dir", "--seed", "--threads"] {
             assert!(stdout.contains(flag), "{name} lacks {flag}: {stdout}");
         }
+        if name == "mnist" {
+            assert!(
+                stdout.contains("--augment"),
+                "mnist lacks --augment: {stdout}"
+            );
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! Shared by the examples: their common flags ([`cli`]), and for those that write pictures,
-//! laying out grey images in a grid and saving it as a PNG that appears whole or not at all.
+//! Shared by the examples: their common flags ([`cli`]), the pipeline of `mnist --augment`
+//! ([`augmentation`]), and for those that write pictures, laying out grey images in a grid and
+//! saving it as a PNG that appears whole or not at all.
 // Each example compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+pub mod augmentation;
 pub mod cli;
 
 use std::error::Error;
