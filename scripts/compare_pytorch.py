@@ -8,10 +8,14 @@ same MNIST CNN exported from PyTorch. Every ratio is striate / best anchor for t
 is better for striate). Absolute figures hold for this machine only.
 
 Run:  bash scripts/compare_pytorch.sh      (or: python3 scripts/compare_pytorch.py after the benches)
+      bash scripts/compare_pytorch.sh avx2 (both sides capped at AVX2: STRIATE_ISA for striate,
+                                            ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and
+                                            MKL_ENABLE_INSTRUCTIONS for PyTorch)
 Needs: pip install torch onnx onnxruntime
 """
 
 import json
+import os
 import pathlib
 import platform
 import time
@@ -191,7 +195,11 @@ def main():
     peak = throughput("machine/fma_peak")
     step, inference = pytorch_mnist()
     conv = pytorch_conv()
-    print(f"\nCPU: {cpu_model()}; {THREADS} threads; torch {torch.__version__}")
+    isa = os.environ.get("STRIATE_ISA", "widest available")
+    print(f"\nCPU: {cpu_model()}; {THREADS} threads; torch {torch.__version__}; "
+          f"instruction set: {isa} (PyTorch: ATEN_CPU_CAPABILITY="
+          f"{os.environ.get('ATEN_CPU_CAPABILITY', 'default')}, ONEDNN_MAX_CPU_ISA="
+          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')})")
     print(f"FMA peak (cargo bench --bench ops -- machine): "
           f"{'not measured' if peak is None else f'{peak:.0f} GFLOP/s'}\n")
     print("| workload | striate | best anchor | ratio (>1: striate ahead) |")

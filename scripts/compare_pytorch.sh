@@ -4,9 +4,20 @@
 # inference), then scripts/compare_pytorch.py, which times the same workloads in PyTorch
 # (NCHW, channels-last, torch.compile) and ONNX Runtime and prints one table of ratios with the
 # CPU model. Needs: pip install torch onnx onnxruntime. Do not run it while the machine builds.
+#
+#   bash scripts/compare_pytorch.sh        # each side on the widest instructions it finds
+#   bash scripts/compare_pytorch.sh avx2   # both sides capped at AVX2 (and FMA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
+case "${1:-}" in
+    "") ;;
+    avx2)
+        export STRIATE_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+            MKL_ENABLE_INSTRUCTIONS=AVX2
+        ;;
+    *) echo "usage: $0 [avx2]" >&2; exit 2 ;;
+esac
 quick=(--warm-up-time 2 --measurement-time 5)
 cargo bench --bench ops -- "${quick[@]}" 'machine/fma_peak|matmul/square/2048'
 cargo bench --bench conv -- "${quick[@]}" 'conv2d/'
