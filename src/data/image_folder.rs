@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
 use rayon::prelude::*;
 
 use super::dataset::Dataset;
@@ -599,18 +600,36 @@ fn dimensions(path: &Path) -> Result<(usize, usize)> {
 /// Decodes `path` to 8-bit pixels `[height, width, channels]`; returns them with the height
 /// and width.
 pub(crate) fn decode(path: &Path, color: ColorMode) -> Result<(Vec<u8>, usize, usize)> {
-    let image = ImageReader::open(path)
-        .map_err(|e| Error::io_at(path, e))?
+    let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, e))?;
+    let reader = ImageReader::new(Cursor::new(&bytes[..]))
         .with_guessed_format()
-        .map_err(|e| Error::io_at(path, e))?
-        .decode()
-        .map_err(|e| decode_error(path, e))?;
+        .map_err(|e| Error::io_at(path, e))?;
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        // The decoder fills what is missing with grey and reports success; Pillow (and so
+        // torchvision) refuses such a file, and so do we.
+        return Err(decode_error(
+            path,
+            "a JPEG cut short (no end-of-image marker after the image data)",
+        ));
+    }
+    let image = reader.decode().map_err(|e| decode_error(path, e))?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let pixels = match color {
         ColorMode::Rgb => image.into_rgb8().into_raw(),
         ColorMode::Grayscale => luma(image),
     };
     Ok((pixels, height, width))
+}
+
+/// Whether a JPEG's image data is followed by its end-of-image marker (`FF D9`). Inside the
+/// entropy-coded data a `FF` byte is always followed by `00` or a restart marker, so the first
+/// `FF D9` after the first start-of-scan (`FF DA`) is the end of the image; a file cut short
+/// has none. (An EXIF thumbnail's own markers come before the start of scan.)
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Pillow's `convert("L")`: grey images as they are (16-bit ones scaled to 8), colour ones by
