@@ -597,6 +597,32 @@ fn dimensions(path: &Path) -> Result<(usize, usize)> {
     Ok((height as usize, width as usize))
 }
 
+/// Reads one image file (JPEG, PNG, BMP, GIF or WebP) as `[channels, height, width]` in
+/// `[0, 1]`, decoded as an [`ImageFolder`] decodes its files: the file to predict on, say.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the file cannot be read; [`Error::InvalidData`] naming it if it does not
+/// decode (a JPEG cut short included).
+///
+/// # Examples
+///
+/// ```
+/// use striate::data::{ColorMode, read_image};
+///
+/// # let path = std::env::temp_dir().join(format!("striate-doc-read-{}.png", std::process::id()));
+/// # image::RgbImage::from_pixel(4, 3, image::Rgb([255, 0, 51])).save(&path).unwrap();
+/// let image = read_image(&path, ColorMode::Rgb)?;
+/// assert_eq!(image.shape(), &[3, 3, 4]);
+/// assert_eq!(image.as_slice()[24], 0.2); // blue: 51 / 255
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), striate::Error>(())
+/// ```
+pub fn read_image(path: impl AsRef<Path>, color: ColorMode) -> Result<Tensor> {
+    let (pixels, height, width) = decode(path.as_ref(), color)?;
+    Ok(to_tensor(&pixels, height, width, color.channels()))
+}
+
 /// Decodes `path` to 8-bit pixels `[height, width, channels]`; returns them with the height
 /// and width.
 pub(crate) fn decode(path: &Path, color: ColorMode) -> Result<(Vec<u8>, usize, usize)> {

@@ -40,6 +40,7 @@ pub use download::Downloader;
 pub use idx::{IdxArray, decode_idx, read_idx};
 pub use image_folder::{
     ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, OnUndecodable, SkippedFile,
+    read_image,
 };
 pub use loader::{Batch, Batches, DataLoader, TryBatches};
 pub use mnist::{FashionMnist, Mnist};
