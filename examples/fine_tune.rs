@@ -26,8 +26,10 @@
 //! ```
 //!
 //! The default run (ResNet-18 at 32×32: one pre-training epoch on 3,000 images, then 4 epochs
-//! per way on 100 images per class) takes about four minutes on two cores; `--size 224` with
-//! torchvision weights is the ImageNet recipe, and much slower.
+//! per way on 100 images per class) took 10 minutes on two shared cores (AMD EPYC Zen 4, with
+//! a test suite running beside it) and gave 68.1% from scratch, 80.2% with the frozen backbone,
+//! 87.3% fine-tuned (seed 0). `--size 224` with torchvision weights is the ImageNet recipe, and
+//! much slower.
 
 mod common;
 
