@@ -31,7 +31,7 @@ log="$(mktemp)"
 STRIATE_IMAGE_FOLDER="$dir" cargo bench --bench image_folder -- --noplot 2>&1 | tee "$log" \
     | grep -E "images in|time:|thrpt:" || true
 # criterion's middle estimate of the throughput, in elements (images) per second.
-st="$(grep 'thrpt:' "$log" | tail -1 | awk '{
+st="$(grep 'thrpt:.*elem/s' "$log" | tail -1 | awk '{
     for (i = 1; i <= NF; i++) if ($i == "thrpt:") { v = $(i + 3); u = $(i + 4) }
     m = (u ~ /^K/) ? 1000 : ((u ~ /^M/) ? 1000000 : 1); printf "%.1f", v * m }')"
 rm -f "$log"
