@@ -18,8 +18,8 @@ dir="target/image-folder-bench/${count}x${side}"
 export STRIATE_DATA="${STRIATE_DATA:-$(cd .. && pwd)/shared/data}"
 
 python3 scripts/image_folder_bench.py make "$dir" "$count" "$side"
-cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-echo "CPU: $cpu, $(nproc) cores"
+field() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'; }
+echo "CPU: $(field 'model name') (family $(field 'cpu family'), model $(field 'model\s')), $(nproc) cores"
 
 echo "== torchvision"
 tv_line="$(python3 scripts/image_folder_bench.py torchvision "$dir" 2 2)"
