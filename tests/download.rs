@@ -3,7 +3,8 @@
 //! `/good/` as they are, `/bad/` with wrong bytes, `/truncated/` with a body cut short of its
 //! Content-Length, `/missing/` answering 404, and three hostile ones: `/drip/` sending one byte
 //! every 250 ms, `/endless/` sending the file and then zeros without end (no Content-Length),
-//! and `/wrong-length/` declaring twice the file's length and then waiting.
+//! and `/wrong-length/` declaring twice the file's length and then waiting. A CIFAR-10 archive
+//! written by the test is served the same way, from a directory of its own.
 #![cfg(feature = "download")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use striate::Error;
-use striate::data::{DATA_ENV, Dataset, Downloader, Mnist, Split};
+use striate::data::{Cifar10, DATA_ENV, Dataset, Downloader, Mnist, Split};
 
 const LABELS: &str = "t10k-labels-idx1-ubyte.gz";
 
@@ -491,4 +492,125 @@ fn a_content_length_other_than_the_size_is_refused_before_the_body() {
         "{attempts:?}"
     );
     assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+}
+
+/// A miniature CIFAR-10 binary archive: `per_file` records in each of the six batch files,
+/// record `i` of batch `b` labelled `(b + i) % 10` with every pixel `i`.
+fn cifar10_archive(path: &Path, per_file: usize) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    let names = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
+    for (b, name) in names.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for i in 0..per_file {
+            bytes.push(((b + i) % 10) as u8);
+            bytes.extend(std::iter::repeat_n(i as u8, 3072));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            format!("cifar-10-batches-bin/{name}"),
+            &bytes[..],
+        )
+        .unwrap();
+    }
+    let meta = b"airplane\nautomobile\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(meta.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        "cifar-10-batches-bin/batches.meta.txt",
+        &meta[..],
+    )
+    .unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn cifar10_downloads_verifies_and_unpacks_its_archive() {
+    let served = temp_dir("cifar-served");
+    let archive = served.join("cifar-10-binary.tar.gz");
+    cifar10_archive(&archive, 7);
+    let bytes = std::fs::read(&archive).unwrap();
+    let server = Server::start(served.clone());
+    let downloader = |mirrors: [String; 2]| {
+        Downloader::new(mirrors)
+            .expected(
+                "cifar-10-binary.tar.gz",
+                md5_hex(&bytes),
+                bytes.len() as u64,
+            )
+            .timeouts(Duration::from_secs(5), Duration::from_secs(5))
+    };
+
+    // A mirror with wrong bytes: an error that says why, and nothing left behind.
+    let dir = temp_dir("cifar-download-bad");
+    let source = Cifar10::source().dir(&dir).search(false);
+    let err = source
+        .clone()
+        .downloader(downloader([server.mirror("missing"), server.mirror("bad")]))
+        .load(Split::Test)
+        .unwrap_err();
+    assert!(matches!(err, Error::DatasetNotFound { .. }));
+    let message = err.to_string();
+    assert!(
+        message.contains("CIFAR-10 (test split) not found"),
+        "{message}"
+    );
+    assert!(message.contains("checksum mismatch"), "{message}");
+    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+
+    // The good mirror: the archive is fetched, checked, unpacked flat and removed.
+    let source = source.downloader(downloader([
+        server.mirror("missing"),
+        server.mirror("good"),
+    ]));
+    let test = source.load(Split::Test).unwrap();
+    assert_eq!(test.len(), 7);
+    assert_eq!(test.image_shape(), [3, 32, 32]);
+    // Record 3 of the test batch (batch index 5).
+    assert_eq!(test.label(3), 8);
+    assert_eq!(
+        listing(&dir),
+        [
+            "batches.meta.txt",
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin"
+        ]
+    );
+    // The training split is there now too: loading it asks the server nothing.
+    let before = server.requests().len();
+    let train = source.load(Split::Train).unwrap();
+    assert_eq!(train.len(), 35);
+    assert_eq!(server.requests().len(), before);
+    // The official configuration names the official archive.
+    assert_eq!(
+        Cifar10::downloader().urls("cifar-10-binary.tar.gz"),
+        ["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"]
+    );
+    assert_eq!(
+        Cifar10::downloader().expected_md5("cifar-10-binary.tar.gz"),
+        Some("c32a1d4ab5d03f1284b67883e8d87530")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&served).unwrap();
 }

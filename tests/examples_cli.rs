@@ -6,13 +6,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "mnist",
     "transfer",
     "visualize",
     "augment",
     "zoo",
     "explain",
+    "fine_tune",
 ];
 
 /// `target/<profile>/examples/<name>`, next to this test's own `target/<profile>/deps/`.
@@ -54,6 +55,8 @@ fn bad_values_are_rejected_with_clap_messages() {
         ("transfer", &["--shots", "x"][..]),
         ("zoo", &["--threads", "0"][..]),
         ("augment", &[][..]),
+        ("fine_tune", &["--model", "alexnet"][..]),
+        ("fine_tune", &["--size", "4"][..]),
     ] {
         let Some(path) = example(name) else {
             eprintln!("skipped: example {name} not built");

@@ -58,6 +58,46 @@ pub trait Dataset: Send + Sync {
         self.write_image(index, &mut data);
         Tensor::from_vec(data, &shape).expect("buffer sized from image_shape")
     }
+
+    /// [`write_image`](Dataset::write_image) for datasets whose samples can fail to read (a
+    /// file that does not decode, an image of another size): the error names the sample's
+    /// source. The [`DataLoader`](super::DataLoader) reads through this, so such an error
+    /// reaches [`try_epoch`](super::DataLoader::try_epoch) and `Fit::run` as an `Err`.
+    ///
+    /// The default calls `write_image`, which cannot fail.
+    ///
+    /// # Errors
+    ///
+    /// Whatever reading sample `index` can meet; see the implementing type.
+    ///
+    /// # Panics
+    ///
+    /// As [`write_image`](Dataset::write_image).
+    fn try_write_image(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        self.write_image(index, out);
+        Ok(())
+    }
+
+    /// Image `index` as a tensor `[channels, height, width]` at its own size, which may differ
+    /// from [`image_shape`](Dataset::image_shape) for a dataset of images of several sizes (an
+    /// [`ImageFolder`](super::ImageFolder) without a resize); an augmentation then has to bring
+    /// every image to one size. The loader reads augmented samples through this.
+    ///
+    /// The default calls [`image`](Dataset::image), which cannot fail.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_write_image`](Dataset::try_write_image).
+    fn try_image(&self, index: usize) -> Result<Tensor> {
+        Ok(self.image(index))
+    }
+
+    /// Whether reading a sample costs much more than copying it (decoding a file): the
+    /// [`DataLoader`](super::DataLoader) then reads the samples of every batch in parallel,
+    /// however small the batch. `false` unless a type says otherwise.
+    fn costly_reads(&self) -> bool {
+        false
+    }
 }
 
 impl<D: Dataset + ?Sized> Dataset for Arc<D> {
@@ -75,6 +115,15 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     }
     fn image(&self, index: usize) -> Tensor {
         (**self).image(index)
+    }
+    fn try_write_image(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        (**self).try_write_image(index, out)
+    }
+    fn try_image(&self, index: usize) -> Result<Tensor> {
+        (**self).try_image(index)
+    }
+    fn costly_reads(&self) -> bool {
+        (**self).costly_reads()
     }
 }
 
@@ -333,6 +382,17 @@ impl<D: Dataset> Dataset for Subset<D> {
     fn image(&self, index: usize) -> Tensor {
         expect_index("Subset::image", "index", index, self.len());
         self.dataset.image(self.indices[index])
+    }
+    fn try_write_image(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        expect_index("Subset::try_write_image", "index", index, self.len());
+        self.dataset.try_write_image(self.indices[index], out)
+    }
+    fn try_image(&self, index: usize) -> Result<Tensor> {
+        expect_index("Subset::try_image", "index", index, self.len());
+        self.dataset.try_image(self.indices[index])
+    }
+    fn costly_reads(&self) -> bool {
+        self.dataset.costly_reads()
     }
 }
 

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use super::dataset::{Dataset, permutation};
+use crate::error::{Error, Result};
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::tensor::{PARALLEL_ELEMENTWISE_THRESHOLD, Tensor};
 use crate::transforms::photometric::{check_mean_std, normalize_planes};
@@ -55,6 +56,12 @@ struct Normalize {
 /// dataset: the images are the same on any number of threads and with any batch size.
 /// Order per batch: pixels in `[0, 1]`, then the augmentation, then the normalisation.
 ///
+/// A dataset read from files ([`ImageFolder`](super::ImageFolder)) can fail while a batch is
+/// assembled: [`try_epoch`](Self::try_epoch) gives each batch as a `Result`, and `Fit::run`,
+/// `evaluate` and `find_lr` return such an error. Iterating with [`epoch`](Self::epoch) or
+/// `for batch in &loader` panics with it instead, the way indexing panics where `get` would
+/// not.
+///
 /// # Examples
 ///
 /// ```
@@ -83,7 +90,7 @@ pub struct DataLoader {
     drop_last: bool,
     normalize: Option<Normalize>,
     augment: Option<Arc<dyn Transform>>,
-    prefetch: bool,
+    prefetch: usize,
     next_epoch: AtomicU64,
 }
 
@@ -110,7 +117,7 @@ impl DataLoader {
             drop_last: false,
             normalize: None,
             augment: None,
-            prefetch: false,
+            prefetch: 0,
             next_epoch: AtomicU64::new(0),
         }
     }
@@ -158,7 +165,16 @@ impl DataLoader {
     /// cores the training step already keeps busy the overlap gains nothing; it pays when a
     /// costly augmentation meets a step that leaves cores idle.
     pub fn prefetch(mut self, prefetch: bool) -> Self {
-        self.prefetch = prefetch;
+        self.prefetch = usize::from(prefetch);
+        self
+    }
+
+    /// Prepares up to `depth` batches ahead on a background thread (0 turns prefetching off,
+    /// 1 is [`prefetch(true)`](Self::prefetch)). Memory is bounded by the depth: at most
+    /// `depth` finished batches wait, one more is being assembled, and a sample is read (for
+    /// an [`ImageFolder`](super::ImageFolder), decoded) only for the batch being assembled.
+    pub fn prefetch_depth(mut self, depth: usize) -> Self {
+        self.prefetch = depth;
         self
     }
 
@@ -188,6 +204,11 @@ impl DataLoader {
     }
 
     /// The batches of epoch `epoch`.
+    ///
+    /// # Panics
+    ///
+    /// If a sample cannot be read (a file that does not decode): use
+    /// [`try_epoch`](Self::try_epoch) to get that as an error.
     pub fn epoch(&self, epoch: u64) -> Batches {
         let n = self.dataset.len();
         let order = if self.shuffle {
@@ -205,8 +226,8 @@ impl DataLoader {
             batch_size: self.batch_size,
         });
         let count = self.len();
-        if self.prefetch {
-            Batches::prefetching(assembler, count)
+        if self.prefetch > 0 {
+            Batches::prefetching(assembler, count, self.prefetch)
         } else {
             Batches {
                 source: Source::Inline(assembler),
@@ -217,8 +238,33 @@ impl DataLoader {
     }
 
     /// The batches of the next epoch: 0 on the first call, then 1, 2, ...
+    ///
+    /// # Panics
+    ///
+    /// As [`epoch`](Self::epoch).
     pub fn iter(&self) -> Batches {
         self.epoch(self.next_epoch.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The batches of epoch `epoch`, each a `Result`: a sample that cannot be read (a file
+    /// that does not decode, an image of another size than the rest) ends the epoch with an
+    /// error that names it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::data::{DataLoader, ImageDataset};
+    ///
+    /// let data = ImageDataset::from_u8(vec![0; 6 * 4], [1, 2, 2], (0..6).collect())?;
+    /// let loader = DataLoader::new(data, 4);
+    /// for batch in loader.try_epoch(0) {
+    ///     let batch = batch?;
+    ///     assert!(batch.len() <= 4);
+    /// }
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn try_epoch(&self, epoch: u64) -> TryBatches {
+        TryBatches(self.epoch(epoch))
     }
 }
 
@@ -258,59 +304,76 @@ struct Assembler {
 }
 
 impl Assembler {
-    fn batch(&self, b: usize) -> Batch {
+    fn batch(&self, b: usize) -> Result<Batch> {
         let start = b * self.batch_size;
         let end = (start + self.batch_size).min(self.order.len());
         let indices = &self.order[start..end];
         let (mut data, shape) = match &self.augment {
-            None => self.plain(indices),
-            Some(transform) => self.augmented(transform.as_ref(), indices),
+            None => self.plain(indices)?,
+            Some(transform) => self.augmented(transform.as_ref(), indices)?,
         };
         if let Some(normalize) = &self.normalize {
             normalize_in_place(&mut data, &shape, normalize);
         }
-        Batch {
+        Ok(Batch {
             images: Tensor::from_vec(data, &shape).expect("buffer sized from the batch shape"),
             labels: indices.iter().map(|&i| self.dataset.label(i)).collect(),
-        }
+        })
     }
 
-    fn plain(&self, indices: &[usize]) -> (Vec<f32>, Vec<usize>) {
+    fn plain(&self, indices: &[usize]) -> Result<(Vec<f32>, Vec<usize>)> {
         let [c, h, w] = self.dataset.image_shape();
         let size = c * h * w;
         let mut data = vec![0.0; indices.len() * size];
-        // An MNIST batch of 64 converts in microseconds: only big batches repay a fork-join.
-        if data.len() >= PARALLEL_ELEMENTWISE_THRESHOLD && size > 0 {
+        // An MNIST batch of 64 converts in microseconds: only big batches, or samples that
+        // are decoded from files, repay a fork-join.
+        let parallel = data.len() >= PARALLEL_ELEMENTWISE_THRESHOLD || self.dataset.costly_reads();
+        if parallel && size > 0 {
             data.par_chunks_mut(size)
                 .zip(indices.par_iter())
-                .for_each(|(out, &i)| self.dataset.write_image(i, out));
+                .try_for_each(|(out, &i)| self.dataset.try_write_image(i, out))?;
         } else if size > 0 {
             for (out, &i) in data.chunks_mut(size).zip(indices) {
-                self.dataset.write_image(i, out);
+                self.dataset.try_write_image(i, out)?;
             }
         }
-        (data, vec![indices.len(), c, h, w])
+        Ok((data, vec![indices.len(), c, h, w]))
     }
 
-    fn augmented(&self, transform: &dyn Transform, indices: &[usize]) -> (Vec<f32>, Vec<usize>) {
+    fn augmented(
+        &self,
+        transform: &dyn Transform,
+        indices: &[usize],
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
         let images: Vec<Tensor> = indices
             .par_iter()
             .map(|&i| {
                 let mut rng = sample_rng(self.seed, self.epoch, i as u64);
-                transform.apply(&self.dataset.image(i), &mut rng)
+                Ok(transform.apply(&self.dataset.try_image(i)?, &mut rng))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let sample_shape = images.first().map_or_else(
             || self.dataset.image_shape().to_vec(),
             |t| t.shape().to_vec(),
         );
         if sample_shape.len() != 3 || images.iter().any(|t| t.shape() != sample_shape) {
-            let shapes: Vec<String> = images.iter().map(|t| shape_str(t.shape())).collect();
-            contract_violation(
+            // Images of several sizes (a folder of photos) need a transform that ends in one
+            // size; say which samples differ.
+            let first = indices.first().copied().unwrap_or_default();
+            let (at, odd) = indices
+                .iter()
+                .zip(&images)
+                .find(|(_, t)| t.shape() != sample_shape)
+                .map_or((first, &images[0]), |(&i, t)| (i, t));
+            return Err(Error::invalid_data(
                 "DataLoader",
-                "augmentation must return images [C, H, W] of one shape",
-                format_args!("got {}", shapes.join(", ")),
-            );
+                format!(
+                    "augmentation that returns images [C, H, W] of one shape (sample {first} \
+                     came out {}; end the augmentation with a fixed-size crop or resize)",
+                    shape_str(&sample_shape)
+                ),
+                format!("sample {at} as {}", shape_str(odd.shape())),
+            ));
         }
         let mut data = Vec::with_capacity(images.len() * sample_shape.iter().product::<usize>());
         for image in &images {
@@ -318,7 +381,7 @@ impl Assembler {
         }
         let mut shape = vec![images.len()];
         shape.extend_from_slice(&sample_shape);
-        (data, shape)
+        Ok((data, shape))
     }
 }
 
@@ -341,12 +404,16 @@ enum Source {
     Inline(Arc<Assembler>),
     /// Built one ahead on a background thread.
     Prefetch {
-        receiver: Option<Receiver<Batch>>,
+        receiver: Option<Receiver<Result<Batch>>>,
         thread: Option<JoinHandle<()>>,
     },
 }
 
 /// The batches of one epoch, in order; made by [`DataLoader::epoch`] or [`DataLoader::iter`].
+///
+/// # Panics
+///
+/// Iterating panics if a sample cannot be read; [`TryBatches`] gives that as an error.
 pub struct Batches {
     source: Source,
     next: usize,
@@ -354,14 +421,17 @@ pub struct Batches {
 }
 
 impl Batches {
-    fn prefetching(assembler: Arc<Assembler>, count: usize) -> Self {
-        // A rendezvous channel: the thread builds exactly one batch ahead, then waits.
-        let (sender, receiver) = sync_channel(0);
+    fn prefetching(assembler: Arc<Assembler>, count: usize, depth: usize) -> Self {
+        // With a rendezvous channel (depth 1) the thread builds exactly one batch ahead, then
+        // waits; each extra unit of depth lets one more finished batch wait in the channel.
+        let (sender, receiver) = sync_channel(depth - 1);
         let thread = std::thread::Builder::new()
             .name("striate-prefetch".into())
             .spawn(move || {
                 for b in 0..count {
-                    if sender.send(assembler.batch(b)).is_err() {
+                    let batch = assembler.batch(b);
+                    let failed = batch.is_err();
+                    if sender.send(batch).is_err() || failed {
                         break;
                     }
                 }
@@ -378,10 +448,10 @@ impl Batches {
     }
 }
 
-impl Iterator for Batches {
-    type Item = Batch;
-
-    fn next(&mut self) -> Option<Batch> {
+impl Batches {
+    /// The next batch, or the error that kept it from being assembled (after which the epoch
+    /// ends).
+    fn next_result(&mut self) -> Option<Result<Batch>> {
         if self.next >= self.count {
             return None;
         }
@@ -399,8 +469,23 @@ impl Iterator for Batches {
                 }
             }
         };
-        self.next += 1;
+        // After an error the epoch is over: the prefetch thread has stopped.
+        self.next = if batch.is_err() {
+            self.count
+        } else {
+            self.next + 1
+        };
         Some(batch)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        self.next_result().map(|batch| {
+            batch.unwrap_or_else(|error| panic!("{error} (try_epoch gives this as an Err)"))
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -410,6 +495,22 @@ impl Iterator for Batches {
 }
 
 impl ExactSizeIterator for Batches {}
+
+/// The batches of one epoch as `Result`s; made by [`DataLoader::try_epoch`]. After an error
+/// the iterator ends.
+pub struct TryBatches(Batches);
+
+impl Iterator for TryBatches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        self.0.next_result()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
 
 impl Drop for Batches {
     fn drop(&mut self) {
@@ -569,7 +670,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "DataLoader: augmentation must return images [C, H, W] of one shape")]
+    #[should_panic(
+        expected = "DataLoader: expected augmentation that returns images [C, H, W] of one shape"
+    )]
     fn augmentation_shapes_must_agree() {
         // Image 0 keeps its shape, the others are cropped.
         let loader = DataLoader::new(numbered(4), 4).augment(|t: &Tensor, _: &mut dyn Rng| {

@@ -1,73 +1,22 @@
-//! MNIST and Fashion-MNIST: where their files are looked for, and loading them.
+//! MNIST and Fashion-MNIST: their published files, and reading them.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::dataset::ImageDataset;
 use super::download::Downloader;
 use super::idx::read_idx;
+use super::source::{Catalog, DataFile, DataSource, Layout, Split};
 use crate::error::{Error, Result};
-
-/// The environment variable naming a directory that holds `mnist/` and `fashion-mnist/`.
-pub const DATA_ENV: &str = "STRIATE_DATA";
 
 /// The side of an MNIST-family image, in pixels.
 const SIDE: usize = 28;
 /// MNIST-family datasets have ten classes.
 const CLASSES: usize = 10;
 
-/// Which part of a dataset to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Split {
-    /// The training set (60,000 images in the official releases).
-    Train,
-    /// The test set (10,000 images).
-    Test,
-}
-
-/// One published file of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataFile {
-    /// The file name, as published (`.gz`).
-    pub name: &'static str,
-    /// The MD5 of the published file, in hex.
-    pub md5: &'static str,
-    /// The size of the published file in bytes: a download stops as soon as it exceeds it.
-    pub size: u64,
-}
-
-/// Everything that differs between MNIST-family datasets.
-#[derive(Debug)]
-struct Catalog {
-    title: &'static str,
-    folder: &'static str,
-    /// Train images, train labels, test images, test labels.
-    files: [DataFile; 4],
-    mirrors: &'static [&'static str],
-    system_dirs: &'static [&'static str],
-}
-
-impl Catalog {
-    fn split_files(&self, split: Split) -> [&DataFile; 2] {
-        match split {
-            Split::Train => [&self.files[0], &self.files[1]],
-            Split::Test => [&self.files[2], &self.files[3]],
-        }
-    }
-
-    fn downloader(&self) -> Downloader {
-        self.files
-            .iter()
-            .fold(Downloader::new(self.mirrors.iter().copied()), |d, file| {
-                d.expected(file.name, file.md5, file.size)
-            })
-    }
-}
-
 const MNIST: Catalog = Catalog {
     title: "MNIST",
     folder: "mnist",
-    files: [
+    layout: Layout::Idx([
         DataFile {
             name: "train-images-idx3-ubyte.gz",
             md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -88,7 +37,7 @@ const MNIST: Catalog = Catalog {
             md5: "ec29112dd5afa0611ce80d1b7f02629c",
             size: 4542,
         },
-    ],
+    ]),
     // yann.lecun.com, the original home, answers 403 to scripted downloads nowadays.
     mirrors: &[
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -100,7 +49,7 @@ const MNIST: Catalog = Catalog {
 const FASHION_MNIST: Catalog = Catalog {
     title: "Fashion-MNIST",
     folder: "fashion-mnist",
-    files: [
+    layout: Layout::Idx([
         DataFile {
             name: "train-images-idx3-ubyte.gz",
             md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -121,10 +70,18 @@ const FASHION_MNIST: Catalog = Catalog {
             md5: "bb300cfdad3c16e7a12a480ee83cd310",
             size: 5148,
         },
-    ],
+    ]),
     mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
     system_dirs: &["/usr/share/datasets/fashion-mnist"],
 };
+
+/// The four files of an IDX catalog.
+const fn idx_files(catalog: &Catalog) -> [DataFile; 4] {
+    match &catalog.layout {
+        Layout::Idx(files) => *files,
+        Layout::Cifar(_) => panic!("not an IDX catalog"),
+    }
+}
 
 /// The MNIST handwritten digits (LeCun, Cortes, Burges): 28×28 grey images of the digits 0–9.
 ///
@@ -145,7 +102,7 @@ pub struct Mnist;
 
 impl Mnist {
     /// The four published files, their MD5 sums and sizes.
-    pub const FILES: [DataFile; 4] = MNIST.files;
+    pub const FILES: [DataFile; 4] = idx_files(&MNIST);
 
     /// Loads a split from the first place that has it (in the order [`DataSource`] gives).
     ///
@@ -188,7 +145,7 @@ pub struct FashionMnist;
 
 impl FashionMnist {
     /// The four published files, their MD5 sums and sizes.
-    pub const FILES: [DataFile; 4] = FASHION_MNIST.files;
+    pub const FILES: [DataFile; 4] = idx_files(&FASHION_MNIST);
 
     /// The class names, indexed by label.
     pub const CLASSES: [&'static str; 10] = [
@@ -226,264 +183,8 @@ impl FashionMnist {
     }
 }
 
-/// Where an MNIST-family dataset is looked for; made by [`Mnist::source`] or
-/// [`FashionMnist::source`].
-///
-/// A split is loaded from the first directory holding both of its files (`.gz` or
-/// uncompressed), searched in this order:
-///
-/// 1. the directory given to [`dir`](Self::dir): its `mnist/` (or `fashion-mnist/`) subfolder,
-///    then the directory itself;
-/// 2. `$STRIATE_DATA/mnist` (or `$STRIATE_DATA/fashion-mnist`);
-/// 3. the cache, `$XDG_CACHE_HOME/striate/mnist` or else `~/.cache/striate/mnist`;
-/// 4. for Fashion-MNIST, Debian's `/usr/share/datasets/fashion-mnist` (package
-///    `dataset-fashion-mnist`).
-///
-/// When none has them, the two files of the split are downloaded (with the `download` feature,
-/// on by default) into the given directory, or else into the cache, from the mirrors in order,
-/// each checked against its published MD5. If that fails too, the error lists every place
-/// searched, why the download failed, the file names and the URLs.
-///
-/// # Examples
-///
-/// ```no_run
-/// use striate::data::{FashionMnist, Split};
-///
-/// let train = FashionMnist::source().dir("/data/fashion").load(Split::Train)?;
-/// # Ok::<(), striate::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct DataSource {
-    catalog: &'static Catalog,
-    dir: Option<PathBuf>,
-    search: bool,
-    download: bool,
-    downloader: Downloader,
-}
-
-/// One directory that may hold the files, and why it was looked at.
-#[derive(Debug, Clone, PartialEq)]
-struct Place {
-    dir: PathBuf,
-    why: String,
-}
-
-/// The parts of the process environment the search reads, separate so tests can set them.
-#[derive(Debug, Clone, Default)]
-struct Environment {
-    data_root: Option<OsString>,
-    xdg_cache: Option<OsString>,
-    home: Option<OsString>,
-}
-
-impl Environment {
-    fn from_process() -> Self {
-        let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-        Environment {
-            data_root: non_empty(DATA_ENV),
-            xdg_cache: non_empty("XDG_CACHE_HOME"),
-            home: non_empty("HOME").or_else(|| non_empty("USERPROFILE")),
-        }
-    }
-
-    fn cache_root(&self) -> Option<PathBuf> {
-        let base = match (&self.xdg_cache, &self.home) {
-            (Some(cache), _) => PathBuf::from(cache),
-            (None, Some(home)) => Path::new(home).join(".cache"),
-            (None, None) => return None,
-        };
-        Some(base.join("striate"))
-    }
-}
-
-impl DataSource {
-    fn new(catalog: &'static Catalog) -> Self {
-        DataSource {
-            catalog,
-            dir: None,
-            search: true,
-            download: true,
-            downloader: catalog.downloader(),
-        }
-    }
-
-    /// Looks in `dir` first: in its `mnist/` (or `fashion-mnist/`) subfolder, then in `dir`
-    /// itself.
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
-        self
-    }
-
-    /// Whether to look beyond [`dir`](Self::dir): `$STRIATE_DATA`, the cache and system
-    /// directories. On by default.
-    pub fn search(mut self, search: bool) -> Self {
-        self.search = search;
-        self
-    }
-
-    /// Whether to download the files when no place has them. On by default; without the
-    /// `download` feature nothing is ever downloaded.
-    pub fn download(mut self, download: bool) -> Self {
-        self.download = download;
-        self
-    }
-
-    /// Replaces the mirrors and checksums used to download (and shown when the files are not
-    /// found).
-    pub fn downloader(mut self, downloader: Downloader) -> Self {
-        self.downloader = downloader;
-        self
-    }
-
-    /// The directory holding both files of `split`, downloading them if no place has them.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DatasetNotFound`], listing the places searched, why the download failed, the
-    /// file names and the URLs.
-    pub fn locate(&self, split: Split) -> Result<PathBuf> {
-        self.locate_in(split, &Environment::from_process())
-    }
-
-    /// Loads `split`: images `[n, 1, 28, 28]` in `[0, 1]` (kept as bytes until read), labels
-    /// `0..10`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Mnist::load`].
-    pub fn load(&self, split: Split) -> Result<ImageDataset> {
-        let dir = self.locate(split)?;
-        let [images, labels] = self.catalog.split_files(split);
-        // A file deleted since `locate` saw it makes read_idx report it missing.
-        let path = |name| existing_file(&dir, name).unwrap_or_else(|| dir.join(name));
-        load_pair(&path(images.name), &path(labels.name))
-    }
-
-    fn places(&self, env: &Environment) -> Vec<Place> {
-        let folder = self.catalog.folder;
-        let mut places = Vec::new();
-        if let Some(dir) = &self.dir {
-            for candidate in [dir.join(folder), dir.clone()] {
-                places.push(Place {
-                    dir: candidate,
-                    why: "given directory".into(),
-                });
-            }
-        }
-        if !self.search {
-            return places;
-        }
-        match &env.data_root {
-            Some(root) => places.push(Place {
-                dir: Path::new(root).join(folder),
-                why: format!("${DATA_ENV}/{folder}"),
-            }),
-            None => places.push(Place {
-                dir: PathBuf::from(format!("${DATA_ENV}/{folder}")),
-                why: format!("{DATA_ENV} is not set"),
-            }),
-        }
-        if let Some(cache) = env.cache_root() {
-            places.push(Place {
-                dir: cache.join(folder),
-                why: "cache".into(),
-            });
-        }
-        for dir in self.catalog.system_dirs {
-            places.push(Place {
-                dir: PathBuf::from(dir),
-                why: "system directory".into(),
-            });
-        }
-        places
-    }
-
-    fn locate_in(&self, split: Split, env: &Environment) -> Result<PathBuf> {
-        let needed = self.catalog.split_files(split);
-        let mut searched = Vec::new();
-        for place in self.places(env) {
-            let missing: Vec<String> = needed
-                .iter()
-                .filter(|f| existing_file(&place.dir, f.name).is_none())
-                .map(|f| format!("{}[.gz]", f.name.trim_end_matches(".gz")))
-                .collect();
-            if missing.is_empty() {
-                return Ok(place.dir);
-            }
-            let why = if place.dir.is_dir() {
-                format!("missing {}", missing.join(", "))
-            } else {
-                "no such directory".into()
-            };
-            searched.push(format!("{} ({}: {why})", place.dir.display(), place.why));
-        }
-        if !self.download {
-            return Err(self.not_found(split, searched, None));
-        }
-        let target = match (&self.dir, env.cache_root()) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(cache)) => cache.join(self.catalog.folder),
-            (None, None) => {
-                let reason = Error::Config(
-                    "no directory to download into: give one, or set HOME or XDG_CACHE_HOME".into(),
-                );
-                return Err(self.not_found(split, searched, Some(reason)));
-            }
-        };
-        match self.fetch_split(split, &target) {
-            Ok(()) => Ok(target),
-            Err(e) => Err(self.not_found(split, searched, Some(e))),
-        }
-    }
-
-    #[cfg(feature = "download")]
-    fn fetch_split(&self, split: Split, dir: &Path) -> Result<()> {
-        for file in self.catalog.split_files(split) {
-            if existing_file(dir, file.name).is_none() {
-                self.downloader.fetch(file.name, dir)?;
-            }
-        }
-        Ok(())
-    }
-
-    #[cfg(not(feature = "download"))]
-    fn fetch_split(&self, _split: Split, _dir: &Path) -> Result<()> {
-        Err(Error::Config(
-            "striate was built without its `download` feature".into(),
-        ))
-    }
-
-    fn not_found(&self, split: Split, searched: Vec<String>, download: Option<Error>) -> Error {
-        let split = match split {
-            Split::Train => "train",
-            Split::Test => "test",
-        };
-        let files: Vec<String> = self.catalog.files.iter().map(|f| f.name.into()).collect();
-        // Grouped by mirror, so the first four lines are a complete set to fetch.
-        let per_file: Vec<Vec<String>> = files.iter().map(|f| self.downloader.urls(f)).collect();
-        let urls = (0..self.downloader.mirrors().len())
-            .flat_map(|m| per_file.iter().map(move |urls| urls[m].clone()))
-            .collect();
-        Error::DatasetNotFound {
-            dataset: format!("{} ({split} split)", self.catalog.title),
-            searched,
-            files,
-            urls,
-            download: download.map(Box::new),
-        }
-    }
-}
-
-/// `dir/name` if it exists, else `dir/name` without its `.gz` (the uncompressed file).
-fn existing_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [name, name.trim_end_matches(".gz")]
-        .into_iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-}
-
 /// Reads an images file and its labels file and checks that they belong together.
-fn load_pair(images_path: &Path, labels_path: &Path) -> Result<ImageDataset> {
+pub(crate) fn load_pair(images_path: &Path, labels_path: &Path) -> Result<ImageDataset> {
     let images = read_idx(images_path, 3)?;
     let labels = read_idx(labels_path, 1)?;
     let images_origin = images_path.display().to_string();
@@ -521,8 +222,11 @@ pub(crate) mod tests {
     use flate2::Compression;
     use flate2::write::GzEncoder;
 
+    use std::path::PathBuf;
+
     use super::*;
     use crate::data::Dataset;
+    use crate::data::source::Environment;
 
     /// A fresh, empty directory under the system temp dir.
     pub(crate) fn temp_dir(tag: &str) -> PathBuf {

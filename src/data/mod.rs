@@ -1,5 +1,6 @@
-//! Datasets and batches: IDX files (MNIST, Fashion-MNIST), where to find or download them, the
-//! `Dataset` trait, and a `DataLoader` that turns a dataset into shuffled NCHW batches.
+//! Datasets and batches: IDX files (MNIST, Fashion-MNIST), CIFAR-10/100, folders of images
+//! (`ImageFolder`), where to find or download them, the `Dataset` trait, and a `DataLoader`
+//! that turns a dataset into shuffled NCHW batches.
 //!
 //! Anything read from outside returns `Result<_, striate::Error>`: a missing, truncated or
 //! corrupt file is an error naming the file, what was expected and what was found — never a
@@ -24,14 +25,23 @@
 //! # Ok::<(), striate::Error>(())
 //! ```
 
+mod cifar;
 mod dataset;
 mod download;
 mod idx;
+mod image_folder;
 mod loader;
 mod mnist;
+mod source;
 
+pub use cifar::{Cifar10, Cifar100};
 pub use dataset::{Dataset, ImageDataset, Subset, train_validation_split};
 pub use download::Downloader;
 pub use idx::{IdxArray, decode_idx, read_idx};
-pub use loader::{Batch, Batches, DataLoader};
-pub use mnist::{DATA_ENV, DataFile, DataSource, FashionMnist, Mnist, Split};
+pub use image_folder::{
+    ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, OnUndecodable, SkippedFile,
+    read_image,
+};
+pub use loader::{Batch, Batches, DataLoader, TryBatches};
+pub use mnist::{FashionMnist, Mnist};
+pub use source::{DATA_ENV, DataFile, DataSource, Split};

@@ -237,9 +237,10 @@ pub(crate) fn find_lr(
         diverged: false,
     };
     let (mut average, mut best) = (0.0f64, f64::INFINITY);
-    let mut batches = (0u64..).flat_map(|epoch| train.epoch(epoch));
+    let mut batches = (0u64..).flat_map(|epoch| train.try_epoch(epoch));
     for step in 0..range.steps {
         let Some(batch) = batches.next() else { break };
+        let batch = batch?;
         let lr = range.min_lr * growth.powi(step as i32);
         optimizer.set_learning_rate(lr);
         let tape =

@@ -443,7 +443,8 @@ impl<'a> Fit<'a> {
         let learning_rate = self.optimizer.learning_rate();
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (step, batch) in train.epoch(epoch as u64).enumerate() {
+        for (step, batch) in train.try_epoch(epoch as u64).enumerate() {
+            let batch = batch?;
             let (step_started, loss_before) = (Instant::now(), loss_sum);
             let tape_seed = self.seed
                 ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -668,7 +669,8 @@ pub fn evaluate(model: &dyn Module, loader: &DataLoader) -> Result<Evaluation> {
 fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> Result<Evaluation> {
     expect_data("evaluate: the loader", loader)?;
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-    for batch in loader.epoch(0) {
+    for batch in loader.try_epoch(0) {
+        let batch = batch?;
         let tape = Tape::inference();
         let logits = model.forward(tape.input(batch.images));
         loss_sum += loss(logits, &batch.labels).item() as f64 * batch.labels.len() as f64;
@@ -699,7 +701,8 @@ pub fn confusion_matrix(
 ) -> Result<ConfusionMatrix> {
     expect_data("confusion_matrix: the loader", loader)?;
     let mut matrix = ConfusionMatrix::new(num_classes);
-    for batch in loader.epoch(0) {
+    for batch in loader.try_epoch(0) {
+        let batch = batch?;
         let logits = model.predict(&batch.images);
         matrix.update_from_scores(&logits, &batch.labels);
     }

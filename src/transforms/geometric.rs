@@ -9,7 +9,7 @@
 use rand::{Rng, RngExt};
 
 use super::sampling::{
-    Interpolation, InverseMap, edge_index, linear_taps, reflect_index, warp_affine,
+    Interpolation, InverseMap, antialias_taps, edge_index, linear_taps, reflect_index, warp_affine,
 };
 use super::{
     Size, Transform, expect_interval, expect_non_negative, expect_positive, expect_probability,
@@ -450,6 +450,36 @@ pub fn resize(image: &Tensor, size: impl Into<Size>) -> Tensor {
     resize_window("resize", image, (0, 0), Size::new(h, w), size.into())
 }
 
+/// Resizes an image to `size` by bilinear interpolation with antialiasing: when shrinking, every
+/// input pixel under an output pixel is averaged in (torchvision's `F.resize` default,
+/// `antialias=True`, and Pillow's `Image.resize(BILINEAR)`). Enlarging is the same as
+/// [`resize`].
+///
+/// # Panics
+///
+/// If `image` is not rank 3 or is empty.
+///
+/// # Examples
+///
+/// ```
+/// use striate::Tensor;
+/// use striate::transforms::functional::resize_antialiased;
+///
+/// // Halving averages each pair, and a quarter of each neighbour.
+/// let image = Tensor::from_vec(vec![0.0, 0.0, 8.0, 8.0], &[1, 1, 4]).unwrap();
+/// assert_eq!(resize_antialiased(&image, (1, 2)).as_slice(), &[8.0 / 7.0, 48.0 / 7.0]);
+/// ```
+pub fn resize_antialiased(image: &Tensor, size: impl Into<Size>) -> Tensor {
+    let (_, h, w) = image_dims("resize_antialiased", image);
+    resize_window_antialiased(
+        "resize_antialiased",
+        image,
+        (0, 0),
+        Size::new(h, w),
+        size.into(),
+    )
+}
+
 /// Crops the `window` whose top-left pixel is `(top, left)` and resizes it to `size`, in one
 /// bilinear pass; the window's own border is replicated (torchvision's `F.resized_crop`, which
 /// crops, then resizes).
@@ -483,14 +513,9 @@ pub fn resized_crop(
     )
 }
 
-fn resize_window(
-    op: &str,
-    image: &Tensor,
-    (top, left): (usize, usize),
-    window: Size,
-    size: Size,
-) -> Tensor {
-    let (c, h, w) = image_dims(op, image);
+#[track_caller]
+fn expect_window(op: &str, image: &Tensor, (top, left): (usize, usize), window: Size) {
+    let (_, h, w) = image_dims(op, image);
     if window.height == 0 || window.width == 0 || top + window.height > h || left + window.width > w
     {
         contract_violation(
@@ -504,6 +529,74 @@ fn resize_window(
             ),
         );
     }
+}
+
+/// The window resized with or without antialiasing.
+fn resample_window(
+    op: &str,
+    image: &Tensor,
+    corner: (usize, usize),
+    window: Size,
+    size: Size,
+    antialias: bool,
+) -> Tensor {
+    if antialias {
+        resize_window_antialiased(op, image, corner, window, size)
+    } else {
+        resize_window(op, image, corner, window, size)
+    }
+}
+
+/// Antialiased resize of a window: a horizontal pass over the window's rows, then a vertical
+/// one (Pillow's order), each with the taps of [`antialias_taps`]; pixels outside the window
+/// are never read, so its border is replicated as after a crop.
+fn resize_window_antialiased(
+    op: &str,
+    image: &Tensor,
+    (top, left): (usize, usize),
+    window: Size,
+    size: Size,
+) -> Tensor {
+    expect_window(op, image, (top, left), window);
+    let (c, h, w) = image_dims(op, image);
+    let cols = antialias_taps(window.width, size.width);
+    let rows = antialias_taps(window.height, size.height);
+    let src = image.as_slice();
+    let mut across = vec![0.0f32; window.height * size.width];
+    let mut out = Vec::with_capacity(c * size.height * size.width);
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        for (y, row_out) in across.chunks_exact_mut(size.width).enumerate() {
+            let row = &plane[(top + y) * w + left..(top + y) * w + left + window.width];
+            for (o, tap) in row_out.iter_mut().zip(&cols) {
+                let taken = &row[tap.start..tap.start + tap.weights.len()];
+                *o = taken.iter().zip(&tap.weights).map(|(v, k)| v * k).sum();
+            }
+        }
+        for tap in &rows {
+            let first = out.len();
+            out.resize(first + size.width, 0.0);
+            let row_out = &mut out[first..];
+            for (k, &weight) in tap.weights.iter().enumerate() {
+                let row = &across[(tap.start + k) * size.width..(tap.start + k + 1) * size.width];
+                for (o, v) in row_out.iter_mut().zip(row) {
+                    *o += weight * v;
+                }
+            }
+        }
+    }
+    image_tensor(out, c, size.height, size.width)
+}
+
+fn resize_window(
+    op: &str,
+    image: &Tensor,
+    (top, left): (usize, usize),
+    window: Size,
+    size: Size,
+) -> Tensor {
+    expect_window(op, image, (top, left), window);
+    let (c, h, w) = image_dims(op, image);
     let rows = linear_taps(window.height, size.height);
     let cols = linear_taps(window.width, size.width);
     let src = image.as_slice();
@@ -525,11 +618,13 @@ fn resize_window(
     image_tensor(out, c, size.height, size.width)
 }
 
-/// Resizes to a fixed size by bilinear interpolation; see
-/// [`resize`](super::functional::resize) for the exact rule.
+/// Resizes by bilinear interpolation, antialiased when shrinking (torchvision's `Resize` with
+/// its default `antialias=True`): to a fixed size with [`new`](Self::new), or keeping the
+/// aspect ratio with [`shorter_side`](Self::shorter_side) (torchvision's `Resize(n)`).
 ///
-/// Unlike torchvision's `Resize(n)`, which scales the shorter edge to `n`, `Resize::new(n)`
-/// produces an `n × n` image.
+/// [`antialias(false)`](Self::antialias) gives the plain bilinear of
+/// [`resize`](super::functional::resize); with it on, the rule is that of
+/// [`resize_antialiased`](super::functional::resize_antialiased). The two agree when enlarging.
 ///
 /// # Examples
 ///
@@ -538,12 +633,26 @@ fn resize_window(
 /// use striate::Tensor;
 /// use striate::transforms::{Resize, Transform};
 ///
-/// let out = Resize::new(32).apply(&Tensor::ones(&[1, 28, 28]), &mut StdRng::seed_from_u64(0));
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let out = Resize::new(32).apply(&Tensor::ones(&[1, 28, 28]), &mut rng);
 /// assert_eq!(out.shape(), &[1, 32, 32]);
+/// // ImageNet evaluation: the shorter side to 256, then a 224 centre crop.
+/// let photo = Tensor::zeros(&[3, 375, 500]);
+/// assert_eq!(Resize::shorter_side(256).apply(&photo, &mut rng).shape(), &[3, 256, 341]);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Resize {
-    size: Size,
+    target: ResizeTarget,
+    antialias: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ResizeTarget {
+    Exact(Size),
+    ShorterSide {
+        size: usize,
+        max_size: Option<usize>,
+    },
 }
 
 impl Resize {
@@ -555,18 +664,102 @@ impl Resize {
     pub fn new(size: impl Into<Size>) -> Self {
         let size = size.into();
         expect_nonzero_size("Resize", size);
-        Resize { size }
+        Resize {
+            target: ResizeTarget::Exact(size),
+            antialias: true,
+        }
+    }
+
+    /// Scales the shorter side to `size` and the longer one in proportion, rounded down
+    /// (torchvision's `Resize(size)` with an int).
+    ///
+    /// # Panics
+    ///
+    /// If `size` is zero.
+    pub fn shorter_side(size: usize) -> Self {
+        expect_nonzero_size("Resize::shorter_side", Size::new(size, size));
+        Resize {
+            target: ResizeTarget::ShorterSide {
+                size,
+                max_size: None,
+            },
+            antialias: true,
+        }
+    }
+
+    /// With [`shorter_side`](Self::shorter_side): caps the longer side at `max_size`, shrinking
+    /// the shorter one in proportion (torchvision's `max_size`).
+    ///
+    /// # Panics
+    ///
+    /// If this is not a shorter-side resize, or `max_size` is not above its size.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        match &mut self.target {
+            ResizeTarget::ShorterSide {
+                size,
+                max_size: cap,
+            } if max_size > *size => *cap = Some(max_size),
+            target => contract_violation(
+                "Resize::max_size",
+                "max_size applies to shorter_side(size) and must exceed size",
+                format_args!("{target:?}, max_size = {max_size}"),
+            ),
+        }
+        self
+    }
+
+    /// Whether to antialias when shrinking (default `true`, as torchvision).
+    pub fn antialias(mut self, antialias: bool) -> Self {
+        self.antialias = antialias;
+        self
+    }
+
+    /// The output size for an input of `height × width`.
+    pub fn output_size(&self, height: usize, width: usize) -> Size {
+        match self.target {
+            ResizeTarget::Exact(size) => size,
+            ResizeTarget::ShorterSide { size, max_size } => {
+                // torchvision's `_compute_resized_output_size`, in Python's doubles and int().
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
+                let (mut new_short, mut new_long) =
+                    (size, (size as f64 * long as f64 / short as f64) as usize);
+                if let Some(cap) = max_size.filter(|&cap| new_long > cap) {
+                    new_short = (cap as f64 * new_short as f64 / new_long as f64) as usize;
+                    new_long = cap;
+                }
+                let (new_short, new_long) = (new_short.max(1), new_long.max(1));
+                if width <= height {
+                    Size::new(new_long, new_short)
+                } else {
+                    Size::new(new_short, new_long)
+                }
+            }
+        }
     }
 }
 
 impl Transform for Resize {
     fn apply(&self, image: &Tensor, _rng: &mut dyn Rng) -> Tensor {
-        resize(image, self.size)
+        let (_, h, w) = image_dims("Resize", image);
+        let size = self.output_size(h, w);
+        resample_window(
+            "Resize",
+            image,
+            (0, 0),
+            Size::new(h, w),
+            size,
+            self.antialias,
+        )
     }
 }
 
 /// Crops a random window of random area and aspect ratio and resizes it to a fixed size
-/// (torchvision's `RandomResizedCrop`, bilinear without antialiasing).
+/// (torchvision's `RandomResizedCrop`: bilinear, antialiased when shrinking unless
+/// [`antialias(false)`](Self::antialias)).
 ///
 /// The window covers a fraction of the image area drawn from `scale` and has a width / height
 /// ratio drawn log-uniformly from `ratio`; after ten rejected draws it falls back to the
@@ -588,6 +781,7 @@ pub struct RandomResizedCrop {
     size: Size,
     scale: (f32, f32),
     ratio: (f32, f32),
+    antialias: bool,
 }
 
 impl RandomResizedCrop {
@@ -604,7 +798,14 @@ impl RandomResizedCrop {
             size,
             scale: (0.08, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
+            antialias: true,
         }
+    }
+
+    /// Whether to antialias when the window is shrunk (default `true`, as torchvision).
+    pub fn antialias(mut self, antialias: bool) -> Self {
+        self.antialias = antialias;
+        self
     }
 
     /// The range of the window's area as a fraction of the image's.
@@ -663,12 +864,13 @@ impl Transform for RandomResizedCrop {
     fn apply(&self, image: &Tensor, rng: &mut dyn Rng) -> Tensor {
         let (_, h, w) = image_dims("RandomResizedCrop", image);
         let (top, left, wh, ww) = self.window(h, w, rng);
-        resize_window(
+        resample_window(
             "RandomResizedCrop",
             image,
             (top, left),
             Size::new(wh, ww),
             self.size,
+            self.antialias,
         )
     }
 }

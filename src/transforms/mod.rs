@@ -11,7 +11,8 @@
 //! |---|---|
 //! | [`RandomHorizontalFlip`], [`RandomVerticalFlip`] | same names |
 //! | [`RandomRotation`], [`RandomAffine`] | same names; angles counter-clockwise in both (see [`Affine`]) |
-//! | [`RandomCrop`], [`CenterCrop`], [`Resize`], [`RandomResizedCrop`] | same names; resize is bilinear without antialiasing |
+//! | [`RandomCrop`], [`CenterCrop`], [`Resize`], [`RandomResizedCrop`] | same names; bilinear, antialiased when shrinking as torchvision's default (`antialias(false)` for the plain bilinear); `Resize::shorter_side(n)` is `Resize(n)` |
+//! | [`functional::to_tensor`], [`Normalize::imagenet`] | `ToTensor` (8-bit HWC to f32 CHW in `[0, 1]`), `Normalize(IMAGENET_MEAN, IMAGENET_STD)` |
 //! | [`RandomZoom`], [`RandomTranslation`] | Keras' `RandomZoom`, `RandomTranslation` |
 //! | [`RandomBrightness`], [`RandomContrast`], [`ColorJitter`] | `ColorJitter` |
 //! | [`GaussianNoise`], [`Normalize`], [`RandomErasing`] | same names |
@@ -99,8 +100,8 @@ pub use geometric::{
     RandomZoom, Resize,
 };
 pub use photometric::{
-    Clamp, ColorJitter, EraseValue, GaussianNoise, Normalize, RandomBrightness, RandomContrast,
-    RandomErasing,
+    Clamp, ColorJitter, EraseValue, GaussianNoise, IMAGENET_MEAN, IMAGENET_STD, Normalize,
+    RandomBrightness, RandomContrast, RandomErasing,
 };
 pub use sampling::Interpolation;
 
@@ -123,10 +124,12 @@ pub use sampling::Interpolation;
 pub mod functional {
     pub use super::elastic::{displace, elastic_displacement};
     pub use super::geometric::{
-        affine, center_crop, crop, hflip, resize, resized_crop, rotate, translate, vflip,
+        affine, center_crop, crop, hflip, resize, resize_antialiased, resized_crop, rotate,
+        translate, vflip,
     };
     pub use super::photometric::{
         adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, erase, normalize,
+        to_tensor,
     };
 }
 

@@ -642,6 +642,89 @@ impl Normalize {
             std: std.to_vec(),
         }
     }
+
+    /// ImageNet's statistics, [`IMAGENET_MEAN`] and [`IMAGENET_STD`], which every torchvision
+    /// model pre-trained on ImageNet expects of its RGB input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::Tensor;
+    /// use striate::transforms::{Normalize, Transform};
+    ///
+    /// let out = Normalize::imagenet().apply(&Tensor::zeros(&[3, 1, 1]), &mut StdRng::seed_from_u64(0));
+    /// assert!((out.as_slice()[0] + 0.485 / 0.229).abs() < 1e-6);
+    /// ```
+    pub fn imagenet() -> Self {
+        Normalize::new(&IMAGENET_MEAN, &IMAGENET_STD)
+    }
+}
+
+/// The per-channel (RGB) mean of ImageNet's training images, in `[0, 1]`.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// The per-channel (RGB) standard deviation of ImageNet's training images, in `[0, 1]`.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Turns 8-bit pixels stored row by row, channels interleaved (`[height, width, channels]`, as
+/// image files and decoders give them), into an f32 image `[channels, height, width]` in
+/// `[0, 1]`, each byte divided by 255 (torchvision's `ToTensor`).
+///
+/// # Panics
+///
+/// If `pixels.len()` is not `height × width × channels`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::transforms::functional::to_tensor;
+///
+/// // One row of two RGB pixels: red, then white.
+/// let image = to_tensor(&[255, 0, 0, 255, 255, 255], 1, 2, 3);
+/// assert_eq!(image.shape(), &[3, 1, 2]);
+/// assert_eq!(image.as_slice(), &[1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+/// ```
+pub fn to_tensor(pixels: &[u8], height: usize, width: usize, channels: usize) -> Tensor {
+    let mut out = vec![0.0; pixels.len()];
+    hwc_bytes_to_chw(pixels, height, width, channels, &mut out);
+    image_tensor(out, channels, height, width)
+}
+
+/// [`to_tensor`] into a buffer of the same length.
+///
+/// # Panics
+///
+/// If `pixels` or `out` is not `height × width × channels` long.
+pub(crate) fn hwc_bytes_to_chw(
+    pixels: &[u8],
+    height: usize,
+    width: usize,
+    channels: usize,
+    out: &mut [f32],
+) {
+    let plane = height * width;
+    if pixels.len() != plane * channels || out.len() != pixels.len() {
+        contract_violation(
+            "to_tensor",
+            "pixels and output must hold height × width × channels values",
+            format_args!(
+                "{} pixels, {} outputs for [{height}, {width}, {channels}]",
+                pixels.len(),
+                out.len()
+            ),
+        );
+    }
+    if channels == 1 {
+        for (o, &b) in out.iter_mut().zip(pixels) {
+            *o = f32::from(b) / 255.0;
+        }
+        return;
+    }
+    for (p, pixel) in pixels.chunks_exact(channels).enumerate() {
+        for (c, &b) in pixel.iter().enumerate() {
+            out[c * plane + p] = f32::from(b) / 255.0;
+        }
+    }
 }
 
 impl Transform for Normalize {

@@ -260,6 +260,51 @@ pub(crate) fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
         .collect()
 }
 
+/// The taps of an antialiased linear resize: output `o` reads inputs `start..start + weights.len()`
+/// with those weights (which sum to 1).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SpanTaps {
+    pub(crate) start: usize,
+    pub(crate) weights: Vec<f32>,
+}
+
+/// The taps of an antialiased linear resize from `in_len` to `out_len` samples: Pillow's
+/// `precompute_coeffs` with its bilinear (triangle) filter, which PyTorch's
+/// `_upsample_bilinear2d_aa` (torchvision's `antialias=True`) repeats. When shrinking, the
+/// triangle is stretched by `in/out`, so every input sample under an output pixel counts;
+/// taps past the border are dropped and the rest renormalised. When enlarging it is the plain
+/// half-pixel bilinear of [`linear_taps`].
+pub(crate) fn antialias_taps(in_len: usize, out_len: usize) -> Vec<SpanTaps> {
+    debug_assert!(in_len > 0 && out_len > 0);
+    // Pillow and PyTorch compute these in double precision.
+    let scale = in_len as f64 / out_len as f64;
+    let stretch = scale.max(1.0);
+    let support = stretch;
+    (0..out_len)
+        .map(|o| {
+            let centre = (o as f64 + 0.5) * scale;
+            // Truncation toward zero, as the C casts do.
+            let start = ((centre - support + 0.5) as i64).max(0) as usize;
+            let end = ((centre + support + 0.5) as i64).min(in_len as i64) as usize;
+            let raw: Vec<f64> = (start..end)
+                .map(|i| (1.0 - ((i as f64 - centre + 0.5) / stretch).abs()).max(0.0))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let weights = raw
+                .iter()
+                .map(|&w| {
+                    if total != 0.0 {
+                        (w / total) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            SpanTaps { start, weights }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +402,31 @@ mod tests {
         assert_eq!(reflect_index(-3, 1), 0);
         let edge: Vec<usize> = (-2..6).map(|i| edge_index(i, 4)).collect();
         assert_eq!(edge, vec![0, 0, 0, 1, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn antialias_taps_average_the_inputs_under_each_output() {
+        // Halving: each output covers two inputs, and the stretched triangle reaches one more
+        // on each side with weight 1/4 (Pillow's 1/8, 3/8, 3/8, 1/8).
+        let taps = antialias_taps(8, 4);
+        assert_eq!(taps[1].start, 1);
+        assert_eq!(taps[1].weights, vec![0.125, 0.375, 0.375, 0.125]);
+        // At the border the missing tap is dropped and the rest renormalised.
+        assert_eq!(taps[0].start, 0);
+        assert_eq!(taps[0].weights, vec![3.0 / 7.0, 3.0 / 7.0, 1.0 / 7.0]);
+        // Enlarging is the plain bilinear.
+        for (span, tap) in antialias_taps(3, 7).iter().zip(linear_taps(3, 7)) {
+            let mut dense = [0.0f32; 3];
+            for (k, w) in span.weights.iter().enumerate() {
+                dense[span.start + k] += w;
+            }
+            let mut expected = [0.0f32; 3];
+            expected[tap.lo] += 1.0 - tap.frac;
+            expected[tap.hi] += tap.frac;
+            for (a, b) in dense.iter().zip(expected) {
+                assert!((a - b).abs() < 1e-6, "{dense:?} vs {expected:?}");
+            }
+        }
     }
 
     #[test]
