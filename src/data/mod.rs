@@ -33,5 +33,5 @@ mod mnist;
 pub use dataset::{Dataset, ImageDataset, Subset, train_validation_split};
 pub use download::Downloader;
 pub use idx::{IdxArray, decode_idx, read_idx};
-pub use loader::{Batch, Batches, DataLoader};
+pub use loader::{Batch, Batches, DataLoader, Shard};
 pub use mnist::{DATA_ENV, DataFile, DataSource, FashionMnist, Mnist, Split};
