@@ -37,6 +37,37 @@ struct Options {
     /// Gradient bucket size in KiB (with --distributed)
     #[arg(long, default_value_t = 1024)]
     bucket_kib: usize,
+    /// Instead of training, time the all-reduce of 1 KiB to 16 MiB (with --distributed): the
+    /// calibration of docs/distributed.md's cost model
+    #[arg(long)]
+    calibrate: bool,
+}
+
+/// Times `World::sum_f32` for sizes from 1 KiB to 16 MiB; rank 0 prints one line per size.
+fn calibrate(world: &World) -> striate::Result<()> {
+    for kib in [1usize, 4, 16, 64, 256, 1024, 4096, 16384] {
+        let len = kib * 1024 / 4;
+        let reps = (256 * 1024 / kib).clamp(10, 2000);
+        let mut data = vec![1.0f32; len];
+        for _ in 0..3 {
+            data = world.sum_f32(data)?;
+        }
+        world.barrier()?;
+        let started = std::time::Instant::now();
+        for _ in 0..reps {
+            data = world.sum_f32(data)?;
+        }
+        let seconds = started.elapsed().as_secs_f64() / reps as f64;
+        if world.is_leader() {
+            println!(
+                "allreduce ranks {} bytes {} seconds {seconds:.9} ({:.3} GB/s of data)",
+                world.size(),
+                len * 4,
+                (len * 4) as f64 / seconds / 1e9
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> striate::Result<()> {
@@ -47,6 +78,12 @@ fn main() -> striate::Result<()> {
     } else {
         None
     };
+    if options.calibrate {
+        let world = world.as_ref().ok_or_else(|| {
+            striate::Error::Config("--calibrate needs --distributed (and mpirun)".into())
+        })?;
+        return calibrate(world);
+    }
     let ranks = world.as_ref().map_or(1, World::size);
     let train = options.common.load(false, Split::Train)?;
     let samples = options.steps * options.batch_size * ranks;

@@ -27,6 +27,9 @@ const PONG: i32 = 13;
 /// Pings and pongs carry nothing; the sender's rank is the message.
 static TOKEN: u64 = 0;
 
+/// The largest message sent at once (see [`Comm::exchange`]).
+const SEGMENT_BYTES: usize = 256 * 1024;
+
 /// How long an idle communication thread sleeps between looks at its peers' pings.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 
@@ -230,8 +233,33 @@ impl Comm {
     }
 
     /// Sends `out` to rank `to` while receiving `into` from rank `from` (`usize::MAX`: no such
-    /// half), polling until both are done, serving pings and watching the peers meanwhile.
+    /// half), in segments of at most `SEGMENT_BYTES`: on loopback, messages of megabytes moved
+    /// several times slower than the same bytes in 256 KiB pieces.
     fn exchange<T: Equivalence>(
+        &mut self,
+        to: usize,
+        out: &[T],
+        from: usize,
+        into: &mut [T],
+        what: &str,
+    ) {
+        let segment = (SEGMENT_BYTES / size_of::<T>()).max(1);
+        let mut outs = out.chunks(segment);
+        let mut intos = into.chunks_mut(segment);
+        loop {
+            let (out, into) = (outs.next(), intos.next());
+            if out.is_none() && into.is_none() {
+                break;
+            }
+            let (to, out) = out.map_or((usize::MAX, &[][..]), |out| (to, out));
+            let (from, into) = into.map_or((usize::MAX, &mut [][..]), |into| (from, into));
+            self.exchange_segment(to, out, from, into, what);
+        }
+    }
+
+    /// Sends `out` to rank `to` while receiving `into` from rank `from` (`usize::MAX`: no such
+    /// half), polling until both are done, serving pings and watching the peers meanwhile.
+    fn exchange_segment<T: Equivalence>(
         &mut self,
         to: usize,
         out: &[T],
@@ -268,11 +296,14 @@ impl Comm {
 
 /// Between two polls of a pending transfer: spin briefly (a neighbour's chunk is usually
 /// microseconds away), then yield the core, then sleep, so that a rank waiting for a slower
-/// peer does not take the core its own training thread, or another rank, needs.
+/// peer does not take the core its own training thread, or another rank, needs. A large
+/// message moves in fragments that each need a poll on both sides, so polls stay frequent for
+/// as long as a transfer of many megabytes takes (sleeping after 1 ms cut the bandwidth of a
+/// 4 MB all-reduce fourfold on loopback).
 fn pause(waited: Duration) {
     if waited < Duration::from_micros(20) {
         std::hint::spin_loop();
-    } else if waited < Duration::from_millis(1) {
+    } else if waited < Duration::from_millis(20) {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(50));
