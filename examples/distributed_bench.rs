@@ -133,8 +133,9 @@ fn main() -> striate::Result<()> {
             let stats = world.stats();
             let per_step = |seconds: f64| 1e3 * seconds / options.steps as f64;
             println!(
-                "all-reduce: {} buckets of {:.2} MB per step, {:.2} ms per step, {:.2} ms of it \
-                 exposed after backward ({:.0}% hidden)",
+                "all-reduce: {} buckets, {:.2} MB per step; {:.2} ms per step from hand-over to \
+                 result (waiting for the peers included), {:.2} ms of it after backward \
+                 ({:.0}% overlapped)",
                 stats.buckets / options.steps as u64,
                 stats.bytes as f64 / options.steps as f64 / 1e6,
                 per_step(stats.reduce_seconds),

@@ -4,7 +4,8 @@
 # process and with DistributedDataParallel over gloo (2 processes x 1 thread), all with 64
 # images per rank per step, and the scaling of each. Needs the Debian packages of the README
 # (libopenmpi-dev openmpi-bin libclang-dev) and pip's torch; MNIST in $STRIATE_DATA/mnist.
-# Run it on a quiet machine: every rank needs a core of its own.
+# Each figure is the best of ROUNDS (3) runs of STEPS (60) timed steps after as many warm-up
+# steps. Run it on a quiet machine: every rank needs a core of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export STRIATE_DATA="${STRIATE_DATA:-$(cd .. && pwd)/shared/data}"
@@ -14,14 +15,22 @@ cargo build --release --features mpi --example distributed_bench
 bench=target/release/examples/distributed_bench
 mpi=(mpirun --oversubscribe --bind-to core --mca btl_vader_single_copy_mechanism none)
 
-echo "== $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-one=$("$bench" --threads 1 --steps "$steps" | tee /dev/stderr | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
-two=$("${mpi[@]}" -np 2 "$bench" --threads 1 --steps "$steps" --distributed | tee /dev/stderr \
-    | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
-torch_one=$(python3 scripts/bench_ddp.py --ranks 1 --steps "$steps" | tee /dev/stderr \
-    | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
-torch_two=$(python3 scripts/bench_ddp.py --ranks 2 --steps "$steps" | tee /dev/stderr \
-    | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
+cpu() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | xargs; }
+echo "== $(cpu 'model name') (family $(cpu 'cpu family') model $(cpu 'model')), $(nproc) cores"
+# The best of `rounds` runs of a command printing "... N samples/s ...".
+rounds="${ROUNDS:-3}"
+best() {
+    local best=0 rate
+    for _ in $(seq "$rounds"); do
+        rate=$("$@" | tee /dev/stderr | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
+        best=$(python3 -c "print(max($best, $rate))")
+    done
+    echo "$best"
+}
+one=$(best "$bench" --threads 1 --steps "$steps")
+two=$(best "${mpi[@]}" -np 2 "$bench" --threads 1 --steps "$steps" --distributed)
+torch_one=$(best python3 scripts/bench_ddp.py --ranks 1 --steps "$steps")
+torch_two=$(best python3 scripts/bench_ddp.py --ranks 2 --steps "$steps")
 python3 - "$one" "$two" "$torch_one" "$torch_two" <<'PY'
 import sys
 one, two, t1, t2 = map(float, sys.argv[1:])
