@@ -23,7 +23,7 @@ use striate::Error;
 use striate::data::{DataLoader, ImageDataset};
 use striate::distributed::{self, DistributedOptions, World};
 use striate::io::{TrainingProgress, load_weights, save_weights, state_dict};
-use striate::nn::{Conv2dConfig, Dense, Flatten, MaxPool2d, Module, Relu, Sequential};
+use striate::nn::{BatchNorm2d, Conv2dConfig, Dense, Flatten, MaxPool2d, Module, Relu, Sequential};
 use striate::optim::{Momentum, Sgd, SgdConfig};
 use striate::train::{Fit, Progress, evaluate};
 
@@ -248,6 +248,19 @@ fn two_ranks_reproduce_one_process_and_stay_identical() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// [`model`] with batch norm: its running statistics, which each rank updates from its own
+/// batches, must be rank 0's on every rank after each epoch for a checkpoint to resume.
+fn model_with_batch_norm(seed: u64) -> Sequential {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Sequential::new()
+        .push(Conv2dConfig::new(1, 6, 3).padding(1).init(&mut rng))
+        .push(BatchNorm2d::new(6))
+        .push(Relu)
+        .push(MaxPool2d::new(4))
+        .push(Flatten::new())
+        .push(Dense::new(6 * 4 * 4, 10, &mut rng))
+}
+
 /// Two epochs straight, and one epoch, a checkpoint, a fresh model and one more epoch.
 fn checkpoint_worker(out: &Path) {
     let world = World::init().unwrap();
@@ -262,10 +275,10 @@ fn checkpoint_worker(out: &Path) {
             .run(&loader)
             .unwrap();
     };
-    let (mut straight, mut straight_sgd) = (model(1), sgd());
+    let (mut straight, mut straight_sgd) = (model_with_batch_norm(1), sgd());
     run(&mut straight, &mut straight_sgd, 0, 2);
 
-    let (mut first, mut first_sgd) = (model(1), sgd());
+    let (mut first, mut first_sgd) = (model_with_batch_norm(1), sgd());
     run(&mut first, &mut first_sgd, 0, 1);
     let path = out.join("run.ckpt.safetensors");
     let progress = TrainingProgress {
@@ -275,7 +288,7 @@ fn checkpoint_worker(out: &Path) {
     };
     distributed::save_checkpoint(&world, &path, &first, &first_sgd, progress).unwrap();
 
-    let (mut resumed, mut resumed_sgd) = (model(77), sgd());
+    let (mut resumed, mut resumed_sgd) = (model_with_batch_norm(77), sgd());
     let loaded =
         distributed::load_checkpoint(&world, &path, &mut resumed, &mut resumed_sgd).unwrap();
     assert_eq!(loaded, progress);
@@ -288,7 +301,7 @@ fn checkpoint_worker(out: &Path) {
 
 fn checkpoint_other_size_worker(out: &Path) {
     let world = World::init().unwrap();
-    let (mut model, mut sgd) = (model(1), sgd());
+    let (mut model, mut sgd) = (model_with_batch_norm(1), sgd());
     let path = out.join("run.ckpt.safetensors");
     match distributed::load_checkpoint(&world, &path, &mut model, &mut sgd) {
         Err(Error::Distributed(message)) => println!("refused: {message}"),

@@ -62,7 +62,8 @@ impl<'a> Fit<'a> {
     ///   with that batch, up to summation order;
     /// - gradients are averaged over the ranks in buckets reduced during backward, and every
     ///   rank takes the same optimizer step;
-    /// - batch norm keeps per-rank statistics, as in DDP;
+    /// - batch norm normalises with each rank's batch statistics, as in DDP (there is no
+    ///   synchronised batch norm yet); its running statistics are rank 0's after every epoch;
     /// - losses, accuracies and the validation are summed over the ranks (each evaluates its
     ///   part of the validation set), so every rank's [`History`](crate::train::History)
     ///   holds the figures of the whole data; only rank 0 shows progress and writes the plot
@@ -250,6 +251,26 @@ pub(crate) fn parameter_fingerprint(model: &dyn Module) -> u64 {
     hash.finish()
 }
 
+/// Gives every rank rank 0's buffers (batch norm's running statistics).
+fn broadcast_buffers(world: &World, model: &mut dyn Module) -> Result<()> {
+    let mut mine = Vec::new();
+    model.visit_buffers(&mut |_, buffer| mine.extend_from_slice(buffer.as_slice()));
+    if mine.is_empty() {
+        return Ok(()); // the same on every rank: the models' structures were checked equal
+    }
+    let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = world.broadcast(0, bytes)?;
+    let mut values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    model.visit_buffers_mut(&mut |_, buffer| {
+        for (value, from_rank_0) in buffer.as_slice_mut().iter_mut().zip(values.by_ref()) {
+            *value = from_rank_0;
+        }
+    });
+    Ok(())
+}
+
 /// Gives every rank rank 0's parameters and buffers.
 pub(crate) fn broadcast_state(world: &World, model: &mut dyn Module) -> Result<()> {
     let state = state_dict(model);
@@ -404,6 +425,10 @@ impl Replicas for DataParallel<'_> {
                 parameter_fingerprint(model),
             )
             .map_err(|e| Error::Distributed(format!("after {at}, {e}")))
+    }
+
+    fn end_epoch(&mut self, model: &mut dyn Module) -> Result<()> {
+        broadcast_buffers(self.world, model)
     }
 
     fn sum(&mut self, values: &mut [f64]) -> Result<()> {

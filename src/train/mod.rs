@@ -571,6 +571,7 @@ impl<'a> Fit<'a> {
             );
         }
         if let Some(replicas) = &mut self.replicas {
+            replicas.end_epoch(self.model)?;
             let mut sums = [loss_sum, correct as f64, seen as f64];
             replicas.sum(&mut sums)?;
             // Exact: counts stay far below 2^53.

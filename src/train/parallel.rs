@@ -27,6 +27,11 @@ pub(crate) trait Replicas {
     /// bit-identical parameters.
     fn after_step(&mut self, model: &dyn Module, at: &str) -> Result<()>;
 
+    /// At the end of each epoch's training: gives every replica rank 0's buffers (batch
+    /// norm's running statistics, which each replica updated from its own batches), as DDP
+    /// does, so that validation, checkpoints and the trained model are those of one model.
+    fn end_epoch(&mut self, model: &mut dyn Module) -> Result<()>;
+
     /// Sums `values` over the replicas, in place.
     fn sum(&mut self, values: &mut [f64]) -> Result<()>;
 
