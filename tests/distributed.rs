@@ -15,11 +15,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use striate::Error;
+use striate::autograd::ops::batch_norm::ReplicaSum;
 use striate::data::{DataLoader, ImageDataset};
 use striate::distributed::{self, DistributedOptions, World};
 use striate::io::{TrainingProgress, load_weights, save_weights, state_dict};
@@ -38,7 +40,8 @@ fn worker() {
     };
     let out = PathBuf::from(std::env::var(OUT).expect("the output directory"));
     match name.as_str() {
-        "equivalence" => equivalence_worker(&out),
+        "equivalence" => equivalence_worker(&out, false),
+        "equivalence_sync_bn" => equivalence_worker(&out, true),
         "checkpoint" => checkpoint_worker(&out),
         "checkpoint_other_size" => checkpoint_other_size_worker(&out),
         "mismatch" => mismatch_worker(),
@@ -99,9 +102,20 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A small CNN without batch norm or dropout, so that 2 ranks can match one process exactly.
 fn model(seed: u64) -> Sequential {
+    model_with(seed, None)
+}
+
+/// [`model`], or with a synchronised batch norm after its first convolution: `Some(None)` for
+/// a plain batch norm (one process), `Some(Some(sum))` synchronised over the ranks.
+fn model_with(seed: u64, batch_norm: Option<Option<Arc<dyn ReplicaSum>>>) -> Sequential {
     let mut rng = StdRng::seed_from_u64(seed);
-    Sequential::new()
-        .push(Conv2dConfig::new(1, 6, 3).padding(1).init(&mut rng))
+    let mut model = Sequential::new().push(Conv2dConfig::new(1, 6, 3).padding(1).init(&mut rng));
+    match batch_norm {
+        Some(Some(replicas)) => model = model.push(BatchNorm2d::new(6).synchronized(replicas)),
+        Some(None) => model = model.push(BatchNorm2d::new(6)),
+        None => {}
+    }
+    model
         .push(Relu)
         .push(MaxPool2d::new(2))
         .push(Conv2dConfig::new(6, 12, 3).padding(1).init(&mut rng))
@@ -152,9 +166,15 @@ fn validation_loader() -> DataLoader {
     DataLoader::new(images(999, 2), 100).normalize(&[0.3], &[0.3])
 }
 
-fn equivalence_worker(out: &Path) {
+fn equivalence_worker(out: &Path, sync_batch_norm: bool) {
     let world = World::init().unwrap();
-    let mut model = model(world.rank() as u64 + 10); // rank 0's initial weights win
+    // Rank 0's initial weights win.
+    let seed = world.rank() as u64 + 10;
+    let mut model = if sync_batch_norm {
+        model_with(seed, Some(Some(world.replica_sum())))
+    } else {
+        model(seed)
+    };
     let mut sgd = sgd();
     let validation = validation_loader();
     let options = DistributedOptions {
@@ -186,12 +206,24 @@ fn equivalence_worker(out: &Path) {
 
 #[test]
 fn two_ranks_reproduce_one_process_and_stay_identical() {
-    let out = scratch("equivalence");
-    let (output, _) = mpirun("equivalence", 2, &out, Duration::from_secs(300));
+    two_ranks_reproduce_one_process("equivalence", None);
+}
+
+/// With a synchronised batch norm, 2 ranks reproduce one process with a plain batch norm on
+/// the global batch: the same normalisation, gradients and running statistics.
+#[test]
+fn a_synchronised_batch_norm_reproduces_one_process() {
+    two_ranks_reproduce_one_process("equivalence_sync_bn", Some(None));
+}
+
+fn two_ranks_reproduce_one_process(worker: &str, batch_norm: Option<Option<Arc<dyn ReplicaSum>>>) {
+    let out = scratch(worker);
+    let (output, _) = mpirun(worker, 2, &out, Duration::from_secs(300));
     assert!(output.status.success(), "{}", text(&output));
 
     // One process, the global batch (2 x 64), the same seeds: rank 0's initial weights.
-    let mut single = model(10);
+    let has_batch_norm = batch_norm.is_some();
+    let mut single = model_with(10, batch_norm);
     let mut optimizer = sgd();
     let validation = validation_loader();
     let history = Fit::new(&mut single, &mut optimizer)
@@ -224,7 +256,7 @@ fn two_ranks_reproduce_one_process_and_stay_identical() {
     );
 
     // The weights after 50 steps, within summation order.
-    let mut distributed = model(99);
+    let mut distributed = model_with(99, has_batch_norm.then_some(None));
     load_weights(&mut distributed, out.join("weights.safetensors")).unwrap();
     let mut worst = 0.0f32;
     for ((name, a), (_, b)) in state_dict(&distributed).iter().zip(state_dict(&single)) {
@@ -234,7 +266,9 @@ fn two_ranks_reproduce_one_process_and_stay_identical() {
             worst = worst.max(error);
         }
     }
-    eprintln!("largest relative weight difference after {STEPS} steps: {worst:e}");
+    eprintln!(
+        "{worker}: largest relative difference of weights and buffers after {STEPS} steps: {worst:e}"
+    );
 
     // Merged evaluation counts every validation sample once: the same accuracy as one
     // process evaluating the same weights.

@@ -56,6 +56,8 @@ pub(crate) enum Job {
     },
     /// Prints `message` and ends the whole job with a non-zero exit.
     Abort { message: String },
+    /// Finalizes MPI and ends the thread (the `World` was dropped).
+    Shutdown,
 }
 
 /// What the communication thread reports once MPI is up.
@@ -91,6 +93,7 @@ pub(crate) fn run(
     };
     loop {
         match jobs.recv_timeout(IDLE_POLL) {
+            Ok(Job::Shutdown) => break,
             Ok(job) => comm.serve_job(job),
             Err(RecvTimeoutError::Timeout) => comm.health.serve(&comm.world),
             Err(RecvTimeoutError::Disconnected) => break,
@@ -136,6 +139,7 @@ impl Comm {
                 let _ = reply.send(self.broadcast(root, data));
             }
             Job::Abort { message } => self.abort(&message),
+            Job::Shutdown => unreachable!("handled by the thread's loop"),
         }
     }
 

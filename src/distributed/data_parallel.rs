@@ -62,8 +62,9 @@ impl<'a> Fit<'a> {
     ///   with that batch, up to summation order;
     /// - gradients are averaged over the ranks in buckets reduced during backward, and every
     ///   rank takes the same optimizer step;
-    /// - batch norm normalises with each rank's batch statistics, as in DDP (there is no
-    ///   synchronised batch norm yet); its running statistics are rank 0's after every epoch;
+    /// - batch norm normalises with each rank's batch statistics, as in DDP, unless the
+    ///   layer is synchronised (`BatchNorm2d::new(c).synchronized(world.replica_sum())`,
+    ///   PyTorch's `SyncBatchNorm`); its running statistics are rank 0's after every epoch;
     /// - losses, accuracies and the validation are summed over the ranks (each evaluates its
     ///   part of the validation set), so every rank's [`History`](crate::train::History)
     ///   holds the figures of the whole data; only rank 0 shows progress and writes the plot

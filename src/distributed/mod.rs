@@ -39,7 +39,9 @@
 //! - **Same step everywhere**: the all-reduce gives every rank the same bits, and every rank
 //!   runs the same optimizer on them; [`DistributedOptions::check_replicas`] proves it after
 //!   every step.
-//! - **Batch norm** keeps per-rank statistics, as in DDP.
+//! - **Batch norm** normalises with per-rank statistics, as in DDP; a layer made with
+//!   [`BatchNorm::synchronized`](crate::nn::BatchNorm::synchronized) and
+//!   [`World::replica_sum`] uses the global batch's (PyTorch's `SyncBatchNorm`).
 //! - **Faults end the job**, never hang it: see [`World`].
 //! - **Checkpoints**: [`save_checkpoint`] writes from rank 0 and records the number of ranks;
 //!   [`load_checkpoint`] loads on every rank and refuses a checkpoint of another world size.

@@ -277,6 +277,29 @@ impl World {
         )))
     }
 
+    /// The handle a synchronised batch norm sums its statistics with:
+    /// `BatchNorm2d::new(64).synchronized(world.replica_sum())`.
+    ///
+    /// Every rank must then run the same synchronised layers in the same order, as it runs the
+    /// same model. Using it after the `World` is dropped panics.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use striate::distributed::World;
+    /// use striate::nn::BatchNorm2d;
+    ///
+    /// let world = World::init()?;
+    /// let bn = BatchNorm2d::new(64).synchronized(world.replica_sum());
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn replica_sum(&self) -> std::sync::Arc<dyn crate::autograd::ops::batch_norm::ReplicaSum> {
+        std::sync::Arc::new(ReplicaSumOverMpi {
+            rank: self.rank,
+            jobs: self.jobs.clone(),
+        })
+    }
+
     /// Prints `message` (prefixed with this rank) and ends the whole job, every rank, with a
     /// non-zero exit: for an error that struck one rank while the others wait for it.
     pub fn abort(&self, message: &str) -> ! {
@@ -304,10 +327,45 @@ impl Drop for World {
             // The peers would wait for this rank forever: end the job.
             self.abort("panicked (see the message above)");
         }
-        drop(self.jobs.take()); // the communication thread finalizes MPI and ends
+        // The communication thread finalizes MPI and ends (handles from `replica_sum` may
+        // still hold the channel open, hence the explicit job).
+        if let Some(jobs) = self.jobs.take() {
+            let _ = jobs.send(Job::Shutdown);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// [`World::replica_sum`]: sums through the communication thread.
+struct ReplicaSumOverMpi {
+    rank: usize,
+    jobs: Option<Sender<Job>>,
+}
+
+impl crate::autograd::ops::batch_norm::ReplicaSum for ReplicaSumOverMpi {
+    fn sum(&self, values: &mut [f64]) {
+        let (reply, answer) = channel();
+        let data = values.to_vec();
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job::SumF64 { data, reply }).is_ok());
+        match answer.recv() {
+            Ok(sums) if sent => values.copy_from_slice(&sums),
+            _ => panic!(
+                "rank {}: a synchronised batch norm ran after MPI was finalized (its World was \
+                 dropped)",
+                self.rank
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplicaSumOverMpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplicaSumOverMpi(rank {})", self.rank)
     }
 }
 
