@@ -20,9 +20,11 @@ echo "== $(cpu 'model name') (family $(cpu 'cpu family') model $(cpu 'model')), 
 # The best of `rounds` runs of a command printing "... N samples/s ...".
 rounds="${ROUNDS:-3}"
 best() {
-    local best=0 rate
+    local best=0 rate out
     for _ in $(seq "$rounds"); do
-        rate=$("$@" | tee /dev/stderr | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
+        out=$("$@")
+        echo "$out" >&2
+        rate=$(echo "$out" | grep -o '[0-9.]* samples/s' | cut -d' ' -f1)
         best=$(python3 -c "print(max($best, $rate))")
     done
     echo "$best"
