@@ -27,9 +27,6 @@ const PONG: i32 = 13;
 /// Pings and pongs carry nothing; the sender's rank is the message.
 static TOKEN: u64 = 0;
 
-/// The largest message sent at once (see [`Comm::exchange`]).
-const SEGMENT_BYTES: usize = 256 * 1024;
-
 /// How long an idle communication thread sleeps between looks at its peers' pings.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 
@@ -237,33 +234,8 @@ impl Comm {
     }
 
     /// Sends `out` to rank `to` while receiving `into` from rank `from` (`usize::MAX`: no such
-    /// half), in segments of at most `SEGMENT_BYTES`: on loopback, messages of megabytes moved
-    /// several times slower than the same bytes in 256 KiB pieces.
-    fn exchange<T: Equivalence>(
-        &mut self,
-        to: usize,
-        out: &[T],
-        from: usize,
-        into: &mut [T],
-        what: &str,
-    ) {
-        let segment = (SEGMENT_BYTES / size_of::<T>()).max(1);
-        let mut outs = out.chunks(segment);
-        let mut intos = into.chunks_mut(segment);
-        loop {
-            let (out, into) = (outs.next(), intos.next());
-            if out.is_none() && into.is_none() {
-                break;
-            }
-            let (to, out) = out.map_or((usize::MAX, &[][..]), |out| (to, out));
-            let (from, into) = into.map_or((usize::MAX, &mut [][..]), |into| (from, into));
-            self.exchange_segment(to, out, from, into, what);
-        }
-    }
-
-    /// Sends `out` to rank `to` while receiving `into` from rank `from` (`usize::MAX`: no such
     /// half), polling until both are done, serving pings and watching the peers meanwhile.
-    fn exchange_segment<T: Equivalence>(
+    fn exchange<T: Equivalence>(
         &mut self,
         to: usize,
         out: &[T],
