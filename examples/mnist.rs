@@ -4,6 +4,7 @@
 //! cargo run --release --example mnist                      # MNIST, 8 epochs
 //! cargo run --release --example mnist -- --dataset fashion --epochs 10
 //! cargo run --release --example mnist -- --augment         # rotations, shifts, zooms, elastic
+//! mpirun -np 2 cargo run --release --features mpi --example mnist -- --distributed
 //! ```
 //!
 //! `--help` lists the flags. Data is found in `--data-dir`, then `$STRIATE_DATA`, then
@@ -49,6 +50,30 @@ struct Options {
     /// deformations, drawn from the seed in the loader's workers (tuned on MNIST digits)
     #[arg(long)]
     augment: bool,
+    /// Train data-parallel over MPI, one replica per rank, each with `--batch-size` samples
+    /// per step; start with `mpirun -np N` (needs the `mpi` feature)
+    #[arg(long)]
+    distributed: bool,
+}
+
+/// The MPI job this process is a rank of; with no `mpi` feature there is none to join.
+#[cfg(feature = "mpi")]
+type World = striate::distributed::World;
+#[cfg(not(feature = "mpi"))]
+enum World {}
+
+fn join_world(distributed: bool) -> striate::Result<Option<World>> {
+    if !distributed {
+        return Ok(None);
+    }
+    #[cfg(feature = "mpi")]
+    return World::init().map(Some);
+    #[cfg(not(feature = "mpi"))]
+    Err(striate::Error::Config(
+        "--distributed needs the mpi feature: mpirun -np 2 cargo run --release --features mpi \
+         --example mnist -- --distributed"
+            .into(),
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,18 +94,35 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 fn main() -> striate::Result<()> {
     let options = Options::parse();
     options.common.start_threads()?;
-    run(&options)
+    let world = join_world(options.distributed)?;
+    run(&options, world.as_ref())
 }
 
-fn run(options: &Options) -> striate::Result<()> {
+fn run(options: &Options, world: Option<&World>) -> striate::Result<()> {
+    // In a distributed run rank 0 alone speaks.
+    #[cfg(feature = "mpi")]
+    let leader = world.is_none_or(|w| w.is_leader());
+    #[cfg(not(feature = "mpi"))]
+    let leader = true;
+    macro_rules! say {
+        ($($arg:tt)*) => { if leader { println!($($arg)*) } };
+    }
     let fashion = options.dataset == Which::Fashion;
     let name = if fashion { "Fashion-MNIST" } else { "MNIST" };
     let (train, test) = (
         options.common.load(fashion, Split::Train)?,
         options.common.load(fashion, Split::Test)?,
     );
-    println!("striate on {} threads", striate::num_threads());
-    println!(
+    say!("striate on {} threads", striate::num_threads());
+    #[cfg(feature = "mpi")]
+    if let Some(world) = world {
+        say!(
+            "data-parallel on {} ranks, global batch {}",
+            world.size(),
+            world.size() as u32 * options.batch_size
+        );
+    }
+    say!(
         "{name}: {} training images, {} test images",
         train.labels().len(),
         test.labels().len()
@@ -103,7 +145,7 @@ fn run(options: &Options) -> striate::Result<()> {
     let test_loader = DataLoader::new(test, 256).normalize(&[mean], &[std]);
 
     let mut model = mnist_cnn(10, &mut StdRng::seed_from_u64(seed));
-    println!("model: {} parameters", model.num_params());
+    say!("model: {} parameters", model.num_params());
     let mut sgd = Sgd::new(SgdConfig {
         learning_rate: options.learning_rate,
         momentum: Some(Momentum::classic(0.9)),
@@ -121,16 +163,33 @@ fn run(options: &Options) -> striate::Result<()> {
     if let Some(path) = &options.plot {
         fit = fit.plot(path);
     }
+    if let Some(world) = world {
+        #[cfg(feature = "mpi")]
+        {
+            fit = fit.distributed(world);
+        }
+        #[cfg(not(feature = "mpi"))]
+        match *world {}
+    }
     let history = fit.run(&train_loader)?;
     let last = history.last().expect("at least one epoch");
-    println!(
+    say!(
         "test accuracy {:.2}% after {} epochs ({:.1} s of training)",
         100.0 * last.val_accuracy.unwrap_or(0.0),
         history.epochs.len(),
         history.epochs.iter().map(|e| e.train_seconds).sum::<f64>()
     );
 
-    let matrix = confusion_matrix(&model, &test_loader, 10)?;
+    let matrix = match world {
+        #[cfg(feature = "mpi")]
+        Some(world) => striate::distributed::confusion_matrix(world, &model, &test_loader, 10)?,
+        #[cfg(not(feature = "mpi"))]
+        Some(world) => match *world {},
+        None => confusion_matrix(&model, &test_loader, 10)?,
+    };
+    if !leader {
+        return Ok(());
+    }
     let names: Vec<String> = if fashion {
         FashionMnist::CLASSES
             .iter()

@@ -62,6 +62,10 @@ pub enum Error {
     },
     /// A request that the environment refused, such as configuring the thread pool twice.
     Config(String),
+    /// Replicas of a data-parallel job that cannot train together (different models, data or
+    /// run lengths, a checkpoint of another world size), or a group that could not be set up.
+    /// The message names the ranks involved.
+    Distributed(String),
     /// A state dict that does not fit what it is loaded into. Every problem is listed, and
     /// nothing was loaded.
     StateDict {
@@ -175,7 +179,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Config(message) => f.write_str(message),
+            Error::Config(message) | Error::Distributed(message) => f.write_str(message),
             Error::StateDict {
                 target,
                 missing,

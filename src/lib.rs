@@ -93,6 +93,8 @@
 
 pub mod autograd;
 pub mod data;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod error;
 pub mod explain;
 pub mod io;

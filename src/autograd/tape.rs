@@ -22,6 +22,9 @@ pub enum Mode {
     Eval,
 }
 
+/// Called with each parameter's gradient as soon as backward has completed it.
+pub(crate) type GradientReady<'h> = dyn FnMut(ParamId, &Tensor) + 'h;
+
 /// The local derivative rule of one recorded op.
 ///
 /// An op saves what its backward needs (inputs, outputs, indices) in a struct implementing this
@@ -387,7 +390,16 @@ impl Tape {
     /// gradient from its consumers, freeing it once passed on, and collecting leaf gradients.
     /// `seed` is the gradient of `root` (`Jᵀ·seed` is what flows down); `None` seeds a
     /// one-element loss with 1.
-    pub(crate) fn backward_from(&self, root: usize, seed: Option<&Tensor>) -> super::Gradients {
+    ///
+    /// `on_ready`, if given, is called once for each parameter the loss depends on, as soon as
+    /// its gradient is complete (at its earliest leaf on the tape, the last one walked), while
+    /// the rest of the pass still runs: data-parallel training starts reducing it there.
+    pub(crate) fn backward_from(
+        &self,
+        root: usize,
+        seed: Option<&Tensor>,
+        mut on_ready: Option<&mut GradientReady<'_>>,
+    ) -> super::Gradients {
         if !self.records {
             contract_violation(
                 "backward",
@@ -430,6 +442,16 @@ impl Tape {
                 Tensor::ones(&root_shape)
             }
         };
+        // A parameter read more than once has several leaves; its gradient is complete at the
+        // first of them, which the reverse walk reaches last.
+        let mut earliest_leaf = std::collections::HashMap::new();
+        if on_ready.is_some() {
+            for (index, node) in nodes[..=root].iter().enumerate().rev() {
+                if let Leaf::Param(id) = node.leaf {
+                    earliest_leaf.insert(id, index);
+                }
+            }
+        }
         let mut gradients = super::Gradients::new(self.id);
         let mut grads: Vec<Option<Tensor>> = vec![None; root + 1];
         if nodes[root].requires_grad {
@@ -440,7 +462,15 @@ impl Tape {
                 continue;
             };
             match nodes[index].leaf {
-                Leaf::Param(id) => gradients.accumulate_param(id, grad),
+                Leaf::Param(id) => {
+                    gradients.accumulate_param(id, grad);
+                    if let Some(on_ready) = on_ready.as_mut()
+                        && earliest_leaf.get(&id) == Some(&index)
+                        && let Some(complete) = gradients.get_by_id(id)
+                    {
+                        on_ready(id, complete);
+                    }
+                }
                 Leaf::Variable => gradients.insert_variable(index, grad),
                 Leaf::No => {
                     // Taking the rule frees what it saved as soon as it has run.

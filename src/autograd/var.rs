@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::gradients::Gradients;
+use super::param::ParamId;
 use super::tape::Tape;
 use crate::tensor::Tensor;
 
@@ -104,7 +105,37 @@ impl<'t> Var<'t> {
     /// If the tape is an inference tape, if the value does not hold exactly one element, or if
     /// the tape was already used for a backward pass.
     pub fn backward(self) -> Gradients {
-        self.tape.backward_from(self.node, None)
+        self.tape.backward_from(self.node, None, None)
+    }
+
+    /// [`Var::backward`], calling `on_ready(id, gradient)` once for each parameter the loss
+    /// depends on as soon as its gradient is complete, while the pass goes on to the earlier
+    /// layers (PyTorch's gradient-ready hooks). Data-parallel training uses it to start
+    /// reducing the last layers' gradients while the first layers' are still being computed.
+    /// The returned [`Gradients`] hold the same values `on_ready` saw.
+    ///
+    /// # Panics
+    ///
+    /// As [`Var::backward`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::{Param, Tape, Tensor};
+    ///
+    /// let first = Param::new("first", Tensor::from_vec(vec![2.0], &[1]).unwrap());
+    /// let last = Param::new("last", Tensor::from_vec(vec![3.0], &[1]).unwrap());
+    /// let tape = Tape::training();
+    /// let x = tape.input(Tensor::from_vec(vec![1.0], &[1]).unwrap());
+    /// let loss = (x * tape.param(&first) * tape.param(&last)).sum();
+    /// let mut order = Vec::new();
+    /// let grads = loss.backward_with_hook(&mut |id, gradient| order.push((id, gradient.as_slice()[0])));
+    /// // the later layer's gradient is ready first
+    /// assert_eq!(order, [(last.id(), 2.0), (first.id(), 3.0)]);
+    /// assert_eq!(grads.get(&first).unwrap().as_slice(), &[3.0]);
+    /// ```
+    pub fn backward_with_hook(self, on_ready: &mut dyn FnMut(ParamId, &Tensor)) -> Gradients {
+        self.tape.backward_from(self.node, None, Some(on_ready))
     }
 
     /// Runs the backward pass from a value of any shape, given the gradient of some scalar with
@@ -130,7 +161,7 @@ impl<'t> Var<'t> {
     /// assert_eq!(grads.wrt(x).unwrap().as_slice(), &[2.0, 2.0, -6.0]);
     /// ```
     pub fn backward_with(self, gradient: &Tensor) -> Gradients {
-        self.tape.backward_from(self.node, Some(gradient))
+        self.tape.backward_from(self.node, Some(gradient), None)
     }
 }
 

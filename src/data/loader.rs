@@ -35,6 +35,42 @@ impl Batch {
     }
 }
 
+/// One of `replicas` shards of each epoch, for data-parallel training
+/// ([`DataLoader::epoch_shard`]): the shard of process `rank`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    rank: usize,
+    replicas: usize,
+}
+
+impl Shard {
+    /// Shard `rank` of `replicas`.
+    ///
+    /// # Panics
+    ///
+    /// If `rank >= replicas`.
+    pub fn new(rank: usize, replicas: usize) -> Shard {
+        if rank >= replicas {
+            contract_violation(
+                "Shard::new",
+                "rank must be below the number of replicas",
+                format_args!("rank {rank}, replicas {replicas}"),
+            );
+        }
+        Shard { rank, replicas }
+    }
+
+    /// This shard's index, below [`Shard::replicas`].
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of shards.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+}
+
 /// Per-channel normalisation, `(x - mean) / std` (computed by the transforms' one
 /// normalisation, so a loader and a `Normalize` transform agree to the bit).
 #[derive(Debug, Clone)]
@@ -180,12 +216,7 @@ impl DataLoader {
 
     /// The number of batches in an epoch.
     pub fn len(&self) -> usize {
-        let n = self.dataset.len();
-        if self.drop_last {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        self.batch_count(self.dataset.len())
     }
 
     /// The number of samples per batch (the last batch of an epoch may hold fewer).
@@ -210,12 +241,86 @@ impl DataLoader {
     /// If a sample cannot be read (a file that does not decode): use
     /// [`try_epoch`](Self::try_epoch) to get that as an error.
     pub fn epoch(&self, epoch: u64) -> Batches {
+        self.batches(epoch, self.order(epoch))
+    }
+
+    /// The batches of shard `shard.rank()` of epoch `epoch`, for data-parallel training: PyTorch's
+    /// `DistributedSampler` semantics. The epoch's order (the one [`DataLoader::epoch`] uses)
+    /// is dealt out in turn, sample `k` of the order to shard `k % replicas`, so batch `b` of
+    /// every shard together holds exactly batch `b` of a single loader with `replicas` times
+    /// the batch size. Every shard gets the same number of samples: when the dataset does not
+    /// divide by `replicas`, the order is padded by repeating its first samples (as PyTorch
+    /// does), or, with [`DataLoader::drop_last`], its tail is dropped. Augmentation draws per
+    /// dataset index, so a sample gets the same image in any shard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::data::{DataLoader, ImageDataset, Shard};
+    ///
+    /// let data = ImageDataset::from_u8(vec![0; 5], [1, 1, 1], vec![0, 1, 2, 3, 4])?;
+    /// let loader = DataLoader::new(data, 2);
+    /// let labels = |rank| loader.epoch_shard(0, Shard::new(rank, 2)).flat_map(|b| b.labels).collect::<Vec<_>>();
+    /// assert_eq!(labels(0), [0, 2, 4]);
+    /// assert_eq!(labels(1), [1, 3, 0]); // padded with the first sample
+    /// assert_eq!(loader.shard_len(2), 2);
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn epoch_shard(&self, epoch: u64, shard: Shard) -> Batches {
+        let order = self.order(epoch);
+        let per_shard = self.shard_samples(shard.replicas);
+        let padded = order.iter().cycle().take(per_shard * shard.replicas);
+        let mine = padded.skip(shard.rank).step_by(shard.replicas).copied();
+        self.batches(epoch, mine.collect())
+    }
+
+    /// Shard `shard.rank()` of epoch `epoch` with every sample exactly once over all shards and
+    /// no padding (shards may differ by one sample): for evaluation, whose sums over shards
+    /// then equal those of the whole dataset.
+    pub fn epoch_shard_exact(&self, epoch: u64, shard: Shard) -> Batches {
+        let order = self.order(epoch);
+        let mine = order.into_iter().skip(shard.rank).step_by(shard.replicas);
+        self.batches(epoch, mine.collect())
+    }
+
+    /// The number of batches per shard of [`DataLoader::epoch_shard`] over `replicas` shards.
+    pub fn shard_len(&self, replicas: usize) -> usize {
+        self.batch_count(self.shard_samples(replicas))
+    }
+
+    /// Samples per shard: the dataset padded up (or, with `drop_last`, cut down) to a multiple
+    /// of `replicas`, divided evenly.
+    fn shard_samples(&self, replicas: usize) -> usize {
         let n = self.dataset.len();
-        let order = if self.shuffle {
+        if self.drop_last {
+            n / replicas
+        } else {
+            n.div_ceil(replicas)
+        }
+    }
+
+    /// The number of batches `samples` samples make.
+    fn batch_count(&self, samples: usize) -> usize {
+        if self.drop_last {
+            samples / self.batch_size
+        } else {
+            samples.div_ceil(self.batch_size)
+        }
+    }
+
+    /// Epoch `epoch`'s order of the dataset's indices.
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        let n = self.dataset.len();
+        if self.shuffle {
             permutation(n, self.seed, epoch)
         } else {
             (0..n).collect()
-        };
+        }
+    }
+
+    /// The batches of `order`, in batches of `batch_size`.
+    fn batches(&self, epoch: u64, order: Vec<usize>) -> Batches {
+        let count = self.batch_count(order.len());
         let assembler = Arc::new(Assembler {
             dataset: Arc::clone(&self.dataset),
             augment: self.augment.clone(),
@@ -225,7 +330,6 @@ impl DataLoader {
             order,
             batch_size: self.batch_size,
         });
-        let count = self.len();
         if self.prefetch > 0 {
             Batches::prefetching(assembler, count, self.prefetch)
         } else {
@@ -264,7 +368,7 @@ impl DataLoader {
     /// # Ok::<(), striate::Error>(())
     /// ```
     pub fn try_epoch(&self, epoch: u64) -> TryBatches {
-        TryBatches(self.epoch(epoch))
+        self.epoch(epoch).fallible()
     }
 }
 
@@ -496,8 +600,17 @@ impl Iterator for Batches {
 
 impl ExactSizeIterator for Batches {}
 
-/// The batches of one epoch as `Result`s; made by [`DataLoader::try_epoch`]. After an error
-/// the iterator ends.
+impl Batches {
+    /// The same batches as `Result`s: a sample the dataset cannot read (an image file that
+    /// fails to decode) arrives as an `Err` instead of a panic. For any epoch or shard, as
+    /// [`DataLoader::try_epoch`] is for a whole epoch.
+    pub fn fallible(self) -> TryBatches {
+        TryBatches(self)
+    }
+}
+
+/// The batches of one epoch as `Result`s; made by [`DataLoader::try_epoch`] and
+/// [`Batches::fallible`]. After an error the iterator ends.
 pub struct TryBatches(Batches);
 
 impl Iterator for TryBatches {

@@ -42,6 +42,6 @@ pub use image_folder::{
     ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, OnUndecodable, SkippedFile,
     read_image,
 };
-pub use loader::{Batch, Batches, DataLoader, TryBatches};
+pub use loader::{Batch, Batches, DataLoader, Shard, TryBatches};
 pub use mnist::{FashionMnist, Mnist};
 pub use source::{DATA_ENV, DataFile, DataSource, Split};

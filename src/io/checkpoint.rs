@@ -106,7 +106,18 @@ pub fn save_checkpoint(
     optimizer: &dyn Optimizer,
     progress: TrainingProgress,
 ) -> Result<()> {
-    let path = path.as_ref();
+    save_checkpoint_with_metadata(path.as_ref(), model, optimizer, progress, Vec::new())
+}
+
+/// [`save_checkpoint`] with `extra` entries in the header's metadata (a data-parallel run
+/// records its number of ranks there).
+pub(crate) fn save_checkpoint_with_metadata(
+    path: &Path,
+    model: &dyn Module,
+    optimizer: &dyn Optimizer,
+    progress: TrainingProgress,
+    extra: Vec<(String, String)>,
+) -> Result<()> {
     let model_state = state_dict(model)
         .into_iter()
         .map(|(name, t)| (format!("{MODEL_PREFIX}{name}"), t));
@@ -128,14 +139,22 @@ pub fn save_checkpoint(
         .map(|(key, t)| (format!("{OPTIMIZER_PREFIX}{key}"), t))
         .filter(|(key, _)| !counts.iter().any(|(k, _)| k == key));
     let tensors: Vec<(String, Tensor)> = model_state.chain(optimizer_state).collect();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("version".to_string(), VERSION.to_string()),
         ("epoch".to_string(), progress.epoch.to_string()),
         ("step".to_string(), progress.step.to_string()),
         ("seed".to_string(), progress.seed.to_string()),
     ]);
+    metadata.extend(extra);
     write_safetensors_with_integers(path, &tensors, &counts, metadata)
+}
+
+/// The header metadata of the checkpoint at `path` (format, version, progress, and what
+/// [`save_checkpoint_with_metadata`] added).
+#[cfg(feature = "mpi")]
+pub(crate) fn checkpoint_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    Ok(read_contents(path)?.metadata)
 }
 
 /// Restores a checkpoint written by [`save_checkpoint`] into a model and an optimizer of the

@@ -23,6 +23,8 @@ mod state;
 
 pub use crate::util::atomic_file::{AtomicFile, write_atomically};
 pub use checkpoint::{TrainingProgress, load_checkpoint, save_checkpoint};
+#[cfg(feature = "mpi")]
+pub(crate) use checkpoint::{checkpoint_metadata, save_checkpoint_with_metadata};
 pub use file::{
     load_classifier, load_weights, load_weights_partial, read_safetensors, save_classifier,
     save_weights, write_safetensors,

@@ -236,6 +236,12 @@ impl ConfusionMatrix {
         }
     }
 
+    /// The counts, row-major (target, prediction), for merging across processes.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn counts_mut(&mut self) -> &mut [u64] {
+        &mut self.counts
+    }
+
     /// Sets every count back to zero.
     pub fn reset(&mut self) {
         self.counts.fill(0);

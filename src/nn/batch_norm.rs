@@ -1,8 +1,9 @@
 //! `BatchNorm`: batch normalisation over the channel axis, with running statistics.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use super::{Graph, Module, Op, ValueId};
+use crate::autograd::ops::batch_norm::ReplicaSum;
 use crate::autograd::{Param, Var};
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
@@ -52,6 +53,8 @@ pub struct BatchNorm {
     stats: RwLock<RunningStats>,
     momentum: Option<f32>,
     eps: f32,
+    /// Set for a synchronised batch norm: the replicas its batch statistics span.
+    replicas: Option<Arc<dyn ReplicaSum>>,
 }
 
 /// PyTorch's `BatchNorm1d`: [`BatchNorm`] on `[N, C]` or `[N, C, L]` inputs.
@@ -68,6 +71,7 @@ impl Clone for BatchNorm {
             stats: RwLock::new(self.read_stats().clone()),
             momentum: self.momentum,
             eps: self.eps,
+            replicas: self.replicas.clone(),
         }
     }
 }
@@ -86,7 +90,41 @@ impl BatchNorm {
             }),
             momentum: Some(0.1),
             eps: 1e-5,
+            replicas: None,
         }
+    }
+
+    /// Makes this a synchronised batch norm (PyTorch's `SyncBatchNorm`): in training, each
+    /// channel is normalised with the mean and variance of the whole global batch, summed over
+    /// the replicas of a data-parallel job by `replicas` (see
+    /// `striate::distributed::World::replica_sum`, feature `mpi`), and the running statistics
+    /// follow the global batch. It costs two small all-reduces per forward and one per
+    /// backward; it pays when each replica's batch is too small for good statistics.
+    /// Inference is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use striate::autograd::ops::batch_norm::ReplicaSum;
+    /// use striate::nn::{BatchNorm2d, Module};
+    /// use striate::{Tape, Tensor};
+    ///
+    /// // A job of one replica: the sums are its own. An MPI job passes
+    /// // `world.replica_sum()` instead.
+    /// #[derive(Debug)]
+    /// struct Alone;
+    /// impl ReplicaSum for Alone {
+    ///     fn sum(&self, _values: &mut [f64]) {}
+    /// }
+    /// let bn = BatchNorm2d::new(2).synchronized(Arc::new(Alone));
+    /// let tape = Tape::training();
+    /// let y = bn.forward(tape.input(Tensor::from_vec(vec![1.0, 5.0, 3.0, 7.0], &[2, 2, 1, 1]).unwrap()));
+    /// assert!((y.value().as_slice()[0] + 1.0).abs() < 1e-4); // (1 - 2) / 1, up to eps
+    /// ```
+    pub fn synchronized(mut self, replicas: Arc<dyn ReplicaSum>) -> Self {
+        self.replicas = Some(replicas);
+        self
     }
 
     /// Sets the momentum of the running statistics; `None` makes them a cumulative average.
@@ -167,7 +205,8 @@ impl Module for BatchNorm {
             let stats = self.read_stats();
             return input.batch_norm_eval(weight, bias, &stats.mean, &stats.variance, self.eps);
         }
-        let (output, batch) = input.batch_norm_train(weight, bias, self.eps);
+        let (output, batch) =
+            input.batch_norm_train_across(weight, bias, self.eps, self.replicas.clone());
         let mut stats = self
             .stats
             .write()

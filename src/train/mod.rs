@@ -36,6 +36,7 @@
 mod callbacks;
 mod history;
 mod lr_finder;
+mod parallel;
 mod progress;
 pub mod tensorboard;
 
@@ -45,6 +46,7 @@ use std::time::Instant;
 pub use callbacks::{Callback, Control, EarlyStopping, Monitor};
 pub use history::{EpochRecord, History};
 pub use lr_finder::{LrFinder, LrRange};
+pub(crate) use parallel::{Replicas, RunFacts};
 pub use progress::Progress;
 
 use crate::autograd::{Tape, Var};
@@ -116,6 +118,8 @@ pub struct Fit<'a> {
     detect_anomaly: bool,
     log: Option<tensorboard::LogConfig>,
     board: Option<tensorboard::FitLog>,
+    /// The data-parallel group this run is one replica of (see `Fit::distributed`).
+    replicas: Option<Box<dyn Replicas + 'a>>,
 }
 
 impl<'a> Fit<'a> {
@@ -138,7 +142,17 @@ impl<'a> Fit<'a> {
             detect_anomaly: false,
             log: None,
             board: None,
+            replicas: None,
         }
+    }
+
+    /// Makes this run one replica of a data-parallel group: each epoch trains on this
+    /// replica's shard, gradients are averaged over the group, metrics are merged, and only
+    /// the replica of rank 0 shows progress and writes plots and logs.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn with_replicas(mut self, replicas: Box<dyn Replicas + 'a>) -> Self {
+        self.replicas = Some(replicas);
+        self
     }
 
     /// The number of epochs to train.
@@ -356,7 +370,36 @@ impl<'a> Fit<'a> {
         }
         expect_trainable(self.model)?;
         let mut history = History::default();
-        let batches = train.len();
+        let mut batches = train.len();
+        if let Some(replicas) = &mut self.replicas {
+            let shard = replicas.shard();
+            batches = train.shard_len(shard.replicas());
+            if batches == 0 {
+                return Err(Error::EmptyData {
+                    what: format!(
+                        "Fit::run: each of the {} shards of the training loader ({} samples, \
+                         batch size {}, drop_last)",
+                        shard.replicas(),
+                        train.dataset().len(),
+                        train.batch_size()
+                    ),
+                });
+            }
+            let facts = RunFacts {
+                train,
+                validation: self.validation,
+                first_epoch: self.first_epoch,
+                epochs: self.epochs,
+                seed: self.seed,
+            };
+            replicas.prepare(self.model, &facts)?;
+            if shard.rank() != 0 {
+                // Rank 0 speaks for the group.
+                self.progress = Progress::Silent;
+                self.plot = None;
+                self.log = None;
+            }
+        }
         if let Some(log) = self.log.as_ref().filter(|l| !l.dir.as_os_str().is_empty()) {
             self.board = Some(tensorboard::FitLog::create(log)?);
         }
@@ -388,6 +431,9 @@ impl<'a> Fit<'a> {
         })();
         for callback in &mut self.callbacks {
             callback.on_train_end(self.model);
+        }
+        if let (Err(error), Some(replicas)) = (&result, &mut self.replicas) {
+            replicas.fail(error);
         }
         result.map(|()| history)
     }
@@ -443,11 +489,20 @@ impl<'a> Fit<'a> {
         let learning_rate = self.optimizer.learning_rate();
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (step, batch) in train.try_epoch(epoch as u64).enumerate() {
+        let (epoch_batches, replica) = match &self.replicas {
+            Some(replicas) => {
+                let shard = replicas.shard();
+                (train.epoch_shard(epoch as u64, shard), shard.rank() as u64)
+            }
+            None => (train.epoch(epoch as u64), 0),
+        };
+        for (step, batch) in epoch_batches.fallible().enumerate() {
             let batch = batch?;
             let (step_started, loss_before) = (Instant::now(), loss_sum);
+            // Each replica draws its own dropout masks; replica 0 draws a lone run's.
             let tape_seed = self.seed
-                ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ replica.wrapping_mul(0xd1b5_4a32_d192_ed03);
             let at = || {
                 format!(
                     "epoch {}, step {} (global step {})",
@@ -474,7 +529,10 @@ impl<'a> Fit<'a> {
                 correct += count_correct(&logits.value(), &batch.labels);
                 loss_sum += value as f64 * batch.labels.len() as f64;
                 seen += batch.labels.len();
-                let grads = loss.backward();
+                let grads = match &mut self.replicas {
+                    Some(replicas) => replicas.backward(self.model, loss)?,
+                    None => loss.backward(),
+                };
                 if let Some(anomaly) = tape.anomaly() {
                     return Err(anomaly_error(self.model, &anomaly, &at()));
                 }
@@ -491,6 +549,9 @@ impl<'a> Fit<'a> {
                 })?;
             }
             self.optimizer.step(self.model, &grads);
+            if let Some(replicas) = &mut self.replicas {
+                replicas.after_step(self.model, &at())?;
+            }
             if let Some(board) = &mut self.board {
                 let global_step = (epoch * batches + step + 1) as u64;
                 let seconds = step_started.elapsed().as_secs_f64();
@@ -509,6 +570,13 @@ impl<'a> Fit<'a> {
                 loss_sum / seen as f64,
                 correct as f64 / seen as f64,
             );
+        }
+        if let Some(replicas) = &mut self.replicas {
+            replicas.end_epoch(self.model)?;
+            let mut sums = [loss_sum, correct as f64, seen as f64];
+            replicas.sum(&mut sums)?;
+            // Exact: counts stay far below 2^53.
+            (loss_sum, correct, seen) = (sums[0], sums[1] as usize, sums[2] as usize);
         }
         let train_seconds = started.elapsed().as_secs_f64();
         let record = EpochRecord {
@@ -530,7 +598,15 @@ impl<'a> Fit<'a> {
     fn validate(&mut self, record: &mut EpochRecord) -> Result<()> {
         if let Some(loader) = self.validation {
             let started = Instant::now();
-            let evaluation = evaluate_with(self.model, loader, &self.loss)?;
+            let evaluation = match &mut self.replicas {
+                Some(replicas) => {
+                    let batches = loader.epoch_shard_exact(0, replicas.shard());
+                    let mut sums = evaluation_sums(self.model, batches.fallible(), &self.loss)?;
+                    replicas.sum(&mut sums)?;
+                    Evaluation::from_sums(sums)
+                }
+                None => evaluate_with(self.model, loader, &self.loss)?,
+            };
             record.val_loss = Some(evaluation.loss);
             record.val_accuracy = Some(evaluation.accuracy);
             record.val_seconds = started.elapsed().as_secs_f64();
@@ -639,6 +715,17 @@ pub struct Evaluation {
     pub samples: usize,
 }
 
+impl Evaluation {
+    /// From [`evaluation_sums`] (possibly added over shards), with at least one sample.
+    pub(crate) fn from_sums([loss_sum, correct, seen]: [f64; 3]) -> Evaluation {
+        Evaluation {
+            loss: (loss_sum / seen) as f32,
+            accuracy: correct as f32 / seen as f32,
+            samples: seen as usize,
+        }
+    }
+}
+
 /// Runs `model` over `loader` on inference tapes and returns the mean cross-entropy and the
 /// accuracy.
 ///
@@ -668,8 +755,20 @@ pub fn evaluate(model: &dyn Module, loader: &DataLoader) -> Result<Evaluation> {
 
 fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> Result<Evaluation> {
     expect_data("evaluate: the loader", loader)?;
+    let sums = evaluation_sums(model, loader.try_epoch(0), loss)?;
+    Ok(Evaluation::from_sums(sums))
+}
+
+/// The summed loss, the number of correct predictions and the number of samples of `model`
+/// over `batches`: sums, so that shards of a dataset can be merged by adding them. A sample the
+/// dataset cannot read is an error.
+pub(crate) fn evaluation_sums(
+    model: &dyn Module,
+    batches: crate::data::TryBatches,
+    loss: &LossFn<'_>,
+) -> Result<[f64; 3]> {
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-    for batch in loader.try_epoch(0) {
+    for batch in batches {
         let batch = batch?;
         let tape = Tape::inference();
         let logits = model.forward(tape.input(batch.images));
@@ -677,11 +776,13 @@ fn evaluate_with(model: &dyn Module, loader: &DataLoader, loss: &LossFn<'_>) -> 
         correct += count_correct(&logits.value(), &batch.labels);
         seen += batch.labels.len();
     }
-    Ok(Evaluation {
-        loss: (loss_sum / seen as f64) as f32,
-        accuracy: correct as f32 / seen as f32,
-        samples: seen,
-    })
+    Ok([loss_sum, correct as f64, seen as f64])
+}
+
+/// The default loss of [`evaluate`], for callers outside this module.
+#[cfg(feature = "mpi")]
+pub(crate) fn default_loss() -> LossFn<'static> {
+    Box::new(cross_entropy)
 }
 
 /// The confusion matrix of `model`'s predictions (largest logit) over `loader`, from which

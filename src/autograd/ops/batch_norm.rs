@@ -1,6 +1,9 @@
 //! `batch_norm_train` and `batch_norm_eval`: normalise each channel (axis 1) over the batch and
 //! spatial axes, then scale and shift.
 
+use std::fmt;
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::autograd::tape::Backward;
@@ -18,6 +21,16 @@ pub struct BatchStats {
     /// How many values each channel's statistics summarise (`N · H · W`); the unbiased
     /// variance for running statistics is `variance · count / (count − 1)`.
     pub count: usize,
+}
+
+/// Sums per-channel statistics over the replicas of a data-parallel job, for a synchronised
+/// batch norm: element-wise, in place, with the same result on every replica. Every replica
+/// calls it at the same points (two sums per forward, one per backward).
+///
+/// `striate::distributed` (feature `mpi`) implements it over MPI.
+pub trait ReplicaSum: fmt::Debug + Send + Sync {
+    /// Replaces `values` with their element-wise sum over the replicas.
+    fn sum(&self, values: &mut [f64]);
 }
 
 /// `(batch, channels, spatial)` of an input `[N, C, ...]`, checking the affine parameters.
@@ -100,13 +113,17 @@ struct BatchNormBackward {
     /// Training mode: the statistics depend on the input, which adds two terms to dx.
     batch_statistics: bool,
     has_bias: bool,
+    /// With a synchronised batch norm: the replicas whose values the statistics spanned.
+    replicas: Option<Arc<dyn ReplicaSum>>,
+    /// How many values each channel's statistics summarise (over all replicas).
+    count: usize,
 }
 
 impl Backward for BatchNormBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let channels = self.inv_std.len();
         let spatial = self.normalized.len() / (self.normalized.shape()[0] * channels).max(1);
-        let count = (self.normalized.len() / channels.max(1)) as f64;
+        let count = self.count as f64;
         // Σ dy and Σ dy·x̂ per channel: dβ, dγ, and the mean terms of dx.
         let mut sum_dy = vec![0.0f64; channels];
         let mut sum_dy_xhat = vec![0.0f64; channels];
@@ -122,6 +139,15 @@ impl Backward for BatchNormBackward {
             run_index += 1;
         });
         let gamma = |c: usize| self.gamma.as_ref().map_or(1.0, |g| g.as_slice()[c]);
+        // dx's mean terms run over every replica's values; dγ and dβ stay this replica's (the
+        // data-parallel average of parameter gradients comes after).
+        let (mut all_dy, mut all_dy_xhat) = (sum_dy.clone(), sum_dy_xhat.clone());
+        if let Some(replicas) = self.replicas.as_ref().filter(|_| needs_grad[0]) {
+            let mut sums: Vec<f64> = sum_dy.iter().chain(&sum_dy_xhat).copied().collect();
+            replicas.sum(&mut sums);
+            all_dy.copy_from_slice(&sums[..channels]);
+            all_dy_xhat.copy_from_slice(&sums[channels..]);
+        }
         let grad_input = needs_grad[0].then(|| {
             // train: dx = γ·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: dx = γ·inv_std·dy
             let mut gx = vec![0.0f32; self.normalized.len()];
@@ -134,7 +160,7 @@ impl Backward for BatchNormBackward {
                         let c = i % channels;
                         let scale = gamma(c) * self.inv_std[c];
                         let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
-                            ((sum_dy[c] / count) as f32, (sum_dy_xhat[c] / count) as f32)
+                            ((all_dy[c] / count) as f32, (all_dy_xhat[c] / count) as f32)
                         } else {
                             (0.0, 0.0)
                         };
@@ -189,10 +215,41 @@ impl<'t> Var<'t> {
         bias: Option<Var<'t>>,
         eps: f32,
     ) -> (Var<'t>, BatchStats) {
+        self.batch_norm_train_across(weight, bias, eps, None)
+    }
+
+    /// [`Var::batch_norm_train`] with statistics over the values of every replica of a
+    /// data-parallel job (a synchronised batch norm, PyTorch's `SyncBatchNorm`): the mean and
+    /// variance, and the mean terms of the input's gradient, are summed with `replicas`. With
+    /// `None` it is [`Var::batch_norm_train`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Var::batch_norm_train`], with the count over all replicas.
+    pub fn batch_norm_train_across(
+        self,
+        weight: Option<Var<'t>>,
+        bias: Option<Var<'t>>,
+        eps: f32,
+        replicas: Option<Arc<dyn ReplicaSum>>,
+    ) -> (Var<'t>, BatchStats) {
         let input = self.value();
         let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
         let (_, channels, spatial) = layout("batch_norm", &input, &[gamma.as_ref(), beta.as_ref()]);
-        let count = input.len() / channels.max(1);
+        let mut count = input.len() / channels.max(1);
+        // Each replica's sums, then their totals: one collective for the sums and the count.
+        let sum_over_replicas = |values: &mut Vec<f64>| {
+            if let Some(replicas) = &replicas {
+                replicas.sum(values);
+            }
+        };
+        let mut sums = vec![0.0f64; channels + 1];
+        channel_runs(input.as_slice(), channels, spatial, |c, run| {
+            sums[c] += run.iter().map(|&v| v as f64).sum::<f64>();
+        });
+        sums[channels] = count as f64;
+        sum_over_replicas(&mut sums);
+        count = sums.pop().expect("the count") as usize;
         if count <= 1 {
             // One value per channel normalises to exactly 0 (the output is β whatever the
             // input) and has no unbiased variance: PyTorch refuses it too.
@@ -203,10 +260,6 @@ impl<'t> Var<'t> {
             );
         }
         // Two passes in f64: the mean, then the variance about it (no cancellation).
-        let mut sums = vec![0.0f64; channels];
-        channel_runs(input.as_slice(), channels, spatial, |c, run| {
-            sums[c] += run.iter().map(|&v| v as f64).sum::<f64>();
-        });
         let mean: Vec<f64> = sums.iter().map(|s| s / count.max(1) as f64).collect();
         let mut squares = vec![0.0f64; channels];
         channel_runs(input.as_slice(), channels, spatial, |c, run| {
@@ -215,6 +268,7 @@ impl<'t> Var<'t> {
                 .map(|&v| (v as f64 - mean[c]).powi(2))
                 .sum::<f64>();
         });
+        sum_over_replicas(&mut squares);
         let variance: Vec<f32> = squares
             .iter()
             .map(|s| (s / count.max(1) as f64) as f32)
@@ -235,6 +289,8 @@ impl<'t> Var<'t> {
             gamma,
             batch_statistics: true,
             has_bias: beta.is_some(),
+            replicas,
+            count,
         };
         (self.tape().record(output, &inputs, backward), stats)
     }
@@ -280,6 +336,8 @@ impl<'t> Var<'t> {
             gamma,
             batch_statistics: false,
             has_bias: beta.is_some(),
+            replicas: None,
+            count: input.len() / mean.len().max(1),
         };
         self.tape().record(output, &inputs, backward)
     }
@@ -383,5 +441,42 @@ mod tests {
         let tape = Tape::training();
         let x = tape.input(Tensor::zeros(&[2, 3, 4, 4]));
         x.batch_norm_train(Some(tape.input(Tensor::ones(&[4]))), None, 1e-5);
+    }
+
+    /// `k` replicas holding the same batch: every sum is `k` times this replica's.
+    #[derive(Debug)]
+    struct IdenticalReplicas(f64);
+
+    impl super::ReplicaSum for IdenticalReplicas {
+        fn sum(&self, values: &mut [f64]) {
+            values.iter_mut().for_each(|v| *v *= self.0);
+        }
+    }
+
+    #[test]
+    fn synchronised_over_identical_replicas_equals_one_batch() {
+        // The global batch is k copies of this one: the same mean, variance, output and input
+        // gradient; dγ and dβ stay this replica's; the count is k times larger.
+        let x = rand_tensor(&[3, 2, 4, 4], 71);
+        let gamma = rand_tensor(&[2], 72);
+        let run = |replicas: Option<std::sync::Arc<dyn super::ReplicaSum>>| {
+            let tape = Tape::training();
+            let (input, weight) = (tape.variable(x.clone()), tape.variable(gamma.clone()));
+            let (y, stats) = input.batch_norm_train_across(Some(weight), None, 1e-5, replicas);
+            let grads = (y * y).sum().backward();
+            let (dx, dgamma) = (
+                grads.wrt(input).unwrap().clone(),
+                grads.wrt(weight).unwrap().clone(),
+            );
+            (y.value(), dx, dgamma, stats)
+        };
+        let (y1, dx1, dg1, stats1) = run(None);
+        let (y3, dx3, dg3, stats3) = run(Some(std::sync::Arc::new(IdenticalReplicas(3.0))));
+        assert_eq!(stats3.count, 3 * stats1.count);
+        for (a, b) in [(&y1, &y3), (&dx1, &dx3), (&dg1, &dg3)] {
+            for (p, q) in a.as_slice().iter().zip(b.as_slice()) {
+                assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+            }
+        }
     }
 }
