@@ -3,26 +3,53 @@
 //! have an inner dimension of only `KH·KW`, so instead each output plane is a weighted sum of
 //! shifted copies of its input plane.
 //!
-//! At stride 1, forward and backward-data are both a correlation of one plane with a small
-//! kernel ([`correlate_rows`]): each output row is computed straight from the input rows it
-//! needs, sixteen columns at a time in registers across all taps, with the few columns where a
-//! tap falls outside the image done one by one — no padded copy of the input and no copy of the
-//! result (the padded "wide grid" this replaced spent as long copying as computing). The
-//! filter gradient at stride 1 still correlates on the padded wide grid. Larger strides walk
-//! rows with a gather.
+//! At stride 1 the input plane is copied once into a zero-padded buffer of width
+//! `Wp = W + left + right`, and the output is computed on a "wide" grid with the same row
+//! stride: tap `(kh, kw)` is then the constant shift `kh·dh·Wp + kw·dw`, so every tap is one
+//! long contiguous multiply-add over the whole plane (the extra `Wp − OW` columns per row are
+//! discarded). Larger strides walk rows with a gather.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::parallel::{sum_over_image_chunks, valid_columns};
-use super::shape::{Conv2dShape, ConvActivation};
+use super::shape::Conv2dShape;
 use super::wide::Wide;
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{dispatch, dot};
 
 /// Output values computed per step of the wide correlation: one AVX-512 register.
 const LANES: usize = 16;
+
+/// `out[i] = (accumulate ? out[i] : 0) + Σ_t weights[t] · source[i + shifts[t]]`, a register
+/// of outputs at a time so each is stored once.
+#[inline(always)]
+fn correlate(out: &mut [f32], source: &[f32], shifts: &[usize], weights: &[f32], accumulate: bool) {
+    let len = out.len();
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        let mut acc = [0.0f32; LANES];
+        if accumulate {
+            acc.copy_from_slice(&out[base..base + LANES]);
+        }
+        for (&shift, &w) in shifts.iter().zip(weights) {
+            let src = &source[base + shift..base + shift + LANES];
+            for l in 0..LANES {
+                acc[l] += w * src[l];
+            }
+        }
+        out[base..base + LANES].copy_from_slice(&acc);
+    }
+    for i in full..len {
+        let total: f32 = shifts
+            .iter()
+            .zip(weights)
+            .map(|(&shift, &w)| w * source[i + shift])
+            .sum();
+        out[i] = if accumulate { out[i] + total } else { total };
+    }
+}
 
 /// `out[t] += Σ_i g[i] · source[i + shifts[t]]` for every tap: the filter gradient of one plane.
 /// Taps go four at a time through one pass over `g`, each into its own register of partial
@@ -73,298 +100,64 @@ fn is_stride_one(s: &Conv2dShape) -> bool {
     s.spec.stride == [1, 1]
 }
 
-/// A plane as the row correlation reads it: `rows x cols`, row-major.
-#[derive(Clone, Copy)]
-struct Plane<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-}
-
-/// A kernel for [`correlate_rows`]: `taps` row-major `[height, width]`, tap `(kh, kw)` reading
-/// the source at `(r + row_offset + kh·dilation[0], c + col_offset + kw·dilation[1])` for output
-/// `(r, c)`.
-#[derive(Clone, Copy)]
-struct RowKernel<'a> {
-    taps: &'a [f32],
-    height: usize,
-    width: usize,
-    dilation: [usize; 2],
-    row_offset: isize,
-    col_offset: isize,
-}
-
-impl RowKernel<'_> {
-    /// The source column of output column `c` under tap column `kw` is `c + shift(kw)`.
-    #[inline(always)]
-    fn shift(&self, kw: usize) -> isize {
-        self.col_offset + (kw * self.dilation[1]) as isize
-    }
-
-    /// Row `r + row_offset + kh·dh` of `src`, when inside it.
-    #[inline(always)]
-    fn source_row<'s>(&self, src: Plane<'s>, r: usize, kh: usize) -> Option<&'s [f32]> {
-        let i = r as isize + self.row_offset + (kh * self.dilation[0]) as isize;
-        (0..src.rows as isize)
-            .contains(&i)
-            .then(|| &src.data[i as usize * src.cols..(i as usize + 1) * src.cols])
-    }
-
-    /// Output row `r`, columns `base..base + LANES` (where every tap column is inside the
-    /// source), summed in registers over every tap. The common kernel widths get one
-    /// accumulator per tap column, so that the additions form several short dependency chains
-    /// instead of one long one (which bounded a 3x3 kernel by the adder's latency).
-    #[inline(always)]
-    fn block(&self, src: Plane<'_>, r: usize, base: usize, start: f32) -> [f32; LANES] {
-        match self.width {
-            3 => self.block_of_width::<3>(src, r, base, start),
-            5 => self.block_of_width::<5>(src, r, base, start),
-            7 => self.block_of_width::<7>(src, r, base, start),
-            _ => {
-                let mut acc = [start; LANES];
-                for kh in 0..self.height {
-                    let Some(row) = self.source_row(src, r, kh) else {
-                        continue;
-                    };
-                    for kw in 0..self.width {
-                        let w = self.taps[kh * self.width + kw];
-                        let first = (base as isize + self.shift(kw)) as usize;
-                        let values = &row[first..first + LANES];
-                        for l in 0..LANES {
-                            acc[l] += w * values[l];
-                        }
-                    }
-                }
-                acc
-            }
-        }
-    }
-
-    /// [`block`](Self::block) for a kernel `KW` columns wide.
-    #[inline(always)]
-    fn block_of_width<const KW: usize>(
-        &self,
-        src: Plane<'_>,
-        r: usize,
-        base: usize,
-        start: f32,
-    ) -> [f32; LANES] {
-        let mut acc = [[0.0f32; LANES]; KW];
-        let firsts: [usize; KW] =
-            std::array::from_fn(|kw| (base as isize + self.shift(kw)) as usize);
-        for kh in 0..self.height {
-            let Some(row) = self.source_row(src, r, kh) else {
-                continue;
-            };
-            let taps = &self.taps[kh * KW..(kh + 1) * KW];
-            for kw in 0..KW {
-                let values = &row[firsts[kw]..firsts[kw] + LANES];
-                for l in 0..LANES {
-                    acc[kw][l] += taps[kw] * values[l];
-                }
-            }
-        }
-        let mut total = [start; LANES];
-        for column in &acc {
-            for l in 0..LANES {
-                total[l] += column[l];
-            }
-        }
-        total
-    }
-
-    /// Output `(r, j)` one tap at a time, skipping taps outside the source.
-    #[inline(always)]
-    fn single(&self, src: Plane<'_>, r: usize, j: usize, start: f32) -> f32 {
-        let mut total = start;
-        for kh in 0..self.height {
-            let Some(row) = self.source_row(src, r, kh) else {
-                continue;
-            };
-            for kw in 0..self.width {
-                let col = j as isize + self.shift(kw);
-                if (0..src.cols as isize).contains(&col) {
-                    total += self.taps[kh * self.width + kw] * row[col as usize];
-                }
-            }
-        }
-        total
-    }
-}
-
-/// How [`correlate_rows`] writes its sums `Σ`: `Overwrite` stores `activation(bias + Σ)` (the
-/// forward pass with its epilogue fused, so the output is written once), `Accumulate` adds `Σ`
-/// to what is there.
-#[derive(Clone, Copy)]
-enum Store {
-    Overwrite {
-        bias: f32,
-        activation: ConvActivation,
-    },
-    Accumulate,
-}
-
-impl Store {
-    #[inline(always)]
-    fn start(self) -> f32 {
-        match self {
-            Store::Overwrite { bias, .. } => bias,
-            Store::Accumulate => 0.0,
-        }
-    }
-
-    #[inline(always)]
-    fn apply(self, target: &mut f32, total: f32) {
-        *target = match self {
-            Store::Overwrite {
-                activation: ConvActivation::Relu,
-                ..
-            } => crate::kernels::relu(total),
-            Store::Overwrite { .. } => total,
-            Store::Accumulate => *target + total,
-        }
-    }
-}
-
-/// `out[r, c] ← Σ_(kh, kw) taps[kh, kw] · src[r + row_offset + kh·dh, c + col_offset + kw·dw]`
-/// as `store` says, with the source zero outside its extent. `out` is `out_rows x out_cols`
-/// row-major. Helpers are `#[inline(always)]` so that all of it is
-/// compiled inside `dispatch`'s frame, for the CPU's widest vectors.
-#[inline(always)]
-fn correlate_rows(
-    src: Plane<'_>,
-    kernel: RowKernel<'_>,
-    out: &mut [f32],
-    out_cols: usize,
-    store: Store,
-) {
-    // Columns where every tap column lands inside the source: the vectorised interior.
-    let lo = (0..kernel.width)
-        .map(|kw| (-kernel.shift(kw)).max(0) as usize)
-        .max()
-        .unwrap_or(0)
-        .min(out_cols);
-    let hi = (0..kernel.width)
-        .map(|kw| (src.cols as isize - kernel.shift(kw)).clamp(0, out_cols as isize) as usize)
-        .min()
-        .unwrap_or(out_cols)
-        .max(lo);
-    for (r, out_row) in out.chunks_exact_mut(out_cols).enumerate() {
-        let mut c = lo;
-        while c + LANES <= hi {
-            let acc = kernel.block(src, r, c, store.start());
-            for (y, &a) in out_row[c..c + LANES].iter_mut().zip(&acc) {
-                store.apply(y, a);
-            }
-            c += LANES;
-        }
-        // The interior's tail: one more block ending at `hi` when the interior is wide enough
-        // (its first columns were already written and are skipped), else one column at a time.
-        let scalar_from = if c < hi && hi - lo >= LANES {
-            let acc = kernel.block(src, r, hi - LANES, store.start());
-            for (j, &a) in (hi - LANES..hi).zip(&acc).skip(c - (hi - LANES)) {
-                store.apply(&mut out_row[j], a);
-            }
-            hi
-        } else {
-            c
-        };
-        for j in (0..lo).chain(scalar_from..hi).chain(hi..out_cols) {
-            let total = kernel.single(src, r, j, store.start());
-            store.apply(&mut out_row[j], total);
-        }
-    }
-}
-
-/// Forward for one image: output channel `o` reads input channel `o / (O / groups)`. At
-/// stride 1 the bias and activation are applied here, as each value is stored; returns whether
-/// it did (the strided path leaves them to the caller).
-pub(super) fn forward_image(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    activation: ConvActivation,
-    s: &Conv2dShape,
-    out: &mut [f32],
-) -> bool {
+/// Forward for one image: output channel `o` reads input channel `o / (O / groups)`.
+pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
     if !is_stride_one(s) {
-        strided_forward_image(x, weight, s, out);
-        return false;
+        return strided_forward_image(x, weight, s, out);
     }
+    let wide = Wide::new(s);
     let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
-    for (o, out_plane) in out.chunks_exact_mut(s.out_plane()).enumerate() {
-        let src = Plane {
-            data: &x[(o / multiplier) * s.in_plane()..][..s.in_plane()],
-            rows: s.in_height,
-            cols: s.in_width,
-        };
-        let kernel = RowKernel {
-            taps: &weight[o * taps..(o + 1) * taps],
-            height: s.kernel_height,
-            width: s.kernel_width,
-            dilation: s.spec.dilation,
-            row_offset: -(s.spec.padding.top as isize),
-            col_offset: -(s.spec.padding.left as isize),
-        };
-        let store = Store::Overwrite {
-            bias: bias.map_or(0.0, |bias| bias[o]),
-            activation,
-        };
-        dispatch(
-            #[inline(always)]
-            || correlate_rows(src, kernel, out_plane, s.out_width, store),
-        );
-    }
-    true
+    with_scratch(wide.padded_len + wide.out_len, |buffer| {
+        let (padded, grid) = buffer.split_at_mut(wide.padded_len);
+        for (c, plane) in x.chunks_exact(s.in_plane()).enumerate() {
+            wide.pad(s, plane, padded);
+            for o in c * multiplier..(c + 1) * multiplier {
+                let w = &weight[o * taps..(o + 1) * taps];
+                dispatch(
+                    #[inline(always)]
+                    || correlate(grid, padded, &wide.shifts, w, false),
+                );
+                let out_plane = &mut out[o * s.out_plane()..(o + 1) * s.out_plane()];
+                for (row, wide_row) in out_plane
+                    .chunks_exact_mut(s.out_width)
+                    .zip(grid.chunks(wide.width))
+                {
+                    row.copy_from_slice(&wide_row[..s.out_width]);
+                }
+            }
+        }
+    });
 }
 
-/// Backward-data for one image. At stride 1 this is again a correlation, of the output
-/// gradient with the kernel turned by 180°: `dx[i, j] = Σ w[kh, kw] · dy[i + top − kh·dh,
-/// j + left − kw·dw]`, i.e. flipped taps at offsets `top − (KH − 1)·dh` and `left − (KW − 1)·dw`.
+/// Backward-data for one image. At stride 1 this is again a wide correlation, of the gradient
+/// (front-padded by the largest shift) with the taps reversed:
+/// `dx_padded[j] = Σ_t w_t · dy_wide[j − shift_t]`.
 pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, gx: &mut [f32]) {
     if !is_stride_one(s) {
         return strided_backward_data_image(gy, weight, s, gx);
     }
+    let wide = Wide::new(s);
     let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
-    let [dh, dw] = s.spec.dilation;
-    let mut flipped = vec![0.0f32; taps];
-    for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
-        for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
-            for (f, w) in flipped
-                .iter_mut()
-                .zip(weight[o * taps..(o + 1) * taps].iter().rev())
-            {
-                *f = *w;
+    let max_shift = *wide.shifts.last().expect("at least one tap");
+    let reversed: Vec<usize> = wide.shifts.iter().map(|&shift| max_shift - shift).collect();
+    let padded_plane = wide.padded_area();
+    let grad_len = padded_plane + max_shift;
+    with_scratch(grad_len + padded_plane, |buffer| {
+        let (grad_wide, accumulated) = buffer.split_at_mut(grad_len);
+        for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
+            for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
+                grad_wide.fill(0.0);
+                let plane = &gy[o * s.out_plane()..(o + 1) * s.out_plane()];
+                wide.widen(s, plane, 0, s.out_height, grad_wide, max_shift);
+                let w = &weight[o * taps..(o + 1) * taps];
+                dispatch(
+                    #[inline(always)]
+                    || correlate(accumulated, grad_wide, &reversed, w, k > 0),
+                );
             }
-            let src = Plane {
-                data: &gy[o * s.out_plane()..(o + 1) * s.out_plane()],
-                rows: s.out_height,
-                cols: s.out_width,
-            };
-            let kernel = RowKernel {
-                taps: &flipped,
-                height: s.kernel_height,
-                width: s.kernel_width,
-                dilation: s.spec.dilation,
-                row_offset: s.spec.padding.top as isize - ((s.kernel_height - 1) * dh) as isize,
-                col_offset: s.spec.padding.left as isize - ((s.kernel_width - 1) * dw) as isize,
-            };
-            dispatch(
-                #[inline(always)]
-                || {
-                    let store = if k == 0 {
-                        Store::Overwrite {
-                            bias: 0.0,
-                            activation: ConvActivation::Identity,
-                        }
-                    } else {
-                        Store::Accumulate
-                    };
-                    correlate_rows(src, kernel, gx_plane, s.in_width, store)
-                },
-            );
+            wide.unpad(s, accumulated, gx_plane);
         }
-    }
+    });
 }
 
 /// Backward-filter over the whole batch: `dw[o, t] = Σ_n dy_wide[n, o] · x_padded[n, c][shift_t..]`.

@@ -107,23 +107,15 @@ pub fn conv2d_forward_fused(
         .then(|| wide::pack_forward(weight, &s));
     for_each_image(output, image_out, s.batch, |n, out| {
         let x = &input[n * image_in..(n + 1) * image_in];
-        // Whether the path applied bias and activation itself, as it stored each value.
-        let fused = match (s.path, &packed) {
-            (ConvPath::Direct, _) => direct::forward_image(x, weight, bias, activation, &s, out),
-            (ConvPath::Pointwise, _) => {
-                pointwise::forward_image(x, weight, &s, out);
-                false
-            }
+        match (s.path, &packed) {
+            (ConvPath::Direct, _) => direct::forward_image(x, weight, &s, out),
+            (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, out),
             (ConvPath::Wide { .. }, Some(packed)) => {
-                wide::forward_image_shifted(x, packed, &s, out);
-                false
+                wide::forward_image_shifted(x, packed, &s, out)
             }
-            (ConvPath::Wide { .. }, None) => {
-                wide::forward_image(x, weight, &s, out);
-                false
-            }
-        };
-        if !fused && (bias.is_some() || activation != ConvActivation::Identity) {
+            (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),
+        }
+        if bias.is_some() || activation != ConvActivation::Identity {
             for (o, plane) in out.chunks_mut(s.out_plane()).enumerate() {
                 let b = bias.map_or(0.0, |bias| bias[o]);
                 dispatch(

@@ -23,6 +23,8 @@ use crate::util::simd::{copy_row, dispatch};
 pub(super) struct Wide {
     /// The row stride of the phase planes and of the wide output grid, `⌈Wp / sw⌉`.
     pub width: usize,
+    /// Rows of a phase plane, `⌈Hp / sh⌉`.
+    height: usize,
     /// Length of one phase plane: its rows plus a zero tail so the last taps' reads of the
     /// wide grid stay in bounds.
     plane_len: usize,
@@ -62,6 +64,7 @@ impl Wide {
             .collect();
         Wide {
             width,
+            height,
             plane_len,
             padded_len: sh * sw * plane_len,
             out_len: s.out_height * width,
@@ -135,6 +138,12 @@ impl Wide {
             .flat_map(|c| self.shifts.iter().map(move |&shift| (c, shift)))
             .map(|(c, shift)| c * channel_len + reach(shift))
             .collect()
+    }
+
+    /// The area of the phase planes without tails (the direct kernels' accumulator length at
+    /// stride 1).
+    pub fn padded_area(&self) -> usize {
+        self.height * self.width
     }
 
     /// Writes output rows `[first_row, first_row + rows)` of `plane` `[OH, OW]` onto `grid`
