@@ -57,20 +57,12 @@ use striate::transforms::{
     CenterCrop, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize, Transform,
 };
 
-/// Fashion-MNIST's classes, as folder names: the first five pre-train, the last five are the
-/// default folder.
-const FASHION_FOLDERS: [&str; 10] = [
-    "T-shirt",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+/// Fashion-MNIST's class `label` as a folder name (the crate's class names, with the `/` of
+/// "T-shirt/top" turned into a character a path may hold): the first five pre-train, the last
+/// five are the default folder.
+fn fashion_class_folder(label: usize) -> String {
+    striate::data::FashionMnist::CLASSES[label].replace('/', "-")
+}
 const TEST_PER_CLASS: usize = 200;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -450,7 +442,7 @@ fn write_pngs(data: &ImageDataset, dir: &Path, per_class: usize) -> Result<(), B
         let image = image::GrayImage::from_raw(28, 28, pixels).expect("28x28 pixels");
         let mut bytes = Vec::new();
         image.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)?;
-        let class = dir.join(FASHION_FOLDERS[label]);
+        let class = dir.join(fashion_class_folder(label));
         std::fs::create_dir_all(&class)?;
         let mut file = AtomicFile::create(class.join(format!("{i:05}.png")))?;
         std::io::Write::write_all(&mut file, &bytes)?;
