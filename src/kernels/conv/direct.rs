@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::parallel::{sum_over_image_chunks, valid_columns};
 use super::shape::Conv2dShape;
 use super::wide::Wide;
-use crate::kernels::scratch::with_scratch;
+use crate::kernels::scratch::with_scratch_parts;
 use crate::util::simd::{dispatch, dot};
 
 /// Output values computed per step of the wide correlation: one AVX-512 register.
@@ -107,8 +107,7 @@ pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mu
     }
     let wide = Wide::new(s);
     let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
-    with_scratch(wide.padded_len + wide.out_len, |buffer| {
-        let (padded, grid) = buffer.split_at_mut(wide.padded_len);
+    with_scratch_parts([wide.padded_len, wide.out_len], |[padded, grid]| {
         for (c, plane) in x.chunks_exact(s.in_plane()).enumerate() {
             wide.pad(s, plane, padded);
             for o in c * multiplier..(c + 1) * multiplier {
@@ -142,8 +141,7 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
     let reversed: Vec<usize> = wide.shifts.iter().map(|&shift| max_shift - shift).collect();
     let padded_plane = wide.padded_area();
     let grad_len = padded_plane + max_shift;
-    with_scratch(grad_len + padded_plane, |buffer| {
-        let (grad_wide, accumulated) = buffer.split_at_mut(grad_len);
+    with_scratch_parts([grad_len, padded_plane], |[grad_wide, accumulated]| {
         for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
             for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
                 grad_wide.fill(0.0);
@@ -214,8 +212,7 @@ fn filter_gradient(
         return;
     }
     let wide = Wide::new(s);
-    with_scratch(wide.padded_len + wide.out_len, |buffer| {
-        let (padded, grad_wide) = buffer.split_at_mut(wide.padded_len);
+    with_scratch_parts([wide.padded_len, wide.out_len], |[padded, grad_wide]| {
         for n in images {
             for c in channels.clone() {
                 let plane = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];

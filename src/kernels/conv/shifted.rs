@@ -147,8 +147,8 @@ fn block_product(
             column_mask(columns),
             column_mask(columns.saturating_sub(16)),
         ];
-        // SAFETY: AVX-512 is present (checked by `shifted_gemm`); every read `src[offsets[k]
-        // + first + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`,
+        // SAFETY: AVX-512 (F, VL, BW, DQ: `Level::Avx512`) is present (checked by
+        // `shifted_gemm`); every read `src[offsets[k] + first + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`,
         // enforced by the masks, so it stays within the bounds the caller checked.
         unsafe {
             let src = src.as_ptr().add(first);
@@ -231,8 +231,8 @@ pub(super) fn shifted_gemm_reduce(
         for first_column in (0..columns).step_by(REDUCE_COLUMNS) {
             let shifts: [usize; REDUCE_COLUMNS] =
                 std::array::from_fn(|j| offsets[(first_column + j).min(columns - 1)]);
-            // SAFETY: AVX-512 is present; every row start plus `n` lies within the bounds
-            // asserted above, for every image.
+            // SAFETY: AVX-512 (F, VL, BW, DQ: `Level::Avx512`) is present; every row start
+            // plus `n` lies within the bounds asserted above, for every image.
             let sums = unsafe {
                 reduce_tile(
                     rows.map(|r| lhs.data.as_ptr().add(r * lhs.row_stride)),
@@ -263,10 +263,14 @@ pub(super) fn shifted_gemm_reduce(
 ///
 /// # Safety
 ///
-/// The CPU has AVX-512F; for every image `m < images`, `lhs[i] + m·lhs_image` and
+/// The CPU has AVX-512F and VL; for every image `m < images`, `lhs[i] + m·lhs_image` and
 /// `rhs[j] + m·rhs_image` start `n` readable values.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+// With `avx512f` alone the final 256- and 128-bit reductions may only use registers 0–15, so
+// LLVM kept every accumulator there and spilled the rest to the stack each step; the reloads
+// then ran at the mercy of 4 KiB aliasing with the streamed rows: S2's filter gradient measured
+// 60 to 90 GFLOP/s depending on the binary, and 165 with VL (EVEX encodings reach all 32).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn reduce_tile(
     lhs: [*const f32; REDUCE_ROWS],
     rhs: [*const f32; REDUCE_COLUMNS],
@@ -276,40 +280,59 @@ unsafe fn reduce_tile(
     n: usize,
 ) -> [[f32; REDUCE_COLUMNS]; REDUCE_ROWS] {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); REDUCE_COLUMNS]; REDUCE_ROWS];
+    const R: usize = REDUCE_ROWS;
+    const C: usize = REDUCE_COLUMNS;
+    // Registers: 24 accumulators, 6 right vectors and one left vector, so the kernel needs
+    // all 32 and hence AVX-512VL (see the `target_feature` above).
+    let mut acc = [_mm512_setzero_ps(); R * C];
     let full = n / 16 * 16;
     let tail = column_mask(n - full);
-    for m in 0..images {
-        let (mut lhs, mut rhs) = (lhs, rhs);
-        for row in &mut lhs {
-            *row = row.wrapping_add(m * lhs_image);
-        }
-        for row in &mut rhs {
-            *row = row.wrapping_add(m * rhs_image);
-        }
-        // One loop body for full vectors and the masked tail, so it is inlined and the
-        // accumulators stay in registers.
-        for p in (0..n).step_by(16) {
-            let mask = if p < full { u16::MAX } else { tail };
-            // SAFETY: the caller guarantees `n` readable values from each row start of image
-            // `m`; full vectors end at `full <= n`, the tail is masked to `n`.
+    let (mut lhs, mut rhs) = (lhs, rhs);
+    // One step: `R x C` multiply-adds of the 16 values at `p` (masked lanes read as zero).
+    macro_rules! step {
+        ($p:expr, $mask:expr) => {{
+            let (p, mask): (usize, u16) = ($p, $mask);
+            // SAFETY: the caller guarantees `n` readable values from each row start of this
+            // image; full vectors end at `full <= n`, the tail is masked to `n`.
             unsafe {
-                let mut x = [_mm512_setzero_ps(); REDUCE_COLUMNS];
-                for (x, row) in x.iter_mut().zip(rhs) {
-                    *x = _mm512_maskz_loadu_ps(mask, row.add(p));
+                let mut x = [_mm512_setzero_ps(); C];
+                for j in 0..C {
+                    x[j] = _mm512_maskz_loadu_ps(mask, rhs[j].add(p));
                 }
-                for (acc, row) in acc.iter_mut().zip(lhs) {
-                    let g = _mm512_maskz_loadu_ps(mask, row.add(p));
-                    for (acc, x) in acc.iter_mut().zip(x) {
-                        *acc = _mm512_fmadd_ps(g, x, *acc);
+                for i in 0..R {
+                    let g = _mm512_maskz_loadu_ps(mask, lhs[i].add(p));
+                    for j in 0..C {
+                        acc[i * C + j] = _mm512_fmadd_ps(g, x[j], acc[i * C + j]);
                     }
                 }
             }
+        }};
+    }
+    for _ in 0..images {
+        // Full vectors in a loop of their own, the tail after it: one mask chosen inside the
+        // loop made LLVM rotate the accumulators through registers every step.
+        let mut p = 0;
+        while p < full {
+            step!(p, u16::MAX);
+            p += 16;
+        }
+        if full < n {
+            step!(full, tail);
+        }
+        for row in &mut lhs {
+            *row = row.wrapping_add(lhs_image);
+        }
+        for row in &mut rhs {
+            *row = row.wrapping_add(rhs_image);
         }
     }
-    // plain loops rather than closures: a closure here was not inlined and the accumulators
-    // went through memory (a fifth of the kernel's time)
-    std::array::from_fn(|i| std::array::from_fn(|j| _mm512_reduce_add_ps(acc[i][j])))
+    let mut sums = [[0.0; C]; R];
+    for i in 0..R {
+        for j in 0..C {
+            sums[i][j] = _mm512_reduce_add_ps(acc[i * C + j]);
+        }
+    }
+    sums
 }
 
 /// The mask of the first `columns` lanes of a 16-lane vector.
@@ -325,11 +348,11 @@ fn column_mask(columns: usize) -> u16 {
 ///
 /// # Safety
 ///
-/// The CPU has AVX-512F; `block` holds `offsets.len()` columns of `BLOCK_ROWS` weights; every
+/// The CPU has AVX-512F and VL; `block` holds `offsets.len()` columns of `BLOCK_ROWS` weights; every
 /// enabled lane `j` of `src + offsets[k] + j` and of `out + i·out_stride + j` (`i < ROWS`) is
 /// in bounds.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn tile<const ROWS: usize>(
     block: &[f32],
     offsets: &[usize],

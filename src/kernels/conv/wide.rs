@@ -16,7 +16,7 @@
 use super::shape::Conv2dShape;
 use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
-use crate::kernels::scratch::with_scratch;
+use crate::kernels::scratch::with_scratch_parts;
 use crate::util::simd::{copy_row, dispatch};
 
 /// The phase-plane geometry of a convolution.
@@ -226,13 +226,9 @@ fn with_workspace(s: &Conv2dShape, f: impl FnOnce(&Wide, usize, Workspace<'_>)) 
     let rows = wide.tile_rows(s);
     let tile = rows * wide.width;
     let planes_len = s.group_in() * wide.padded_len;
-    with_scratch(
-        planes_len + (s.group_patch() + s.group_out()) * tile,
-        |buffer| {
-            let (planes, rest) = buffer.split_at_mut(planes_len);
-            let (cols, grid) = rest.split_at_mut(s.group_patch() * tile);
-            f(&wide, rows, Workspace { planes, cols, grid });
-        },
+    with_scratch_parts(
+        [planes_len, s.group_patch() * tile, s.group_out() * tile],
+        |[planes, cols, grid]| f(&wide, rows, Workspace { planes, cols, grid }),
     );
 }
 
@@ -418,8 +414,7 @@ pub(super) fn forward_image_shifted(
     let og = s.group_out();
     let wide = Wide::new(s);
     let planes_len = s.group_in() * wide.padded_len;
-    with_scratch(planes_len + og * wide.out_len, |buffer| {
-        let (planes, grid) = buffer.split_at_mut(planes_len);
+    with_scratch_parts([planes_len, og * wide.out_len], |[planes, grid]| {
         let offsets = wide.row_offsets(s.group_in(), wide.padded_len, |shift| shift);
         for (g, packed) in packed.iter().enumerate() {
             wide.pad_group(s, x, g, planes);
@@ -450,8 +445,7 @@ pub(super) fn backward_data_image_shifted(
     let (first, end) = (top * wide.width, (top + s.in_height) * wide.width);
     let spread_len = reach + end.max(wide.out_len);
     let planes_len = cg * wide.padded_len;
-    with_scratch(planes_len + og * spread_len, |buffer| {
-        let (planes, spread) = buffer.split_at_mut(planes_len);
+    with_scratch_parts([planes_len, og * spread_len], |[planes, spread]| {
         let offsets = wide.row_offsets(og, spread_len, |shift| reach - shift);
         for (g, packed) in packed.iter().enumerate() {
             for (o, row) in spread.chunks_exact_mut(spread_len).enumerate() {
@@ -505,11 +499,14 @@ pub(super) fn accumulate_filter_gradient_shifted(
     let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
     let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let wide = Wide::new(s);
-    let (planes_len, grid_len) = (cg * wide.padded_len, og * wide.out_len);
+    // Each image's planes and grid start on a cache line, as the first ones do.
+    let (planes_len, grid_len) = (
+        (cg * wide.padded_len).next_multiple_of(16),
+        (og * wide.out_len).next_multiple_of(16),
+    );
     let chunk = (CHUNK_FLOATS / (planes_len + grid_len)).clamp(1, images.len().max(1));
     let offsets = wide.row_offsets(cg, wide.padded_len, |shift| shift);
-    with_scratch(chunk * (planes_len + grid_len), |buffer| {
-        let (planes, grids) = buffer.split_at_mut(chunk * planes_len);
+    with_scratch_parts([chunk * planes_len, chunk * grid_len], |[planes, grids]| {
         for g in 0..s.spec.groups {
             let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
             for first in images.clone().step_by(chunk) {
