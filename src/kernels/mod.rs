@@ -8,6 +8,7 @@
 //! directly in `benches/` and tested against a naive reference.
 
 pub mod conv;
+pub mod fill;
 pub mod gemm;
 pub mod pool;
 pub mod scratch;

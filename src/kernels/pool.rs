@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::conv::output_extent;
+use super::fill::filled_by_chunks;
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 use crate::util::simd::dispatch;
 
@@ -367,6 +368,44 @@ pub fn max_pool2d_backward(
     let s = *shape;
     expect_len(
         "max_pool2d_backward",
+        "grad_input",
+        grad_input.len(),
+        s.planes() * s.in_plane(),
+    );
+    let plane = max_pool2d_backward_planes(grad_output, indices, shape);
+    if s.in_plane() == 0 {
+        return;
+    }
+    grad_input
+        .par_chunks_mut(s.in_plane())
+        .enumerate()
+        .for_each(|(p, gx)| {
+            gx.fill(0.0);
+            plane(p, gx);
+        });
+}
+
+/// As [`max_pool2d_backward`] into a fresh vector, each plane zeroed by the thread that fills
+/// it.
+pub fn max_pool2d_backward_to_vec(
+    grad_output: &[f32],
+    indices: &[u32],
+    shape: &Pool2dShape,
+) -> Vec<f32> {
+    let plane = max_pool2d_backward_planes(grad_output, indices, shape);
+    filled_by_chunks(shape.in_plane(), shape.planes(), true, plane)
+}
+
+/// Checks the backward's operands and returns the scatter of one plane's gradient into its
+/// zeroed input gradient.
+fn max_pool2d_backward_planes<'a>(
+    grad_output: &'a [f32],
+    indices: &'a [u32],
+    shape: &Pool2dShape,
+) -> impl Fn(usize, &mut [f32]) + Sync + Send + 'a {
+    let s = *shape;
+    expect_len(
+        "max_pool2d_backward",
         "grad_output",
         grad_output.len(),
         s.planes() * s.out_plane(),
@@ -377,27 +416,14 @@ pub fn max_pool2d_backward(
         indices.len(),
         s.planes() * s.out_plane(),
     );
-    expect_len(
-        "max_pool2d_backward",
-        "grad_input",
-        grad_input.len(),
-        s.planes() * s.in_plane(),
-    );
-    if s.in_plane() == 0 {
-        return;
-    }
-    grad_input
-        .par_chunks_mut(s.in_plane())
-        .enumerate()
-        .for_each(|(plane, gx)| {
-            gx.fill(0.0);
-            let range = plane * s.out_plane()..(plane + 1) * s.out_plane();
-            for (&g, &i) in grad_output[range.clone()].iter().zip(&indices[range]) {
-                if let Some(slot) = gx.get_mut(i as usize) {
-                    *slot += g;
-                }
+    move |plane, gx| {
+        let range = plane * s.out_plane()..(plane + 1) * s.out_plane();
+        for (&g, &i) in grad_output[range.clone()].iter().zip(&indices[range]) {
+            if let Some(slot) = gx.get_mut(i as usize) {
+                *slot += g;
             }
-        });
+        }
+    }
 }
 
 /// How average pooling counts the window for its divisor.

@@ -3,8 +3,8 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data, conv2d_backward_filter,
-    conv2d_forward_fused,
+    Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
+    conv2d_forward_fused_to_vec,
 };
 use crate::kernels::relu_passes_gradient;
 use crate::tensor::Tensor;
@@ -35,8 +35,7 @@ impl Backward for Conv2dBackward {
         // dX = convᵀ(dY, W); dW = Σ_n dY_n · im2col(X_n)ᵀ; db = Σ_(n,p) dY
         let s = &self.shape;
         let grad_input = needs_grad[0].then(|| {
-            let mut gx = vec![0.0; self.input.len()];
-            conv2d_backward_data(grad_output.as_slice(), self.weight.as_slice(), s, &mut gx);
+            let gx = conv2d_backward_data_to_vec(grad_output.as_slice(), self.weight.as_slice(), s);
             Tensor::from_vec(gx, self.input.shape()).expect("input shape")
         });
         let needs_bias = needs_grad.get(2).copied().unwrap_or(false);
@@ -130,14 +129,12 @@ impl<'t> Var<'t> {
                 ),
             );
         }
-        let mut output = vec![0.0; shape.output_shape().iter().product()];
-        conv2d_forward_fused(
+        let output = conv2d_forward_fused_to_vec(
             input.as_slice(),
             weight_value.as_slice(),
             bias_value.as_ref().map(|b| b.as_slice()),
             activation,
             &shape,
-            &mut output,
         );
         let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
         let relu_output = (activation == ConvActivation::Relu).then(|| value.clone());

@@ -5,7 +5,7 @@ use crate::autograd::var::Var;
 use crate::kernels::pool::{
     AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
     global_avg_pool_backward, global_avg_pool_forward, global_max_pool_backward,
-    global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
+    global_max_pool_forward, max_pool2d_backward_to_vec, max_pool2d_forward,
 };
 use crate::tensor::Tensor;
 use crate::tensor::check::expect_rank;
@@ -20,8 +20,7 @@ impl Backward for MaxPoolBackward {
     fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
         // d max / dx = 1 at the recorded argmax of each window
         let s = &self.shape;
-        let mut gx = vec![0.0; s.batch * s.channels * s.in_height * s.in_width];
-        max_pool2d_backward(grad_output.as_slice(), &self.indices, s, &mut gx);
+        let gx = max_pool2d_backward_to_vec(grad_output.as_slice(), &self.indices, s);
         let shape = [s.batch, s.channels, s.in_height, s.in_width];
         vec![Some(Tensor::from_vec(gx, &shape).expect("input shape"))]
     }

@@ -36,8 +36,9 @@ mod wide;
 
 use rayon::prelude::*;
 
+use crate::kernels::fill::filled_by_chunks;
 use crate::util::simd::{self, dispatch};
-use parallel::{for_each_image, sum_over_image_chunks};
+use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks};
 pub use shape::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, output_extent,
 };
@@ -88,24 +89,58 @@ pub fn conv2d_forward_fused(
     shape: &Conv2dShape,
     output: &mut [f32],
 ) {
+    shape.expect_lengths("conv2d_forward", &[("output", output.len())]);
+    let image = forward_images(input, weight, bias, activation, shape);
+    let image_out = shape.out_channels * shape.out_plane();
+    for_each_image(output, image_out, shape.batch, image);
+}
+
+/// As [`conv2d_forward_fused`] into a fresh vector, each image's output zeroed by the thread that
+/// computes it rather than all of it up front.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::conv::{conv2d_forward_fused_to_vec, Conv2dShape, Conv2dSpec, ConvActivation};
+///
+/// // A 1x1 convolution with weight -1 and bias 3, then ReLU.
+/// let shape = Conv2dShape::new(&[1, 1, 1, 4], &[1, 1, 1, 1], Conv2dSpec::default());
+/// let out = conv2d_forward_fused_to_vec(
+///     &[1.0, 2.0, 3.0, 4.0], &[-1.0], Some(&[3.0]), ConvActivation::Relu, &shape,
+/// );
+/// assert_eq!(out, [2.0, 1.0, 0.0, 0.0]);
+/// ```
+pub fn conv2d_forward_fused_to_vec(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+) -> Vec<f32> {
+    let image = forward_images(input, weight, bias, activation, shape);
+    let image_out = shape.out_channels * shape.out_plane();
+    let parallel = parallel_over_images(shape.batch);
+    filled_by_chunks(image_out, shape.batch, parallel, image)
+}
+
+/// Checks the forward's operands and returns the computation of one image's output.
+fn forward_images<'a>(
+    input: &'a [f32],
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+) -> impl Fn(usize, &mut [f32]) + Sync + Send + 'a {
     let s = *shape;
     let op = "conv2d_forward";
-    s.expect_lengths(
-        op,
-        &[
-            ("input", input.len()),
-            ("weight", weight.len()),
-            ("output", output.len()),
-        ],
-    );
+    s.expect_lengths(op, &[("input", input.len()), ("weight", weight.len())]);
     if let Some(bias) = bias {
         s.expect_lengths(op, &[("bias", bias.len())]);
     }
     let image_in = s.in_channels * s.in_plane();
-    let image_out = s.out_channels * s.out_plane();
     let packed = matches!(s.path, ConvPath::Wide { shifted } if shifted.forward)
         .then(|| wide::pack_forward(weight, &s));
-    for_each_image(output, image_out, s.batch, |n, out| {
+    move |n, out| {
         let x = &input[n * image_in..(n + 1) * image_in];
         match (s.path, &packed) {
             (ConvPath::Direct, _) => direct::forward_image(x, weight, &s, out),
@@ -129,7 +164,7 @@ pub fn conv2d_forward_fused(
                 );
             }
         }
-    });
+    }
 }
 
 // ------------------------------------------------------------------------------------ backward
@@ -148,20 +183,40 @@ pub fn conv2d_backward_data(
     shape: &Conv2dShape,
     grad_input: &mut [f32],
 ) {
+    shape.expect_lengths("conv2d_backward_data", &[("grad_input", grad_input.len())]);
+    let image = backward_data_images(grad_output, weight, shape);
+    let image_in = shape.in_channels * shape.in_plane();
+    for_each_image(grad_input, image_in, shape.batch, image);
+}
+
+/// As [`conv2d_backward_data`] into a fresh vector, each image's gradient zeroed by the thread
+/// that computes it rather than all of it up front.
+pub fn conv2d_backward_data_to_vec(
+    grad_output: &[f32],
+    weight: &[f32],
+    shape: &Conv2dShape,
+) -> Vec<f32> {
+    let image = backward_data_images(grad_output, weight, shape);
+    let image_in = shape.in_channels * shape.in_plane();
+    let parallel = parallel_over_images(shape.batch);
+    filled_by_chunks(image_in, shape.batch, parallel, image)
+}
+
+/// Checks the backward-data operands and returns the computation of one image's gradient.
+fn backward_data_images<'a>(
+    grad_output: &'a [f32],
+    weight: &'a [f32],
+    shape: &Conv2dShape,
+) -> impl Fn(usize, &mut [f32]) + Sync + Send + 'a {
     let s = *shape;
     s.expect_lengths(
         "conv2d_backward_data",
-        &[
-            ("grad_output", grad_output.len()),
-            ("weight", weight.len()),
-            ("grad_input", grad_input.len()),
-        ],
+        &[("grad_output", grad_output.len()), ("weight", weight.len())],
     );
-    let image_in = s.in_channels * s.in_plane();
     let image_out = s.out_channels * s.out_plane();
     let packed = matches!(s.path, ConvPath::Wide { shifted } if shifted.backward_data)
         .then(|| wide::pack_backward_data(weight, &s));
-    for_each_image(grad_input, image_in, s.batch, |n, gx| {
+    move |n, gx| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
         match (s.path, &packed) {
             (ConvPath::Direct, _) => direct::backward_data_image(gy, weight, &s, gx),
@@ -171,7 +226,7 @@ pub fn conv2d_backward_data(
             }
             (ConvPath::Wide { .. }, None) => wide::backward_data_image(gy, weight, &s, gx),
         }
-    });
+    }
 }
 
 /// Convolution backward with respect to the weight (and bias):
