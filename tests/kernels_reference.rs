@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use striate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, Padding2d, conv2d_backward_data,
-    conv2d_backward_filter, conv2d_forward, conv2d_forward_fused,
+    conv2d_backward_filter, conv2d_forward, conv2d_forward_fused, conv2d_relu_max_pool2d_to_vec,
 };
 use striate::kernels::pool::{
     AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
@@ -482,6 +482,54 @@ fn global_pooling_matches_naive_reference() {
                 assert!((gx_avg[p * plane + j] as f64 - gy[p] as f64 / plane as f64).abs() < 1e-6);
                 assert_eq!(gx_max[p * plane + j], if j == arg { gy[p] } else { 0.0 });
             }
+        }
+    }
+}
+
+/// The fused inference block (convolution, bias, ReLU and max pooling per image) equals the
+/// two passes it replaces bit for bit, NaN included, on every conv path and for random windows.
+#[test]
+fn conv_relu_max_pool_fused_equals_the_separate_passes() {
+    let mut rng = StdRng::seed_from_u64(31);
+    for config in 0..CONFIGS {
+        let (input_shape, weight_shape, spec) = random_conv(config, &mut rng);
+        let s = Conv2dShape::new(&input_shape, &weight_shape, spec);
+        let [n, o, oh, ow] = s.output_shape();
+        let pool = loop {
+            let (_, pool) = random_pool(&mut rng, config % 2 == 0);
+            let fits = (0..2).all(|a| {
+                [oh, ow][a] + 2 * pool.padding[a] > pool.dilation[a] * (pool.kernel[a] - 1)
+            });
+            if fits {
+                break pool;
+            }
+        };
+        let mut input = random_vec(input_shape.iter().product(), &mut rng);
+        if config % 5 == 0 {
+            let at = rng.random_range(0..input.len());
+            input[at] = f32::NAN;
+        }
+        let weight = random_vec(weight_shape.iter().product(), &mut rng);
+        let bias = random_vec(o, &mut rng);
+        let mut conv = vec![0.0; n * o * oh * ow];
+        conv2d_forward_fused(
+            &input,
+            &weight,
+            Some(&bias),
+            ConvActivation::Relu,
+            &s,
+            &mut conv,
+        );
+        let p = Pool2dShape::new("max_pool2d", &s.output_shape(), pool);
+        let mut want = vec![0.0; p.output_shape().iter().product()];
+        max_pool2d_forward(&conv, &p, &mut want, None);
+        let got = conv2d_relu_max_pool2d_to_vec(&input, &weight, Some(&bias), &s, pool);
+        assert_eq!(got.len(), want.len(), "config {config}: {s:?} {pool:?}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "config {config} element {i}: fused {g}, separate {w} for {s:?} {pool:?}"
+            );
         }
     }
 }

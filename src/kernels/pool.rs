@@ -110,7 +110,7 @@ impl Pool2dShape {
         self.in_height * self.in_width
     }
 
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         self.out_height * self.out_width
     }
 
@@ -192,7 +192,13 @@ pub fn max_pool2d_forward(
     }
 }
 
-fn max_pool_any_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&mut [u32]>) {
+/// Max pooling of one plane `x` into `out` (and the argmax of each window into `idx`).
+pub(crate) fn max_pool_any_plane(
+    x: &[f32],
+    s: &Pool2dShape,
+    out: &mut [f32],
+    idx: Option<&mut [u32]>,
+) {
     if s.spec == Pool2dSpec::square(2) {
         max_pool_2x2_plane(x, s, out, idx);
     } else {

@@ -16,17 +16,19 @@ use std::cell::RefCell;
 const LINE: usize = 16;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Buffers not in use on this thread; a call takes one and gives it back, so nested calls
+    /// (a fused kernel holding one work area while the convolution inside it borrows another)
+    /// each keep a buffer of their own across steps.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's scratch buffer of at least `len` elements (contents
-/// unspecified), starting on a cache line. Re-entrant calls get a fresh buffer rather than
-/// panicking.
+/// Runs `f` with a scratch buffer of this thread of at least `len` elements (contents
+/// unspecified), starting on a cache line. Nested calls get distinct buffers.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_scratch_parts([len], |[buffer]| f(buffer))
 }
 
-/// Runs `f` with `N` disjoint parts of this thread's scratch buffer, of the lengths asked
+/// Runs `f` with `N` disjoint parts of a scratch buffer of this thread, of the lengths asked
 /// (contents unspecified), each starting on a cache line, with a spare line between
 /// consecutive parts (so parts a multiple of 4 KiB long do not start at the same page offset).
 pub fn with_scratch_parts<const N: usize, R>(
@@ -41,31 +43,29 @@ pub fn with_scratch_parts<const N: usize, R>(
     }
     // Room to move the whole layout onto a line boundary.
     let total = end + LINE;
-    let carve = |buffer: &mut [f32]| {
-        let shift = buffer
-            .as_ptr()
-            .align_offset(LINE * size_of::<f32>())
-            .min(LINE);
-        let mut rest = &mut buffer[shift..];
-        let mut taken = 0;
-        let parts = std::array::from_fn(|i| {
-            let skip = starts[i] - taken;
-            let (part, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(lens[i]);
-            rest = tail;
-            taken = starts[i] + lens[i];
-            part
-        });
-        f(parts)
-    };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => {
-            if buffer.len() < total {
-                buffer.resize(total, 0.0);
-            }
-            carve(&mut buffer[..total])
-        }
-        Err(_) => carve(&mut vec![0.0; total]),
-    })
+    let mut buffer = SCRATCH
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_default();
+    if buffer.len() < total {
+        buffer.resize(total, 0.0);
+    }
+    let shift = buffer
+        .as_ptr()
+        .align_offset(LINE * size_of::<f32>())
+        .min(LINE);
+    let mut rest = &mut buffer[shift..];
+    let mut taken = 0;
+    let parts = std::array::from_fn(|i| {
+        let skip = starts[i] - taken;
+        let (part, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(lens[i]);
+        rest = tail;
+        taken = starts[i] + lens[i];
+        part
+    });
+    let result = f(parts);
+    // A buffer lost to a panic in `f` is simply reallocated next time.
+    SCRATCH.with(|pool| pool.borrow_mut().push(buffer));
+    result
 }
 
 #[cfg(test)]

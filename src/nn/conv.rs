@@ -5,6 +5,7 @@ use rand::Rng;
 use super::{Graph, Module, Op, ValueId};
 use crate::autograd::{Param, Var};
 use crate::kernels::conv::{Conv2dSpec, ConvActivation, Padding2d};
+use crate::kernels::pool::Pool2dSpec;
 use crate::tensor::check::contract_violation;
 use crate::tensor::init::{pytorch_default_bias, pytorch_default_weight};
 
@@ -268,6 +269,12 @@ impl Module for Conv2d {
 
     fn forward_then_relu<'t>(&self, input: Var<'t>) -> Option<Var<'t>> {
         Some(self.forward_with(input, ConvActivation::Relu))
+    }
+
+    fn forward_then_relu_max_pool<'t>(&self, input: Var<'t>, pool: Pool2dSpec) -> Option<Var<'t>> {
+        let tape = input.tape();
+        let bias = self.bias.as_ref().map(|b| tape.param(b));
+        Some(input.conv2d_relu_max_pool2d(tape.param(&self.weight), bias, self.spec, pool))
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {

@@ -106,6 +106,24 @@ pub trait Module: Send + Sync {
         false
     }
 
+    /// Applies the module, a ReLU and max pooling with window `pool` in one fused pass, if it
+    /// can (a convolution pools each image's output while it is in cache, during inference).
+    /// [`Sequential`] calls this for a module followed by [`Relu`] and [`MaxPool2d`]; `None`
+    /// (the default) means "run them separately".
+    fn forward_then_relu_max_pool<'t>(
+        &self,
+        _input: Var<'t>,
+        _pool: crate::kernels::pool::Pool2dSpec,
+    ) -> Option<Var<'t>> {
+        None
+    }
+
+    /// The window of this module if it is a plain max pooling, so a container may fuse it into
+    /// the modules before.
+    fn max_pool_window(&self) -> Option<crate::kernels::pool::Pool2dSpec> {
+        None
+    }
+
     /// A one-line description for summaries, such as `Conv2d(1, 32, kernel_size=[3, 3])`.
     fn describe(&self) -> String {
         let full = std::any::type_name::<Self>();
@@ -186,6 +204,16 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn is_relu(&self) -> bool {
         (**self).is_relu()
+    }
+    fn forward_then_relu_max_pool<'t>(
+        &self,
+        input: Var<'t>,
+        pool: crate::kernels::pool::Pool2dSpec,
+    ) -> Option<Var<'t>> {
+        (**self).forward_then_relu_max_pool(input, pool)
+    }
+    fn max_pool_window(&self) -> Option<crate::kernels::pool::Pool2dSpec> {
+        (**self).max_pool_window()
     }
     fn predict(&self, input: &Tensor) -> Tensor {
         (**self).predict(input)

@@ -77,6 +77,10 @@ impl Module for MaxPool2d {
         input.max_pool2d(self.spec)
     }
 
+    fn max_pool_window(&self) -> Option<Pool2dSpec> {
+        Some(self.spec)
+    }
+
     fn describe(&self) -> String {
         describe_pool("MaxPool2d", &self.spec)
     }

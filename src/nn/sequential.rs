@@ -71,13 +71,26 @@ impl Sequential {
 
 impl Module for Sequential {
     /// Applies the layers in order. A layer followed by [`Relu`](super::Relu) may run fused
-    /// with it ([`Module::forward_then_relu`]): same result, one pass fewer over the
+    /// with it ([`Module::forward_then_relu`]), and with a [`MaxPool2d`](super::MaxPool2d) after
+    /// that too ([`Module::forward_then_relu_max_pool`]): same result, fewer passes over the
     /// activations.
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         let mut x = input;
         let mut i = 0;
         while i < self.layers.len() {
             let followed_by_relu = self.layers.get(i + 1).is_some_and(|next| next.is_relu());
+            let then_pool = self
+                .layers
+                .get(i + 2)
+                .and_then(|next| next.max_pool_window());
+            if followed_by_relu
+                && let Some(pool) = then_pool
+                && let Some(y) = self.layers[i].forward_then_relu_max_pool(x, pool)
+            {
+                x = y;
+                i += 3;
+                continue;
+            }
             if followed_by_relu && let Some(y) = self.layers[i].forward_then_relu(x) {
                 x = y;
                 i += 2;
@@ -146,7 +159,7 @@ mod tests {
 
     use super::*;
     use crate::Tape;
-    use crate::nn::{Conv2dConfig, Relu};
+    use crate::nn::{Conv2dConfig, MaxPool2d, Relu};
 
     #[test]
     fn conv_followed_by_relu_runs_fused_with_the_same_result() {
@@ -172,5 +185,35 @@ mod tests {
                 1e-6
             ));
         }
+    }
+
+    #[test]
+    fn conv_relu_max_pool_runs_fused_in_inference_with_the_same_result() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let conv = Conv2dConfig::new(3, 4, 3).padding(1).init(&mut rng);
+        let net = Sequential::new()
+            .push(conv.clone())
+            .push(Relu)
+            .push(MaxPool2d::new(2));
+        let x = Tensor::rand_uniform(&[3, 3, 9, 8], -1.0, 1.0, &mut rng);
+
+        let tape = Tape::inference();
+        let fused = net.forward(tape.input(x.clone()));
+        // One node for the whole block: input, weight, bias, output.
+        assert_eq!(tape.len(), 4);
+        assert_eq!(fused.shape(), vec![3, 4, 4, 4]);
+
+        // Training records conv + ReLU, then the pooling, for backward; same values.
+        let tape = Tape::training();
+        let recorded = net.forward(tape.input(x.clone()));
+        assert_eq!(tape.len(), 5);
+        assert_eq!(fused.value(), recorded.value());
+        let tape = Tape::inference();
+        let separate = conv
+            .forward(tape.input(x))
+            .relu()
+            .max_pool2d(MaxPool2d::new(2).spec);
+        assert_eq!(fused.value(), separate.value());
+        assert!(recorded.sum().backward().get(&conv.weight).is_some());
     }
 }

@@ -4,8 +4,9 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
-    conv2d_forward_fused_to_vec,
+    conv2d_forward_fused_to_vec, conv2d_relu_max_pool2d_to_vec,
 };
+use crate::kernels::pool::{Pool2dShape, Pool2dSpec};
 use crate::kernels::relu_passes_gradient;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
@@ -113,22 +114,7 @@ impl<'t> Var<'t> {
         spec: Conv2dSpec,
         activation: ConvActivation,
     ) -> Var<'t> {
-        let (input, weight_value) = (self.value(), weight.value());
-        let shape = Conv2dShape::new(input.shape(), weight_value.shape(), spec);
-        let bias_value = bias.map(|b| b.value());
-        if let Some(b) = &bias_value
-            && b.shape() != [shape.out_channels]
-        {
-            contract_violation(
-                "conv2d",
-                format_args!("bias must be [{}]", shape.out_channels),
-                format_args!(
-                    "bias {}, weight {}",
-                    shape_str(b.shape()),
-                    shape_str(weight_value.shape())
-                ),
-            );
-        }
+        let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
         let output = conv2d_forward_fused_to_vec(
             input.as_slice(),
             weight_value.as_slice(),
@@ -138,13 +124,9 @@ impl<'t> Var<'t> {
         );
         let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
         let relu_output = (activation == ConvActivation::Relu).then(|| value.clone());
-        let inputs: Vec<Var<'t>> = [Some(self), Some(weight), bias]
-            .into_iter()
-            .flatten()
-            .collect();
         self.tape().record(
             value,
-            &inputs,
+            &conv_inputs(self, weight, bias),
             Conv2dBackward {
                 input,
                 weight: weight_value,
@@ -152,6 +134,100 @@ impl<'t> Var<'t> {
                 relu_output,
             },
         )
+    }
+
+    /// `conv2d_activated(weight, bias, spec, Relu).max_pool2d(pool)`, the block a
+    /// [`Sequential`](crate::nn::Sequential) runs for `Conv2d`, `Relu`, `MaxPool2d`. When nothing
+    /// on the tape needs a gradient (inference), it is one pass per image that keeps the
+    /// convolution's output in cache and writes only the pooled planes; otherwise it is the two
+    /// ops, recorded for backward. The values are the same either way.
+    ///
+    /// # Panics
+    ///
+    /// As [`Var::conv2d`] and [`Var::max_pool2d`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::nn::functional::{Conv2dSpec, Pool2dSpec};
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::inference();
+    /// let x = tape.input(Tensor::from_vec(vec![1.0, -5.0, 3.0, 2.0], &[1, 1, 2, 2]).unwrap());
+    /// let w = tape.input(Tensor::from_vec(vec![-1.0], &[1, 1, 1, 1]).unwrap());
+    /// let y = x.conv2d_relu_max_pool2d(w, None, Conv2dSpec::default(), Pool2dSpec::square(2));
+    /// assert_eq!(y.value().as_slice(), &[5.0]);
+    /// ```
+    pub fn conv2d_relu_max_pool2d(
+        self,
+        weight: Var<'t>,
+        bias: Option<Var<'t>>,
+        spec: Conv2dSpec,
+        pool: Pool2dSpec,
+    ) -> Var<'t> {
+        let inputs = conv_inputs(self, weight, bias);
+        if inputs.iter().any(|v| v.requires_grad()) {
+            return self
+                .conv2d_activated(weight, bias, spec, ConvActivation::Relu)
+                .max_pool2d(pool);
+        }
+        let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
+        let pooled = Pool2dShape::new("max_pool2d", &shape.output_shape(), pool).output_shape();
+        let output = conv2d_relu_max_pool2d_to_vec(
+            input.as_slice(),
+            weight_value.as_slice(),
+            bias_value.as_ref().map(|b| b.as_slice()),
+            &shape,
+            pool,
+        );
+        let value = Tensor::from_vec(output, &pooled).expect("pooled shape");
+        self.tape()
+            .record(value, &inputs, Conv2dReluMaxPool2dInference)
+    }
+}
+
+/// The values of a convolution's operands, checked: input, weight, bias and the shape.
+fn conv_operands<'t>(
+    input: Var<'t>,
+    weight: Var<'t>,
+    bias: Option<Var<'t>>,
+    spec: Conv2dSpec,
+) -> (Tensor, Tensor, Option<Tensor>, Conv2dShape) {
+    let (input, weight_value) = (input.value(), weight.value());
+    let shape = Conv2dShape::new(input.shape(), weight_value.shape(), spec);
+    let bias_value = bias.map(|b| b.value());
+    if let Some(b) = &bias_value
+        && b.shape() != [shape.out_channels]
+    {
+        contract_violation(
+            "conv2d",
+            format_args!("bias must be [{}]", shape.out_channels),
+            format_args!(
+                "bias {}, weight {}",
+                shape_str(b.shape()),
+                shape_str(weight_value.shape())
+            ),
+        );
+    }
+    (input, weight_value, bias_value, shape)
+}
+
+/// The tape inputs of a convolution, in the order its backward returns gradients.
+fn conv_inputs<'t>(input: Var<'t>, weight: Var<'t>, bias: Option<Var<'t>>) -> Vec<Var<'t>> {
+    [Some(input), Some(weight), bias]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The record of the fused inference block: taken only when no input needs a gradient, so the
+/// tape never calls it.
+#[derive(Debug)]
+struct Conv2dReluMaxPool2dInference;
+
+impl Backward for Conv2dReluMaxPool2dInference {
+    fn backward(&self, _: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        unreachable!("the fused inference block is recorded only when no input needs a gradient")
     }
 }
 

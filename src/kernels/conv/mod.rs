@@ -37,6 +37,8 @@ mod wide;
 use rayon::prelude::*;
 
 use crate::kernels::fill::filled_by_chunks;
+use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_any_plane};
+use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks};
 pub use shape::{
@@ -121,6 +123,63 @@ pub fn conv2d_forward_fused_to_vec(
     let image_out = shape.out_channels * shape.out_plane();
     let parallel = parallel_over_images(shape.batch);
     filled_by_chunks(image_out, shape.batch, parallel, image)
+}
+
+/// Convolution, bias, ReLU and max pooling in one pass over each image, for inference: the
+/// convolution's output stays in a per-thread buffer (in cache) and only the pooled planes are
+/// written out, so the full-size activation never goes to memory and back. Equal to
+/// [`conv2d_forward_fused`] with [`ConvActivation::Relu`] followed by
+/// [`max_pool2d_forward`](crate::kernels::pool::max_pool2d_forward), value for value.
+///
+/// # Panics
+///
+/// If a slice's length does not match `shape`, or the pooling window does not fit the
+/// convolution's output (as [`Pool2dShape::new`]).
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::conv::{conv2d_relu_max_pool2d_to_vec, Conv2dShape, Conv2dSpec};
+/// use striate::kernels::pool::Pool2dSpec;
+///
+/// // A 1x1 convolution with weight 1 and bias -2, ReLU, then 2x2 max pooling.
+/// let shape = Conv2dShape::new(&[1, 1, 2, 2], &[1, 1, 1, 1], Conv2dSpec::default());
+/// let out = conv2d_relu_max_pool2d_to_vec(
+///     &[1.0, 5.0, 3.0, 2.0], &[1.0], Some(&[-2.0]), &shape, Pool2dSpec::square(2),
+/// );
+/// assert_eq!(out, [3.0]);
+/// ```
+pub fn conv2d_relu_max_pool2d_to_vec(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    shape: &Conv2dShape,
+    pool: Pool2dSpec,
+) -> Vec<f32> {
+    let s = *shape;
+    let image = forward_images(input, weight, bias, ConvActivation::Relu, shape);
+    let pooled = Pool2dShape::new(
+        "conv2d_relu_max_pool2d",
+        &[1, s.out_channels, s.out_height, s.out_width],
+        pool,
+    );
+    let image_out = s.out_channels * s.out_plane();
+    filled_by_chunks(
+        s.out_channels * pooled.out_plane(),
+        s.batch,
+        parallel_over_images(s.batch),
+        |n, out| {
+            with_scratch(image_out, |conv| {
+                image(n, conv);
+                for (plane, out) in conv
+                    .chunks_exact(s.out_plane())
+                    .zip(out.chunks_exact_mut(pooled.out_plane()))
+                {
+                    max_pool_any_plane(plane, &pooled, out, None);
+                }
+            })
+        },
+    )
 }
 
 /// Checks the forward's operands and returns the computation of one image's output.
