@@ -292,7 +292,9 @@ impl<'a> Fit<'a> {
     ///   before training on, so a run split into several `Fit` calls (with
     ///   [`Fit::start_epoch`]) trains as one. [`WeightAverage::state_dict`] saves both for a
     ///   checkpoint.
-    /// - If `run` fails, the model holds the last trained weights, not the average.
+    /// - If `run` fails, the model holds the last trained weights, not the average. With
+    ///   [`EarlyStopping::restore_best_weights`], it ends with the best epoch's average (what
+    ///   was validated then), while `average` keeps the last trained weights.
     ///
     /// Each update is one pass over the parameters and buffers, after the optimizer's own.
     ///
