@@ -38,10 +38,9 @@ fn every_example_prints_help_and_exits_0() {
             assert!(stdout.contains(flag), "{name} lacks {flag}: {stdout}");
         }
         if name == "mnist" {
-            assert!(
-                stdout.contains("--augment"),
-                "mnist lacks --augment: {stdout}"
-            );
+            for flag in ["--augment", "--ema"] {
+                assert!(stdout.contains(flag), "mnist lacks {flag}: {stdout}");
+            }
         }
     }
 }
@@ -52,6 +51,8 @@ fn bad_values_are_rejected_with_clap_messages() {
         ("mnist", &["--epochs", "0"][..]),
         ("mnist", &["--epochs", "-3"][..]),
         ("mnist", &["--lr", "nan"][..]),
+        ("mnist", &["--ema", "1.5"][..]),
+        ("mnist", &["--label-smoothing", "-0.1"][..]),
         ("transfer", &["--shots", "x"][..]),
         ("zoo", &["--threads", "0"][..]),
         ("augment", &[][..]),

@@ -1,4 +1,4 @@
-//! Optimizers, learning-rate schedules and gradient clipping.
+//! Optimizers, learning-rate schedules, gradient clipping and weight averaging.
 //!
 //! An [`Optimizer`] updates a [`Module`]'s parameters from the [`Gradients`] of one backward
 //! pass. Every optimizer here follows PyTorch's `torch.optim` update rule exactly (each one
@@ -17,6 +17,8 @@
 //!   rate and weight decay. [Schedules](LrSchedule) set each group's rate from its initial one.
 //! - [`Optimizer::state_dict`] exports the state by parameter name, and
 //!   [`Optimizer::load_state_dict`] resumes it, step for step.
+//! - A [`WeightAverage`] keeps an exponential moving average (or SWA's equal average) of the
+//!   weights beside any optimizer, as PyTorch's `AveragedModel` does.
 //!
 //! # Examples
 //!
@@ -63,6 +65,7 @@
 //! ```
 
 mod adam;
+mod averaging;
 mod clip;
 mod groups;
 mod rmsprop;
@@ -117,6 +120,7 @@ macro_rules! delegate_to_state {
 pub(crate) use delegate_to_state;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use averaging::{Averaging, WeightAverage};
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use groups::{GroupOptions, ParamGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};

@@ -54,7 +54,7 @@ use crate::data::DataLoader;
 use crate::error::{Error, Result};
 use crate::metrics::ConfusionMatrix;
 use crate::nn::Module;
-use crate::optim::{LrSchedule, Optimizer, ReduceLrOnPlateau, clip_grad_norm};
+use crate::optim::{LrSchedule, Optimizer, ReduceLrOnPlateau, WeightAverage, clip_grad_norm};
 use progress::EpochProgress;
 
 /// A loss of logits and class labels, such as `|logits, labels| logits.cross_entropy(labels)`.
@@ -120,6 +120,23 @@ pub struct Fit<'a> {
     board: Option<tensorboard::FitLog>,
     /// The data-parallel group this run is one replica of (see `Fit::distributed`).
     replicas: Option<Box<dyn Replicas + 'a>>,
+    /// The weight average updated after every step (see `Fit::average_weights`).
+    average: Option<AverageSlot<'a>>,
+}
+
+/// A weight average that `Fit` owns ([`Fit::ema`]) or borrows ([`Fit::average_weights`]).
+enum AverageSlot<'a> {
+    Owned(WeightAverage),
+    Borrowed(&'a mut WeightAverage),
+}
+
+impl AverageSlot<'_> {
+    fn get(&mut self) -> &mut WeightAverage {
+        match self {
+            AverageSlot::Owned(average) => average,
+            AverageSlot::Borrowed(average) => average,
+        }
+    }
 }
 
 impl<'a> Fit<'a> {
@@ -143,6 +160,7 @@ impl<'a> Fit<'a> {
             log: None,
             board: None,
             replicas: None,
+            average: None,
         }
     }
 
@@ -212,6 +230,114 @@ impl<'a> Fit<'a> {
     pub fn clip_grad_norm(mut self, max_norm: f32) -> Self {
         self.max_grad_norm = Some(max_norm);
         self
+    }
+
+    /// Keeps an exponential moving average of the weights with this `decay`, updated after
+    /// every optimizer step, and ends training with it in the model: Keras's
+    /// `optimizer(use_ema=True, ema_momentum=decay)`, with PyTorch's arithmetic. Short for
+    /// [`Fit::average_weights`] with a [`WeightAverage::ema`] that `Fit` owns; see there for
+    /// what validation, callbacks and the trained model get.
+    ///
+    /// A decay `d` averages over roughly the last `1 / (1 − d)` steps: 0.999 suits runs of
+    /// several thousand steps, 0.99 runs of a few hundred.
+    ///
+    /// # Panics
+    ///
+    /// If `decay` is not in `[0, 1]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Momentum, Sgd, SgdConfig};
+    /// use striate::train::{Fit, Progress};
+    ///
+    /// let pixels: Vec<u8> = (0..64).flat_map(|i| vec![if i % 2 == 0 { 20 } else { 230 }; 4]).collect();
+    /// let data = ImageDataset::from_u8(pixels, [1, 2, 2], (0..64).map(|i| i % 2).collect())?;
+    /// let loader = DataLoader::new(data, 8).shuffle(0);
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, momentum: Some(Momentum::classic(0.9)), ..Default::default() });
+    /// let history = Fit::new(&mut model, &mut sgd)
+    ///     .epochs(5)
+    ///     .ema(0.9)
+    ///     .validation(&loader)
+    ///     .progress(Progress::Silent)
+    ///     .run(&loader)?;
+    /// // Validated, and now in `model`: the averaged weights.
+    /// assert_eq!(history.last().unwrap().val_accuracy, Some(1.0));
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn ema(mut self, decay: f64) -> Self {
+        self.average = Some(AverageSlot::Owned(WeightAverage::ema(decay)));
+        self
+    }
+
+    /// Updates `average` with the model's weights after every optimizer step (PyTorch's
+    /// `AveragedModel.update_parameters`; see [`WeightAverage`] for the arithmetic, the start
+    /// step and batch-norm buffers), and trains the last weights while judging the averaged
+    /// ones:
+    ///
+    /// - **Validation and callbacks** see the averaged weights (and averaged batch-norm
+    ///   statistics): each epoch's `val_loss` and `val_accuracy` are those of the model this
+    ///   run would return if it stopped there, and [`EarlyStopping`]'s
+    ///   `restore_best_weights` or a callback that saves the model keep what was measured.
+    ///   Until the average has its first model (before its start step), they see the
+    ///   trained weights. The training loss and accuracy are those of the trained weights.
+    /// - **The model ends with the averaged weights**, as Keras's `fit` leaves a model trained
+    ///   with `use_ema` (PyTorch keeps a second model instead): what you save or evaluate
+    ///   after `run` is the average. The last trained weights stay in `average`
+    ///   ([`WeightAverage::is_swapped`]); a later `Fit` given the same average swaps them back
+    ///   before training on, so a run split into several `Fit` calls (with
+    ///   [`Fit::start_epoch`]) trains as one. [`WeightAverage::state_dict`] saves both for a
+    ///   checkpoint.
+    /// - If `run` fails, the model holds the last trained weights, not the average. With
+    ///   [`EarlyStopping::restore_best_weights`], it ends with the best epoch's average (what
+    ///   was validated then), while `average` keeps the last trained weights.
+    ///
+    /// Each update is one pass over the parameters and buffers, after the optimizer's own.
+    ///
+    /// # Examples
+    ///
+    /// SWA's equal average of the weights after each step of the last two epochs:
+    ///
+    /// ```
+    /// use rand::{SeedableRng, rngs::StdRng};
+    /// use striate::data::{DataLoader, ImageDataset};
+    /// use striate::nn::{Dense, Flatten, Sequential};
+    /// use striate::optim::{Sgd, SgdConfig, WeightAverage};
+    /// use striate::train::{Fit, Progress};
+    ///
+    /// let pixels: Vec<u8> = (0..64).flat_map(|i| vec![if i % 2 == 0 { 20 } else { 230 }; 4]).collect();
+    /// let data = ImageDataset::from_u8(pixels, [1, 2, 2], (0..64).map(|i| i % 2).collect())?;
+    /// let loader = DataLoader::new(data, 8).shuffle(0);
+    /// let mut model = Sequential::new().push(Flatten::new()).push(Dense::new(4, 2, &mut StdRng::seed_from_u64(0)));
+    /// let mut sgd = Sgd::new(SgdConfig { learning_rate: 0.1, ..Default::default() });
+    /// let mut swa = WeightAverage::equal().start_step(3 * loader.len() as u64);
+    /// Fit::new(&mut model, &mut sgd)
+    ///     .epochs(5)
+    ///     .average_weights(&mut swa)
+    ///     .progress(Progress::Silent)
+    ///     .run(&loader)?;
+    /// assert_eq!(swa.n_averaged(), 2 * loader.len() as u64);
+    /// assert!(swa.is_swapped()); // the model holds the average
+    /// # Ok::<(), striate::Error>(())
+    /// ```
+    pub fn average_weights(mut self, average: &'a mut WeightAverage) -> Self {
+        self.average = Some(AverageSlot::Borrowed(average));
+        self
+    }
+
+    /// Puts the weight average, if there is one with a model in it, into the model
+    /// (`into_model`) or takes it out again.
+    fn swap_average(&mut self, into_model: bool) {
+        if let Some(slot) = &mut self.average {
+            let average = slot.get();
+            if average.is_swapped() != into_model && !average.is_empty() {
+                average.swap(self.model);
+            }
+        }
     }
 
     /// Seeds the training tapes (dropout masks).
@@ -406,8 +532,11 @@ impl<'a> Fit<'a> {
         let mut plateau_scale = 1.0;
         let result = (|| {
             for epoch in self.first_epoch..self.first_epoch + self.epochs {
+                // Train the last weights; validate and call back with the average.
+                self.swap_average(false);
                 self.set_learning_rates(epoch, plateau_scale);
                 let (mut record, display) = self.train_epoch(train, epoch, batches)?;
+                self.swap_average(true);
                 self.validate(&mut record)?;
                 display.finish(&record);
                 plateau_scale *= self.plateau_step(&record);
@@ -429,6 +558,9 @@ impl<'a> Fit<'a> {
             }
             Ok(())
         })();
+        if result.is_err() {
+            self.swap_average(false);
+        }
         for callback in &mut self.callbacks {
             callback.on_train_end(self.model);
         }
@@ -551,6 +683,9 @@ impl<'a> Fit<'a> {
             self.optimizer.step(self.model, &grads);
             if let Some(replicas) = &mut self.replicas {
                 replicas.after_step(self.model, &at())?;
+            }
+            if let Some(average) = &mut self.average {
+                average.get().update(self.model);
             }
             if let Some(board) = &mut self.board {
                 let global_step = (epoch * batches + step + 1) as u64;
