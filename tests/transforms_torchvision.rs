@@ -17,6 +17,9 @@
 //!
 //! Run with `--nocapture` to see the worst difference of each case.
 
+#[path = "common/stf1.rs"]
+mod stf1;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -31,19 +34,9 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transforms")
 }
 
-/// Reads a tensor written by `write_tensor` in the script: `STF1`, rank, dims, f32 values.
+/// Reads a fixture tensor by name.
 fn read_tensor(name: &str) -> Tensor {
-    let path = fixture_dir().join(format!("{name}.f32"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..4], b"STF1", "{}: bad magic", path.display());
-    let word = |k: usize| u32::from_le_bytes(bytes[4 + 4 * k..8 + 4 * k].try_into().unwrap());
-    let rank = word(0) as usize;
-    let shape: Vec<usize> = (1..=rank).map(|k| word(k) as usize).collect();
-    let data: Vec<f32> = bytes[8 + 4 * rank..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    Tensor::from_vec(data, &shape).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    stf1::read_tensor(&fixture_dir().join(format!("{name}.f32")))
 }
 
 struct Case {
