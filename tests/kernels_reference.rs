@@ -155,15 +155,34 @@ fn channel(s: &Conv2dShape, o: usize, ci: usize) -> usize {
 /// Runs the three kernels on random data of shape `s` and returns their errors relative to the
 /// naive reference: forward, backward-data, backward-filter, bias gradient.
 fn compare_with_reference(s: &Conv2dShape, rng: &mut StdRng) -> [f64; 4] {
+    let [x, w, b, gy] = random_operands(s, rng);
+    kernels_and_reference(s, &x, &w, &b, &gy).map(|(got, want)| relative_error(&got, &want))
+}
+
+/// Random input, weight, bias and output gradient for shape `s`.
+fn random_operands(s: &Conv2dShape, rng: &mut StdRng) -> [Vec<f32>; 4] {
     let weight_len =
         s.out_channels * (s.in_channels / s.spec.groups) * s.kernel_height * s.kernel_width;
-    let x = random_vec(s.batch * s.in_channels * s.in_height * s.in_width, rng);
-    let w = random_vec(weight_len, rng);
-    let b = random_vec(s.out_channels, rng);
     let out_len: usize = s.output_shape().iter().product();
-    let gy = random_vec(out_len, rng);
-    let plane = s.out_height * s.out_width;
+    [
+        random_vec(s.batch * s.in_channels * s.in_height * s.in_width, rng),
+        random_vec(weight_len, rng),
+        random_vec(s.out_channels, rng),
+        random_vec(out_len, rng),
+    ]
+}
 
+/// Each pass's result beside its naive f64 reference: forward (with the fused ReLU's output
+/// appended), backward-data, backward-filter, bias gradient.
+fn kernels_and_reference(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    gy: &[f32],
+) -> [(Vec<f32>, Vec<f64>); 4] {
+    let out_len = gy.len();
+    let plane = s.out_height * s.out_width;
     let mut y_ref: Vec<f64> = (0..out_len)
         .map(|i| b[(i / plane) % s.out_channels] as f64)
         .collect();
@@ -185,22 +204,23 @@ fn compare_with_reference(s: &Conv2dShape, rng: &mut StdRng) -> [f64; 4] {
     });
 
     let mut y = vec![f32::NAN; out_len];
-    conv2d_forward(&x, &w, Some(&b), s, &mut y);
-    // The fused ReLU epilogue (applied as values are stored on some paths, after on others).
+    conv2d_forward(x, w, Some(b), s, &mut y);
+    // The fused ReLU epilogue (applied as values are stored on some paths, after on others),
+    // as PyTorch's: NaN stays NaN.
     let mut y_relu = vec![f32::NAN; out_len];
-    conv2d_forward_fused(&x, &w, Some(&b), ConvActivation::Relu, s, &mut y_relu);
-    let relu_ref: Vec<f64> = y_ref.iter().map(|&v| v.max(0.0)).collect();
+    conv2d_forward_fused(x, w, Some(b), ConvActivation::Relu, s, &mut y_relu);
+    let relu_ref: Vec<f64> = y_ref
+        .iter()
+        .map(|&v| if v < 0.0 { 0.0 } else { v })
+        .collect();
     let mut gx = vec![f32::NAN; x.len()];
-    conv2d_backward_data(&gy, &w, s, &mut gx);
+    conv2d_backward_data(gy, w, s, &mut gx);
     let mut gw = vec![f32::NAN; w.len()];
     let mut gb = vec![f32::NAN; b.len()];
-    conv2d_backward_filter(&x, &gy, s, &mut gw, Some(&mut gb));
-    [
-        relative_error(&y, &y_ref).max(relative_error(&y_relu, &relu_ref)),
-        relative_error(&gx, &gx_ref),
-        relative_error(&gw, &gw_ref),
-        relative_error(&gb, &gb_ref),
-    ]
+    conv2d_backward_filter(x, gy, s, &mut gw, Some(&mut gb));
+    y.extend(y_relu);
+    y_ref.extend(relu_ref);
+    [(y, y_ref), (gx, gx_ref), (gw, gw_ref), (gb, gb_ref)]
 }
 
 const PASSES: [&str; 4] = ["forward", "backward-data", "backward-filter", "bias"];
@@ -246,9 +266,10 @@ fn conv2d_large_images_use_several_tiles() {
 
 #[test]
 fn depthwise_rows_wide_enough_for_vector_blocks() {
-    // The direct path computes sixteen columns at a time where every tap is inside the row and
-    // one at a time elsewhere: widths around and above one block, dilations, asymmetric and
-    // wide padding, channel multipliers 1 and 2.
+    // The direct path computes tiles of four rows by one or two vectors of sixteen columns,
+    // the last tile of a row or column overlapping the one before: widths around one and two
+    // vectors, heights around a tile, dilations, asymmetric padding and padding wider than the
+    // kernel spans (cropped in backward-data), channel multipliers 1 to 3.
     let mut rng = StdRng::seed_from_u64(16);
     for (width, dilation, padding, multiplier) in [
         (16, [1, 1], Padding2d::symmetric(1, 1), 1),
@@ -276,6 +297,9 @@ fn depthwise_rows_wide_enough_for_vector_blocks() {
             2,
         ),
         (19, [1, 1], Padding2d::symmetric(1, 1), 1),
+        (33, [1, 1], Padding2d::symmetric(1, 1), 1),
+        (48, [1, 1], Padding2d::symmetric(2, 2), 1),
+        (57, [2, 2], Padding2d::symmetric(1, 3), 3),
     ] {
         let spec = Conv2dSpec {
             padding,
@@ -283,11 +307,80 @@ fn depthwise_rows_wide_enough_for_vector_blocks() {
             groups: 3,
             ..Default::default()
         };
-        let s = Conv2dShape::new(&[2, 3, 9, width], &[3 * multiplier, 1, 3, 3], spec);
+        // Heights below, at and between multiples of the forward's four-row tiles.
+        let height = [3, 4, 9, 5][width % 4];
+        let s = Conv2dShape::new(&[2, 3, height, width], &[3 * multiplier, 1, 3, 3], spec);
         for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
             assert!(
                 e < 1e-4,
                 "width {width} {dilation:?} {padding:?}: {name} error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_kernels_propagate_infinities_and_nans_as_the_reference() {
+    // A few infinite and NaN inputs and output gradients: every output the reference makes
+    // NaN or infinite must be so, with the same sign, and no other (PyTorch's sums are plain
+    // IEEE sums, so this does not depend on their order). Guards against kernels that compute
+    // past a row's end and multiply a zero by an infinity there, or clamp NaN away.
+    let mut rng = StdRng::seed_from_u64(7);
+    let same = |pad: usize| Padding2d::symmetric(pad, pad);
+    let cases = [
+        ([2, 4, 9, 40], [4, 1, 3, 3], same(1), 1, 4), // depthwise, two vectors per row
+        ([2, 3, 6, 21], [6, 1, 3, 3], same(1), 1, 3), // depthwise, multiplier 2, partial vector
+        ([1, 2, 5, 7], [2, 1, 5, 5], same(2), 1, 2),  // depthwise, narrow rows, 5x5
+        ([2, 16, 10, 14], [16, 16, 3, 3], same(1), 1, 1), // general (shifted on AVX-512)
+        ([2, 8, 9, 9], [8, 8, 3, 3], same(1), 2, 1),  // general, stride 2
+        ([2, 8, 6, 10], [5, 8, 1, 1], same(0), 1, 1), // pointwise
+    ];
+    for (input, weight, padding, stride, groups) in cases {
+        let spec = Conv2dSpec {
+            padding,
+            stride: [stride, stride],
+            groups,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(&input, &weight, spec);
+        let [x, w, b, gy] = random_operands(&s, &mut rng);
+        let with_specials = |data: &[f32], rng: &mut StdRng| {
+            let mut data = data.to_vec();
+            for special in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                let at = rng.random_range(0..data.len());
+                data[at] = special;
+            }
+            data
+        };
+        // Specials in the input reach the forward and the filter gradient; in the output
+        // gradient, backward-data and the bias gradient. (Not both in the filter gradient: an
+        // infinite gradient meets the zero padding there, a product the reference skips and an
+        // im2col product computes as NaN; PyTorch's answer depends on its path too.)
+        let (x_special, gy_special) = (with_specials(&x, &mut rng), with_specials(&gy, &mut rng));
+        let from_input = kernels_and_reference(&s, &x_special, &w, &b, &gy);
+        let from_gradient = kernels_and_reference(&s, &x, &w, &b, &gy_special);
+        let [forward, _, filter, _] = from_input;
+        let [_, data, _, bias] = from_gradient;
+        for (name, (got, want)) in PASSES.iter().zip([forward, data, filter, bias]) {
+            let mut non_finite = 0;
+            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                let agrees = if r.is_nan() {
+                    g.is_nan()
+                } else if r.is_infinite() {
+                    g as f64 == r
+                } else {
+                    g.is_finite()
+                };
+                non_finite += usize::from(!r.is_finite());
+                assert!(
+                    agrees,
+                    "{input:?} {weight:?} {name}: element {i} is {g}, reference {r}"
+                );
+            }
+            // The case tests something: the specials reached this pass's outputs.
+            assert!(
+                non_finite > 0 || *name == "bias",
+                "{input:?} {name}: all finite"
             );
         }
     }

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod scratch;
 pub mod softmax;
 pub mod special;
+pub(crate) mod vector;
 
 /// `max(x, 0)` exactly as PyTorch computes it: NaN stays NaN and `-0.0` stays `-0.0`
 /// (`f32::max(x, 0.0)` would turn NaN into 0 and hide it).

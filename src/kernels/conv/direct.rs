@@ -1,164 +1,683 @@
 //! The direct path: convolutions whose groups have one input channel each (depthwise
-//! convolutions, and single-channel inputs such as an MNIST net's first layer). A GEMM would
-//! have an inner dimension of only `KH·KW`, so instead each output plane is a weighted sum of
-//! shifted copies of its input plane.
+//! convolutions, and single-channel inputs with few filters). A GEMM would have an inner
+//! dimension of only `KH·KW`, so instead each output plane is a weighted sum of shifted copies of
+//! its input plane.
 //!
-//! At stride 1 the input plane is copied once into a zero-padded buffer of width
-//! `Wp = W + left + right`, and the output is computed on a "wide" grid with the same row
-//! stride: tap `(kh, kw)` is then the constant shift `kh·dh·Wp + kw·dw`, so every tap is one
-//! long contiguous multiply-add over the whole plane (the extra `Wp − OW` columns per row are
-//! discarded). Larger strides walk rows with a gather.
+//! At stride 1 the plane is copied once into a zero-bordered buffer ([`Bordered`]) whose row
+//! stride leaves room for every tap, so tap `(kh, kw)` of output `(oh, ow)` is the buffer at
+//! `(oh + kh·dh)·width + ow + kw·dw`: the same shift for every output. A register tile of `R`
+//! output rows by `C` vectors of 16 columns then sums all taps before it is stored once, with
+//! `R·C` independent accumulators (one accumulator per tap chain would wait on the latency of
+//! each multiply-add). A row whose width is not a multiple of the tile's is finished by a tile
+//! that ends at the row's end and overlaps the one before it (recomputing a few outputs rather
+//! than masking them), and the rows likewise. Backward-data is the same correlation of the
+//! output gradient with the taps reversed, bordered by `span − padding`. The filter gradient
+//! takes the taps four at a time through the plane. Larger strides walk rows with a gather.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::parallel::{sum_over_image_chunks, valid_columns};
-use super::shape::Conv2dShape;
-use super::wide::Wide;
+use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::with_scratch_parts;
-use crate::util::simd::{dispatch, dot};
+use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+use crate::util::simd::{copy_row, prefetch};
 
-/// Output values computed per step of the wide correlation: one AVX-512 register.
-const LANES: usize = 16;
+/// The widest vector's floats: the zero tail of a bordered buffer, which the tiles of rows
+/// narrower than a vector read past the last row.
+const MAX_LANES: usize = 16;
+/// Output rows of a forward tile.
+const ROWS: usize = 4;
+/// Taps per pass of the filter gradient over a plane, and its output rows per tile.
+const TAP_BLOCK: usize = 4;
+const GRADIENT_ROWS: usize = 2;
 
-/// `out[i] = (accumulate ? out[i] : 0) + Σ_t weights[t] · source[i + shifts[t]]`, a register
-/// of outputs at a time so each is stored once.
-#[inline(always)]
-fn correlate(out: &mut [f32], source: &[f32], shifts: &[usize], weights: &[f32], accumulate: bool) {
-    let len = out.len();
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        let mut acc = [0.0f32; LANES];
-        if accumulate {
-            acc.copy_from_slice(&out[base..base + LANES]);
+/// A plane of `rows x cols` copied into a zero-bordered buffer of `height x width` (plus a zero
+/// tail of one vector, which the tiles of rows narrower than a vector read past the last row),
+/// its element `(r, c)` at `(r + top, c + left)`. A negative border crops the plane: the
+/// backward-data of a convolution padded wider than its kernel spans never reads those rows.
+#[derive(Clone, Copy, Debug)]
+struct Bordered {
+    rows: usize,
+    cols: usize,
+    top: isize,
+    left: isize,
+    width: usize,
+    height: usize,
+}
+
+impl Bordered {
+    /// The buffer from which an `out_rows x out_cols` grid of `kh x kw` taps (dilated by `dh`,
+    /// `dw`) reads, for a plane of `rows x cols` placed at `(top, left)`.
+    fn for_taps(
+        (rows, cols): (usize, usize),
+        (top, left): (isize, isize),
+        (out_rows, out_cols): (usize, usize),
+        s: &Conv2dShape,
+    ) -> Bordered {
+        let [dh, dw] = s.spec.dilation;
+        Bordered {
+            rows,
+            cols,
+            top,
+            left,
+            height: out_rows + dh * (s.kernel_height - 1),
+            width: out_cols + dw * (s.kernel_width - 1),
         }
-        for (&shift, &w) in shifts.iter().zip(weights) {
-            let src = &source[base + shift..base + shift + LANES];
-            for l in 0..LANES {
-                acc[l] += w * src[l];
+    }
+
+    /// The forward's buffer: the input plane inside the convolution's padding.
+    fn forward(s: &Conv2dShape) -> Bordered {
+        let p = s.spec.padding;
+        Bordered::for_taps(
+            (s.in_height, s.in_width),
+            (p.top as isize, p.left as isize),
+            (s.out_height, s.out_width),
+            s,
+        )
+    }
+
+    /// The backward-data's buffer: the output gradient inside `span − padding` on each side.
+    fn backward_data(s: &Conv2dShape) -> Bordered {
+        let p = s.spec.padding;
+        let [dh, dw] = s.spec.dilation;
+        let span_h = (dh * (s.kernel_height - 1)) as isize;
+        let span_w = (dw * (s.kernel_width - 1)) as isize;
+        Bordered::for_taps(
+            (s.out_height, s.out_width),
+            (span_h - p.top as isize, span_w - p.left as isize),
+            (s.in_height, s.in_width),
+            s,
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.height * self.width + MAX_LANES
+    }
+
+    /// The shift of every tap `(kh, kw)`, row-major, from the first of `planes` buffers laid
+    /// `len()` apart.
+    fn shifts(&self, s: &Conv2dShape, planes: usize) -> Vec<usize> {
+        let [dh, dw] = s.spec.dilation;
+        let mut shifts = Vec::with_capacity(planes * s.kernel_height * s.kernel_width);
+        for plane in 0..planes {
+            for kh in 0..s.kernel_height {
+                for kw in 0..s.kernel_width {
+                    shifts.push(plane * self.len() + kh * dh * self.width + kw * dw);
+                }
             }
         }
-        out[base..base + LANES].copy_from_slice(&acc);
+        shifts
     }
-    for i in full..len {
-        let total: f32 = shifts
-            .iter()
-            .zip(weights)
-            .map(|(&shift, &w)| w * source[i + shift])
-            .sum();
-        out[i] = if accumulate { out[i] + total } else { total };
+
+    /// Copies `plane` into the inside of `buffer`; the border is left as it was (zero once
+    /// zeroed: every plane lands on the same positions).
+    fn copy_in(&self, plane: &[f32], buffer: &mut [f32]) {
+        let first_col = (-self.left).max(0) as usize;
+        let end_col = (self.width as isize - self.left).clamp(0, self.cols as isize) as usize;
+        if first_col >= end_col {
+            return;
+        }
+        let n = end_col - first_col;
+        for r in 0..self.rows {
+            let row = r as isize + self.top;
+            if row < 0 || row >= self.height as isize {
+                continue;
+            }
+            let at = row as usize * self.width + (first_col as isize + self.left) as usize;
+            copy_row(
+                &mut buffer[at..at + n],
+                &plane[r * self.cols + first_col..][..n],
+            );
+        }
     }
 }
 
-/// `out[t] += Σ_i g[i] · source[i + shifts[t]]` for every tap: the filter gradient of one plane.
-/// Taps go four at a time through one pass over `g`, each into its own register of partial
-/// sums, so `g` is read a third as often as with one dot product per tap.
-#[inline(always)]
-fn correlate_taps(g: &[f32], source: &[f32], shifts: &[usize], out: &mut [f32]) {
-    let mut shift_blocks = shifts.chunks_exact(4);
-    let mut out_blocks = out.chunks_exact_mut(4);
-    for (block, totals) in (&mut shift_blocks).zip(&mut out_blocks) {
-        let block: &[usize; 4] = block.try_into().expect("chunks of four");
-        let sums = dot4(g, source, block);
-        for (total, sum) in totals.iter_mut().zip(sums) {
-            *total += sum;
+/// Where the tiles of one dimension start: every `tile` from 0 while a whole tile fits, then one
+/// ending at `extent` (overlapping the one before) when `extent` is not a multiple of `tile`.
+/// Only 0 when `extent < tile` (a tile reading past the end).
+fn tile_starts(extent: usize, tile: usize) -> impl Iterator<Item = usize> {
+    let whole = extent / tile;
+    let last = (whole > 0 && !extent.is_multiple_of(tile)).then(|| extent - tile);
+    (0..whole.max(1)).map(move |i| i * tile).chain(last)
+}
+
+/// The column dilation `dw` when `shifts` are one 3x3 filter's taps with undilated rows
+/// (`kh·width + kw·dw`): the shape the forward's and the filter gradient's specialised tiles
+/// serve, with every weight (or tap sum) in a register and each input vector loaded once for
+/// the up to three rows that read it.
+fn three_by_three(shifts: &[usize], width: usize) -> Option<usize> {
+    let dw = *shifts.get(1)?;
+    let expected = (0..9).map(|t| (t / 3) * width + (t % 3) * dw);
+    (shifts.len() == 9 && shifts.iter().copied().eq(expected)).then_some(dw)
+}
+
+/// What happens to each output as it is stored: the bias added, then the activation.
+#[derive(Clone, Copy)]
+struct Epilogue {
+    bias: Option<f32>,
+    activation: ConvActivation,
+}
+
+impl Epilogue {
+    const NONE: Epilogue = Epilogue {
+        bias: None,
+        activation: ConvActivation::Identity,
+    };
+
+    /// The epilogue of one vector.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    unsafe fn apply<V: Vector>(self, y: V) -> V {
+        // SAFETY: the caller's contract.
+        let y = match self.bias {
+            Some(b) => y.add(unsafe { V::splat(b) }),
+            None => y,
+        };
+        match self.activation {
+            ConvActivation::Identity => y,
+            ConvActivation::Relu => y.relu(),
         }
-    }
-    for (total, &shift) in out_blocks
-        .into_remainder()
-        .iter_mut()
-        .zip(shift_blocks.remainder())
-    {
-        *total += dot(g, &source[shift..shift + g.len()]);
     }
 }
 
-/// Four dot products of `g` with `source` shifted by each of `shifts`.
-#[inline(always)]
-fn dot4(g: &[f32], source: &[f32], shifts: &[usize; 4]) -> [f32; 4] {
-    let mut acc = [[0.0f32; LANES]; 4];
-    let full = g.len() / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        let gv = &g[base..base + LANES];
-        for (acc, &shift) in acc.iter_mut().zip(shifts) {
-            let src = &source[base + shift..base + shift + LANES];
-            for l in 0..LANES {
-                acc[l] += gv[l] * src[l];
+/// `out` `[rows, cols]` = the correlation of the bordered `src` (row stride `grid.width`) with
+/// `weights` at `shifts`, through `epilogue`.
+struct CorrelatePlane<'a> {
+    src: &'a [f32],
+    grid: &'a Bordered,
+    dims: (usize, usize),
+    shifts: &'a [usize],
+    weights: &'a [f32],
+    epilogue: Epilogue,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for CorrelatePlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let (rows, cols) = self.dims;
+        let lanes = V::LANES;
+        assert!(self.shifts.len() == self.weights.len() && self.out.len() == rows * cols);
+        // Every read of a tile at output `(oh, ow)` is `src[oh·width + ow + shift + j]` with
+        // `j < C·LANES` for tiles inside the row, `j < LANES` for rows narrower than a vector.
+        let max_shift = self.shifts.iter().copied().max().unwrap_or(0);
+        let reach = (rows.max(1) - 1) * self.grid.width + cols.max(lanes) + max_shift;
+        assert!(
+            reach <= self.src.len(),
+            "direct conv: bordered buffer too short"
+        );
+        // SAFETY: `with_vector` runs this kernel only with a vector type the CPU supports; the
+        // tiles read `src` within `reach` (checked above: tiles start at `oh <= rows - R` and
+        // `ow <= cols - C·LANES`, narrow rows at `ow = 0`) and write `out` only inside the row.
+        unsafe {
+            if cols >= 2 * lanes {
+                self.tiles::<V, 2>(2 * lanes)
+            } else if cols >= lanes {
+                self.tiles::<V, 1>(lanes)
+            } else {
+                self.tiles::<V, 1>(cols)
             }
         }
     }
-    let mut sums = [0.0f32; 4];
-    for ((sum, acc), &shift) in sums.iter_mut().zip(&acc).zip(shifts) {
-        let tail: f32 = (full..g.len()).map(|i| g[i] * source[i + shift]).sum();
-        *sum = acc.iter().sum::<f32>() + tail;
+}
+
+impl CorrelatePlane<'_> {
+    /// All the plane's tiles of `ROWS x C` vectors (single rows when the plane is shorter),
+    /// `span` columns stored per tile: `C·LANES`, or the row's width when it is narrower than
+    /// a vector.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set, and `src` holds the reads (see `run`).
+    #[inline(always)]
+    unsafe fn tiles<V: Vector, const C: usize>(self, span: usize) {
+        let (rows, cols) = self.dims;
+        let row_block = if rows >= ROWS { ROWS } else { 1 };
+        let three_by_three = three_by_three(self.shifts, self.grid.width);
+        for oh in tile_starts(rows, row_block) {
+            for ow in tile_starts(cols, span) {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    if let (ROWS, Some(dw)) = (row_block, three_by_three) {
+                        let t = self.tile_3x3::<V, ROWS, C>(oh * self.grid.width + ow, dw);
+                        self.store(&t, oh, ow, span);
+                    } else if row_block == ROWS {
+                        let t = self.tile::<V, ROWS, C>(oh * self.grid.width + ow);
+                        self.store(&t, oh, ow, span);
+                    } else {
+                        let t = self.tile::<V, 1, C>(oh * self.grid.width + ow);
+                        self.store(&t, oh, ow, span);
+                    }
+                }
+            }
+        }
     }
-    sums
+
+    /// The `R x C` vectors at `start` of the tap grid: `Σ_t w_t · src[start + shift_t +
+    /// r·width + c·LANES + lane]`, `R·C` independent accumulators.
+    ///
+    /// # Safety
+    ///
+    /// As [`CorrelatePlane::tiles`].
+    #[inline(always)]
+    unsafe fn tile<V: Vector, const R: usize, const C: usize>(&self, start: usize) -> [[V; C]; R] {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut acc = [[V::zero(); C]; R];
+            let base = self.src.as_ptr().add(start);
+            for (&shift, &w) in self.shifts.iter().zip(self.weights) {
+                let w = V::splat(w);
+                let p = base.add(shift);
+                for (r, acc_row) in acc.iter_mut().enumerate() {
+                    for (c, acc) in acc_row.iter_mut().enumerate() {
+                        *acc = w.mul_add(V::load(p.add(r * self.grid.width + c * V::LANES)), *acc);
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// [`CorrelatePlane::tile`] for 3x3 taps with undilated rows: each vector of the `R + 2`
+    /// input rows the tile spans is loaded once and feeds the up to three output rows that
+    /// read it, and the nine weights stay in registers, so a multiply-add costs half a load
+    /// instead of one.
+    ///
+    /// # Safety
+    ///
+    /// As [`CorrelatePlane::tiles`], and [`three_by_three`] of the taps is `Some(dw)`.
+    #[inline(always)]
+    unsafe fn tile_3x3<V: Vector, const R: usize, const C: usize>(
+        &self,
+        start: usize,
+        dw: usize,
+    ) -> [[V; C]; R] {
+        // SAFETY: the caller's contract: these are the reads of `tile` in another order.
+        unsafe {
+            let w: [V; 9] = std::array::from_fn(|t| V::splat(self.weights[t]));
+            let mut acc = [[V::zero(); C]; R];
+            let base = self.src.as_ptr().add(start);
+            for i in 0..R + 2 {
+                for kw in 0..3 {
+                    let row = base.add(i * self.grid.width + kw * dw);
+                    let x: [V; C] = std::array::from_fn(|c| V::load(row.add(c * V::LANES)));
+                    for kh in 0..3 {
+                        if i >= kh && i - kh < R {
+                            for c in 0..C {
+                                acc[i - kh][c] = w[kh * 3 + kw].mul_add(x[c], acc[i - kh][c]);
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// Stores a tile at output `(oh, ow)` through the epilogue: `span` columns of each row.
+    ///
+    /// # Safety
+    ///
+    /// As [`CorrelatePlane::tiles`]; the tile's rows and `span` columns are inside `out`.
+    #[inline(always)]
+    unsafe fn store<V: Vector, const R: usize, const C: usize>(
+        &self,
+        tile: &[[V; C]; R],
+        oh: usize,
+        ow: usize,
+        span: usize,
+    ) {
+        let cols = self.dims.1;
+        let out = self.out.as_ptr() as *mut f32;
+        for (r, row) in tile.iter().enumerate() {
+            // SAFETY: the caller's contract; a narrow row goes through a spill buffer.
+            unsafe {
+                let dst = out.add((oh + r) * cols + ow);
+                if span == C * V::LANES {
+                    for (c, &v) in row.iter().enumerate() {
+                        self.epilogue.apply(v).store(dst.add(c * V::LANES));
+                    }
+                } else {
+                    let mut spill = [0.0f32; 16];
+                    self.epilogue.apply(row[0]).store(spill.as_mut_ptr());
+                    std::ptr::copy_nonoverlapping(spill.as_ptr(), dst, span);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `Σ_p g[p] · src[p + shift_t]` over the output positions `p` of one plane into
+/// `sums[t]`, for every tap: `TAP_BLOCK` taps per pass over the plane, each with
+/// `GRADIENT_ROWS` rows of accumulators. The columns of a row past its last whole vector go
+/// through a lane mask (a zeroed gradient instead would turn an infinite input into NaN).
+struct FilterPlane<'a> {
+    g: &'a [f32],
+    src: &'a [f32],
+    width: usize,
+    dims: (usize, usize),
+    shifts: &'a [usize],
+    sums: &'a mut [f32],
+}
+
+impl VectorKernel for FilterPlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let (rows, cols) = self.dims;
+        assert!(self.g.len() == rows * cols && self.sums.len() == self.shifts.len());
+        let max_shift = self.shifts.iter().copied().max().unwrap_or(0);
+        let reach = (rows.max(1) - 1) * self.width + cols.div_ceil(V::LANES) * V::LANES + max_shift;
+        assert!(
+            reach <= self.src.len(),
+            "direct conv: bordered buffer too short"
+        );
+        if let Some(dw) = three_by_three(self.shifts, self.width) {
+            // SAFETY: as below; the 3x3 kernel reads the same positions.
+            let sums = unsafe { self.sums_3x3::<V>(dw) };
+            for (o, s) in self.sums.iter_mut().zip(sums) {
+                *o += s;
+            }
+            return;
+        }
+        let mut shift_blocks = self.shifts.chunks_exact(TAP_BLOCK);
+        let mut sum_blocks = self.sums.chunks_exact_mut(TAP_BLOCK);
+        for (block, out) in (&mut shift_blocks).zip(&mut sum_blocks) {
+            let block: &[usize; TAP_BLOCK] = block.try_into().expect("a block of taps");
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports; reads
+            // of `src` stay within `reach` (checked above), of `g` within its rows.
+            let block_sums = unsafe {
+                filter_block::<V, TAP_BLOCK>(self.g, self.src, self.width, self.dims, block)
+            };
+            for (o, s) in out.iter_mut().zip(block_sums) {
+                *o += s;
+            }
+        }
+        for (o, &shift) in sum_blocks
+            .into_remainder()
+            .iter_mut()
+            .zip(shift_blocks.remainder())
+        {
+            // SAFETY: as above.
+            *o += unsafe {
+                filter_block::<V, 1>(self.g, self.src, self.width, self.dims, &[shift])[0]
+            };
+        }
+    }
+}
+
+impl FilterPlane<'_> {
+    /// The nine tap sums of a 3x3 filter with undilated rows in one pass over the plane: nine
+    /// accumulators, and a tile of `ROWS` gradient rows reads each of its `ROWS + 2` input rows
+    /// once per column shift for the up to three gradient rows it meets.
+    ///
+    /// # Safety
+    ///
+    /// As [`filter_block`], and [`three_by_three`] of the taps is `Some(dw)`.
+    #[inline(always)]
+    unsafe fn sums_3x3<V: Vector>(&self, dw: usize) -> [f32; 9] {
+        let (rows, cols) = self.dims;
+        let lanes = V::LANES;
+        let whole = cols / lanes * lanes;
+        let rest = cols - whole;
+        // SAFETY: the caller's contract; a partial vector of `g` is copied out through a buffer.
+        unsafe {
+            let mut acc = [V::zero(); 9];
+            let mask = V::zero().first_lanes(rest);
+            let full = V::zero().first_lanes(lanes);
+            let mut oh = 0;
+            while oh < rows {
+                let block = if rows - oh >= ROWS { ROWS } else { 1 };
+                for ow in (0..whole).step_by(lanes) {
+                    if block == ROWS {
+                        self.rows_3x3::<V, ROWS, false>(&mut acc, oh, ow, dw, lanes, full);
+                    } else {
+                        self.rows_3x3::<V, 1, false>(&mut acc, oh, ow, dw, lanes, full);
+                    }
+                }
+                if rest > 0 {
+                    if block == ROWS {
+                        self.rows_3x3::<V, ROWS, true>(&mut acc, oh, whole, dw, rest, mask);
+                    } else {
+                        self.rows_3x3::<V, 1, true>(&mut acc, oh, whole, dw, rest, mask);
+                    }
+                }
+                oh += block;
+            }
+            acc.map(|v| v.sum())
+        }
+    }
+
+    /// Adds the products of gradient rows `oh..oh + R` at column `ow` into the tap sums: one
+    /// vector per row, or when `PARTIAL` the first `columns` through `mask`.
+    ///
+    /// # Safety
+    ///
+    /// As [`FilterPlane::sums_3x3`].
+    #[inline(always)]
+    unsafe fn rows_3x3<V: Vector, const R: usize, const PARTIAL: bool>(
+        &self,
+        acc: &mut [V; 9],
+        oh: usize,
+        ow: usize,
+        dw: usize,
+        columns: usize,
+        mask: V::Mask,
+    ) {
+        let cols = self.dims.1;
+        // SAFETY: the caller's contract.
+        unsafe {
+            let g: [V; R] = std::array::from_fn(|r| {
+                let at = self.g.as_ptr().add((oh + r) * cols + ow);
+                if PARTIAL {
+                    let mut spill = [0.0f32; 16];
+                    std::ptr::copy_nonoverlapping(at, spill.as_mut_ptr(), columns);
+                    V::load(spill.as_ptr())
+                } else {
+                    V::load(at)
+                }
+            });
+            let base = self.src.as_ptr().add(oh * self.width + ow);
+            for i in 0..R + 2 {
+                for kw in 0..3 {
+                    let x = V::load(base.add(i * self.width + kw * dw));
+                    for kh in 0..3 {
+                        if i >= kh && i - kh < R {
+                            let t = kh * 3 + kw;
+                            acc[t] = if PARTIAL {
+                                g[i - kh].mul_add_masked(x, acc[t], mask)
+                            } else {
+                                g[i - kh].mul_add(x, acc[t])
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Σ_p g[p] · src[p + shifts[t]]` for the `T` taps of one block.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `src` holds every row's reads up to the end of its
+/// last (partial) vector, `g` is `rows x cols`.
+#[inline(always)]
+unsafe fn filter_block<V: Vector, const T: usize>(
+    g: &[f32],
+    src: &[f32],
+    width: usize,
+    (rows, cols): (usize, usize),
+    shifts: &[usize; T],
+) -> [f32; T] {
+    let lanes = V::LANES;
+    let whole = cols / lanes * lanes;
+    let rest = cols - whole;
+    // SAFETY: the caller's contract; the partial vector of `g` is copied out through a buffer.
+    unsafe {
+        let mut acc = [[V::zero(); GRADIENT_ROWS]; T];
+        let (gp, xp) = (g.as_ptr(), src.as_ptr());
+        let mask = V::zero().first_lanes(rest);
+        let mut oh = 0;
+        while oh < rows {
+            let block = (rows - oh).min(GRADIENT_ROWS);
+            if block == GRADIENT_ROWS {
+                for ow in (0..whole).step_by(lanes) {
+                    for r in 0..GRADIENT_ROWS {
+                        let gv = V::load(gp.add((oh + r) * cols + ow));
+                        let x = xp.add((oh + r) * width + ow);
+                        for (acc, &shift) in acc.iter_mut().zip(shifts) {
+                            acc[r] = gv.mul_add(V::load(x.add(shift)), acc[r]);
+                        }
+                    }
+                }
+            } else {
+                for ow in (0..whole).step_by(lanes) {
+                    let gv = V::load(gp.add(oh * cols + ow));
+                    let x = xp.add(oh * width + ow);
+                    for (acc, &shift) in acc.iter_mut().zip(shifts) {
+                        acc[0] = gv.mul_add(V::load(x.add(shift)), acc[0]);
+                    }
+                }
+            }
+            if rest > 0 {
+                for r in 0..block {
+                    let mut spill = [0.0f32; 16];
+                    std::ptr::copy_nonoverlapping(
+                        gp.add((oh + r) * cols + whole),
+                        spill.as_mut_ptr(),
+                        rest,
+                    );
+                    let gv = V::load(spill.as_ptr());
+                    let x = xp.add((oh + r) * width + whole);
+                    for (acc, &shift) in acc.iter_mut().zip(shifts) {
+                        acc[r] = gv.mul_add_masked(V::load(x.add(shift)), acc[r], mask);
+                    }
+                }
+            }
+            oh += block;
+        }
+        acc.map(|rows| rows.iter().fold(0.0, |total, v| total + v.sum()))
+    }
 }
 
 fn is_stride_one(s: &Conv2dShape) -> bool {
     s.spec.stride == [1, 1]
 }
 
-/// Forward for one image: output channel `o` reads input channel `o / (O / groups)`.
-pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
+/// Forward for one image, with the bias and activation applied as each plane is stored: output
+/// channel `o` reads input channel `o / (O / groups)`.
+pub(super) fn forward_image(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    s: &Conv2dShape,
+    out: &mut [f32],
+) {
+    let epilogue = |o: usize| Epilogue {
+        bias: bias.map(|b| b[o]),
+        activation,
+    };
     if !is_stride_one(s) {
-        return strided_forward_image(x, weight, s, out);
+        strided_forward_image(x, weight, s, out);
+        for (o, plane) in out.chunks_exact_mut(s.out_plane()).enumerate() {
+            let b = bias.map_or(0.0, |b| b[o]);
+            match activation {
+                ConvActivation::Identity if bias.is_some() => {
+                    plane.iter_mut().for_each(|y| *y += b)
+                }
+                ConvActivation::Identity => {}
+                ConvActivation::Relu => plane
+                    .iter_mut()
+                    .for_each(|y| *y = crate::kernels::relu(*y + b)),
+            }
+        }
+        return;
     }
-    let wide = Wide::new(s);
-    let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
-    with_scratch_parts([wide.padded_len, wide.out_len], |[padded, grid]| {
+    let grid = Bordered::forward(s);
+    let shifts = grid.shifts(s, 1);
+    let (multiplier, taps) = (s.group_out(), shifts.len());
+    let out_dims = (s.out_height, s.out_width);
+    with_scratch_parts([grid.len()], |[bordered]| {
+        bordered.fill(0.0);
         for (c, plane) in x.chunks_exact(s.in_plane()).enumerate() {
-            wide.pad(s, plane, padded);
+            grid.copy_in(plane, bordered);
+            // The next plane, into L2 while this one computes (into L1 it would evict the
+            // bordered plane and the output).
+            prefetch(
+                x.get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
+                    .unwrap_or(&[]),
+            );
             for o in c * multiplier..(c + 1) * multiplier {
                 let w = &weight[o * taps..(o + 1) * taps];
-                dispatch(
-                    #[inline(always)]
-                    || correlate(grid, padded, &wide.shifts, w, false),
-                );
                 let out_plane = &mut out[o * s.out_plane()..(o + 1) * s.out_plane()];
-                for (row, wide_row) in out_plane
-                    .chunks_exact_mut(s.out_width)
-                    .zip(grid.chunks(wide.width))
-                {
-                    row.copy_from_slice(&wide_row[..s.out_width]);
-                }
+                with_vector(CorrelatePlane {
+                    src: bordered,
+                    grid: &grid,
+                    dims: out_dims,
+                    shifts: &shifts,
+                    weights: w,
+                    epilogue: epilogue(o),
+                    out: out_plane,
+                });
             }
         }
     });
 }
 
-/// Backward-data for one image. At stride 1 this is again a wide correlation, of the gradient
-/// (front-padded by the largest shift) with the taps reversed:
-/// `dx_padded[j] = Σ_t w_t · dy_wide[j − shift_t]`.
+/// Backward-data for one image. At stride 1 this is again a correlation: of the output
+/// gradients of the channel's filters, bordered by `span − padding`, with each filter's taps
+/// reversed, all summed in one tile.
 pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, gx: &mut [f32]) {
     if !is_stride_one(s) {
         return strided_backward_data_image(gy, weight, s, gx);
     }
-    let wide = Wide::new(s);
-    let (multiplier, taps) = (s.group_out(), s.kernel_height * s.kernel_width);
-    let max_shift = *wide.shifts.last().expect("at least one tap");
-    let reversed: Vec<usize> = wide.shifts.iter().map(|&shift| max_shift - shift).collect();
-    let padded_plane = wide.padded_area();
-    let grad_len = padded_plane + max_shift;
-    with_scratch_parts([grad_len, padded_plane], |[grad_wide, accumulated]| {
+    let multiplier = s.group_out();
+    let grid = Bordered::backward_data(s);
+    let shifts = grid.shifts(s, multiplier);
+    let reversed: Vec<f32> = weight
+        .chunks_exact(s.kernel_height * s.kernel_width)
+        .flat_map(|taps| taps.iter().rev().copied())
+        .collect();
+    let per_channel = shifts.len();
+    let in_dims = (s.in_height, s.in_width);
+    with_scratch_parts([multiplier * grid.len()], |[bordered]| {
+        bordered.fill(0.0);
         for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
-            for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
-                grad_wide.fill(0.0);
-                let plane = &gy[o * s.out_plane()..(o + 1) * s.out_plane()];
-                wide.widen(s, plane, 0, s.out_height, grad_wide, max_shift);
-                let w = &weight[o * taps..(o + 1) * taps];
-                dispatch(
-                    #[inline(always)]
-                    || correlate(accumulated, grad_wide, &reversed, w, k > 0),
-                );
+            for (k, buffer) in bordered.chunks_exact_mut(grid.len()).enumerate() {
+                let o = c * multiplier + k;
+                grid.copy_in(&gy[o * s.out_plane()..(o + 1) * s.out_plane()], buffer);
             }
-            wide.unpad(s, accumulated, gx_plane);
+            let next = (c + 1) * multiplier * s.out_plane();
+            prefetch(
+                gy.get(next..next + multiplier * s.out_plane())
+                    .unwrap_or(&[]),
+            );
+            let w = &reversed[c * per_channel..(c + 1) * per_channel];
+            with_vector(CorrelatePlane {
+                src: bordered,
+                grid: &grid,
+                dims: in_dims,
+                shifts: &shifts,
+                weights: w,
+                epilogue: Epilogue::NONE,
+                out: gx_plane,
+            });
         }
     });
 }
 
-/// Backward-filter over the whole batch: `dw[o, t] = Σ_n dy_wide[n, o] · x_padded[n, c][shift_t..]`.
+/// Backward-filter over the whole batch: `dw[o, t] = Σ_n Σ_p dy[n, o, p] · x_bordered[n, c][p + shift_t]`.
 pub(super) fn backward_filter(
     input: &[f32],
     grad_output: &[f32],
@@ -211,22 +730,36 @@ fn filter_gradient(
         }
         return;
     }
-    let wide = Wide::new(s);
-    with_scratch_parts([wide.padded_len, wide.out_len], |[padded, grad_wide]| {
+    let grid = Bordered::forward(s);
+    let shifts = grid.shifts(s, 1);
+    let out_dims = (s.out_height, s.out_width);
+    with_scratch_parts([grid.len()], |[bordered]| {
+        bordered.fill(0.0);
         for n in images {
             for c in channels.clone() {
                 let plane = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];
-                wide.pad(s, plane, padded);
+                grid.copy_in(plane, bordered);
+                // The same channel of the next image: the next plane this task reads.
+                let next = ((n + 1) * s.in_channels + c) * s.in_plane();
+                prefetch(input.get(next..next + s.in_plane()).unwrap_or(&[]));
+                let next = ((n + 1) * s.out_channels + c * multiplier) * s.out_plane();
+                prefetch(
+                    grad_output
+                        .get(next..next + multiplier * s.out_plane())
+                        .unwrap_or(&[]),
+                );
                 for o in c * multiplier..(c + 1) * multiplier {
                     let g =
                         &grad_output[(n * s.out_channels + o) * s.out_plane()..][..s.out_plane()];
-                    wide.widen(s, g, 0, s.out_height, grad_wide, 0);
                     let local = (o - first_channel * multiplier) * taps;
-                    let gw_o = &mut gw[local..local + taps];
-                    dispatch(
-                        #[inline(always)]
-                        || correlate_taps(grad_wide, padded, &wide.shifts, gw_o),
-                    );
+                    with_vector(FilterPlane {
+                        g,
+                        src: bordered,
+                        width: grid.width,
+                        dims: out_dims,
+                        shifts: &shifts,
+                        sums: &mut gw[local..local + taps],
+                    });
                 }
             }
         }

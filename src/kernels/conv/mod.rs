@@ -202,7 +202,10 @@ fn forward_images<'a>(
     move |n, out| {
         let x = &input[n * image_in..(n + 1) * image_in];
         match (s.path, &packed) {
-            (ConvPath::Direct, _) => direct::forward_image(x, weight, &s, out),
+            (ConvPath::Direct, _) => {
+                // Applies the bias and activation to each plane while it is in cache.
+                return direct::forward_image(x, weight, bias, activation, &s, out);
+            }
             (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, out),
             (ConvPath::Wide { .. }, Some(packed)) => {
                 wide::forward_image_shifted(x, packed, &s, out)

@@ -10,8 +10,7 @@
 //! whatever the stride, instead of a gather per output row. The `Wq − OW` extra columns of each
 //! grid row are computed and discarded (zeros in gradients, so they add nothing).
 //!
-//! At stride 1 there is a single phase: the padded plane itself, which the direct kernels use
-//! too.
+//! At stride 1 there is a single phase: the padded plane itself.
 
 use super::shape::Conv2dShape;
 use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
@@ -23,8 +22,6 @@ use crate::util::simd::{copy_row, dispatch};
 pub(super) struct Wide {
     /// The row stride of the phase planes and of the wide output grid, `⌈Wp / sw⌉`.
     pub width: usize,
-    /// Rows of a phase plane, `⌈Hp / sh⌉`.
-    height: usize,
     /// Length of one phase plane: its rows plus a zero tail so the last taps' reads of the
     /// wide grid stay in bounds.
     plane_len: usize,
@@ -64,7 +61,6 @@ impl Wide {
             .collect();
         Wide {
             width,
-            height,
             plane_len,
             padded_len: sh * sw * plane_len,
             out_len: s.out_height * width,
@@ -138,12 +134,6 @@ impl Wide {
             .flat_map(|c| self.shifts.iter().map(move |&shift| (c, shift)))
             .map(|(c, shift)| c * channel_len + reach(shift))
             .collect()
-    }
-
-    /// The area of the phase planes without tails (the direct kernels' accumulator length at
-    /// stride 1).
-    pub fn padded_area(&self) -> usize {
-        self.height * self.width
     }
 
     /// Writes output rows `[first_row, first_row + rows)` of `plane` `[OH, OW]` onto `grid`

@@ -1,0 +1,375 @@
+//! The vector registers that hand-written kernels are generic over: one AVX-512 register, one
+//! AVX2 register, or a single float for CPUs with neither. A kernel written once against
+//! [`Vector`] is instantiated per type inside a function compiled for that instruction set
+//! ([`with_vector`]), so its register tiles, masks and horizontal sums are explicit rather than
+//! left to the auto-vectoriser (which turned the depthwise kernels' tiles into scalar code).
+//!
+//! Soundness rests on one rule: a value of an instruction set's vector type can only be made by
+//! the `unsafe` constructors ([`Vector::zero`], [`Vector::splat`], [`Vector::load`]), whose
+//! contract is that the CPU has that instruction set. Holding a value therefore proves it, which
+//! is what the safe arithmetic methods rely on.
+
+use crate::util::simd::{Level, level};
+
+/// One vector register of `LANES` floats and the operations the kernels need.
+pub(crate) trait Vector: Copy {
+    /// Floats per register.
+    const LANES: usize;
+    /// A choice of lanes, made by [`Vector::first_lanes`].
+    type Mask: Copy;
+
+    /// All lanes zero.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports this type's instruction set.
+    unsafe fn zero() -> Self;
+
+    /// Every lane `x`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Vector::zero`].
+    unsafe fn splat(x: f32) -> Self;
+
+    /// The `LANES` floats from `p`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Vector::zero`], and `p` starts `LANES` readable floats.
+    unsafe fn load(p: *const f32) -> Self;
+
+    /// Writes the lanes to `LANES` floats from `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` starts `LANES` writable floats.
+    unsafe fn store(self, p: *mut f32);
+
+    /// `self · b + c`, one rounding.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+
+    /// `self · b + c` in the lanes of `mask`, `c` in the others.
+    fn mul_add_masked(self, b: Self, c: Self, mask: Self::Mask) -> Self;
+
+    /// `self + b`.
+    fn add(self, b: Self) -> Self;
+
+    /// [`crate::kernels::relu`] of each lane: zero below zero, NaN and `-0.0` kept.
+    fn relu(self) -> Self;
+
+    /// The lanes `0..n` (all of them from `n >= LANES`).
+    fn first_lanes(self, n: usize) -> Self::Mask;
+
+    /// The sum of the lanes.
+    fn sum(self) -> f32;
+}
+
+/// Runs the kernel `f` instantiated for the widest vector type this CPU has (capped by
+/// `STRIATE_ISA`), inside a function compiled for its instruction set.
+pub(crate) fn with_vector<R>(f: impl VectorKernel<Output = R>) -> R {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` reports AVX-512 (with VL, BW, DQ and FMA) only when the CPU has it.
+        Level::Avx512 => unsafe { x86::run_avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` reports AVX2 (with FMA) only when the CPU has it.
+        Level::Avx2 => unsafe { x86::run_avx2(f) },
+        _ => f.run::<Scalar>(),
+    }
+}
+
+/// A kernel generic over the vector type: what [`with_vector`] instantiates. (A closure cannot
+/// be generic, hence a trait.)
+pub(crate) trait VectorKernel {
+    type Output;
+    /// The kernel with vectors `V`. Implementations are `#[inline(always)]`, so the body is
+    /// compiled inside the instruction set's frame.
+    fn run<V: Vector>(self) -> Self::Output;
+}
+
+/// One float: the portable fallback.
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar(f32);
+
+impl Vector for Scalar {
+    const LANES: usize = 1;
+    type Mask = bool;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Scalar(0.0)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Scalar(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller's contract.
+        Scalar(unsafe { *p })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *p = self.0 }
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        // Not `f32::mul_add`: without FMA in the target that is a libm call.
+        Scalar(self.0 * b.0 + c.0)
+    }
+    #[inline(always)]
+    fn mul_add_masked(self, b: Self, c: Self, mask: bool) -> Self {
+        if mask { self.mul_add(b, c) } else { c }
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        Scalar(self.0 + b.0)
+    }
+    #[inline(always)]
+    fn relu(self) -> Self {
+        Scalar(crate::kernels::relu(self.0))
+    }
+    #[inline(always)]
+    fn first_lanes(self, n: usize) -> bool {
+        n >= 1
+    }
+    #[inline(always)]
+    fn sum(self) -> f32 {
+        self.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Vector, VectorKernel};
+
+    /// Runs `f` with AVX-512 vectors.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has every feature enabled here (what `Level::Avx512` guarantees). The set must
+    /// include AVX-512VL: without it LLVM may only use registers 0–15 around 128/256-bit
+    /// instructions and spills tiles to the stack.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub(super) unsafe fn run_avx512<K: VectorKernel>(f: K) -> K::Output {
+        f.run::<Avx512>()
+    }
+
+    /// Runs `f` with AVX2 vectors.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_avx2<K: VectorKernel>(f: K) -> K::Output {
+        f.run::<Avx2>()
+    }
+
+    /// One AVX-512 register.
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    // SAFETY (every `unsafe` block in this impl): a value of `Avx512` exists only if the CPU has
+    // AVX-512F, VL, BW and DQ (the constructors' contract), which the intrinsics require; loads
+    // and stores are covered by the callers' pointer contracts.
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        type Mask = __mmask16;
+
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Avx512(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            Avx512(unsafe { _mm512_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn mul_add_masked(self, b: Self, c: Self, mask: __mmask16) -> Self {
+            Avx512(unsafe { _mm512_mask3_fmadd_ps(self.0, b.0, c.0, mask) })
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Avx512(unsafe { _mm512_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            unsafe {
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
+                Avx512(_mm512_mask_mov_ps(self.0, negative, _mm512_setzero_ps()))
+            }
+        }
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __mmask16 {
+            if n >= 16 {
+                u16::MAX
+            } else {
+                ((1u32 << n) - 1) as u16
+            }
+        }
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe { _mm512_reduce_add_ps(self.0) }
+        }
+    }
+
+    /// One AVX2 register.
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256);
+
+    // SAFETY (every `unsafe` block in this impl): a value of `Avx2` exists only if the CPU has
+    // AVX2 and FMA (the constructors' contract); loads and stores are covered by the callers'
+    // pointer contracts.
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        type Mask = __m256;
+
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Avx2(unsafe { _mm256_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            Avx2(unsafe { _mm256_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn mul_add_masked(self, b: Self, c: Self, mask: __m256) -> Self {
+            unsafe {
+                Avx2(_mm256_blendv_ps(
+                    c.0,
+                    _mm256_fmadd_ps(self.0, b.0, c.0),
+                    mask,
+                ))
+            }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn relu(self) -> Self {
+            unsafe {
+                let zero = _mm256_setzero_ps();
+                let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, zero);
+                Avx2(_mm256_blendv_ps(self.0, zero, negative))
+            }
+        }
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __m256 {
+            unsafe {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let n = _mm256_set1_epi32(n.min(8) as i32);
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lane))
+            }
+        }
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe {
+                let halves = _mm_add_ps(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps::<1>(self.0),
+                );
+                let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+                let one = _mm_add_ss(pairs, _mm_movehdup_ps(pairs));
+                _mm_cvtss_f32(one)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sums `a·b` over the first `n` lanes of every vector of 16-float rows, and applies ReLU:
+    /// the operations the kernels use, against scalar arithmetic.
+    struct Probe<'a> {
+        a: &'a [f32],
+        b: &'a [f32],
+        n: usize,
+    }
+
+    impl VectorKernel for Probe<'_> {
+        type Output = (f32, Vec<f32>);
+        #[inline(always)]
+        fn run<V: Vector>(self) -> (f32, Vec<f32>) {
+            let mut relu = vec![0.0; self.a.len()];
+            // SAFETY: `with_vector` runs this only with a type the CPU supports; every pointer is
+            // `LANES` floats inside a slice of whole vectors.
+            unsafe {
+                let mut acc = V::zero();
+                for at in (0..self.a.len()).step_by(V::LANES) {
+                    let (a, b) = (
+                        V::load(self.a.as_ptr().add(at)),
+                        V::load(self.b.as_ptr().add(at)),
+                    );
+                    acc = a.mul_add_masked(b, acc, a.first_lanes(self.n));
+                    a.relu()
+                        .add(V::splat(-0.0))
+                        .store(relu.as_mut_ptr().add(at));
+                }
+                (acc.sum(), relu)
+            }
+        }
+    }
+
+    #[test]
+    fn operations_match_scalar_arithmetic() {
+        let a: Vec<f32> = (0..32).map(|i| i as f32 - 10.5).collect();
+        let b: Vec<f32> = (0..32).map(|i| (i % 5) as f32).collect();
+        for n in [0, 1, 3, 8, 16] {
+            let (sum, relu) = with_vector(Probe { a: &a, b: &b, n });
+            let lanes = match level() {
+                Level::Avx512 => 16,
+                Level::Avx2 => 8,
+                Level::Baseline => 1,
+            };
+            let want: f32 = (0..32).filter(|i| i % lanes < n).map(|i| a[i] * b[i]).sum();
+            assert_eq!(sum, want, "first {n} lanes");
+            assert!(
+                relu.iter()
+                    .zip(&a)
+                    .all(|(&r, &x)| r == crate::kernels::relu(x))
+            );
+        }
+        let special = [f32::NAN, -0.0, -1.0, 2.0];
+        let mut padded = [0.0; 16];
+        padded[..4].copy_from_slice(&special);
+        let (_, relu) = with_vector(Probe {
+            a: &padded,
+            b: &padded,
+            n: 0,
+        });
+        assert!(relu[0].is_nan());
+        assert!(relu[1] == 0.0 && relu[1].is_sign_negative());
+        assert_eq!(&relu[2..4], &[0.0, 2.0]);
+    }
+}
