@@ -46,6 +46,20 @@ pub(crate) trait Vector: Copy {
     /// `p` starts `LANES` writable floats.
     unsafe fn store(self, p: *mut f32);
 
+    /// The lanes of `mask` from `p`, zero in the others (which are not read).
+    ///
+    /// # Safety
+    ///
+    /// As [`Vector::zero`], and the lanes of `mask` from `p` are readable.
+    unsafe fn load_masked(p: *const f32, mask: Self::Mask) -> Self;
+
+    /// Writes the lanes of `mask` to `p` (the others are not written).
+    ///
+    /// # Safety
+    ///
+    /// The lanes of `mask` from `p` are writable.
+    unsafe fn store_masked(self, p: *mut f32, mask: Self::Mask);
+
     /// `self · b + c`, one rounding.
     fn mul_add(self, b: Self, c: Self) -> Self;
 
@@ -113,6 +127,18 @@ impl Vector for Scalar {
     unsafe fn store(self, p: *mut f32) {
         // SAFETY: the caller's contract.
         unsafe { *p = self.0 }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, mask: bool) -> Self {
+        // SAFETY: the caller's contract.
+        Scalar(if mask { unsafe { *p } } else { 0.0 })
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, mask: bool) {
+        if mask {
+            // SAFETY: the caller's contract.
+            unsafe { *p = self.0 }
+        }
     }
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
@@ -197,6 +223,14 @@ mod x86 {
             unsafe { _mm512_storeu_ps(p, self.0) }
         }
         #[inline(always)]
+        unsafe fn load_masked(p: *const f32, mask: __mmask16) -> Self {
+            Avx512(unsafe { _mm512_maskz_loadu_ps(mask, p) })
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, p: *mut f32, mask: __mmask16) {
+            unsafe { _mm512_mask_storeu_ps(p, mask, self.0) }
+        }
+        #[inline(always)]
         fn mul_add(self, b: Self, c: Self) -> Self {
             Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
         }
@@ -255,6 +289,14 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, mask: __m256) -> Self {
+            Avx2(unsafe { _mm256_maskload_ps(p, _mm256_castps_si256(mask)) })
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, p: *mut f32, mask: __m256) {
+            unsafe { _mm256_maskstore_ps(p, _mm256_castps_si256(mask), self.0) }
         }
         #[inline(always)]
         fn mul_add(self, b: Self, c: Self) -> Self {
@@ -332,6 +374,14 @@ mod tests {
                         V::load(self.b.as_ptr().add(at)),
                     );
                     acc = a.mul_add_masked(b, acc, a.first_lanes(self.n));
+                    // A masked load and store of the same lanes leave the others untouched.
+                    let mut copy = [7.0f32; 16];
+                    V::load_masked(self.a.as_ptr().add(at), a.first_lanes(self.n))
+                        .store_masked(copy.as_mut_ptr(), a.first_lanes(self.n));
+                    for (l, &c) in copy.iter().enumerate().take(V::LANES) {
+                        let want = if l < self.n { self.a[at + l] } else { 7.0 };
+                        assert_eq!(c, want, "lane {l} of a masked copy of {} lanes", self.n);
+                    }
                     a.relu()
                         .add(V::splat(-0.0))
                         .store(relu.as_mut_ptr().add(at));

@@ -14,12 +14,13 @@
 //!   matrix is built a tile of output rows at a time into a reused per-thread buffer of bounded
 //!   size, and `Y = W · cols` lands in the output tile.
 //!
-//! - **shifted** (`shifted.rs`), the same wide-grid products on AVX-512 CPUs when every thread
-//!   has images of its own: the kernel reads each row of the column matrix straight from the
-//!   padded planes (a row is a plane at a constant offset), so no column matrix is built and no
-//!   operand is packed but the weights, once per call. Forward at any stride, backward-data at
-//!   stride 1 (as a gather over the zero-extended output gradient), and the filter gradient of
-//!   images small enough that a chunk of them shares the L2 cache.
+//! - **shifted** (`shifted.rs`), the same wide-grid products on AVX-512 and AVX2 CPUs: the
+//!   kernel reads each row of the column matrix straight from the padded planes (a row is a
+//!   plane at a constant offset), so no column matrix is built and no operand is packed but the
+//!   weights, once per call. Forward at any stride; with AVX-512 also backward-data at stride 1
+//!   (as a gather over the zero-extended output gradient) and, when every thread has images of
+//!   its own, the filter gradient of images small enough that a chunk of them shares the L2
+//!   cache.
 //!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
@@ -349,7 +350,6 @@ pub fn conv2d_backward_filter(
     }
 }
 
-/// Adds `Σ_{n in images} dY_n · cols(X_n)ᵀ` into `grad_weight`.
 #[cfg(test)]
 mod tests {
     use super::parallel::valid_columns;

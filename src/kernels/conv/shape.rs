@@ -293,8 +293,13 @@ impl Conv2dShape {
         ConvPath::Wide {
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
-                backward_data: tile(self.group_in()) && self.spec.stride == [1, 1],
-                backward_filter: tile(self.group_out())
+                // With AVX2's 8-column tiles the backward gather (depth `O·KH·KW`, twice the
+                // forward's on MNIST's conv2) measured no faster than im2col + GEMM.
+                backward_data: tile(self.group_in())
+                    && self.spec.stride == [1, 1]
+                    && shifted::reduce_available(),
+                backward_filter: self.group_out() >= shifted::BLOCK_ROWS
+                    && shifted::reduce_available()
                     && wide::shifted_filter_fits(self)
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },
@@ -330,7 +335,7 @@ pub enum ConvPath {
     /// (`pointwise.rs`).
     Pointwise,
     /// Everything else: the wide grid of padded planes, as im2col + GEMM (`wide.rs`), or for
-    /// the passes marked in `shifted`, the AVX-512 kernel reading the planes in place
+    /// the passes marked in `shifted`, the AVX-512 or AVX2 kernel reading the planes in place
     /// (`shifted.rs`).
     Wide {
         /// Which passes use the shifted kernel.

@@ -1,22 +1,29 @@
-//! The "shifted GEMM" of the wide-grid convolutions, for AVX-512 CPUs:
+//! The "shifted GEMM" of the wide-grid convolutions, for AVX-512 and AVX2 CPUs:
 //! `out[i, p] = Σ_k a[i, k] · src[offsets[k] + p]`.
 //!
 //! On the wide grid (see [`super::wide`]) every row `(c, tap)` of the im2col matrix is the
 //! padded plane of channel `c` read from a constant offset. Instead of copying those rows into a
 //! column matrix and handing it to a general GEMM, this kernel reads them in place: its register
-//! tile holds [`BLOCK_ROWS`] output rows by 32 columns, loads the two vectors of each shifted
-//! row once and multiplies them by a broadcast weight per output row. No column matrix, no
-//! packing of the right-hand side; the weights are packed once per call.
+//! tile holds [`BLOCK_ROWS`] output rows by two vectors of columns (32 with AVX-512; one vector,
+//! 8 columns, with AVX2), loads the vectors of each shifted row once and multiplies them by a
+//! broadcast weight per output row. No column matrix, no packing of the right-hand side; the
+//! weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
+//! needs AVX-512's 32 registers.
 
+use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level};
 
 /// Output rows per register tile (8 rows x 2 vectors = 16 accumulators).
 pub(super) const BLOCK_ROWS: usize = 8;
-/// Output columns per register tile: two AVX-512 vectors.
-const BLOCK_COLUMNS: usize = 32;
 
-/// Whether this CPU runs the kernel (AVX-512).
+/// Whether this CPU runs [`shifted_gemm`] (AVX-512 or AVX2).
 pub(super) fn available() -> bool {
+    level() != Level::Baseline
+}
+
+/// Whether this CPU runs [`shifted_gemm_reduce`] (AVX-512: its tile needs 32 registers), and
+/// has the 32-column tiles of [`shifted_gemm`].
+pub(super) fn reduce_available() -> bool {
     level() == Level::Avx512
 }
 
@@ -62,7 +69,7 @@ pub(super) fn shifted_gemm(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    assert!(available(), "shifted_gemm: needs AVX-512");
+    assert!(available(), "shifted_gemm: needs AVX-512 or AVX2");
     assert_eq!(
         offsets.len(),
         a.depth,
@@ -140,28 +147,126 @@ fn block_product(
     out_stride: usize,
 ) {
     debug_assert!((rows - 1) * out_stride + n <= out_block.len());
-    #[cfg(target_arch = "x86_64")]
-    for first in (0..n).step_by(BLOCK_COLUMNS) {
-        let columns = (n - first).min(BLOCK_COLUMNS);
-        let masks = [
-            column_mask(columns),
-            column_mask(columns.saturating_sub(16)),
-        ];
-        // SAFETY: AVX-512 (F, VL, BW, DQ: `Level::Avx512`) is present (checked by
-        // `shifted_gemm`); every read `src[offsets[k] + first + j]` and write `out_block[i·out_stride + first + j]` has `j < columns`,
-        // enforced by the masks, so it stays within the bounds the caller checked.
+    with_vector(BlockProduct {
+        block,
+        rows,
+        offsets,
+        src,
+        n,
+        out_block,
+        out_stride,
+    });
+}
+
+/// The tiles of [`block_product`], for any vector type: `rows` rows by two vectors of columns
+/// (32 with AVX-512) or one (8 with AVX2, whose 16 registers hold no more than eight rows of
+/// accumulators beside the operands).
+struct BlockProduct<'a> {
+    block: &'a [f32],
+    rows: usize,
+    offsets: &'a [usize],
+    src: &'a [f32],
+    n: usize,
+    out_block: &'a mut [f32],
+    out_stride: usize,
+}
+
+impl VectorKernel for BlockProduct<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        if V::LANES >= 16 {
+            self.tiles::<V, 2>()
+        } else {
+            self.tiles::<V, 1>()
+        }
+    }
+}
+
+impl BlockProduct<'_> {
+    #[inline(always)]
+    fn tiles<V: Vector, const VECS: usize>(self) {
+        let span = VECS * V::LANES;
+        for first in (0..self.n).step_by(span) {
+            let columns = (self.n - first).min(span);
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports; every
+            // read `src[offsets[k] + first + j]` and write `out_block[i·out_stride + first + j]`
+            // has `j < columns` (a partial tile goes through masks), within the bounds the
+            // caller checked.
+            unsafe {
+                let src = self.src.as_ptr().add(first);
+                let out = self.out_block.as_mut_ptr().add(first);
+                let masks: [V::Mask; VECS] = std::array::from_fn(|v| {
+                    V::zero().first_lanes(columns.saturating_sub(v * V::LANES))
+                });
+                macro_rules! rows {
+                    ($full:literal) => {
+                        match self.rows {
+                            8 => self.tile::<V, 8, VECS, $full>(src, out, masks),
+                            7 => self.tile::<V, 7, VECS, $full>(src, out, masks),
+                            6 => self.tile::<V, 6, VECS, $full>(src, out, masks),
+                            5 => self.tile::<V, 5, VECS, $full>(src, out, masks),
+                            4 => self.tile::<V, 4, VECS, $full>(src, out, masks),
+                            3 => self.tile::<V, 3, VECS, $full>(src, out, masks),
+                            2 => self.tile::<V, 2, VECS, $full>(src, out, masks),
+                            _ => self.tile::<V, 1, VECS, $full>(src, out, masks),
+                        }
+                    };
+                }
+                if columns == span {
+                    rows!(true)
+                } else {
+                    rows!(false)
+                }
+            }
+        }
+    }
+
+    /// One register tile: `ROWS` output rows by `VECS` vectors of columns, all of them when
+    /// `FULL`, else the lanes of `masks` (AVX2's masked stores are slow on some CPUs, so
+    /// whole tiles use plain ones).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set; `block` holds `offsets.len()` columns of
+    /// `BLOCK_ROWS` weights; every (enabled) lane `j` of `src + offsets[k] + j` and of
+    /// `out + i·out_stride + j` (`i < ROWS`) is in bounds.
+    #[inline(always)]
+    unsafe fn tile<V: Vector, const ROWS: usize, const VECS: usize, const FULL: bool>(
+        &self,
+        src: *const f32,
+        out: *mut f32,
+        masks: [V::Mask; VECS],
+    ) {
+        // SAFETY: the caller's contract; masked-off lanes are neither read nor written.
         unsafe {
-            let src = src.as_ptr().add(first);
-            let out = out_block.as_mut_ptr().add(first);
-            match rows {
-                8 => tile::<8>(block, offsets, src, out, out_stride, masks),
-                7 => tile::<7>(block, offsets, src, out, out_stride, masks),
-                6 => tile::<6>(block, offsets, src, out, out_stride, masks),
-                5 => tile::<5>(block, offsets, src, out, out_stride, masks),
-                4 => tile::<4>(block, offsets, src, out, out_stride, masks),
-                3 => tile::<3>(block, offsets, src, out, out_stride, masks),
-                2 => tile::<2>(block, offsets, src, out, out_stride, masks),
-                _ => tile::<1>(block, offsets, src, out, out_stride, masks),
+            let mut acc = [[V::zero(); VECS]; ROWS];
+            for (weights, &offset) in self.block.chunks_exact(BLOCK_ROWS).zip(self.offsets) {
+                let row = src.add(offset);
+                let x: [V; VECS] = std::array::from_fn(|v| {
+                    if FULL {
+                        V::load(row.add(v * V::LANES))
+                    } else {
+                        V::load_masked(row.add(v * V::LANES), masks[v])
+                    }
+                });
+                for (acc, &w) in acc.iter_mut().zip(weights) {
+                    let w = V::splat(w);
+                    for v in 0..VECS {
+                        acc[v] = w.mul_add(x[v], acc[v]);
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let row = out.add(i * self.out_stride);
+                for v in 0..VECS {
+                    if FULL {
+                        acc[v].store(row.add(v * V::LANES));
+                    } else {
+                        acc[v].store_masked(row.add(v * V::LANES), masks[v]);
+                    }
+                }
             }
         }
     }
@@ -199,7 +304,7 @@ pub(super) fn shifted_gemm_reduce(
     n: usize,
     out: &mut [f32],
 ) {
-    assert!(available(), "shifted_gemm_reduce: needs AVX-512");
+    assert!(reduce_available(), "shifted_gemm_reduce: needs AVX-512");
     let columns = offsets.len();
     assert_eq!(
         out.len(),
@@ -344,51 +449,6 @@ fn column_mask(columns: usize) -> u16 {
     }
 }
 
-/// One register tile: `ROWS` output rows by up to 32 columns (lanes enabled by `masks`).
-///
-/// # Safety
-///
-/// The CPU has AVX-512F and VL; `block` holds `offsets.len()` columns of `BLOCK_ROWS` weights; every
-/// enabled lane `j` of `src + offsets[k] + j` and of `out + i·out_stride + j` (`i < ROWS`) is
-/// in bounds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn tile<const ROWS: usize>(
-    block: &[f32],
-    offsets: &[usize],
-    src: *const f32,
-    out: *mut f32,
-    out_stride: usize,
-    masks: [u16; 2],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
-    for (weights, &offset) in block.chunks_exact(BLOCK_ROWS).zip(offsets) {
-        // SAFETY: the caller guarantees the enabled lanes are in bounds; masked-off lanes are
-        // not read.
-        let (x0, x1) = unsafe {
-            let row = src.add(offset);
-            (
-                _mm512_maskz_loadu_ps(masks[0], row),
-                _mm512_maskz_loadu_ps(masks[1], row.add(16)),
-            )
-        };
-        for (acc, &w) in acc.iter_mut().zip(weights) {
-            let w = _mm512_set1_ps(w);
-            acc[0] = _mm512_fmadd_ps(w, x0, acc[0]);
-            acc[1] = _mm512_fmadd_ps(w, x1, acc[1]);
-        }
-    }
-    for (i, acc) in acc.iter().enumerate() {
-        // SAFETY: as for the loads.
-        unsafe {
-            let row = out.add(i * out_stride);
-            _mm512_mask_storeu_ps(row, masks[0], acc[0]);
-            _mm512_mask_storeu_ps(row.add(16), masks[1], acc[1]);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +456,7 @@ mod tests {
     #[test]
     fn matches_the_naive_sum() {
         if !available() {
-            eprintln!("skipped: no AVX-512 on this CPU");
+            eprintln!("skipped: no AVX-512 or AVX2 on this CPU");
             return;
         }
         // 11 rows (a full block and a partial one), 7 shifted rows, 45 columns (a full tile
@@ -434,7 +494,7 @@ mod tests {
 
     #[test]
     fn reduce_matches_the_naive_sum() {
-        if !available() {
+        if !reduce_available() {
             eprintln!("skipped: no AVX-512 on this CPU");
             return;
         }
