@@ -19,8 +19,7 @@
 //!   plane at a constant offset), so no column matrix is built and no operand is packed but the
 //!   weights, once per call. Forward at any stride; with AVX-512 also backward-data at stride 1
 //!   (as a gather over the zero-extended output gradient) and, when every thread has images of
-//!   its own, the filter gradient of images small enough that a chunk of them shares the L2
-//!   cache.
+//!   its own, the filter gradient.
 //!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.

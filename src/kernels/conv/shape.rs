@@ -2,7 +2,7 @@
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
 use super::parallel::parallel_over_images;
-use super::{shifted, wide};
+use super::shifted;
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -300,7 +300,6 @@ impl Conv2dShape {
                     && shifted::reduce_available(),
                 backward_filter: self.group_out() >= shifted::BLOCK_ROWS
                     && shifted::reduce_available()
-                    && wide::shifted_filter_fits(self)
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },
         }
@@ -350,6 +349,6 @@ pub struct ShiftedPasses {
     pub forward: bool,
     /// Backward-data, at stride 1 (a gather over the zero-extended output gradient).
     pub backward_data: bool,
-    /// The filter gradient, for images small enough that a chunk of them shares the L2 cache.
+    /// The filter gradient (AVX-512, when every thread has images of its own).
     pub backward_filter: bool,
 }
