@@ -12,7 +12,11 @@
 //! that ends at the row's end and overlaps the one before it (recomputing a few outputs rather
 //! than masking them), and the rows likewise. Backward-data is the same correlation of the
 //! output gradient with the taps reversed, bordered by `span − padding`. The filter gradient
-//! takes the taps four at a time through the plane. Larger strides walk rows with a gather.
+//! keeps all nine tap sums of a 3x3 filter in registers in one pass over the plane, other
+//! filters' taps four at a time. 3x3 filters with undilated rows (the common depthwise case)
+//! have tiles that load each input vector once for every output row that reads it. The tiles
+//! are written once against [`Vector`] (AVX-512, AVX2, portable). Larger strides walk rows with
+//! a gather.
 
 use std::ops::Range;
 
@@ -27,9 +31,9 @@ use crate::util::simd::{copy_row, prefetch};
 /// The widest vector's floats: the zero tail of a bordered buffer, which the tiles of rows
 /// narrower than a vector read past the last row.
 const MAX_LANES: usize = 16;
-/// Output rows of a forward tile.
+/// Output rows of a forward tile (and gradient rows of the 3x3 filter gradient's).
 const ROWS: usize = 4;
-/// Taps per pass of the filter gradient over a plane, and its output rows per tile.
+/// Taps per pass over a plane of the generic filter gradient, and its rows of accumulators.
 const TAP_BLOCK: usize = 4;
 const GRADIENT_ROWS: usize = 2;
 
