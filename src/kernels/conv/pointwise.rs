@@ -33,6 +33,15 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
 }
 
 /// Adds `Σ_{n in images} dY_g,n · X_g,nᵀ` into each group's `grad_weight`.
+///
+/// With AVX-512 and an image per thread, as dot products of the planes read in place
+/// ([`shifted_gemm_reduce`]): both operands run along the depth, which a packed GEMM must
+/// transpose first (packing the 3136-deep planes of a 56x56 image took as long as the product).
+/// One image per call: summing a thread's images in one call measured half as fast (each tile
+/// then streams every image, whose planes together outgrow the caches), and so did splitting an
+/// image's planes into chunks that stay in L2 (each chunk pays its own horizontal sums; whole
+/// planes stream well). With fewer images than threads the packed GEMM, which parallelises
+/// inside.
 pub(super) fn accumulate_filter_gradient(
     input: &[f32],
     grad_output: &[f32],
@@ -41,55 +50,31 @@ pub(super) fn accumulate_filter_gradient(
     grad_weight: &mut [f32],
 ) {
     let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
-    // The in-place kernel runs on the calling thread: with fewer images than threads the
-    // packed GEMM parallelises inside instead.
-    let threads = rayon::current_num_threads();
-    if shifted::reduce_available() && (parallel_over_images(s.batch) || threads == 1) {
-        return accumulate_filter_gradient_in_place(input, grad_output, s, images, grad_weight);
-    }
+    let in_place = shifted::reduce_available()
+        && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1);
+    let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
     for n in images {
         for g in 0..s.spec.groups {
             let x = &input[(n * s.in_channels + g * cg) * plane..][..cg * plane];
             let gy = &grad_output[(n * s.out_channels + g * og) * plane..][..og * plane];
-            let gw = MatMut::row_major(&mut grad_weight[g * og * cg..(g + 1) * og * cg], og, cg);
-            gemm(
-                1.0,
-                MatRef::row_major(gy, og, plane),
-                MatRef::row_major(x, cg, plane).t(),
-                1.0,
-                gw,
-            );
-        }
-    }
-}
-
-/// [`accumulate_filter_gradient`] as dot products of the planes read in place
-/// ([`shifted_gemm_reduce`]): `dW[o, c] += Σ_p dY[o, p] · X[c, p]` is a GEMM whose operands
-/// both run along the depth, which a packed GEMM must transpose first (packing the 3136-deep
-/// planes of a 56x56 image took as long as the product). One image per call: summing a
-/// thread's images in one call measured half as fast (each tile then streams every image,
-/// whose planes together outgrow the caches), and so did splitting an image's planes into
-/// chunks that stay in L2 (each chunk pays its own horizontal sums; whole planes stream well).
-fn accumulate_filter_gradient_in_place(
-    input: &[f32],
-    grad_output: &[f32],
-    s: &Conv2dShape,
-    images: std::ops::Range<usize>,
-    grad_weight: &mut [f32],
-) {
-    let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
-    let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
-    for n in images {
-        for g in 0..s.spec.groups {
-            let rows = Rows {
-                data: &grad_output[(n * s.out_channels + g * og) * plane..][..og * plane],
-                rows: og,
-                row_stride: plane,
-                image_stride: 0,
-            };
-            let x = &input[(n * s.in_channels + g * cg) * plane..][..cg * plane];
             let gw = &mut grad_weight[g * og * cg..(g + 1) * og * cg];
-            shifted_gemm_reduce(rows, x, &offsets, 0, 1, plane, gw);
+            if in_place {
+                let rows = Rows {
+                    data: gy,
+                    rows: og,
+                    row_stride: plane,
+                    image_stride: 0,
+                };
+                shifted_gemm_reduce(rows, x, &offsets, 0, 1, plane, gw);
+            } else {
+                gemm(
+                    1.0,
+                    MatRef::row_major(gy, og, plane),
+                    MatRef::row_major(x, cg, plane).t(),
+                    1.0,
+                    MatMut::row_major(gw, og, cg),
+                );
+            }
         }
     }
 }
