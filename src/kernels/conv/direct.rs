@@ -594,19 +594,7 @@ pub(super) fn forward_image(
     };
     if !is_stride_one(s) {
         strided_forward_image(x, weight, s, out);
-        for (o, plane) in out.chunks_exact_mut(s.out_plane()).enumerate() {
-            let b = bias.map_or(0.0, |b| b[o]);
-            match activation {
-                ConvActivation::Identity if bias.is_some() => {
-                    plane.iter_mut().for_each(|y| *y += b)
-                }
-                ConvActivation::Identity => {}
-                ConvActivation::Relu => plane
-                    .iter_mut()
-                    .for_each(|y| *y = crate::kernels::relu(*y + b)),
-            }
-        }
-        return;
+        return super::add_bias_and_activate(out, bias, activation, s);
     }
     let grid = Bordered::forward(s);
     let shifts = grid.shifts(s, 1);

@@ -212,20 +212,30 @@ fn forward_images<'a>(
             }
             (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),
         }
-        if bias.is_some() || activation != ConvActivation::Identity {
-            for (o, plane) in out.chunks_mut(s.out_plane()).enumerate() {
-                let b = bias.map_or(0.0, |bias| bias[o]);
-                dispatch(
-                    #[inline(always)]
-                    || match activation {
-                        ConvActivation::Identity => plane.iter_mut().for_each(|y| *y += b),
-                        ConvActivation::Relu => {
-                            plane.iter_mut().for_each(|y| *y = super::relu(*y + b))
-                        }
-                    },
-                );
-            }
-        }
+        add_bias_and_activate(out, bias, activation, &s);
+    }
+}
+
+/// `out[o, ..] = activation(out[o, ..] + bias[o])` over one image's output planes (nothing to do
+/// without a bias or an activation).
+fn add_bias_and_activate(
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    s: &Conv2dShape,
+) {
+    if bias.is_none() && activation == ConvActivation::Identity {
+        return;
+    }
+    for (o, plane) in out.chunks_mut(s.out_plane()).enumerate() {
+        let b = bias.map_or(0.0, |bias| bias[o]);
+        dispatch(
+            #[inline(always)]
+            || match activation {
+                ConvActivation::Identity => plane.iter_mut().for_each(|y| *y += b),
+                ConvActivation::Relu => plane.iter_mut().for_each(|y| *y = super::relu(*y + b)),
+            },
+        );
     }
 }
 
