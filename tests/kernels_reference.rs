@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use striate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, ConvActivation, Padding2d, conv2d_backward_data,
+    Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, conv2d_backward_data,
     conv2d_backward_filter, conv2d_forward, conv2d_forward_fused, conv2d_relu_max_pool2d_to_vec,
 };
 use striate::kernels::pool::{
@@ -260,6 +260,42 @@ fn conv2d_large_images_use_several_tiles() {
         let s = Conv2dShape::new(&[2, 64, 40, 70], &[8, 64, 3, 3], spec);
         for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
             assert!(e < 1e-4, "stride {stride:?} {name}: relative error {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn winograd_convolutions_match_the_reference() {
+    // 3x3, stride 1, 16 channels or more: Winograd's F(2x2, 3x3) forward and backward-data
+    // (on CPUs with AVX2 or AVX-512). Odd and even output sizes (a last tile half outside),
+    // rows around one and two vectors of tiles, padding 0 to 2 on each side independently
+    // (backward-data pads by 2 − padding), and a wide deep image that goes through several
+    // blocks of tile rows.
+    let mut rng = StdRng::seed_from_u64(23);
+    let padding = |top, bottom, left, right| Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    for (input, out_channels, padding) in [
+        ([2, 16, 14, 14], 24, padding(1, 1, 1, 1)),
+        ([1, 17, 9, 31], 16, padding(0, 2, 2, 1)),
+        ([2, 20, 5, 33], 19, padding(2, 0, 0, 2)),
+        ([1, 16, 1, 2], 16, padding(1, 2, 1, 0)),
+        ([1, 64, 7, 200], 16, padding(1, 1, 0, 0)),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(&input, &[out_channels, input[1], 3, 3], spec);
+        if let ConvPath::Wide { winograd, .. } = s.path {
+            // Not on a CPU without AVX2: then this checks the other paths on these shapes.
+            assert_eq!(winograd.forward, winograd.backward_data, "{s:?}");
+        }
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(e < 1e-4, "{input:?} {padding:?}: {name} error {e:.2e}");
         }
     }
 }

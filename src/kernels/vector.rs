@@ -69,6 +69,17 @@ pub(crate) trait Vector: Copy {
     /// `self + b`.
     fn add(self, b: Self) -> Self;
 
+    /// `self − b`.
+    fn sub(self, b: Self) -> Self;
+
+    /// The lanes of `self` and `b` interleaved, `[a0, b0, a1, b1, …]`, as two vectors (the
+    /// first holds the pairs of the low half of the lanes).
+    fn interleave(self, b: Self) -> (Self, Self);
+
+    /// The inverse of [`Vector::interleave`]: the even lanes of `self` then of `b`, and the odd
+    /// lanes likewise (`[x0, x2, …]`, `[x1, x3, …]` of the `2·LANES` floats `self ++ b`).
+    fn deinterleave(self, b: Self) -> (Self, Self);
+
     /// [`crate::kernels::relu`] of each lane: zero below zero, NaN and `-0.0` kept.
     fn relu(self) -> Self;
 
@@ -152,6 +163,18 @@ impl Vector for Scalar {
     #[inline(always)]
     fn add(self, b: Self) -> Self {
         Scalar(self.0 + b.0)
+    }
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        Scalar(self.0 - b.0)
+    }
+    #[inline(always)]
+    fn interleave(self, b: Self) -> (Self, Self) {
+        (self, b)
+    }
+    #[inline(always)]
+    fn deinterleave(self, b: Self) -> (Self, Self) {
+        (self, b)
     }
     #[inline(always)]
     fn relu(self) -> Self {
@@ -243,6 +266,36 @@ mod x86 {
             Avx512(unsafe { _mm512_add_ps(self.0, b.0) })
         }
         #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Avx512(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn interleave(self, b: Self) -> (Self, Self) {
+            unsafe {
+                // Indices 16.. pick from `b`.
+                let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                let high =
+                    _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+                (
+                    Avx512(_mm512_permutex2var_ps(self.0, low, b.0)),
+                    Avx512(_mm512_permutex2var_ps(self.0, high, b.0)),
+                )
+            }
+        }
+        #[inline(always)]
+        fn deinterleave(self, b: Self) -> (Self, Self) {
+            unsafe {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd =
+                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                (
+                    Avx512(_mm512_permutex2var_ps(self.0, even, b.0)),
+                    Avx512(_mm512_permutex2var_ps(self.0, odd, b.0)),
+                )
+            }
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             unsafe {
                 let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
@@ -317,6 +370,34 @@ mod x86 {
             Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
         }
         #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Avx2(unsafe { _mm256_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn interleave(self, b: Self) -> (Self, Self) {
+            unsafe {
+                // Within each 128-bit half, then the halves put in order.
+                let low = _mm256_unpacklo_ps(self.0, b.0); // a0 b0 a1 b1 | a4 b4 a5 b5
+                let high = _mm256_unpackhi_ps(self.0, b.0); // a2 b2 a3 b3 | a6 b6 a7 b7
+                (
+                    Avx2(_mm256_permute2f128_ps::<0x20>(low, high)),
+                    Avx2(_mm256_permute2f128_ps::<0x31>(low, high)),
+                )
+            }
+        }
+        #[inline(always)]
+        fn deinterleave(self, b: Self) -> (Self, Self) {
+            unsafe {
+                // a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs reordered 0 2 1 3.
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(self.0, b.0);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(self.0, b.0);
+                let order = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (Avx2(order(even)), Avx2(order(odd)))
+            }
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             unsafe {
                 let zero = _mm256_setzero_ps();
@@ -388,6 +469,57 @@ mod tests {
                 }
                 (acc.sum(), relu)
             }
+        }
+    }
+
+    /// `a − b`, then `a` and `b` interleaved and split back, vector by vector.
+    struct Shuffle<'a> {
+        a: &'a [f32],
+        b: &'a [f32],
+    }
+
+    impl VectorKernel for Shuffle<'_> {
+        type Output = [Vec<f32>; 5];
+        #[inline(always)]
+        fn run<V: Vector>(self) -> [Vec<f32>; 5] {
+            let mut out: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0.0; self.a.len()]);
+            // SAFETY: `with_vector` runs this only with a type the CPU supports; every pointer is
+            // `LANES` floats inside a slice of whole vectors.
+            unsafe {
+                for at in (0..self.a.len()).step_by(V::LANES) {
+                    let a = V::load(self.a.as_ptr().add(at));
+                    let b = V::load(self.b.as_ptr().add(at));
+                    a.sub(b).store(out[0].as_mut_ptr().add(at));
+                    let (lo, hi) = a.interleave(b);
+                    lo.store(out[1].as_mut_ptr().add(at));
+                    hi.store(out[2].as_mut_ptr().add(at));
+                    let (even, odd) = lo.deinterleave(hi);
+                    even.store(out[3].as_mut_ptr().add(at));
+                    odd.store(out[4].as_mut_ptr().add(at));
+                }
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn interleaving_pairs_lanes_and_deinterleaving_undoes_it() {
+        let a: Vec<f32> = (0..32).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..32).map(|i| 100.0 + i as f32).collect();
+        let [difference, lo, hi, even, odd] = with_vector(Shuffle { a: &a, b: &b });
+        assert!(difference.iter().all(|&d| d == -100.0));
+        assert_eq!(even, a);
+        assert_eq!(odd, b);
+        let lanes = match level() {
+            Level::Avx512 => 16,
+            Level::Avx2 => 8,
+            Level::Baseline => 1,
+        };
+        // Per vector: lo = a0 b0 a1 b1 …, hi the same from the middle lane.
+        for start in (0..32).step_by(lanes) {
+            let pairs: Vec<f32> = (start..start + lanes).flat_map(|i| [a[i], b[i]]).collect();
+            assert_eq!(&lo[start..start + lanes], &pairs[..lanes]);
+            assert_eq!(&hi[start..start + lanes], &pairs[lanes..]);
         }
     }
 

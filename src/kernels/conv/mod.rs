@@ -33,6 +33,7 @@ mod pointwise;
 mod shape;
 mod shifted;
 mod wide;
+mod winograd;
 
 use rayon::prelude::*;
 
@@ -42,7 +43,8 @@ use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks};
 pub use shape::{
-    Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, output_extent,
+    Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
+    output_extent,
 };
 
 // ------------------------------------------------------------------------------------ forward
@@ -197,10 +199,24 @@ fn forward_images<'a>(
         s.expect_lengths(op, &[("bias", bias.len())]);
     }
     let image_in = s.in_channels * s.in_plane();
-    let packed = matches!(s.path, ConvPath::Wide { shifted } if shifted.forward)
+    let winograd = match s.path {
+        ConvPath::Wide { winograd, .. } if winograd.forward => {
+            winograd::Filter::forward(weight, &s)
+                .map(|filter| (filter, winograd::Geometry::forward(&s)))
+        }
+        _ => None,
+    };
+    let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward)
         .then(|| wide::pack_forward(weight, &s));
     move |n, out| {
         let x = &input[n * image_in..(n + 1) * image_in];
+        // Winograd declines an image holding an infinity or NaN: its transforms would spread
+        // them (∞ − ∞) to outputs a direct convolution computes finite.
+        if let Some((filter, geometry)) = &winograd
+            && winograd::convolve_image(x, filter, geometry, bias, activation, out)
+        {
+            return;
+        }
         match (s.path, &packed) {
             (ConvPath::Direct, _) => {
                 // Applies the bias and activation to each plane while it is in cache.
@@ -286,10 +302,22 @@ fn backward_data_images<'a>(
         &[("grad_output", grad_output.len()), ("weight", weight.len())],
     );
     let image_out = s.out_channels * s.out_plane();
-    let packed = matches!(s.path, ConvPath::Wide { shifted } if shifted.backward_data)
+    let winograd = match s.path {
+        ConvPath::Wide { winograd, .. } if winograd.backward_data => {
+            winograd::Filter::backward_data(weight, &s)
+                .map(|filter| (filter, winograd::Geometry::backward_data(&s)))
+        }
+        _ => None,
+    };
+    let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
         .then(|| wide::pack_backward_data(weight, &s));
     move |n, gx| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
+        if let Some((filter, geometry)) = &winograd
+            && winograd::convolve_image(gy, filter, geometry, None, ConvActivation::Identity, gx)
+        {
+            return;
+        }
         match (s.path, &packed) {
             (ConvPath::Direct, _) => direct::backward_data_image(gy, weight, &s, gx),
             (ConvPath::Pointwise, _) => pointwise::backward_data_image(gy, weight, &s, gx),
@@ -348,7 +376,7 @@ pub fn conv2d_backward_filter(
         ConvPath::Pointwise => sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         }),
-        ConvPath::Wide { shifted } if shifted.backward_filter => {
+        ConvPath::Wide { shifted, .. } if shifted.backward_filter => {
             sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
                 wide::accumulate_filter_gradient_shifted(input, grad_output, &s, images, partial)
             })

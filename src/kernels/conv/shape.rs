@@ -290,7 +290,14 @@ impl Conv2dShape {
         // The shifted kernel fills a register tile of `BLOCK_ROWS` rows: output channels
         // forward and for the filter gradient, input channels backward.
         let tile = |rows: usize| rows >= shifted::BLOCK_ROWS && shifted::available();
+        let winograd = self.winograd_fits();
+        let p = self.spec.padding;
         ConvPath::Wide {
+            winograd: WinogradPasses {
+                forward: winograd,
+                // As the forward of the output gradient padded by `2 − padding`.
+                backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
+            },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
                 // With AVX2's 8-column tiles the backward gather (depth `O·KH·KW`, twice the
@@ -303,6 +310,21 @@ impl Conv2dShape {
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },
         }
+    }
+
+    /// Whether Winograd's F(2x2, 3x3) computes this convolution (`winograd.rs`): 3x3 filters,
+    /// stride 1, no dilation, one group, a vector instruction set, and enough channels on both
+    /// sides that the products, not the transforms, dominate.
+    fn winograd_fits(&self) -> bool {
+        let unit = [1, 1];
+        self.kernel_height == 3
+            && self.kernel_width == 3
+            && self.spec.stride == unit
+            && self.spec.dilation == unit
+            && self.spec.groups == 1
+            && self.in_channels >= WINOGRAD_MIN_CHANNELS
+            && self.out_channels >= WINOGRAD_MIN_CHANNELS
+            && shifted::available()
     }
 
     /// Panics unless each `(what, length)` holds the values its role needs for this shape:
@@ -339,7 +361,22 @@ pub enum ConvPath {
     Wide {
         /// Which passes use the shifted kernel.
         shifted: ShiftedPasses,
+        /// Which passes use Winograd's F(2x2, 3x3) (`winograd.rs`) instead; the shifted
+        /// kernel or im2col computes any image holding an infinity or NaN.
+        winograd: WinogradPasses,
     },
+}
+
+/// Channels in and out below which Winograd's transforms cost more than they save.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Which passes of a [`ConvPath::Wide`] convolution use Winograd's F(2x2, 3x3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WinogradPasses {
+    /// Forward.
+    pub forward: bool,
+    /// Backward-data (padding at most 2 on each side).
+    pub backward_data: bool,
 }
 
 /// Which passes of a [`ConvPath::Wide`] convolution read the padded planes in place.

@@ -53,6 +53,11 @@ impl PackedRows {
         }
         PackedRows { data, rows, depth }
     }
+
+    /// The number of blocks of [`BLOCK_ROWS`] rows.
+    pub fn blocks(&self) -> usize {
+        self.rows.div_ceil(BLOCK_ROWS)
+    }
 }
 
 /// `out[i·out_stride + p] = Σ_k a[i, k] · src[offsets[k] + p]` for `i < a.rows`, `p < n`.
@@ -69,31 +74,19 @@ pub(super) fn shifted_gemm(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    assert!(available(), "shifted_gemm: needs AVX-512 or AVX2");
-    assert_eq!(
-        offsets.len(),
+    check_bounds(
+        "shifted_gemm",
+        a.rows,
         a.depth,
-        "shifted_gemm: one offset per column"
+        offsets,
+        src,
+        n,
+        out,
+        out_stride,
     );
     if a.rows == 0 || n == 0 {
         return;
     }
-    let last_read = offsets.iter().max().map_or(0, |&m| m + n);
-    assert!(
-        last_read <= src.len(),
-        "shifted_gemm: reads reach {last_read} of a source of {}",
-        src.len()
-    );
-    let last_write = (a.rows - 1) * out_stride + n;
-    assert!(
-        last_write <= out.len(),
-        "shifted_gemm: writes reach {last_write} of an output of {}",
-        out.len()
-    );
-    assert!(
-        a.rows == 1 || n <= out_stride,
-        "shifted_gemm: rows of {n} overlap at stride {out_stride}"
-    );
     let rows_of_block = |b: usize| (a.rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
     // Large grids go a chunk of columns at a time through every block of rows, so the part of
     // the padded planes a chunk reads stays in cache while all the blocks use it.
@@ -129,6 +122,107 @@ pub(super) fn shifted_gemm(
             blocks.into_iter().for_each(run);
         }
     }
+}
+
+/// A batch of products that share their offsets, for the rows of block `b` only (rows
+/// `b·BLOCK_ROWS..`, written from the start of each output), on the calling thread:
+/// `out[p·out_step + i·out_stride + q] = Σ_k a[p][b·BLOCK_ROWS + i, k] · src[p·src_step +
+/// offsets[k] + q]` for every matrix `a[p]`. For callers that go through their matrices block
+/// by block and use each block's results while they are in cache.
+///
+/// # Panics
+///
+/// As [`shifted_gemm`], or if the matrices differ in size or have no block `b`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn shifted_gemm_block_batch(
+    a: &[PackedRows],
+    b: usize,
+    offsets: &[usize],
+    src: &[f32],
+    src_step: usize,
+    n: usize,
+    out: &mut [f32],
+    out_step: usize,
+    out_stride: usize,
+) {
+    let Some(first) = a.first() else {
+        return;
+    };
+    let (rows, depth) = (first.rows, first.depth);
+    assert!(
+        a.iter().all(|m| m.rows == rows && m.depth == depth),
+        "shifted_gemm_block_batch: matrices of different sizes"
+    );
+    assert!(b < first.blocks(), "shifted_gemm_block_batch: no block {b}");
+    let block_rows = (rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
+    let last = a.len() - 1;
+    assert!(
+        last == 0 || out_step >= (block_rows - 1) * out_stride + n,
+        "shifted_gemm_block_batch: outputs overlap"
+    );
+    // The last product reaches furthest: every earlier one stops a whole step before it.
+    check_bounds(
+        "shifted_gemm_block_batch",
+        block_rows,
+        depth,
+        offsets,
+        src.get(last * src_step..).unwrap_or_default(),
+        n,
+        out.get(last * out_step..).unwrap_or_default(),
+        out_stride,
+    );
+    if n == 0 {
+        return;
+    }
+    for (p, matrix) in a.iter().enumerate() {
+        let block = &matrix.data[b * depth * BLOCK_ROWS..][..depth * BLOCK_ROWS];
+        block_product(
+            block,
+            block_rows,
+            offsets,
+            &src[p * src_step..],
+            n,
+            &mut out[p * out_step..],
+            out_stride,
+        );
+    }
+}
+
+/// Panics unless the CPU runs the kernel, `offsets` has one entry per column (`depth`) and
+/// every read `src[offsets[k] + p]` and write `out[i·out_stride + p]` (`i < rows`, `p < n`) is
+/// in bounds, with rows that do not overlap.
+#[allow(clippy::too_many_arguments)]
+fn check_bounds(
+    op: &str,
+    rows: usize,
+    depth: usize,
+    offsets: &[usize],
+    src: &[f32],
+    n: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    assert!(available(), "{op}: needs AVX-512 or AVX2");
+    assert_eq!(offsets.len(), depth, "{op}: one offset per column");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let last_read = offsets.iter().max().map_or(0, |&m| m + n);
+    assert!(
+        last_read <= src.len(),
+        "{op}: reads reach {last_read} of a source of {}",
+        src.len()
+    );
+    let last_write = (rows - 1) * out_stride + n;
+    assert!(
+        last_write <= out.len(),
+        "{op}: writes reach {last_write} of an output of {}",
+        out.len()
+    );
+    assert!(
+        rows == 1 || n <= out_stride,
+        "{op}: rows of {n} overlap at stride {out_stride}"
+    );
 }
 
 /// Output columns per pass through every block of rows in [`shifted_gemm`].

@@ -16,7 +16,7 @@ pub const LOG_VARIABLE: &str = "STRIATE_LOG_KERNELS";
 
 /// Data-cache sizes in bytes of one core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Caches {
+pub(crate) struct Caches {
     pub l1d: usize,
     pub l2: usize,
 }

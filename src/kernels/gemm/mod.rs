@@ -15,6 +15,7 @@ mod packed;
 use crate::tensor::check::contract_violation;
 use rayon::prelude::*;
 
+pub(crate) use blocking::Caches;
 pub use blocking::LOG_VARIABLE;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.

@@ -1,0 +1,524 @@
+//! Winograd's minimal filtering F(2x2, 3x3) for 3x3 convolutions at stride 1 (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016): each 2x2 block of outputs is
+//! computed from the 4x4 block of inputs under it with 16 multiplications per channel pair
+//! instead of 36, a 2.25x cut in the multiply-adds of the forward pass and of the stride-1
+//! backward-data (the forward of the output gradient with the filters turned round).
+//!
+//! For tiles `t` of 2x2 outputs, channels `c` in and `o` out, and the 16 points `ξ` of the
+//! transformed 4x4 domain:
+//! 1. **input transform**, `V[ξ, c, t] = (Bᵀ·d·B)[ξ]` of the 4x4 input block `d` of tile `t`;
+//! 2. **filter transform**, once per call, `U[ξ, o, c] = (G·g·Gᵀ)[ξ]` of each 3x3 filter `g`;
+//! 3. **16 products** `M[ξ] = U[ξ] · V[ξ]`, `[O, C] x [C, T]`, by the shifted kernel's register
+//!    tile ([`shifted_gemm_block_batch`]) reading `V` in place;
+//! 4. **output transform**, `Y = Aᵀ·M·A` per tile, with the bias and activation, written out.
+//!
+//! `Bᵀ` and `Aᵀ` hold only 0 and ±1 and `G` only 0, ±½ and 1, so the transforms add and
+//! subtract (the filter's halvings are exact); results differ from a direct convolution's by
+//! rounding, of the same order (the reference tests hold both to the same tolerance).
+//!
+//! Layout. The padded image is read on a grid of `2·grid_columns` columns, one tile more per
+//! row than the output needs: the transforms then run over whole flattened rows of tiles with
+//! full vectors, and the spare tile of each row (which reads into the next row) is computed and
+//! dropped. The transforms are separable and vectorised along the grid: the input's column
+//! combinations (`Bᵀ·d`) over vectors of columns, its row combinations (`·B`) over vectors of
+//! tiles after splitting the columns into even and odd ([`Vector::deinterleave`]), and the
+//! output's the same way backwards ([`Vector::interleave`]). Large images go a block of tile
+//! rows at a time, so that a block's `V` stays in L2 while the 16 products read it, and each
+//! block of eight output channels is transformed out while its `M` is in L1.
+//!
+//! Infinities and NaN: the transforms mix the inputs of a tile, so an infinity would spill
+//! into outputs a direct convolution computes finite (`∞ − ∞`). Filters with a non-finite
+//! value do not use this path ([`Filter::forward`] returns `None`), and an image with one
+//! reports it ([`convolve_image`] returns `false`) for the caller to compute it directly.
+
+use super::shape::{Conv2dShape, ConvActivation};
+use super::shifted::{BLOCK_ROWS, PackedRows, shifted_gemm_block_batch};
+use crate::kernels::gemm::Caches;
+use crate::kernels::scratch::with_scratch_parts;
+use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+use crate::util::simd::copy_row;
+
+/// Points of the transformed domain per tile (4x4).
+const POINTS: usize = 16;
+
+/// Floats of slack after the work buffers that tails of vectors may touch (the widest vector).
+const SLACK: usize = 16;
+
+/// The 3x3 filters transformed, `U[ξ] = (G·g·Gᵀ)[ξ]`: one `[rows, depth]` matrix per point,
+/// packed for the shifted kernel.
+pub(super) struct Filter {
+    points: Vec<PackedRows>,
+}
+
+impl Filter {
+    /// The forward's filters: rows are output channels, depth input channels. `None` if a
+    /// weight (or its transform) is not finite.
+    pub fn forward(weight: &[f32], s: &Conv2dShape) -> Option<Filter> {
+        let c = s.in_channels;
+        Filter::new(s.out_channels, c, |o, k, tap| weight[(o * c + k) * 9 + tap])
+    }
+
+    /// Backward-data's filters: rows are input channels, depth output channels, each filter
+    /// turned by 180°, so that the input gradient is the forward of the output gradient.
+    pub fn backward_data(weight: &[f32], s: &Conv2dShape) -> Option<Filter> {
+        let c = s.in_channels;
+        Filter::new(c, s.out_channels, |ci, o, tap| {
+            weight[(o * c + ci) * 9 + 8 - tap]
+        })
+    }
+
+    /// Transforms the filter `tap(row, k, kh·3 + kw)` of every (row, depth) pair, in f64.
+    fn new(rows: usize, depth: usize, tap: impl Fn(usize, usize, usize) -> f32) -> Option<Filter> {
+        // Applies G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] to three values.
+        let g = |[a, b, c]: [f64; 3]| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
+        let mut transformed = vec![[0.0f32; POINTS]; rows * depth];
+        for i in 0..rows {
+            for k in 0..depth {
+                let taps: [f64; 9] = std::array::from_fn(|t| tap(i, k, t) as f64);
+                // G·g, column by column: four rows of three.
+                let columns: [[f64; 4]; 3] =
+                    std::array::from_fn(|col| g([taps[col], taps[3 + col], taps[6 + col]]));
+                let u = &mut transformed[i * depth + k];
+                for row in 0..4 {
+                    let points = g([columns[0][row], columns[1][row], columns[2][row]]);
+                    for (l, value) in points.into_iter().enumerate() {
+                        u[4 * row + l] = value as f32;
+                    }
+                }
+                if !u.iter().all(|v| v.is_finite()) {
+                    return None;
+                }
+            }
+        }
+        let points = (0..POINTS)
+            .map(|p| PackedRows::new(rows, depth, |i, k| transformed[i * depth + k][p]))
+            .collect();
+        Some(Filter { points })
+    }
+}
+
+/// The sizes of one Winograd convolution: `depth` channels in, `rows` channels out.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Geometry {
+    depth: usize,
+    rows: usize,
+    in_height: usize,
+    in_width: usize,
+    /// Zero padding above and to the left (below and to the right follow from the output).
+    top: usize,
+    left: usize,
+    out_height: usize,
+    out_width: usize,
+    /// Rows of 2x2 output tiles.
+    tile_rows: usize,
+    /// Tiles per row of the grid: one more than the output needs.
+    grid_columns: usize,
+    /// Tile rows transformed and multiplied at a time.
+    block_rows: usize,
+}
+
+impl Geometry {
+    /// The forward of `s` (3x3, stride 1, no dilation, one group).
+    pub fn forward(s: &Conv2dShape) -> Geometry {
+        let p = s.spec.padding;
+        Geometry::new(
+            [s.in_channels, s.out_channels],
+            [s.in_height, s.in_width],
+            [p.top, p.left],
+            [s.out_height, s.out_width],
+        )
+    }
+
+    /// Backward-data of `s` as the forward of the output gradient: padded by `2 − padding`
+    /// (the caller checked that no side is padded by more than 2).
+    pub fn backward_data(s: &Conv2dShape) -> Geometry {
+        let p = s.spec.padding;
+        Geometry::new(
+            [s.out_channels, s.in_channels],
+            [s.out_height, s.out_width],
+            [2 - p.top, 2 - p.left],
+            [s.in_height, s.in_width],
+        )
+    }
+
+    fn new(
+        [depth, rows]: [usize; 2],
+        [in_height, in_width]: [usize; 2],
+        [top, left]: [usize; 2],
+        [out_height, out_width]: [usize; 2],
+    ) -> Geometry {
+        let tile_rows = out_height.div_ceil(2);
+        let grid_columns = out_width.div_ceil(2) + 1;
+        // A block's transformed input gets half of L2; the other half is for the filters'
+        // blocks and the products' outputs streaming past.
+        let per_tile_row = POINTS * depth * grid_columns * size_of::<f32>();
+        let block_rows = (Caches::of_this_cpu().l2 / 2 / per_tile_row).clamp(1, tile_rows);
+        Geometry {
+            depth,
+            rows,
+            in_height,
+            in_width,
+            top,
+            left,
+            out_height,
+            out_width,
+            tile_rows,
+            grid_columns,
+            block_rows,
+        }
+    }
+
+    /// Columns of the padded grid.
+    fn width(&self) -> usize {
+        2 * self.grid_columns
+    }
+}
+
+/// One image: `out[o]` = `activation(Σ_c x[c] ⋆ g[o, c] + bias[o])` for the `rows` output
+/// planes, from the `depth` input planes of `x`. Returns `false`, with `out` partly written, if
+/// the image holds an infinity or NaN: the caller must then compute it another way.
+pub(super) fn convolve_image(
+    x: &[f32],
+    filter: &Filter,
+    g: &Geometry,
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    out: &mut [f32],
+) -> bool {
+    assert_eq!(
+        x.len(),
+        g.depth * g.in_height * g.in_width,
+        "winograd: input"
+    );
+    assert_eq!(
+        out.len(),
+        g.rows * g.out_height * g.out_width,
+        "winograd: output"
+    );
+    assert_eq!(filter.points.len(), POINTS, "winograd: filter");
+    assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(BLOCK_ROWS));
+    let wp = g.width();
+    let most_tiles = g.block_rows * g.grid_columns;
+    let lens = [
+        (2 * g.block_rows + 2) * wp,           // padded input rows of one channel
+        4 * 2 * most_tiles + SLACK,            // its four column combinations
+        2 * (most_tiles + SLACK),              // their even and odd columns
+        POINTS * g.depth * most_tiles + SLACK, // V
+        POINTS * BLOCK_ROWS * most_tiles + SLACK, // M of one block of output channels
+        2 * 2 * most_tiles + 2 * SLACK,        // two output rows of each tile row
+    ];
+    with_scratch_parts(lens, |[padded, columns, halves, v, m, rows]| {
+        for first in (0..g.tile_rows).step_by(g.block_rows) {
+            let count = (g.tile_rows - first).min(g.block_rows);
+            let tiles = count * g.grid_columns;
+            let finite = with_vector(InputTransform {
+                x,
+                g,
+                first,
+                count,
+                padded,
+                columns,
+                halves,
+                v,
+            });
+            if !finite {
+                return false;
+            }
+            let offsets: Vec<usize> = (0..g.depth).map(|c| c * tiles).collect();
+            for block in 0..filter.points[0].blocks() {
+                shifted_gemm_block_batch(
+                    &filter.points,
+                    block,
+                    &offsets,
+                    v,
+                    g.depth * tiles,
+                    tiles,
+                    m,
+                    BLOCK_ROWS * tiles,
+                    tiles,
+                );
+                let o_first = block * BLOCK_ROWS;
+                with_vector(OutputTransform {
+                    m,
+                    g,
+                    first,
+                    count,
+                    channels: o_first..(o_first + BLOCK_ROWS).min(g.rows),
+                    bias,
+                    activation,
+                    rows,
+                    out,
+                });
+            }
+        }
+        true
+    })
+}
+
+/// `n` floats from `p` (`n <= LANES`; the others zero and not read).
+///
+/// # Safety
+///
+/// As [`Vector::load_masked`].
+#[inline(always)]
+unsafe fn load<V: Vector>(p: *const f32, n: usize) -> V {
+    // SAFETY: the caller's contract; a whole vector when all lanes are asked for.
+    unsafe {
+        if n >= V::LANES {
+            V::load(p)
+        } else {
+            V::load_masked(p, V::zero().first_lanes(n))
+        }
+    }
+}
+
+/// Writes the first `n` lanes of `v` to `p`.
+///
+/// # Safety
+///
+/// As [`Vector::store_masked`].
+#[inline(always)]
+unsafe fn store<V: Vector>(v: V, p: *mut f32, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if n >= V::LANES {
+            v.store(p)
+        } else {
+            v.store_masked(p, v.first_lanes(n))
+        }
+    }
+}
+
+/// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
+/// `v[(ξ·depth + c)·tiles + t]`. Returns whether every input it read was finite.
+struct InputTransform<'a> {
+    x: &'a [f32],
+    g: &'a Geometry,
+    first: usize,
+    count: usize,
+    padded: &'a mut [f32],
+    columns: &'a mut [f32],
+    halves: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl VectorKernel for InputTransform<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run<V: Vector>(self) -> bool {
+        let InputTransform {
+            x,
+            g,
+            first,
+            count,
+            padded,
+            columns,
+            halves,
+            v,
+        } = self;
+        let wp = g.width();
+        let tiles = count * g.grid_columns;
+        let plane = g.in_height * g.in_width;
+        let rows_read = 2 * count + 2;
+        let left = g.left.min(wp);
+        let width = g.in_width.min(wp - left);
+        padded[..rows_read * wp].fill(0.0);
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        let mut check = unsafe { V::zero() };
+        let zero = check;
+        for c in 0..g.depth {
+            // The padded rows this block reads, zero outside the image (cropped where the grid
+            // ends before the image does); the zeros were written once for every channel.
+            let x = &x[c * plane..(c + 1) * plane];
+            for (i, row) in padded[..rows_read * wp].chunks_exact_mut(wp).enumerate() {
+                if let Some(r) = (2 * first + i)
+                    .checked_sub(g.top)
+                    .filter(|&r| r < g.in_height)
+                {
+                    copy_row(&mut row[left..left + width], &x[r * g.in_width..][..width]);
+                }
+            }
+            // Column combinations Bᵀ·d of each tile row: four rows of `wp` per tile row, as
+            // `columns[k·2·tiles + i·wp + col]`.
+            for i in 0..count {
+                for col in (0..wp).step_by(V::LANES) {
+                    let n = (wp - col).min(V::LANES);
+                    // SAFETY: rows `2i..2i + 4 <= rows_read` of `padded` and row `i < count` of
+                    // each combination hold `wp` floats from `col`, of which `n` are touched.
+                    unsafe {
+                        let row = padded.as_ptr().add(2 * i * wp + col);
+                        let d0 = load::<V>(row, n);
+                        let d1 = load::<V>(row.add(wp), n);
+                        let d2 = load::<V>(row.add(2 * wp), n);
+                        let d3 = load::<V>(row.add(3 * wp), n);
+                        let out = columns.as_mut_ptr().add(i * wp + col);
+                        let k0 = d0.sub(d2);
+                        let k1 = d1.add(d2);
+                        let k3 = d1.sub(d3);
+                        store(k0, out, n);
+                        store(k1, out.add(2 * tiles), n);
+                        store(d2.sub(d1), out.add(4 * tiles), n);
+                        store(k3, out.add(6 * tiles), n);
+                        // Every input reaches k0, k1 or k3: an infinity or NaN there makes
+                        // `check` NaN (a finite value times zero is zero).
+                        check = k0.add(k1).add(k3).mul_add(zero, check);
+                    }
+                }
+            }
+            // Row combinations ·B: with `e`, `o` the even and odd columns of a row, tile `t`
+            // reads e[t], o[t], e[t + 1], o[t + 1].
+            let (even, odd) = halves.split_at_mut(tiles + SLACK);
+            for k in 0..4 {
+                let row = &columns[k * 2 * tiles..(k + 1) * 2 * tiles];
+                for at in (0..2 * tiles).step_by(2 * V::LANES) {
+                    let n = 2 * tiles - at;
+                    let pairs = (n / 2).min(V::LANES);
+                    // SAFETY: `row` holds `2·tiles` floats: `n.min(LANES)` from `at` and the
+                    // rest from `at + LANES`; `even` and `odd` hold `tiles` from `at / 2`.
+                    unsafe {
+                        let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
+                        let hi = if n > V::LANES {
+                            load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
+                        } else {
+                            zero
+                        };
+                        let (e, o) = lo.deinterleave(hi);
+                        store(e, even.as_mut_ptr().add(at / 2), pairs);
+                        store(o, odd.as_mut_ptr().add(at / 2), pairs);
+                    }
+                }
+                // The spare tile of the last row reads one past the end.
+                even[tiles] = 0.0;
+                odd[tiles] = 0.0;
+                for t in (0..tiles).step_by(V::LANES) {
+                    let n = (tiles - t).min(V::LANES);
+                    // SAFETY: `even` and `odd` hold `tiles + 1` floats; `v` holds `tiles` per
+                    // (point, channel).
+                    unsafe {
+                        let e0 = load::<V>(even.as_ptr().add(t), n);
+                        let e1 = load::<V>(even.as_ptr().add(t + 1), n);
+                        let o0 = load::<V>(odd.as_ptr().add(t), n);
+                        let o1 = load::<V>(odd.as_ptr().add(t + 1), n);
+                        let point = v.as_mut_ptr().add((4 * k * g.depth + c) * tiles + t);
+                        let next = g.depth * tiles;
+                        store(e0.sub(e1), point, n);
+                        store(o0.add(e1), point.add(next), n);
+                        store(e1.sub(o0), point.add(2 * next), n);
+                        store(o0.sub(o1), point.add(3 * next), n);
+                    }
+                }
+            }
+        }
+        !check.sum().is_nan()
+    }
+}
+
+/// `Aᵀ = [1 1 1 0; 0 1 −1 −1]` applied to column `l` of a tile's `M`, whose four points are
+/// `stride` apart from `m` (`n` tiles of them).
+///
+/// # Safety
+///
+/// As [`load`] for each of the four.
+#[inline(always)]
+unsafe fn combine_column<V: Vector>(m: *const f32, stride: usize, n: usize) -> (V, V) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let m0 = load::<V>(m, n);
+        let m1 = load::<V>(m.add(4 * stride), n);
+        let m2 = load::<V>(m.add(8 * stride), n);
+        let m3 = load::<V>(m.add(12 * stride), n);
+        (m0.add(m1).add(m2), m1.sub(m2).sub(m3))
+    }
+}
+
+/// `y + bias`, then ReLU if asked.
+#[inline(always)]
+fn finish<V: Vector>(y: V, bias: V, relu: bool) -> V {
+    let y = y.add(bias);
+    if relu { y.relu() } else { y }
+}
+
+/// Step 4 for one block of output channels over tile rows `first..first + count`: from
+/// `m[(ξ·BLOCK_ROWS + i)·tiles + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
+struct OutputTransform<'a> {
+    m: &'a [f32],
+    g: &'a Geometry,
+    first: usize,
+    count: usize,
+    channels: std::ops::Range<usize>,
+    bias: Option<&'a [f32]>,
+    activation: ConvActivation,
+    rows: &'a mut [f32],
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for OutputTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let OutputTransform {
+            m,
+            g,
+            first,
+            count,
+            channels,
+            bias,
+            activation,
+            rows,
+            out,
+        } = self;
+        let wp = g.width();
+        let tiles = count * g.grid_columns;
+        let out_plane = g.out_height * g.out_width;
+        let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
+        for (i, o) in channels.enumerate() {
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+            let b = unsafe { V::splat(bias.map_or(0.0, |bias| bias[o])) };
+            let relu = activation == ConvActivation::Relu;
+            for t in (0..tiles).step_by(V::LANES) {
+                let n = (tiles - t).min(V::LANES);
+                // SAFETY: `m` holds `tiles` floats per (point, row of the block), `n` of them
+                // from `t`; `upper` and `lower` hold `2·tiles`, `2n` of them from `2t`.
+                unsafe {
+                    let m = m.as_ptr().add(i * tiles + t);
+                    let stride = BLOCK_ROWS * tiles;
+                    let c0 = combine_column::<V>(m, stride, n);
+                    let c1 = combine_column::<V>(m.add(stride), stride, n);
+                    let c2 = combine_column::<V>(m.add(2 * stride), stride, n);
+                    let c3 = combine_column::<V>(m.add(3 * stride), stride, n);
+                    let y00 = finish(c0.0.add(c1.0).add(c2.0), b, relu);
+                    let y01 = finish(c1.0.sub(c2.0).sub(c3.0), b, relu);
+                    let y10 = finish(c0.1.add(c1.1).add(c2.1), b, relu);
+                    let y11 = finish(c1.1.sub(c2.1).sub(c3.1), b, relu);
+                    let (lo_count, hi_count) =
+                        ((2 * n).min(V::LANES), (2 * n).saturating_sub(V::LANES));
+                    for (row, (left, right)) in
+                        [(&mut *upper, (y00, y01)), (&mut *lower, (y10, y11))]
+                    {
+                        let (lo, hi) = left.interleave(right);
+                        let p = row.as_mut_ptr().add(2 * t);
+                        store(lo, p, lo_count);
+                        if hi_count > 0 {
+                            store(hi, p.add(V::LANES), hi_count);
+                        }
+                    }
+                }
+            }
+            // Each tile row's two output rows, without the grid's spare columns.
+            let plane = &mut out[o * out_plane..(o + 1) * out_plane];
+            for ir in 0..count {
+                for (half, source) in [&*upper, &*lower].into_iter().enumerate() {
+                    let r = 2 * (first + ir) + half;
+                    if r < g.out_height {
+                        copy_row(
+                            &mut plane[r * g.out_width..(r + 1) * g.out_width],
+                            &source[ir * wp..ir * wp + g.out_width],
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
