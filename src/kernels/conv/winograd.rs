@@ -36,7 +36,6 @@ use super::shifted::{BLOCK_ROWS, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-use crate::util::simd::copy_row;
 
 /// Points of the transformed domain per tile (4x4).
 const POINTS: usize = 16;
@@ -336,7 +335,9 @@ impl VectorKernel for InputTransform<'_> {
                     .checked_sub(g.top)
                     .filter(|&r| r < g.in_height)
                 {
-                    copy_row(&mut row[left..left + width], &x[r * g.in_width..][..width]);
+                    let (row, x) = (&mut row[left..left + width], &x[r * g.in_width..][..width]);
+                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+                    unsafe { copy::<V>(row, x) };
                 }
             }
             // Column combinations Bᵀ·d of each tile row: four rows of `wp` per tile row, as
@@ -411,6 +412,28 @@ impl VectorKernel for InputTransform<'_> {
             }
         }
         !check.sum().is_nan()
+    }
+}
+
+/// Copies `src` into `dst` (equal lengths) a vector at a time: the rows here are short, where
+/// a call to `memcpy` or a scalar tail would cost more than the copy.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn copy<V: Vector>(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    for at in (0..src.len()).step_by(V::LANES) {
+        let n = (src.len() - at).min(V::LANES);
+        // SAFETY: the caller's contract, and `n` floats from `at` lie in both slices.
+        unsafe {
+            store(
+                load::<V>(src.as_ptr().add(at), n),
+                dst.as_mut_ptr().add(at),
+                n,
+            )
+        }
     }
 }
 
@@ -512,10 +535,10 @@ impl VectorKernel for OutputTransform<'_> {
                 for (half, source) in [&*upper, &*lower].into_iter().enumerate() {
                     let r = 2 * (first + ir) + half;
                     if r < g.out_height {
-                        copy_row(
-                            &mut plane[r * g.out_width..(r + 1) * g.out_width],
-                            &source[ir * wp..ir * wp + g.out_width],
-                        );
+                        let row = &mut plane[r * g.out_width..(r + 1) * g.out_width];
+                        // SAFETY: `with_vector` runs this only with a vector type the CPU
+                        // supports.
+                        unsafe { copy::<V>(row, &source[ir * wp..ir * wp + g.out_width]) };
                     }
                 }
             }
