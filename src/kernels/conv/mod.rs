@@ -21,6 +21,11 @@
 //!   (as a gather over the zero-extended output gradient) and, when every thread has images of
 //!   its own, the filter gradient.
 //!
+//! - **Winograd** F(2x2, 3x3) (`winograd.rs`) for 3x3 convolutions at stride 1 with 16 channels
+//!   or more on each side, on AVX2 and AVX-512: 2.25x fewer multiply-adds in the forward and
+//!   backward-data passes, and with AVX-512 in the filter gradient; an image holding an
+//!   infinity or NaN takes one of the paths above.
+//!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
 //!
@@ -376,6 +381,32 @@ pub fn conv2d_backward_filter(
         ConvPath::Pointwise => sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         }),
+        ConvPath::Wide { shifted, winograd } if winograd.backward_filter => {
+            sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
+                // Images holding an infinity or NaN go the direct way, one by one.
+                let direct = |image, partial: &mut [f32]| {
+                    if shifted.backward_filter {
+                        wide::accumulate_filter_gradient_shifted(
+                            input,
+                            grad_output,
+                            &s,
+                            image,
+                            partial,
+                        )
+                    } else {
+                        wide::accumulate_filter_gradient(input, grad_output, &s, image, partial)
+                    }
+                };
+                winograd::accumulate_filter_gradient(
+                    input,
+                    grad_output,
+                    &s,
+                    images,
+                    partial,
+                    direct,
+                )
+            })
+        }
         ConvPath::Wide { shifted, .. } if shifted.backward_filter => {
             sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
                 wide::accumulate_filter_gradient_shifted(input, grad_output, &s, images, partial)

@@ -3,6 +3,7 @@
 
 use super::parallel::parallel_over_images;
 use super::shifted;
+use super::winograd;
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -297,6 +298,9 @@ impl Conv2dShape {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
                 backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
+                backward_filter: winograd
+                    && winograd::filter_gradient_fits(self)
+                    && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
@@ -377,6 +381,9 @@ pub struct WinogradPasses {
     pub forward: bool,
     /// Backward-data (padding at most 2 on each side).
     pub backward_data: bool,
+    /// The filter gradient (AVX-512, images small enough to transform whole, and every
+    /// thread with images of its own).
+    pub backward_filter: bool,
 }
 
 /// Which passes of a [`ConvPath::Wide`] convolution read the padded planes in place.

@@ -1,8 +1,9 @@
 //! Winograd's minimal filtering F(2x2, 3x3) for 3x3 convolutions at stride 1 (Lavin & Gray,
 //! "Fast Algorithms for Convolutional Neural Networks", 2016): each 2x2 block of outputs is
 //! computed from the 4x4 block of inputs under it with 16 multiplications per channel pair
-//! instead of 36, a 2.25x cut in the multiply-adds of the forward pass and of the stride-1
-//! backward-data (the forward of the output gradient with the filters turned round).
+//! instead of 36, a 2.25x cut in the multiply-adds of the forward pass, of the backward-data
+//! (the forward of the output gradient with the filters turned round) and of the filter
+//! gradient (the transpose: [`accumulate_filter_gradient`]).
 //!
 //! For tiles `t` of 2x2 outputs, channels `c` in and `o` out, and the 16 points `ξ` of the
 //! transformed 4x4 domain:
@@ -32,7 +33,11 @@
 //! reports it ([`convolve_image`] returns `false`) for the caller to compute it directly.
 
 use super::shape::{Conv2dShape, ConvActivation};
-use super::shifted::{BLOCK_ROWS, PackedRows, shifted_gemm_block_batch};
+use std::ops::Range;
+
+use super::shifted::{
+    self, BLOCK_ROWS, PackedRows, Rows, shifted_gemm_block_batch, shifted_gemm_reduce,
+};
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
@@ -219,6 +224,7 @@ pub(super) fn convolve_image(
                 columns,
                 halves,
                 v,
+                row_stride: tiles,
             });
             if !finite {
                 return false;
@@ -289,7 +295,8 @@ unsafe fn store<V: Vector>(v: V, p: *mut f32, n: usize) {
 }
 
 /// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
-/// `v[(ξ·depth + c)·tiles + t]`. Returns whether every input it read was finite.
+/// `v[(ξ·depth + c)·row_stride + t]` (`row_stride >= tiles`). Returns whether every input it
+/// read was finite.
 struct InputTransform<'a> {
     x: &'a [f32],
     g: &'a Geometry,
@@ -299,6 +306,7 @@ struct InputTransform<'a> {
     columns: &'a mut [f32],
     halves: &'a mut [f32],
     v: &'a mut [f32],
+    row_stride: usize,
 }
 
 impl VectorKernel for InputTransform<'_> {
@@ -315,9 +323,11 @@ impl VectorKernel for InputTransform<'_> {
             columns,
             halves,
             v,
+            row_stride,
         } = self;
         let wp = g.width();
         let tiles = count * g.grid_columns;
+        assert!(row_stride >= tiles && v.len() >= (POINTS * g.depth - 1) * row_stride + tiles);
         let plane = g.in_height * g.in_width;
         let rows_read = 2 * count + 2;
         let left = g.left.min(wp);
@@ -372,37 +382,22 @@ impl VectorKernel for InputTransform<'_> {
             let (even, odd) = halves.split_at_mut(tiles + SLACK);
             for k in 0..4 {
                 let row = &columns[k * 2 * tiles..(k + 1) * 2 * tiles];
-                for at in (0..2 * tiles).step_by(2 * V::LANES) {
-                    let n = 2 * tiles - at;
-                    let pairs = (n / 2).min(V::LANES);
-                    // SAFETY: `row` holds `2·tiles` floats: `n.min(LANES)` from `at` and the
-                    // rest from `at + LANES`; `even` and `odd` hold `tiles` from `at / 2`.
-                    unsafe {
-                        let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
-                        let hi = if n > V::LANES {
-                            load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
-                        } else {
-                            zero
-                        };
-                        let (e, o) = lo.deinterleave(hi);
-                        store(e, even.as_mut_ptr().add(at / 2), pairs);
-                        store(o, odd.as_mut_ptr().add(at / 2), pairs);
-                    }
-                }
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+                unsafe { deinterleave::<V>(row, even, odd) };
                 // The spare tile of the last row reads one past the end.
                 even[tiles] = 0.0;
                 odd[tiles] = 0.0;
                 for t in (0..tiles).step_by(V::LANES) {
                     let n = (tiles - t).min(V::LANES);
-                    // SAFETY: `even` and `odd` hold `tiles + 1` floats; `v` holds `tiles` per
-                    // (point, channel).
+                    // SAFETY: `even` and `odd` hold `tiles + 1` floats; `v` holds `tiles` from
+                    // each (point, channel)'s row start, `row_stride` apart (asserted above).
                     unsafe {
                         let e0 = load::<V>(even.as_ptr().add(t), n);
                         let e1 = load::<V>(even.as_ptr().add(t + 1), n);
                         let o0 = load::<V>(odd.as_ptr().add(t), n);
                         let o1 = load::<V>(odd.as_ptr().add(t + 1), n);
-                        let point = v.as_mut_ptr().add((4 * k * g.depth + c) * tiles + t);
-                        let next = g.depth * tiles;
+                        let point = v.as_mut_ptr().add((4 * k * g.depth + c) * row_stride + t);
+                        let next = g.depth * row_stride;
                         store(e0.sub(e1), point, n);
                         store(o0.add(e1), point.add(next), n);
                         store(e1.sub(o0), point.add(2 * next), n);
@@ -542,6 +537,259 @@ impl VectorKernel for OutputTransform<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Whether the filter gradient of `s` can go through [`accumulate_filter_gradient`]: the
+/// products need AVX-512's reduction tile, and a whole image must fit one block of tile rows
+/// (the gradient sums over images, chunk by chunk, in one call of the reduction).
+pub(super) fn filter_gradient_fits(s: &Conv2dShape) -> bool {
+    let g = Geometry::forward(s);
+    shifted::reduce_available() && g.block_rows == g.tile_rows
+}
+
+/// Adds `Σ_{n in images} ∂L/∂W` of image `n` into `grad_weight` (`[O, C, 3, 3]`), as the
+/// transpose of the forward: `∂W = Gᵀ·[Σ_t (A·∂Y_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`, the sum over tiles `t`
+/// and images taken in the transformed domain by [`shifted_gemm_reduce`] (one 16-point product
+/// `[O, T] x [T, C]` per chunk of images). An image holding an infinity or NaN, in its input or
+/// its output gradient, is handed to `direct(image, grad_weight)` instead.
+pub(super) fn accumulate_filter_gradient(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    images: Range<usize>,
+    grad_weight: &mut [f32],
+    direct: impl Fn(Range<usize>, &mut [f32]),
+) {
+    let g = Geometry::forward(s);
+    assert!(
+        filter_gradient_fits(s),
+        "winograd: filter gradient of {s:?}"
+    );
+    assert_eq!(
+        grad_weight.len(),
+        g.rows * g.depth * 9,
+        "winograd: filter gradient"
+    );
+    let (image_in, image_out) = (
+        g.depth * g.in_height * g.in_width,
+        g.rows * g.out_height * g.out_width,
+    );
+    let wp = g.width();
+    let tiles = g.tile_rows * g.grid_columns;
+    // The reduction sums whole rows in its registers before one horizontal sum per output:
+    // a chunk of images lies side by side along each row of `V` and `∂M` (with T = 56 tiles an
+    // image on MNIST, an image a call spent more time in those sums than in the products). A
+    // chunk's transforms go to L3; what must stay in L2 is one point's rows, `(O + C)` of them.
+    let per_image_point = (g.rows + g.depth) * tiles * size_of::<f32>();
+    let chunk = (Caches::of_this_cpu().l2 / 4 / per_image_point).clamp(1, images.len().max(1));
+    let row_len = chunk * tiles;
+    let lens = [
+        (2 * g.tile_rows + 2) * wp,
+        4 * 2 * tiles + SLACK,
+        4 * (tiles + SLACK),
+        POINTS * g.depth * row_len + SLACK,
+        POINTS * g.rows * row_len + SLACK,
+        2 * (tiles * 2 + SLACK),
+        POINTS * g.rows * g.depth,
+    ];
+    with_scratch_parts(lens, |[padded, columns, halves, v, dm, rows, sums]| {
+        sums.fill(0.0);
+        // Point ξ of channel c of an image is the row `ξ·depth + c` of its `V`.
+        let offsets: Vec<usize> = (0..POINTS * g.depth).map(|r| r * row_len).collect();
+        let mut next = images.start;
+        while next < images.end {
+            // Transform images until the chunk is full, skipping (and handing over) any with
+            // an infinity or NaN.
+            let mut count = 0;
+            while count < chunk && next < images.end {
+                let n = next;
+                next += 1;
+                let x = &input[n * image_in..(n + 1) * image_in];
+                let gy = &grad_output[n * image_out..(n + 1) * image_out];
+                let finite = with_vector(InputTransform {
+                    x,
+                    g: &g,
+                    first: 0,
+                    count: g.tile_rows,
+                    padded,
+                    columns,
+                    halves,
+                    v: &mut v[count * tiles..],
+                    row_stride: row_len,
+                }) && with_vector(GradientTransform {
+                    gy,
+                    g: &g,
+                    rows,
+                    halves,
+                    dm: &mut dm[count * tiles..],
+                    row_stride: row_len,
+                });
+                if finite {
+                    count += 1;
+                } else {
+                    direct(n..n + 1, grad_weight);
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            for (p, sums) in sums.chunks_exact_mut(g.rows * g.depth).enumerate() {
+                let grad = Rows {
+                    data: &dm[p * g.rows * row_len..],
+                    rows: g.rows,
+                    row_stride: row_len,
+                    image_stride: 0,
+                };
+                let points = &offsets[p * g.depth..(p + 1) * g.depth];
+                shifted_gemm_reduce(grad, v, points, 0, 1, count * tiles, sums);
+            }
+        }
+        // ∂W = Gᵀ·∂U·G, Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1], into the 3x3 filters.
+        let gt = |[a, b, c, d]: [f64; 4]| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
+        for (pair, filter) in grad_weight.chunks_exact_mut(9).enumerate() {
+            let u: [f64; POINTS] =
+                std::array::from_fn(|p| sums[p * g.rows * g.depth + pair] as f64);
+            // Down the columns of ∂U (three rows of four), then along the rows.
+            let columns: [[f64; 3]; 4] =
+                std::array::from_fn(|l| gt([u[l], u[4 + l], u[8 + l], u[12 + l]]));
+            for row in 0..3 {
+                let taps = gt([
+                    columns[0][row],
+                    columns[1][row],
+                    columns[2][row],
+                    columns[3][row],
+                ]);
+                for (w, tap) in filter[3 * row..3 * row + 3].iter_mut().zip(taps) {
+                    *w += tap as f32;
+                }
+            }
+        }
+    });
+}
+
+/// The output gradient of one image in the transformed domain: `∂M[ξ, o, t] = (A·e·Aᵀ)[ξ]`
+/// of its 2x2 block `e` under tile `t` (zero outside the output, so the grid's spare tiles and
+/// a last half tile add nothing), laid out as `dm[(ξ·rows + o)·row_stride + t]`. Returns whether the
+/// gradient was finite.
+struct GradientTransform<'a> {
+    gy: &'a [f32],
+    g: &'a Geometry,
+    rows: &'a mut [f32],
+    halves: &'a mut [f32],
+    dm: &'a mut [f32],
+    row_stride: usize,
+}
+
+impl VectorKernel for GradientTransform<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run<V: Vector>(self) -> bool {
+        let GradientTransform {
+            gy,
+            g,
+            rows,
+            halves,
+            dm,
+            row_stride,
+        } = self;
+        let wp = g.width();
+        let tiles = g.tile_rows * g.grid_columns;
+        let plane = g.out_height * g.out_width;
+        assert!(row_stride >= tiles && dm.len() >= (POINTS * g.rows - 1) * row_stride + tiles);
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        let zero = unsafe { V::zero() };
+        let mut check = zero;
+        let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
+        let [upper_even, upper_odd, lower_even, lower_odd] = quarters(halves, tiles + SLACK);
+        upper[..2 * tiles].fill(0.0);
+        lower[..2 * tiles].fill(0.0);
+        for o in 0..g.rows {
+            let gy = &gy[o * plane..(o + 1) * plane];
+            // The two output rows of each tile row side by side on the grid, zero past the
+            // output's width and height.
+            for r in 0..g.out_height {
+                let grid = if r % 2 == 0 { &mut *upper } else { &mut *lower };
+                let row = &mut grid[r / 2 * wp..][..g.out_width];
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+                unsafe { copy::<V>(row, &gy[r * g.out_width..(r + 1) * g.out_width]) };
+            }
+            // Columns: the even and the odd ones of the upper and of the lower rows.
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+            unsafe {
+                deinterleave::<V>(&upper[..2 * tiles], upper_even, upper_odd);
+                deinterleave::<V>(&lower[..2 * tiles], lower_even, lower_odd);
+            }
+            for t in (0..tiles).step_by(V::LANES) {
+                let n = (tiles - t).min(V::LANES);
+                // SAFETY: the four halves hold `tiles` floats; `dm` holds `tiles` from each
+                // (point, row)'s start, `row_stride` apart (asserted above).
+                unsafe {
+                    let e00 = load::<V>(upper_even.as_ptr().add(t), n);
+                    let e01 = load::<V>(upper_odd.as_ptr().add(t), n);
+                    let e10 = load::<V>(lower_even.as_ptr().add(t), n);
+                    let e11 = load::<V>(lower_odd.as_ptr().add(t), n);
+                    check = e00.add(e01).add(e10).add(e11).mul_add(zero, check);
+                    // A = [1 0; 1 1; 1 −1; 0 −1] down the columns, then along the rows.
+                    let left = spread(e00, e10, zero);
+                    let right = spread(e01, e11, zero);
+                    let out = dm.as_mut_ptr().add(o * row_stride + t);
+                    let point = g.rows * row_stride;
+                    for k in 0..4 {
+                        let [a, b, c, d] = spread(left[k], right[k], zero);
+                        store(a, out.add((4 * k) * point), n);
+                        store(b, out.add((4 * k + 1) * point), n);
+                        store(c, out.add((4 * k + 2) * point), n);
+                        store(d, out.add((4 * k + 3) * point), n);
+                    }
+                }
+            }
+        }
+        !check.sum().is_nan()
+    }
+}
+
+/// `A = [1 0; 1 1; 1 −1; 0 −1]` applied to the pair `(e0, e1)`.
+#[inline(always)]
+fn spread<V: Vector>(e0: V, e1: V, zero: V) -> [V; 4] {
+    [e0, e0.add(e1), e0.sub(e1), zero.sub(e1)]
+}
+
+/// Four disjoint parts of `len` floats from the start of `buffer`.
+fn quarters(buffer: &mut [f32], len: usize) -> [&mut [f32]; 4] {
+    let (a, rest) = buffer.split_at_mut(len);
+    let (b, rest) = rest.split_at_mut(len);
+    let (c, rest) = rest.split_at_mut(len);
+    [a, b, c, &mut rest[..len]]
+}
+
+/// Splits the `2·m` floats of `row` into its even and odd ones, the first `m` floats of `even`
+/// and `odd`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let m = row.len() / 2;
+    assert!(row.len() == 2 * m && even.len() >= m && odd.len() >= m);
+    for at in (0..2 * m).step_by(2 * V::LANES) {
+        let n = 2 * m - at;
+        let pairs = (n / 2).min(V::LANES);
+        // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
+        // `at + LANES`; `pairs` of `even` and `odd` from `at / 2`, all within the slices.
+        unsafe {
+            let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
+            let hi = if n > V::LANES {
+                load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
+            } else {
+                V::zero()
+            };
+            let (e, o) = lo.deinterleave(hi);
+            store(e, even.as_mut_ptr().add(at / 2), pairs);
+            store(o, odd.as_mut_ptr().add(at / 2), pairs);
         }
     }
 }
