@@ -269,8 +269,8 @@ fn winograd_convolutions_match_the_reference() {
     // 3x3, stride 1, 16 channels or more: Winograd's F(2x2, 3x3) forward and backward-data
     // (on CPUs with AVX2 or AVX-512) and filter gradient (AVX-512, batches of 2 and more). Odd and even output sizes (a last tile half outside),
     // rows around one and two vectors of tiles, padding 0 to 2 on each side independently
-    // (backward-data pads by 2 − padding), and a wide deep image that goes through several
-    // blocks of tile rows.
+    // (backward-data pads by 2 − padding), a wide deep image that goes through several blocks
+    // of tile rows, and a batch whose small images are transformed several at a time.
     let mut rng = StdRng::seed_from_u64(23);
     let padding = |top, bottom, left, right| Padding2d {
         top,
@@ -284,6 +284,8 @@ fn winograd_convolutions_match_the_reference() {
         ([2, 20, 5, 33], 19, padding(2, 0, 0, 2)),
         ([1, 16, 1, 2], 16, padding(1, 2, 1, 0)),
         ([1, 64, 7, 200], 16, padding(1, 1, 0, 0)),
+        // Small images several at a time (four 14x14 side by side with AVX-512 on 2 threads).
+        ([8, 16, 14, 14], 32, padding(1, 1, 1, 1)),
     ] {
         let spec = Conv2dSpec {
             padding,
@@ -367,7 +369,8 @@ fn conv2d_kernels_propagate_infinities_and_nans_as_the_reference() {
         ([2, 4, 9, 40], [4, 1, 3, 3], same(1), 1, 4), // depthwise, two vectors per row
         ([2, 3, 6, 21], [6, 1, 3, 3], same(1), 1, 3), // depthwise, multiplier 2, partial vector
         ([1, 2, 5, 7], [2, 1, 5, 5], same(2), 1, 2),  // depthwise, narrow rows, 5x5
-        ([2, 16, 10, 14], [16, 16, 3, 3], same(1), 1, 1), // general (shifted on AVX-512)
+        ([2, 16, 10, 14], [16, 16, 3, 3], same(1), 1, 1), // Winograd, one image at a time
+        ([8, 16, 14, 14], [16, 16, 3, 3], same(1), 1, 1), // Winograd, several at a time
         ([2, 8, 9, 9], [8, 8, 3, 3], same(1), 2, 1),  // general, stride 2
         ([2, 8, 6, 10], [5, 8, 1, 1], same(0), 1, 1), // pointwise
     ];

@@ -40,13 +40,15 @@ mod shifted;
 mod wide;
 mod winograd;
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::kernels::fill::filled_by_chunks;
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_any_plane};
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
-use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks};
+use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks, valid_columns};
 pub use shape::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
     output_extent,
@@ -99,9 +101,14 @@ pub fn conv2d_forward_fused(
     output: &mut [f32],
 ) {
     shape.expect_lengths("conv2d_forward", &[("output", output.len())]);
-    let image = forward_images(input, weight, bias, activation, shape);
+    let (per_call, images) = forward_images(input, weight, bias, activation, shape);
     let image_out = shape.out_channels * shape.out_plane();
-    for_each_image(output, image_out, shape.batch, image);
+    for_each_image(
+        output,
+        per_call * image_out,
+        shape.batch / per_call,
+        |call, out| images(call * per_call, out),
+    );
 }
 
 /// As [`conv2d_forward_fused`] into a fresh vector, each image's output zeroed by the thread that
@@ -126,10 +133,15 @@ pub fn conv2d_forward_fused_to_vec(
     activation: ConvActivation,
     shape: &Conv2dShape,
 ) -> Vec<f32> {
-    let image = forward_images(input, weight, bias, activation, shape);
+    let (per_call, images) = forward_images(input, weight, bias, activation, shape);
     let image_out = shape.out_channels * shape.out_plane();
-    let parallel = parallel_over_images(shape.batch);
-    filled_by_chunks(image_out, shape.batch, parallel, image)
+    let calls = shape.batch / per_call;
+    filled_by_chunks(
+        per_call * image_out,
+        calls,
+        parallel_over_images(calls),
+        |call, out| images(call * per_call, out),
+    )
 }
 
 /// Convolution, bias, ReLU and max pooling in one pass over each image, for inference: the
@@ -164,20 +176,21 @@ pub fn conv2d_relu_max_pool2d_to_vec(
     pool: Pool2dSpec,
 ) -> Vec<f32> {
     let s = *shape;
-    let image = forward_images(input, weight, bias, ConvActivation::Relu, shape);
+    let (per_call, images) = forward_images(input, weight, bias, ConvActivation::Relu, shape);
     let pooled = Pool2dShape::new(
         "conv2d_relu_max_pool2d",
         &[1, s.out_channels, s.out_height, s.out_width],
         pool,
     );
     let image_out = s.out_channels * s.out_plane();
+    let calls = s.batch / per_call;
     filled_by_chunks(
-        s.out_channels * pooled.out_plane(),
-        s.batch,
-        parallel_over_images(s.batch),
-        |n, out| {
-            with_scratch(image_out, |conv| {
-                image(n, conv);
+        per_call * s.out_channels * pooled.out_plane(),
+        calls,
+        parallel_over_images(calls),
+        |call, out| {
+            with_scratch(per_call * image_out, |conv| {
+                images(call * per_call, conv);
                 for (plane, out) in conv
                     .chunks_exact(s.out_plane())
                     .zip(out.chunks_exact_mut(pooled.out_plane()))
@@ -189,21 +202,23 @@ pub fn conv2d_relu_max_pool2d_to_vec(
     )
 }
 
-/// Checks the forward's operands and returns the computation of one image's output.
+/// Checks the forward's operands and returns how many images to compute at a time and the
+/// computation of their outputs: `run(first_image, out)` fills `out` with the outputs of the
+/// images from `first_image` on, as many as it holds.
 fn forward_images<'a>(
     input: &'a [f32],
     weight: &'a [f32],
     bias: Option<&'a [f32]>,
     activation: ConvActivation,
     shape: &Conv2dShape,
-) -> impl Fn(usize, &mut [f32]) + Sync + Send + 'a {
+) -> (usize, impl Fn(usize, &mut [f32]) + Sync + Send + 'a) {
     let s = *shape;
     let op = "conv2d_forward";
     s.expect_lengths(op, &[("input", input.len()), ("weight", weight.len())]);
     if let Some(bias) = bias {
         s.expect_lengths(op, &[("bias", bias.len())]);
     }
-    let image_in = s.in_channels * s.in_plane();
+    let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.forward => {
             winograd::Filter::forward(weight, &s)
@@ -213,15 +228,8 @@ fn forward_images<'a>(
     };
     let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward)
         .then(|| wide::pack_forward(weight, &s));
-    move |n, out| {
+    let image = move |n: usize, out: &mut [f32]| {
         let x = &input[n * image_in..(n + 1) * image_in];
-        // Winograd declines an image holding an infinity or NaN: its transforms would spread
-        // them (∞ − ∞) to outputs a direct convolution computes finite.
-        if let Some((filter, geometry)) = &winograd
-            && winograd::convolve_image(x, filter, geometry, bias, activation, out)
-        {
-            return;
-        }
         match (s.path, &packed) {
             (ConvPath::Direct, _) => {
                 // Applies the bias and activation to each plane while it is in cache.
@@ -234,6 +242,46 @@ fn forward_images<'a>(
             (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),
         }
         add_bias_and_activate(out, bias, activation, &s);
+    };
+    let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
+    let run = move |first: usize, out: &mut [f32]| {
+        let winograd = winograd.as_ref().map(|(filter, geometry)| {
+            move |images: Range<usize>, out: &mut [f32]| {
+                let x = &input[images.start * image_in..images.end * image_in];
+                winograd::convolve_images(x, filter, geometry, bias, activation, out)
+            }
+        });
+        in_groups(first, out, image_out, winograd, &image);
+    };
+    (per_call, run)
+}
+
+/// Fills `out` with the results of the images from `first` on, as many as it holds (`len`
+/// floats each): all of them at once by `winograd` if it has one and they are all finite,
+/// otherwise one by one, by `winograd` if that image is finite and by `image` if not (its
+/// transforms would spread an infinity or NaN, `∞ − ∞`, to results computed finite directly).
+fn in_groups(
+    first: usize,
+    out: &mut [f32],
+    len: usize,
+    winograd: Option<impl Fn(Range<usize>, &mut [f32]) -> bool>,
+    image: impl Fn(usize, &mut [f32]),
+) {
+    let count = out.len() / len;
+    if let Some(winograd) = &winograd
+        && winograd(first..first + count, out)
+    {
+        return;
+    }
+    for (m, out) in out.chunks_exact_mut(len).enumerate() {
+        let n = first + m;
+        let done = count > 1
+            && winograd
+                .as_ref()
+                .is_some_and(|winograd| winograd(n..n + 1, out));
+        if !done {
+            image(n, out);
+        }
     }
 }
 
@@ -277,9 +325,14 @@ pub fn conv2d_backward_data(
     grad_input: &mut [f32],
 ) {
     shape.expect_lengths("conv2d_backward_data", &[("grad_input", grad_input.len())]);
-    let image = backward_data_images(grad_output, weight, shape);
+    let (per_call, images) = backward_data_images(grad_output, weight, shape);
     let image_in = shape.in_channels * shape.in_plane();
-    for_each_image(grad_input, image_in, shape.batch, image);
+    for_each_image(
+        grad_input,
+        per_call * image_in,
+        shape.batch / per_call,
+        |call, gx| images(call * per_call, gx),
+    );
 }
 
 /// As [`conv2d_backward_data`] into a fresh vector, each image's gradient zeroed by the thread
@@ -289,24 +342,30 @@ pub fn conv2d_backward_data_to_vec(
     weight: &[f32],
     shape: &Conv2dShape,
 ) -> Vec<f32> {
-    let image = backward_data_images(grad_output, weight, shape);
+    let (per_call, images) = backward_data_images(grad_output, weight, shape);
     let image_in = shape.in_channels * shape.in_plane();
-    let parallel = parallel_over_images(shape.batch);
-    filled_by_chunks(image_in, shape.batch, parallel, image)
+    let calls = shape.batch / per_call;
+    filled_by_chunks(
+        per_call * image_in,
+        calls,
+        parallel_over_images(calls),
+        |call, gx| images(call * per_call, gx),
+    )
 }
 
-/// Checks the backward-data operands and returns the computation of one image's gradient.
+/// Checks the backward-data operands and returns how many images to compute at a time and
+/// the computation of their gradients, as [`forward_images`].
 fn backward_data_images<'a>(
     grad_output: &'a [f32],
     weight: &'a [f32],
     shape: &Conv2dShape,
-) -> impl Fn(usize, &mut [f32]) + Sync + Send + 'a {
+) -> (usize, impl Fn(usize, &mut [f32]) + Sync + Send + 'a) {
     let s = *shape;
     s.expect_lengths(
         "conv2d_backward_data",
         &[("grad_output", grad_output.len()), ("weight", weight.len())],
     );
-    let image_out = s.out_channels * s.out_plane();
+    let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.backward_data => {
             winograd::Filter::backward_data(weight, &s)
@@ -316,13 +375,8 @@ fn backward_data_images<'a>(
     };
     let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
         .then(|| wide::pack_backward_data(weight, &s));
-    move |n, gx| {
+    let image = move |n: usize, gx: &mut [f32]| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
-        if let Some((filter, geometry)) = &winograd
-            && winograd::convolve_image(gy, filter, geometry, None, ConvActivation::Identity, gx)
-        {
-            return;
-        }
         match (s.path, &packed) {
             (ConvPath::Direct, _) => direct::backward_data_image(gy, weight, &s, gx),
             (ConvPath::Pointwise, _) => pointwise::backward_data_image(gy, weight, &s, gx),
@@ -331,7 +385,19 @@ fn backward_data_images<'a>(
             }
             (ConvPath::Wide { .. }, None) => wide::backward_data_image(gy, weight, &s, gx),
         }
-    }
+    };
+    let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
+    let run = move |first: usize, gx: &mut [f32]| {
+        let winograd = winograd.as_ref().map(|(filter, geometry)| {
+            move |images: Range<usize>, gx: &mut [f32]| {
+                let gy = &grad_output[images.start * image_out..images.end * image_out];
+                let identity = ConvActivation::Identity;
+                winograd::convolve_images(gy, filter, geometry, None, identity, gx)
+            }
+        });
+        in_groups(first, gx, image_in, winograd, &image);
+    };
+    (per_call, run)
 }
 
 /// Convolution backward with respect to the weight (and bias):
@@ -381,40 +447,124 @@ pub fn conv2d_backward_filter(
         ConvPath::Pointwise => sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         }),
-        ConvPath::Wide { shifted, winograd } if winograd.backward_filter => {
+        ConvPath::Wide { shifted, winograd } => {
+            let (image_in, image_out) =
+                (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
+            let fast = |images: Range<usize>, partial: &mut [f32]| {
+                if images.is_empty() {
+                    return;
+                }
+                let by_definition = |images: Range<usize>, partial: &mut [f32]| {
+                    images.for_each(|n| {
+                        accumulate_filter_gradient_by_definition(input, grad_output, &s, n, partial)
+                    })
+                };
+                if winograd.backward_filter {
+                    winograd::accumulate_filter_gradient(
+                        input,
+                        grad_output,
+                        &s,
+                        images,
+                        partial,
+                        by_definition,
+                    )
+                } else if shifted.backward_filter {
+                    wide::accumulate_filter_gradient_shifted(
+                        input,
+                        grad_output,
+                        &s,
+                        images,
+                        partial,
+                    )
+                } else {
+                    wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
+                }
+            };
             sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
-                // Images holding an infinity or NaN go the direct way, one by one.
-                let direct = |image, partial: &mut [f32]| {
-                    if shifted.backward_filter {
-                        wide::accumulate_filter_gradient_shifted(
+                // The wide grid's discarded columns hold zero gradients that meet real input
+                // values in these products; an infinite input there would add 0·∞ = NaN where
+                // the convolution has no such term. Images holding an infinity or NaN (rare:
+                // training stops on them anyway) are therefore summed by the definition.
+                let finite = |n: usize| {
+                    all_finite(&input[n * image_in..(n + 1) * image_in])
+                        && all_finite(&grad_output[n * image_out..(n + 1) * image_out])
+                };
+                let mut start = images.start;
+                for n in images.clone() {
+                    if !finite(n) {
+                        fast(start..n, partial);
+                        accumulate_filter_gradient_by_definition(
                             input,
                             grad_output,
                             &s,
-                            image,
+                            n,
                             partial,
-                        )
-                    } else {
-                        wide::accumulate_filter_gradient(input, grad_output, &s, image, partial)
+                        );
+                        start = n + 1;
                     }
-                };
-                winograd::accumulate_filter_gradient(
-                    input,
-                    grad_output,
-                    &s,
-                    images,
-                    partial,
-                    direct,
-                )
+                }
+                fast(start..images.end, partial);
             })
         }
-        ConvPath::Wide { shifted, .. } if shifted.backward_filter => {
-            sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
-                wide::accumulate_filter_gradient_shifted(input, grad_output, &s, images, partial)
-            })
+    }
+}
+
+/// Whether every value is finite (one pass that vectorises: `x · 0` is zero unless `x` is
+/// infinite or NaN).
+fn all_finite(data: &[f32]) -> bool {
+    dispatch(
+        #[inline(always)]
+        || {
+            data.chunks(16)
+                .map(|c| c.iter().fold(0.0f32, |acc, &x| acc + x * 0.0))
+                .fold(0.0f32, |acc, x| acc + x)
+                == 0.0
+        },
+    )
+}
+
+/// Adds image `n`'s filter gradient into `grad_weight` term by term, as the convolution defines
+/// it: `∂W[o, c, kh, kw] += Σ_(oh, ow) ∂Y[n, o, oh, ow] · X[n, c, ih, iw]` over the positions
+/// inside the image only. Slow; for the images the fast paths cannot take.
+fn accumulate_filter_gradient_by_definition(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    n: usize,
+    grad_weight: &mut [f32],
+) {
+    let (cg, og) = (s.group_in(), s.group_out());
+    let [sh, sw] = s.spec.stride;
+    let [dh, dw] = s.spec.dilation;
+    let p = s.spec.padding;
+    let taps = s.kernel_height * s.kernel_width;
+    for o in 0..s.out_channels {
+        let g = o / og;
+        let gy = &grad_output[(n * s.out_channels + o) * s.out_plane()..][..s.out_plane()];
+        for ci in 0..cg {
+            let c = g * cg + ci;
+            let x = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];
+            let filter = &mut grad_weight[(o * cg + ci) * taps..][..taps];
+            for kh in 0..s.kernel_height {
+                for kw in 0..s.kernel_width {
+                    let mut sum = 0.0f32;
+                    for oh in 0..s.out_height {
+                        let ih = (oh * sh + kh * dh) as isize - p.top as isize;
+                        if ih < 0 || ih >= s.in_height as isize {
+                            continue;
+                        }
+                        let offset = (kw * dw) as isize - p.left as isize;
+                        let (lo, hi) = valid_columns(0, s.out_width, sw, offset, s.in_width);
+                        for ow in lo..hi {
+                            let iw = (ow * sw) as isize + offset;
+                            sum += gy[oh * s.out_width + ow]
+                                * x[ih as usize * s.in_width + iw as usize];
+                        }
+                    }
+                    filter[kh * s.kernel_width + kw] += sum;
+                }
+            }
         }
-        ConvPath::Wide { .. } => sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
-            wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
-        }),
     }
 }
 

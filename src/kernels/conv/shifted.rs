@@ -27,6 +27,16 @@ pub(super) fn reduce_available() -> bool {
     level() == Level::Avx512
 }
 
+/// The columns of one register tile of [`shifted_gemm`] on this CPU (two vectors with
+/// AVX-512, one with AVX2): a row of `n` columns costs `n` rounded up to a multiple of it.
+pub(super) fn tile_columns() -> usize {
+    match level() {
+        Level::Avx512 => 32,
+        Level::Avx2 => 8,
+        Level::Baseline => 1,
+    }
+}
+
 /// A `[rows, depth]` matrix repacked for the kernel: blocks of [`BLOCK_ROWS`] rows, each stored
 /// column by column (`BLOCK_ROWS` consecutive values per `k`), the last block padded with zero
 /// rows.

@@ -119,6 +119,8 @@ pub(super) struct Geometry {
     grid_columns: usize,
     /// Tile rows transformed and multiplied at a time.
     block_rows: usize,
+    /// Images [`convolve_images`] takes at a time (a divisor of the batch).
+    pub images: usize,
 }
 
 impl Geometry {
@@ -130,6 +132,7 @@ impl Geometry {
             [s.in_height, s.in_width],
             [p.top, p.left],
             [s.out_height, s.out_width],
+            s.batch,
         )
     }
 
@@ -142,6 +145,7 @@ impl Geometry {
             [s.out_height, s.out_width],
             [2 - p.top, 2 - p.left],
             [s.in_height, s.in_width],
+            s.batch,
         )
     }
 
@@ -150,13 +154,36 @@ impl Geometry {
         [in_height, in_width]: [usize; 2],
         [top, left]: [usize; 2],
         [out_height, out_width]: [usize; 2],
+        batch: usize,
     ) -> Geometry {
         let tile_rows = out_height.div_ceil(2);
         let grid_columns = out_width.div_ceil(2) + 1;
         // A block's transformed input gets half of L2; the other half is for the filters'
         // blocks and the products' outputs streaming past.
+        let budget = Caches::of_this_cpu().l2 / 2;
         let per_tile_row = POINTS * depth * grid_columns * size_of::<f32>();
-        let block_rows = (Caches::of_this_cpu().l2 / 2 / per_tile_row).clamp(1, tile_rows);
+        let block_rows = (budget / per_tile_row).clamp(1, tile_rows);
+        // Small images side by side, so that the products' rows fill whole register tiles:
+        // MNIST's 14x14 has 56 tiles, 3.5 tiles of 16 columns, 7 of them for 4 images.
+        let tiles = tile_rows * grid_columns;
+        let width = shifted::tile_columns();
+        let waste = |k: usize| (k * tiles).next_multiple_of(width) as f64 / (k * tiles) as f64;
+        let threads = rayon::current_num_threads();
+        let images = (1..=4)
+            .filter(|&k| {
+                k == 1
+                    || (block_rows == tile_rows
+                        && batch.is_multiple_of(k)
+                        && batch / k >= threads
+                        && k * tile_rows * per_tile_row <= budget)
+            })
+            .fold(1, |best, k| {
+                if waste(k) < waste(best) - 0.01 {
+                    k
+                } else {
+                    best
+                }
+            });
         Geometry {
             depth,
             rows,
@@ -169,6 +196,7 @@ impl Geometry {
             tile_rows,
             grid_columns,
             block_rows,
+            images,
         }
     }
 
@@ -178,10 +206,11 @@ impl Geometry {
     }
 }
 
-/// One image: `out[o]` = `activation(Σ_c x[c] ⋆ g[o, c] + bias[o])` for the `rows` output
-/// planes, from the `depth` input planes of `x`. Returns `false`, with `out` partly written, if
-/// the image holds an infinity or NaN: the caller must then compute it another way.
-pub(super) fn convolve_image(
+/// Images side by side (as many as `x` holds, at most [`Geometry::images`]): `out[n, o]` =
+/// `activation(Σ_c x[n, c] ⋆ g[o, c] + bias[o])` for the `rows` output planes, from the
+/// `depth` input planes of each image. Returns `false`, with `out` partly written, if an image
+/// holds an infinity or NaN: the caller must then compute them another way.
+pub(super) fn convolve_images(
     x: &[f32],
     filter: &Filter,
     g: &Geometry,
@@ -189,71 +218,78 @@ pub(super) fn convolve_image(
     activation: ConvActivation,
     out: &mut [f32],
 ) -> bool {
-    assert_eq!(
+    let image_in = g.depth * g.in_height * g.in_width;
+    let image_out = g.rows * g.out_height * g.out_width;
+    let images = x.len() / image_in.max(1);
+    assert!(
+        x.len() == images * image_in && images <= g.images,
+        "winograd: input of {} floats for images of {image_in}, at most {}",
         x.len(),
-        g.depth * g.in_height * g.in_width,
-        "winograd: input"
+        g.images
     );
-    assert_eq!(
-        out.len(),
-        g.rows * g.out_height * g.out_width,
-        "winograd: output"
-    );
+    assert_eq!(out.len(), images * image_out, "winograd: output");
     assert_eq!(filter.points.len(), POINTS, "winograd: filter");
     assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(BLOCK_ROWS));
     let wp = g.width();
     let most_tiles = g.block_rows * g.grid_columns;
     let lens = [
-        (2 * g.block_rows + 2) * wp,           // padded input rows of one channel
-        4 * 2 * most_tiles + SLACK,            // its four column combinations
-        2 * (most_tiles + SLACK),              // their even and odd columns
-        POINTS * g.depth * most_tiles + SLACK, // V
-        POINTS * BLOCK_ROWS * most_tiles + SLACK, // M of one block of output channels
-        2 * 2 * most_tiles + 2 * SLACK,        // two output rows of each tile row
+        (2 * g.block_rows + 2) * wp, // padded input rows of one channel
+        4 * 2 * most_tiles + SLACK,  // its four column combinations
+        2 * (most_tiles + SLACK),    // their even and odd columns
+        POINTS * g.depth * images * most_tiles + SLACK, // V
+        POINTS * BLOCK_ROWS * images * most_tiles + SLACK, // M of a block of output channels
+        2 * 2 * most_tiles + 2 * SLACK, // two output rows of each tile row
     ];
     with_scratch_parts(lens, |[padded, columns, halves, v, m, rows]| {
         for first in (0..g.tile_rows).step_by(g.block_rows) {
             let count = (g.tile_rows - first).min(g.block_rows);
             let tiles = count * g.grid_columns;
-            let finite = with_vector(InputTransform {
-                x,
-                g,
-                first,
-                count,
-                padded,
-                columns,
-                halves,
-                v,
-                row_stride: tiles,
-            });
-            if !finite {
-                return false;
+            // The images' tiles side by side along each row of `V` and `M`.
+            let row = images * tiles;
+            for n in 0..images {
+                let finite = with_vector(InputTransform {
+                    x: &x[n * image_in..(n + 1) * image_in],
+                    g,
+                    first,
+                    count,
+                    padded,
+                    columns,
+                    halves,
+                    v: &mut v[n * tiles..],
+                    row_stride: row,
+                });
+                if !finite {
+                    return false;
+                }
             }
-            let offsets: Vec<usize> = (0..g.depth).map(|c| c * tiles).collect();
+            let offsets: Vec<usize> = (0..g.depth).map(|c| c * row).collect();
             for block in 0..filter.points[0].blocks() {
                 shifted_gemm_block_batch(
                     &filter.points,
                     block,
                     &offsets,
                     v,
-                    g.depth * tiles,
-                    tiles,
+                    g.depth * row,
+                    row,
                     m,
-                    BLOCK_ROWS * tiles,
-                    tiles,
+                    BLOCK_ROWS * row,
+                    row,
                 );
                 let o_first = block * BLOCK_ROWS;
-                with_vector(OutputTransform {
-                    m,
-                    g,
-                    first,
-                    count,
-                    channels: o_first..(o_first + BLOCK_ROWS).min(g.rows),
-                    bias,
-                    activation,
-                    rows,
-                    out,
-                });
+                for n in 0..images {
+                    with_vector(OutputTransform {
+                        m: &m[n * tiles..],
+                        row_stride: row,
+                        g,
+                        first,
+                        count,
+                        channels: o_first..(o_first + BLOCK_ROWS).min(g.rows),
+                        bias,
+                        activation,
+                        rows,
+                        out: &mut out[n * image_out..(n + 1) * image_out],
+                    });
+                }
             }
         }
         true
@@ -458,9 +494,10 @@ fn finish<V: Vector>(y: V, bias: V, relu: bool) -> V {
 }
 
 /// Step 4 for one block of output channels over tile rows `first..first + count`: from
-/// `m[(ξ·BLOCK_ROWS + i)·tiles + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
+/// `m[(ξ·BLOCK_ROWS + i)·row_stride + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
 struct OutputTransform<'a> {
     m: &'a [f32],
+    row_stride: usize,
     g: &'a Geometry,
     first: usize,
     count: usize,
@@ -478,6 +515,7 @@ impl VectorKernel for OutputTransform<'_> {
     fn run<V: Vector>(self) {
         let OutputTransform {
             m,
+            row_stride,
             g,
             first,
             count,
@@ -490,6 +528,7 @@ impl VectorKernel for OutputTransform<'_> {
         let wp = g.width();
         let tiles = count * g.grid_columns;
         let out_plane = g.out_height * g.out_width;
+        assert!(row_stride >= tiles && m.len() >= (POINTS * BLOCK_ROWS - 1) * row_stride + tiles);
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
         for (i, o) in channels.enumerate() {
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
@@ -497,11 +536,12 @@ impl VectorKernel for OutputTransform<'_> {
             let relu = activation == ConvActivation::Relu;
             for t in (0..tiles).step_by(V::LANES) {
                 let n = (tiles - t).min(V::LANES);
-                // SAFETY: `m` holds `tiles` floats per (point, row of the block), `n` of them
-                // from `t`; `upper` and `lower` hold `2·tiles`, `2n` of them from `2t`.
+                // SAFETY: `m` holds `tiles` floats from each (point, row of the block)'s start
+                // (asserted above), `n` of them from `t`; `upper` and `lower` hold `2·tiles`,
+                // `2n` of them from `2t`.
                 unsafe {
-                    let m = m.as_ptr().add(i * tiles + t);
-                    let stride = BLOCK_ROWS * tiles;
+                    let m = m.as_ptr().add(i * row_stride + t);
+                    let stride = BLOCK_ROWS * row_stride;
                     let c0 = combine_column::<V>(m, stride, n);
                     let c1 = combine_column::<V>(m.add(stride), stride, n);
                     let c2 = combine_column::<V>(m.add(2 * stride), stride, n);
