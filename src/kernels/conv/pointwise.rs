@@ -50,7 +50,7 @@ pub(super) fn accumulate_filter_gradient(
     grad_weight: &mut [f32],
 ) {
     let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
-    let in_place = shifted::reduce_available()
+    let in_place = shifted::wide_tiles()
         && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1);
     let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
     for n in images {

@@ -308,7 +308,7 @@ impl Conv2dShape {
                 // forward's on MNIST's conv2) measured no faster than im2col + GEMM.
                 backward_data: tile(self.group_in())
                     && self.spec.stride == [1, 1]
-                    && shifted::reduce_available(),
+                    && shifted::wide_tiles(),
                 backward_filter: self.group_out() >= shifted::BLOCK_ROWS
                     && shifted::reduce_available()
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),

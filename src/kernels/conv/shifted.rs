@@ -8,7 +8,8 @@
 //! 8 columns, with AVX2), loads the vectors of each shifted row once and multiplies them by a
 //! broadcast weight per output row. No column matrix, no packing of the right-hand side; the
 //! weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
-//! needs AVX-512's 32 registers.
+//! keeps a tile of dot products in registers: 4 x 6 with AVX-512's 32 registers, 2 x 4 with
+//! AVX2's 16.
 
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level};
@@ -21,9 +22,14 @@ pub(super) fn available() -> bool {
     level() != Level::Baseline
 }
 
-/// Whether this CPU runs [`shifted_gemm_reduce`] (AVX-512: its tile needs 32 registers), and
-/// has the 32-column tiles of [`shifted_gemm`].
+/// Whether this CPU runs [`shifted_gemm_reduce`] (AVX-512 or AVX2).
 pub(super) fn reduce_available() -> bool {
+    level() != Level::Baseline
+}
+
+/// Whether this CPU has the 32-column tiles of [`shifted_gemm`] (AVX-512), with which the
+/// backward-data gather and the pointwise filter gradient in place beat im2col.
+pub(super) fn wide_tiles() -> bool {
     level() == Level::Avx512
 }
 
@@ -74,7 +80,7 @@ impl PackedRows {
 ///
 /// # Panics
 ///
-/// If the CPU lacks AVX-512, `offsets` does not have one entry per column of `a`, or a read or
+/// If the CPU lacks AVX-512 and AVX2, `offsets` does not have one entry per column of `a`, or a read or
 /// write would leave `src` or `out`.
 pub(super) fn shifted_gemm(
     a: &PackedRows,
@@ -376,11 +382,6 @@ impl BlockProduct<'_> {
     }
 }
 
-/// Rows of the left operand per register tile of [`shifted_gemm_reduce`].
-const REDUCE_ROWS: usize = 4;
-/// Shifted rows of the right operand per register tile of [`shifted_gemm_reduce`].
-const REDUCE_COLUMNS: usize = 6;
-
 /// The left operand of [`shifted_gemm_reduce`]: `rows` rows of `n` values, `row_stride` apart,
 /// repeated for each image `image_stride` further on.
 pub(super) struct Rows<'a> {
@@ -397,7 +398,8 @@ pub(super) struct Rows<'a> {
 ///
 /// # Panics
 ///
-/// If the CPU lacks AVX-512, `out` has the wrong length, or a read would leave `lhs` or `rhs`.
+/// If the CPU lacks AVX-512 and AVX2, `out` has the wrong length, or a read would leave `lhs`
+/// or `rhs`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn shifted_gemm_reduce(
     lhs: Rows<'_>,
@@ -408,7 +410,10 @@ pub(super) fn shifted_gemm_reduce(
     n: usize,
     out: &mut [f32],
 ) {
-    assert!(reduce_available(), "shifted_gemm_reduce: needs AVX-512");
+    assert!(
+        reduce_available(),
+        "shifted_gemm_reduce: needs AVX-512 or AVX2"
+    );
     let columns = offsets.len();
     assert_eq!(
         out.len(),
@@ -430,36 +435,87 @@ pub(super) fn shifted_gemm_reduce(
         "shifted_gemm_reduce: reads reach {last_rhs} of a right operand of {}",
         rhs.len()
     );
-    #[cfg(target_arch = "x86_64")]
-    for first_row in (0..lhs.rows).step_by(REDUCE_ROWS) {
-        // rows and columns past the end repeat the first one and are not stored
-        let rows: [usize; REDUCE_ROWS] = std::array::from_fn(|i| {
-            let row = first_row + i;
-            if row < lhs.rows { row } else { first_row }
-        });
-        for first_column in (0..columns).step_by(REDUCE_COLUMNS) {
-            let shifts: [usize; REDUCE_COLUMNS] =
-                std::array::from_fn(|j| offsets[(first_column + j).min(columns - 1)]);
-            // SAFETY: AVX-512 (F, VL, BW, DQ: `Level::Avx512`) is present; every row start
-            // plus `n` lies within the bounds asserted above, for every image.
-            let sums = unsafe {
-                reduce_tile(
-                    rows.map(|r| lhs.data.as_ptr().add(r * lhs.row_stride)),
-                    shifts.map(|shift| rhs.as_ptr().add(shift)),
-                    lhs.image_stride,
-                    rhs_image,
-                    images,
-                    n,
-                )
-            };
-            for (i, sums) in sums.iter().enumerate() {
-                if first_row + i >= lhs.rows {
-                    break;
+    with_vector(Reduce {
+        lhs,
+        rhs,
+        offsets,
+        rhs_image,
+        images,
+        n,
+        out,
+    });
+}
+
+/// The tiles of [`shifted_gemm_reduce`], for any vector type: 4 left rows by 6 right rows with
+/// AVX-512 (24 accumulators, 6 right vectors and a left one: all 32 registers), 2 by 4 with
+/// AVX2's 16.
+struct Reduce<'a> {
+    lhs: Rows<'a>,
+    rhs: &'a [f32],
+    offsets: &'a [usize],
+    rhs_image: usize,
+    images: usize,
+    n: usize,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for Reduce<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        if V::LANES >= 16 {
+            self.tiles::<V, 4, 6>()
+        } else {
+            self.tiles::<V, 2, 4>()
+        }
+    }
+}
+
+impl Reduce<'_> {
+    #[inline(always)]
+    fn tiles<V: Vector, const R: usize, const C: usize>(self) {
+        let Reduce {
+            lhs,
+            rhs,
+            offsets,
+            rhs_image,
+            images,
+            n,
+            out,
+        } = self;
+        let columns = offsets.len();
+        for first_row in (0..lhs.rows).step_by(R) {
+            // rows and columns past the end repeat the first one and are not stored
+            let mut rows = [lhs.data.as_ptr(); R];
+            for (i, row) in rows.iter_mut().enumerate() {
+                let r = if first_row + i < lhs.rows {
+                    first_row + i
+                } else {
+                    first_row
+                };
+                *row = row.wrapping_add(r * lhs.row_stride);
+            }
+            for first_column in (0..columns).step_by(C) {
+                let mut shifts = [rhs.as_ptr(); C];
+                for (j, shift) in shifts.iter_mut().enumerate() {
+                    *shift = shift.wrapping_add(offsets[(first_column + j).min(columns - 1)]);
                 }
-                let out_row = &mut out[(first_row + i) * columns..][..columns];
-                for (j, &sum) in sums.iter().enumerate() {
-                    if let Some(total) = out_row.get_mut(first_column + j) {
-                        *total += sum;
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                // every row start plus `n` lies within the bounds the caller asserted, for
+                // every image.
+                let sums = unsafe {
+                    reduce_tile::<V, R, C>(rows, shifts, lhs.image_stride, rhs_image, images, n)
+                };
+                for (i, sums) in sums.iter().enumerate() {
+                    if first_row + i >= lhs.rows {
+                        break;
+                    }
+                    let out_row = &mut out[(first_row + i) * columns..][..columns];
+                    for (j, &sum) in sums.iter().enumerate() {
+                        if let Some(total) = out_row.get_mut(first_column + j) {
+                            *total += sum;
+                        }
                     }
                 }
             }
@@ -467,89 +523,78 @@ pub(super) fn shifted_gemm_reduce(
     }
 }
 
-/// One register tile of [`shifted_gemm_reduce`]: the dot products of four left rows with six
+/// One register tile of [`shifted_gemm_reduce`]: the dot products of `R` left rows with `C`
 /// right rows over `n` values of each image.
 ///
 /// # Safety
 ///
-/// The CPU has AVX-512F and VL; for every image `m < images`, `lhs[i] + m·lhs_image` and
-/// `rhs[j] + m·rhs_image` start `n` readable values.
-#[cfg(target_arch = "x86_64")]
-// With `avx512f` alone the final 256- and 128-bit reductions may only use registers 0–15, so
-// LLVM kept every accumulator there and spilled the rest to the stack each step; the reloads
-// then ran at the mercy of 4 KiB aliasing with the streamed rows: S2's filter gradient measured
-// 60 to 90 GFLOP/s depending on the binary, and 165 with VL (EVEX encodings reach all 32).
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn reduce_tile(
-    lhs: [*const f32; REDUCE_ROWS],
-    rhs: [*const f32; REDUCE_COLUMNS],
+/// The CPU supports `V`'s instruction set; for every image `m < images`, `lhs[i] + m·lhs_image`
+/// and `rhs[j] + m·rhs_image` start `n` readable values.
+#[inline(always)]
+unsafe fn reduce_tile<V: Vector, const R: usize, const C: usize>(
+    lhs: [*const f32; R],
+    rhs: [*const f32; C],
     lhs_image: usize,
     rhs_image: usize,
     images: usize,
     n: usize,
-) -> [[f32; REDUCE_COLUMNS]; REDUCE_ROWS] {
-    use std::arch::x86_64::*;
-    const R: usize = REDUCE_ROWS;
-    const C: usize = REDUCE_COLUMNS;
-    // Registers: 24 accumulators, 6 right vectors and one left vector, so the kernel needs
-    // all 32 and hence AVX-512VL (see the `target_feature` above).
-    let mut acc = [_mm512_setzero_ps(); R * C];
-    let full = n / 16 * 16;
-    let tail = column_mask(n - full);
-    let (mut lhs, mut rhs) = (lhs, rhs);
-    // One step: `R x C` multiply-adds of the 16 values at `p` (masked lanes read as zero).
-    macro_rules! step {
-        ($p:expr, $mask:expr) => {{
-            let (p, mask): (usize, u16) = ($p, $mask);
-            // SAFETY: the caller guarantees `n` readable values from each row start of this
-            // image; full vectors end at `full <= n`, the tail is masked to `n`.
-            unsafe {
-                let mut x = [_mm512_setzero_ps(); C];
+) -> [[f32; C]; R] {
+    // SAFETY (the whole body): the caller's contract; full vectors end at `full <= n`, the
+    // tail is masked to `n`.
+    unsafe {
+        let mut acc = [[V::zero(); C]; R];
+        let full = n / V::LANES * V::LANES;
+        let tail = V::zero().first_lanes(n - full);
+        let (mut lhs, mut rhs) = (lhs, rhs);
+        // One step: `R x C` multiply-adds of the vector at `p`.
+        macro_rules! load {
+            (full, $q:expr) => {
+                V::load($q)
+            };
+            (tail, $q:expr) => {
+                V::load_masked($q, tail)
+            };
+        }
+        macro_rules! step {
+            ($p:expr, $kind:ident) => {{
+                let p: usize = $p;
+                let mut x = [V::zero(); C];
                 for j in 0..C {
-                    x[j] = _mm512_maskz_loadu_ps(mask, rhs[j].add(p));
+                    x[j] = load!($kind, rhs[j].add(p));
                 }
                 for i in 0..R {
-                    let g = _mm512_maskz_loadu_ps(mask, lhs[i].add(p));
+                    let g = load!($kind, lhs[i].add(p));
                     for j in 0..C {
-                        acc[i * C + j] = _mm512_fmadd_ps(g, x[j], acc[i * C + j]);
+                        acc[i][j] = g.mul_add(x[j], acc[i][j]);
                     }
                 }
+            }};
+        }
+        for _ in 0..images {
+            // Full vectors in a loop of their own, the tail after it: one mask chosen inside
+            // the loop made LLVM rotate the accumulators through registers every step.
+            let mut p = 0;
+            while p < full {
+                step!(p, full);
+                p += V::LANES;
             }
-        }};
-    }
-    for _ in 0..images {
-        // Full vectors in a loop of their own, the tail after it: one mask chosen inside the
-        // loop made LLVM rotate the accumulators through registers every step.
-        let mut p = 0;
-        while p < full {
-            step!(p, u16::MAX);
-            p += 16;
+            if full < n {
+                step!(full, tail);
+            }
+            for row in &mut lhs {
+                *row = row.wrapping_add(lhs_image);
+            }
+            for row in &mut rhs {
+                *row = row.wrapping_add(rhs_image);
+            }
         }
-        if full < n {
-            step!(full, tail);
+        let mut sums = [[0.0; C]; R];
+        for i in 0..R {
+            for j in 0..C {
+                sums[i][j] = acc[i][j].sum();
+            }
         }
-        for row in &mut lhs {
-            *row = row.wrapping_add(lhs_image);
-        }
-        for row in &mut rhs {
-            *row = row.wrapping_add(rhs_image);
-        }
-    }
-    let mut sums = [[0.0; C]; R];
-    for i in 0..R {
-        for j in 0..C {
-            sums[i][j] = _mm512_reduce_add_ps(acc[i * C + j]);
-        }
-    }
-    sums
-}
-
-/// The mask of the first `columns` lanes of a 16-lane vector.
-fn column_mask(columns: usize) -> u16 {
-    if columns >= 16 {
-        u16::MAX
-    } else {
-        ((1u32 << columns) - 1) as u16
+        sums
     }
 }
 
@@ -599,7 +644,7 @@ mod tests {
     #[test]
     fn reduce_matches_the_naive_sum() {
         if !reduce_available() {
-            eprintln!("skipped: no AVX-512 on this CPU");
+            eprintln!("skipped: no AVX-512 or AVX2 on this CPU");
             return;
         }
         // 6 left rows (a full tile and a partial one), 8 shifted right rows (likewise), 37
