@@ -266,9 +266,10 @@ fn conv2d_large_images_use_several_tiles() {
 
 #[test]
 fn winograd_convolutions_match_the_reference() {
-    // 3x3, stride 1, 16 channels or more: Winograd's F(2x2, 3x3) forward and backward-data
-    // (on CPUs with AVX2 or AVX-512) and filter gradient (AVX-512, batches of 2 and more). Odd and even output sizes (a last tile half outside),
-    // rows around one and two vectors of tiles, padding 0 to 2 on each side independently
+    // 3x3, stride 1, 16 channels or more, on CPUs with AVX2 or AVX-512: Winograd's F(2x2, 3x3)
+    // forward, backward-data and (batches of 2 and more) filter gradient. Odd and even output
+    // sizes (a last tile half outside), rows around one and two vectors of tiles, padding 0 to
+    // 2 on each side independently
     // (backward-data pads by 2 − padding), a wide deep image that goes through several blocks
     // of tile rows, and a batch whose small images are transformed several at a time.
     let mut rng = StdRng::seed_from_u64(23);

@@ -17,13 +17,13 @@
 //! - **shifted** (`shifted.rs`), the same wide-grid products on AVX-512 and AVX2 CPUs: the
 //!   kernel reads each row of the column matrix straight from the padded planes (a row is a
 //!   plane at a constant offset), so no column matrix is built and no operand is packed but the
-//!   weights, once per call. Forward at any stride; with AVX-512 also backward-data at stride 1
-//!   (as a gather over the zero-extended output gradient) and, when every thread has images of
-//!   its own, the filter gradient.
+//!   weights, once per call. Forward at any stride; when every thread has images of its own,
+//!   the filter gradient; with AVX-512 also backward-data at stride 1 (as a gather over the
+//!   zero-extended output gradient).
 //!
 //! - **Winograd** F(2x2, 3x3) (`winograd.rs`) for 3x3 convolutions at stride 1 with 16 channels
-//!   or more on each side, on AVX2 and AVX-512: 2.25x fewer multiply-adds in the forward and
-//!   backward-data passes, and with AVX-512 in the filter gradient; an image holding an
+//!   or more on each side, on AVX2 and AVX-512: 2.25x fewer multiply-adds in the forward,
+//!   backward-data and (for small images) filter-gradient passes; an image holding an
 //!   infinity or NaN takes one of the paths above.
 //!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is

@@ -34,7 +34,7 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
 
 /// Adds `Σ_{n in images} dY_g,n · X_g,nᵀ` into each group's `grad_weight`.
 ///
-/// With AVX-512 and an image per thread, as dot products of the planes read in place
+/// With AVX-512 or AVX2 and an image per thread, as dot products of the planes read in place
 /// ([`shifted_gemm_reduce`]): both operands run along the depth, which a packed GEMM must
 /// transpose first (packing the 3136-deep planes of a 56x56 image took as long as the product).
 /// One image per call: summing a thread's images in one call measured half as fast (each tile
@@ -50,7 +50,7 @@ pub(super) fn accumulate_filter_gradient(
     grad_weight: &mut [f32],
 ) {
     let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
-    let in_place = shifted::wide_tiles()
+    let in_place = shifted::reduce_available()
         && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1);
     let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
     for n in images {

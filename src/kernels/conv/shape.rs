@@ -381,8 +381,8 @@ pub struct WinogradPasses {
     pub forward: bool,
     /// Backward-data (padding at most 2 on each side).
     pub backward_data: bool,
-    /// The filter gradient (AVX-512, images small enough to transform whole, and every
-    /// thread with images of its own).
+    /// The filter gradient (images small enough to transform whole, and every thread with
+    /// images of its own).
     pub backward_filter: bool,
 }
 
@@ -393,6 +393,6 @@ pub struct ShiftedPasses {
     pub forward: bool,
     /// Backward-data, at stride 1 (a gather over the zero-extended output gradient).
     pub backward_data: bool,
-    /// The filter gradient (AVX-512, when every thread has images of its own).
+    /// The filter gradient (when every thread has images of its own).
     pub backward_filter: bool,
 }

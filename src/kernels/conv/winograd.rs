@@ -582,7 +582,7 @@ impl VectorKernel for OutputTransform<'_> {
 }
 
 /// Whether the filter gradient of `s` can go through [`accumulate_filter_gradient`]: the
-/// products need AVX-512's reduction tile, and a whole image must fit one block of tile rows
+/// products need the reduction tile (AVX-512 or AVX2), and a whole image must fit one block of tile rows
 /// (the gradient sums over images, chunk by chunk, in one call of the reduction).
 pub(super) fn filter_gradient_fits(s: &Conv2dShape) -> bool {
     let g = Geometry::forward(s);
