@@ -269,9 +269,9 @@ fn winograd_convolutions_match_the_reference() {
     // 3x3, stride 1, 16 channels or more, on CPUs with AVX2 or AVX-512: Winograd's F(2x2, 3x3)
     // forward, backward-data and (batches of 2 and more) filter gradient. Odd and even output
     // sizes (a last tile half outside), rows around one and two vectors of tiles, padding 0 to
-    // 2 on each side independently
-    // (backward-data pads by 2 − padding), a wide deep image that goes through several blocks
-    // of tile rows, and a batch whose small images are transformed several at a time.
+    // 2 on each side independently (backward-data pads by 2 − padding), a wide deep image that
+    // goes through several blocks of tile rows, and a batch whose small images are transformed
+    // several at a time.
     let mut rng = StdRng::seed_from_u64(23);
     let padding = |top, bottom, left, right| Padding2d {
         top,
