@@ -291,16 +291,18 @@ impl Conv2dShape {
         // The shifted kernel fills a register tile of `BLOCK_ROWS` rows: output channels
         // forward and for the filter gradient, input channels backward.
         let tile = |rows: usize| rows >= shifted::BLOCK_ROWS && shifted::available();
-        let winograd = self.winograd_fits();
+        // Winograd computes an image on one thread: with fewer images than threads (a single
+        // image's inference) the shifted kernel, which splits an image over threads, is faster
+        // on a machine with more than a few cores.
+        let winograd = self.winograd_fits()
+            && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1);
         let p = self.spec.padding;
         ConvPath::Wide {
             winograd: WinogradPasses {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
                 backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
-                backward_filter: winograd
-                    && winograd::filter_gradient_fits(self)
-                    && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
+                backward_filter: winograd && winograd::filter_gradient_fits(self),
             },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
@@ -316,9 +318,9 @@ impl Conv2dShape {
         }
     }
 
-    /// Whether Winograd's F(2x2, 3x3) computes this convolution (`winograd.rs`): 3x3 filters,
-    /// stride 1, no dilation, one group, a vector instruction set, and enough channels on both
-    /// sides that the products, not the transforms, dominate.
+    /// Whether Winograd's F(2x2, 3x3) can compute this convolution (`winograd.rs`): 3x3
+    /// filters, stride 1, no dilation, one group, a vector instruction set, and enough channels
+    /// on both sides that the products, not the transforms, dominate.
     fn winograd_fits(&self) -> bool {
         let unit = [1, 1];
         self.kernel_height == 3
