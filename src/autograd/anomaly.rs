@@ -50,21 +50,19 @@ impl fmt::Display for Anomaly {
 
 /// The first non-finite element of `values`, if any.
 pub(crate) fn first_non_finite(values: &[f32]) -> Option<f32> {
-    // A sum is non-finite when any term is: one vectorised pass decides the common case.
-    // Chunks of 64 Ki values over the thread pool, each summed with the widest vectors.
+    // One vectorised pass decides the common case: chunks of 64 Ki values over the thread pool.
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let finite_sum = |chunk: &[f32]| {
+    let finite = |chunk: &[f32]| {
         crate::util::simd::dispatch(
             #[inline(always)]
-            || crate::util::simd::sum(chunk),
+            || crate::util::simd::all_finite(chunk),
         )
-        .is_finite()
     };
     let all_finite = if values.len() > CHUNK {
-        values.par_chunks(CHUNK).all(finite_sum)
+        values.par_chunks(CHUNK).all(finite)
     } else {
-        finite_sum(values)
+        finite(values)
     };
     if all_finite {
         return None;

@@ -277,6 +277,15 @@ pub fn sum(x: &[f32]) -> f32 {
     fold_lanes(acc) + tail
 }
 
+/// Whether every value is finite, exactly (no sum that could overflow): the largest exponent
+/// field, an integer maximum the compiler vectorises, is all ones only for infinities and NaN.
+/// Call inside [`dispatch`] for the widest vectors.
+#[inline(always)]
+pub fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    x.iter().fold(0u32, |m, v| m.max(v.to_bits() & EXPONENT)) < EXPONENT
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -304,6 +313,22 @@ mod tests {
             },
         );
         assert!(y.iter().all(|&v| v == 7.0));
+    }
+
+    #[test]
+    fn all_finite_finds_every_non_finite_value_and_only_those() {
+        let mut x = vec![1.0f32; 100];
+        x[3] = f32::MAX;
+        x[4] = -f32::MAX;
+        x[5] = f32::MIN_POSITIVE / 2.0;
+        assert!(all_finite(&x) && all_finite(&[]));
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN] {
+            for at in [0, 63, 99] {
+                let mut y = x.clone();
+                y[at] = bad;
+                assert!(!all_finite(&y), "{bad} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -483,8 +483,15 @@ pub fn conv2d_backward_filter(
             sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
                 // The wide grid's discarded columns hold zero gradients that meet real input
                 // values in these products; an infinite input there would add 0·∞ = NaN where
-                // the convolution has no such term. Images holding an infinity or NaN (rare:
-                // training stops on them anyway) are therefore summed by the definition.
+                // the convolution has no such term. A finite sum proves no input was infinite
+                // or NaN (every one meets real terms too), so only a non-finite one (rare:
+                // training stops on it anyway) is redone, its images holding an infinity or NaN
+                // summed by the definition. `partial` starts zeroed.
+                fast(images.clone(), partial);
+                if all_finite(partial) {
+                    return;
+                }
+                partial.fill(0.0);
                 let finite = |n: usize| {
                     all_finite(&input[n * image_in..(n + 1) * image_in])
                         && all_finite(&grad_output[n * image_out..(n + 1) * image_out])
@@ -509,17 +516,11 @@ pub fn conv2d_backward_filter(
     }
 }
 
-/// Whether every value is finite (one pass that vectorises: `x · 0` is zero unless `x` is
-/// infinite or NaN).
+/// Whether every value is finite, with the widest vectors.
 fn all_finite(data: &[f32]) -> bool {
     dispatch(
         #[inline(always)]
-        || {
-            data.chunks(16)
-                .map(|c| c.iter().fold(0.0f32, |acc, &x| acc + x * 0.0))
-                .fold(0.0f32, |acc, x| acc + x)
-                == 0.0
-        },
+        || simd::all_finite(data),
     )
 }
 
