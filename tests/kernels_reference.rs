@@ -305,6 +305,90 @@ fn winograd_convolutions_match_the_reference() {
 }
 
 #[test]
+fn filter_gradient_register_tiles_match_the_reference() {
+    // The filter gradient's register tiles need 8 output channels a group (the random shapes
+    // above have fewer): the gradient read in place against shifted copies of a few input
+    // channels (stride 1), and the wide grid (more input channels, or strides); dilations,
+    // asymmetric padding, groups, filters of 1 to 5 columns.
+    let mut rng = StdRng::seed_from_u64(31);
+    let padding = |top, bottom, left, right| Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    for (input, weight, padding, stride, dilation, groups) in [
+        (
+            [3, 1, 11, 13],
+            [8, 1, 3, 3],
+            padding(1, 0, 2, 1),
+            1,
+            [2, 1],
+            1,
+        ),
+        (
+            [2, 2, 9, 7],
+            [16, 1, 3, 2],
+            padding(0, 2, 1, 0),
+            1,
+            [1, 2],
+            2,
+        ),
+        (
+            [2, 3, 8, 9],
+            [9, 3, 5, 5],
+            padding(2, 2, 2, 2),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 1, 28, 28],
+            [32, 1, 3, 3],
+            padding(1, 1, 1, 1),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 2, 6, 17],
+            [8, 2, 4, 1],
+            padding(0, 1, 0, 0),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 12, 6, 8],
+            [8, 12, 3, 3],
+            padding(1, 1, 1, 1),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 4, 9, 11],
+            [8, 4, 3, 3],
+            padding(1, 1, 1, 1),
+            2,
+            [1, 1],
+            1,
+        ),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            stride: [stride, stride],
+            dilation,
+            groups,
+        };
+        let s = Conv2dShape::new(&input, &weight, spec);
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(e < 1e-4, "{input:?} {weight:?}: {name} error {e:.2e}");
+        }
+    }
+}
+
+#[test]
 fn depthwise_rows_wide_enough_for_vector_blocks() {
     // The direct path computes tiles of four rows by one or two vectors of sixteen columns,
     // the last tile of a row or column overlapping the one before: widths around one and two
