@@ -237,7 +237,11 @@ fn forward_images<'a>(
             }
             (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, out),
             (ConvPath::Wide { .. }, Some(packed)) => {
-                wide::forward_image_shifted(x, packed, &s, out)
+                let epilogue = shifted::Epilogue {
+                    bias,
+                    relu: activation == ConvActivation::Relu,
+                };
+                return wide::forward_image_shifted(x, packed, &s, epilogue, out);
             }
             (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),
         }

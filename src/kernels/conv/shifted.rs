@@ -76,12 +76,34 @@ impl PackedRows {
     }
 }
 
-/// `out[i·out_stride + p] = Σ_k a[i, k] · src[offsets[k] + p]` for `i < a.rows`, `p < n`.
+/// What the register tiles do around their sums before they store them: start from a bias
+/// per output row, end with ReLU. The forward's bias and activation, applied while the outputs
+/// are in registers instead of in a second pass over them.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Epilogue<'a> {
+    /// One value per output row, or zeros.
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The part of this epilogue for output rows `first..first + rows`.
+    fn rows(self, first: usize, rows: usize) -> Epilogue<'a> {
+        Epilogue {
+            bias: self.bias.map(|bias| &bias[first..first + rows]),
+            ..self
+        }
+    }
+}
+
+/// `out[i·out_stride + p] = epilogue(Σ_k a[i, k] · src[offsets[k] + p])` for `i < a.rows`,
+/// `p < n`.
 ///
 /// # Panics
 ///
-/// If the CPU lacks AVX-512 and AVX2, `offsets` does not have one entry per column of `a`, or a read or
-/// write would leave `src` or `out`.
+/// If the CPU lacks AVX-512 and AVX2, `offsets` does not have one entry per column of `a`, a
+/// read or write would leave `src` or `out`, or the epilogue's bias has not one value per row.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn shifted_gemm(
     a: &PackedRows,
     offsets: &[usize],
@@ -89,7 +111,11 @@ pub(super) fn shifted_gemm(
     n: usize,
     out: &mut [f32],
     out_stride: usize,
+    epilogue: Epilogue<'_>,
 ) {
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(bias.len(), a.rows, "shifted_gemm: one bias per row");
+    }
     check_bounds(
         "shifted_gemm",
         a.rows,
@@ -126,6 +152,7 @@ pub(super) fn shifted_gemm(
                 columns,
                 &mut out_block[first..],
                 out_stride,
+                epilogue.rows(b * BLOCK_ROWS, rows),
             )
         };
         // Inside a rayon task (one image per thread) the blocks run in turn; called alone (a
@@ -200,6 +227,7 @@ pub(super) fn shifted_gemm_block_batch(
             n,
             &mut out[p * out_step..],
             out_stride,
+            Epilogue::default(),
         );
     }
 }
@@ -246,7 +274,9 @@ const COLUMN_CHUNK: usize = 1024;
 
 /// One block of up to [`BLOCK_ROWS`] output rows over all `n` columns, tile by tile. The
 /// caller checked that every read `src[offsets[k] + p]` (`p < n`) and every write
-/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds.
+/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds, and the epilogue's bias (if any)
+/// has `rows` values.
+#[allow(clippy::too_many_arguments)]
 fn block_product(
     block: &[f32],
     rows: usize,
@@ -255,8 +285,10 @@ fn block_product(
     n: usize,
     out_block: &mut [f32],
     out_stride: usize,
+    epilogue: Epilogue<'_>,
 ) {
     debug_assert!((rows - 1) * out_stride + n <= out_block.len());
+    debug_assert!(epilogue.bias.is_none_or(|bias| bias.len() == rows));
     with_vector(BlockProduct {
         block,
         rows,
@@ -265,6 +297,7 @@ fn block_product(
         n,
         out_block,
         out_stride,
+        epilogue,
     });
 }
 
@@ -279,6 +312,7 @@ struct BlockProduct<'a> {
     n: usize,
     out_block: &'a mut [f32],
     out_stride: usize,
+    epilogue: Epilogue<'a>,
 }
 
 impl VectorKernel for BlockProduct<'_> {
@@ -352,6 +386,11 @@ impl BlockProduct<'_> {
         // SAFETY: the caller's contract; masked-off lanes are neither read nor written.
         unsafe {
             let mut acc = [[V::zero(); VECS]; ROWS];
+            if let Some(bias) = self.epilogue.bias {
+                for (acc, &b) in acc.iter_mut().zip(bias) {
+                    *acc = [V::splat(b); VECS];
+                }
+            }
             for (weights, &offset) in self.block.chunks_exact(BLOCK_ROWS).zip(self.offsets) {
                 let row = src.add(offset);
                 let x: [V; VECS] = std::array::from_fn(|v| {
@@ -371,10 +410,15 @@ impl BlockProduct<'_> {
             for (i, acc) in acc.iter().enumerate() {
                 let row = out.add(i * self.out_stride);
                 for v in 0..VECS {
-                    if FULL {
-                        acc[v].store(row.add(v * V::LANES));
+                    let y = if self.epilogue.relu {
+                        acc[v].relu()
                     } else {
-                        acc[v].store_masked(row.add(v * V::LANES), masks[v]);
+                        acc[v]
+                    };
+                    if FULL {
+                        y.store(row.add(v * V::LANES));
+                    } else {
+                        y.store_masked(row.add(v * V::LANES), masks[v]);
                     }
                 }
             }
@@ -617,26 +661,47 @@ mod tests {
             .map(|j| ((j * 5) % 17) as f32 * 0.25 - 2.0)
             .collect();
         let out_stride = n + 3;
-        let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
-        shifted_gemm(
-            &PackedRows::new(rows, depth, a),
-            &offsets,
-            &src,
-            n,
-            &mut out,
-            out_stride,
-        );
-        for i in 0..rows {
-            for p in 0..n {
-                let expected: f32 = (0..depth).map(|k| a(i, k) * src[offsets[k] + p]).sum();
-                assert_eq!(out[i * out_stride + p], expected, "({i}, {p})");
-            }
-            if i + 1 < rows {
-                assert!(
-                    out[i * out_stride + n..(i + 1) * out_stride]
-                        .iter()
-                        .all(|v| v.is_nan())
-                );
+        // Without an epilogue, and with a bias and ReLU (a NaN bias stays NaN through it).
+        let bias: Vec<f32> = (0..rows)
+            .map(|i| if i == 3 { f32::NAN } else { i as f32 - 5.5 })
+            .collect();
+        for epilogue in [
+            Epilogue::default(),
+            Epilogue {
+                bias: Some(&bias),
+                relu: true,
+            },
+        ] {
+            let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
+            shifted_gemm(
+                &PackedRows::new(rows, depth, a),
+                &offsets,
+                &src,
+                n,
+                &mut out,
+                out_stride,
+                epilogue,
+            );
+            for i in 0..rows {
+                for p in 0..n {
+                    let sum: f32 = (0..depth).map(|k| a(i, k) * src[offsets[k] + p]).sum();
+                    let expected = match epilogue.bias {
+                        Some(bias) => crate::kernels::relu(bias[i] + sum),
+                        None => sum,
+                    };
+                    let got = out[i * out_stride + p];
+                    assert!(
+                        got == expected || got.is_nan() && expected.is_nan(),
+                        "({i}, {p}): {got} against {expected}"
+                    );
+                }
+                if i + 1 < rows {
+                    assert!(
+                        out[i * out_stride + n..(i + 1) * out_stride]
+                            .iter()
+                            .all(|v| v.is_nan())
+                    );
+                }
             }
         }
     }

@@ -13,7 +13,7 @@
 //! At stride 1 there is a single phase: the padded plane itself.
 
 use super::shape::Conv2dShape;
-use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
+use super::shifted::{Epilogue, PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch_parts;
 use crate::util::simd::{copy_row, dispatch};
@@ -394,21 +394,51 @@ pub(super) fn pack_backward_data(weight: &[f32], s: &Conv2dShape) -> Vec<PackedR
 /// Forward of one image without a column matrix:
 /// `Y_wide[o, p] = Σ_(c, tap) W[o, c, tap] · planes[c, p + shift(tap)]`, read in place. The
 /// whole wide grid is one product (no tiles: there is no column matrix to bound), so each block
-/// of weights is loaded once per image.
+/// of weights is loaded once per image. At stride 1 with few input channels ([`Narrow`]) the
+/// same product reads shifted copies of the input instead and writes the output in place.
 pub(super) fn forward_image_shifted(
     x: &[f32],
     packed: &[PackedRows],
     s: &Conv2dShape,
+    epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     let og = s.group_out();
+    let group_epilogue = |g: usize| Epilogue {
+        bias: epilogue.bias.map(|bias| &bias[g * og..(g + 1) * og]),
+        ..epilogue
+    };
+    if Narrow::pays(s) {
+        // The output computed where it goes, no wide grid to narrow.
+        let narrow = Narrow::new(s);
+        let offsets = narrow.offsets(s);
+        let group_out = og * s.out_plane();
+        with_scratch_parts([narrow.image_len], |[copies]| {
+            for (g, packed) in packed.iter().enumerate() {
+                narrow.copy_group(s, x, g, copies);
+                let out = &mut out[g * group_out..(g + 1) * group_out];
+                let plane = s.out_plane();
+                shifted_gemm(
+                    packed,
+                    &offsets,
+                    copies,
+                    plane,
+                    out,
+                    plane,
+                    group_epilogue(g),
+                );
+            }
+        });
+        return;
+    }
     let wide = Wide::new(s);
     let planes_len = s.group_in() * wide.padded_len;
     with_scratch_parts([planes_len, og * wide.out_len], |[planes, grid]| {
         let offsets = wide.row_offsets(s.group_in(), wide.padded_len, |shift| shift);
         for (g, packed) in packed.iter().enumerate() {
             wide.pad_group(s, x, g, planes);
-            shifted_gemm(packed, &offsets, planes, wide.out_len, grid, wide.out_len);
+            let len = wide.out_len;
+            shifted_gemm(packed, &offsets, planes, len, grid, len, group_epilogue(g));
             for (o, grid_rows) in grid.chunks_exact(wide.out_len).enumerate() {
                 let plane = &mut out[(g * og + o) * s.out_plane()..][..s.out_plane()];
                 wide.narrow(s, grid_rows, 0, plane);
@@ -451,6 +481,7 @@ pub(super) fn backward_data_image_shifted(
                 end - first,
                 &mut planes[first..],
                 wide.padded_len,
+                Epilogue::default(),
             );
             for c in 0..cg {
                 let plane = &mut gx[(g * cg + c) * s.in_plane()..][..s.in_plane()];
@@ -545,14 +576,27 @@ impl Narrow {
         Narrow { rows, image_len }
     }
 
-    /// Whether the narrow layout copies less than the wide grid (padded input plus widened
-    /// gradient): so with few input channels and many outputs (MNIST's first layer: 3 copies
-    /// of one channel against 32 widened planes).
+    /// Whether the narrow layout copies less than the wide grid (padded input plus the
+    /// widened gradient, or the output narrowed from the grid): so with few input channels and
+    /// many outputs (MNIST's first layer: 3 copies of one channel against 32 planes).
     fn pays(s: &Conv2dShape) -> bool {
         let wide = Wide::new(s);
         s.spec.stride == [1, 1]
             && Narrow::new(s).image_len
                 < s.group_in() * wide.padded_len + s.group_out() * wide.out_len
+    }
+
+    /// Where each column `(c, kh, kw)` of the filter (row-major) reads an image's copies:
+    /// copy `(c, kw)` from row `kh·dh`.
+    fn offsets(&self, s: &Conv2dShape) -> Vec<usize> {
+        let plane = self.rows * s.out_width;
+        (0..s.group_in())
+            .flat_map(|c| (0..s.kernel_height).map(move |kh| (c, kh)))
+            .flat_map(|(c, kh)| (0..s.kernel_width).map(move |kw| (c, kh, kw)))
+            .map(|(c, kh, kw)| {
+                (c * s.kernel_width + kw) * plane + kh * s.spec.dilation[0] * s.out_width
+            })
+            .collect()
     }
 
     /// Copies channels of group `g` of `image` `[C, H, W]` into `copies`, one per (channel,
@@ -596,18 +640,10 @@ fn accumulate_filter_gradient_narrow(
     images: std::ops::Range<usize>,
     grad_weight: &mut [f32],
 ) {
-    let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
+    let (og, k) = (s.group_out(), s.group_patch());
     let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let narrow = Narrow::new(s);
-    let plane = narrow.rows * s.out_width;
-    // Column `(c, kh, kw)` of the filter gradient: copy `(c, kw)` from row `kh·dh`.
-    let offsets: Vec<usize> = (0..cg)
-        .flat_map(|c| (0..s.kernel_height).map(move |kh| (c, kh)))
-        .flat_map(|(c, kh)| (0..s.kernel_width).map(move |kw| (c, kh, kw)))
-        .map(|(c, kh, kw)| {
-            (c * s.kernel_width + kw) * plane + kh * s.spec.dilation[0] * s.out_width
-        })
-        .collect();
+    let offsets = narrow.offsets(s);
     let chunk = (CHUNK_FLOATS / narrow.image_len).clamp(1, images.len().max(1));
     with_scratch_parts([chunk * narrow.image_len], |[copies]| {
         for g in 0..s.spec.groups {
