@@ -39,6 +39,7 @@ mod shape;
 mod shifted;
 mod wide;
 mod winograd;
+mod winograd_gradient;
 
 use std::ops::Range;
 
@@ -458,19 +459,13 @@ pub fn conv2d_backward_filter(
                 if images.is_empty() {
                     return;
                 }
-                let by_definition = |images: Range<usize>, partial: &mut [f32]| {
-                    images.for_each(|n| {
-                        accumulate_filter_gradient_by_definition(input, grad_output, &s, n, partial)
-                    })
-                };
                 if winograd.backward_filter {
-                    winograd::accumulate_filter_gradient(
+                    winograd_gradient::accumulate_filter_gradient(
                         input,
                         grad_output,
                         &s,
                         images,
                         partial,
-                        by_definition,
                     )
                 } else if shifted.backward_filter {
                     wide::accumulate_filter_gradient_shifted(

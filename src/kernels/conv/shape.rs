@@ -3,7 +3,6 @@
 
 use super::parallel::parallel_over_images;
 use super::shifted;
-use super::winograd;
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -302,7 +301,7 @@ impl Conv2dShape {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
                 backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
-                backward_filter: winograd && winograd::filter_gradient_fits(self),
+                backward_filter: winograd,
             },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
@@ -383,8 +382,8 @@ pub struct WinogradPasses {
     pub forward: bool,
     /// Backward-data (padding at most 2 on each side).
     pub backward_data: bool,
-    /// The filter gradient (images small enough to transform whole, and every thread with
-    /// images of its own).
+    /// The filter gradient, channels innermost (every thread with images of its own, as the
+    /// forward).
     pub backward_filter: bool,
 }
 

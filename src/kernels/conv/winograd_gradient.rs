@@ -1,0 +1,578 @@
+//! The filter gradient of Winograd's F(2x2, 3x3) (`winograd.rs`), channels innermost.
+//!
+//! `∂W = Gᵀ·[Σ_t (A·∂Y_t·Aᵀ) ⊙ (Bᵀ·d_t·B)]·G`: for each of the 16 points `ξ` of the transformed
+//! domain, a product `∂U[ξ] = Σ_t ∂M[ξ, t]ᵀ · V[ξ, t]`, `[O, K] x [K, C]` over the `K` tiles `t`
+//! of a chunk of images. Laid out tiles innermost (as the forward keeps `V`), that product is a
+//! reduction along rows, with a horizontal sum per output and per call: it pays only over many
+//! images at once, whose transforms then go to L3 and back. Laid out channels innermost, it is
+//! a plain register-tile GEMM (output channels broadcast from `∂M`, vectors of input channels
+//! from `V`, summed over the tiles into accumulators that stay in memory between chunks): no
+//! horizontal sums, so a chunk is one image or a block of its tile rows, whose transforms stay
+//! in L2 while the products read them.
+//!
+//! Each block of tile rows is copied channels innermost (input padded, gradient zero past the
+//! output), then transformed a vector of channels at a time. Channels are padded to a multiple
+//! of [`CHANNEL_BLOCK`] with zeros. Non-finite values are left to the caller, which redoes a
+//! gradient whose sum is not finite by other means: the transforms would turn an infinity into
+//! NaN (`∞ − ∞`) where a direct sum keeps it.
+
+use std::ops::Range;
+
+use super::parallel::valid_columns;
+use super::shape::Conv2dShape;
+use crate::kernels::gemm::Caches;
+use crate::kernels::scratch::with_scratch_parts;
+use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+
+/// Points of the transformed domain per tile (4x4).
+const POINTS: usize = 16;
+
+/// Channels are padded to a multiple of this: the widest vector, and two of AVX2's.
+const CHANNEL_BLOCK: usize = 16;
+
+/// The sizes of one filter gradient: image, tiles, blocks and chunks.
+struct Layout {
+    channels: usize,
+    outputs: usize,
+    /// `channels` and `outputs` rounded up to [`CHANNEL_BLOCK`].
+    channels_padded: usize,
+    outputs_padded: usize,
+    in_height: usize,
+    in_width: usize,
+    top: usize,
+    left: usize,
+    out_height: usize,
+    out_width: usize,
+    /// Rows and columns of 2x2 output tiles.
+    tile_rows: usize,
+    tile_columns: usize,
+    /// Tile rows transformed at a time (all of them for small images).
+    block_rows: usize,
+    /// Tiles the transform buffers hold: whole blocks, images side by side.
+    capacity: usize,
+}
+
+impl Layout {
+    fn new(s: &Conv2dShape) -> Layout {
+        let (channels, outputs) = (s.in_channels, s.out_channels);
+        let channels_padded = channels.next_multiple_of(CHANNEL_BLOCK);
+        let outputs_padded = outputs.next_multiple_of(CHANNEL_BLOCK);
+        let tile_rows = s.out_height.div_ceil(2);
+        let tile_columns = s.out_width.div_ceil(2);
+        // A chunk's transforms get half of L2; the accumulators and the copies share the rest.
+        let per_tile = POINTS * (channels_padded + outputs_padded) * size_of::<f32>();
+        let target = (Caches::of_this_cpu().l2 / 2 / per_tile).max(tile_columns);
+        let block_rows = (target / tile_columns).clamp(1, tile_rows);
+        let block_tiles = block_rows * tile_columns;
+        Layout {
+            channels,
+            outputs,
+            channels_padded,
+            outputs_padded,
+            in_height: s.in_height,
+            in_width: s.in_width,
+            top: s.spec.padding.top,
+            left: s.spec.padding.left,
+            out_height: s.out_height,
+            out_width: s.out_width,
+            tile_rows,
+            tile_columns,
+            block_rows,
+            capacity: (target / block_tiles).max(1) * block_tiles,
+        }
+    }
+
+    /// Padded input rows and columns a block reads: its tiles' 4x4 windows, 2 apart.
+    fn window(&self, block_rows: usize) -> [usize; 2] {
+        [2 * block_rows + 2, 2 * self.tile_columns + 2]
+    }
+}
+
+/// Adds `Σ_{n in images} ∂L/∂W` of image `n` into `grad_weight` (`[O, C, 3, 3]`) for a 3x3,
+/// stride-1, undilated, ungrouped convolution. Any input or output gradient holding an infinity
+/// or NaN gives a non-finite sum (the caller checks and redoes it without this path).
+pub(super) fn accumulate_filter_gradient(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    images: Range<usize>,
+    grad_weight: &mut [f32],
+) {
+    let l = Layout::new(s);
+    assert!(
+        s.kernel_height == 3
+            && s.kernel_width == 3
+            && s.spec.stride == [1, 1]
+            && s.spec.dilation == [1, 1]
+            && s.spec.groups == 1,
+        "winograd: filter gradient of {s:?}"
+    );
+    assert_eq!(
+        grad_weight.len(),
+        l.outputs * l.channels * 9,
+        "winograd: filter gradient"
+    );
+    let image_in = l.channels * l.in_height * l.in_width;
+    let image_out = l.outputs * l.out_height * l.out_width;
+    let [window_rows, window_columns] = l.window(l.block_rows);
+    let lens = [
+        window_rows * window_columns * l.channels_padded,
+        2 * l.block_rows * 2 * l.tile_columns * l.outputs_padded,
+        POINTS * l.capacity * l.channels_padded,
+        POINTS * l.capacity * l.outputs_padded,
+        POINTS * l.outputs * l.channels_padded,
+    ];
+    with_scratch_parts(lens, |[window, gradient, v, dm, sums]| {
+        sums.fill(0.0);
+        let mut tiles = 0;
+        for n in images {
+            let x = &input[n * image_in..(n + 1) * image_in];
+            let gy = &grad_output[n * image_out..(n + 1) * image_out];
+            for first in (0..l.tile_rows).step_by(l.block_rows) {
+                let rows = l.block_rows.min(l.tile_rows - first);
+                if tiles + rows * l.tile_columns > l.capacity {
+                    with_vector(Products {
+                        l: &l,
+                        v,
+                        dm,
+                        tiles,
+                        sums,
+                    });
+                    tiles = 0;
+                }
+                let [window_rows, window_columns] = l.window(rows);
+                let x_plane = [l.channels, l.in_height, l.in_width];
+                let y_plane = [l.outputs, l.out_height, l.out_width];
+                with_vector(ChannelsLast {
+                    planes: x,
+                    dims: x_plane,
+                    origin: [(2 * first) as isize - l.top as isize, -(l.left as isize)],
+                    size: [window_rows, window_columns],
+                    stride: l.channels_padded,
+                    out: window,
+                });
+                with_vector(ChannelsLast {
+                    planes: gy,
+                    dims: y_plane,
+                    origin: [(2 * first) as isize, 0],
+                    size: [2 * rows, 2 * l.tile_columns],
+                    stride: l.outputs_padded,
+                    out: gradient,
+                });
+                with_vector(InputTransform {
+                    l: &l,
+                    window,
+                    rows,
+                    v: &mut v[tiles * l.channels_padded..],
+                });
+                with_vector(GradientTransform {
+                    l: &l,
+                    gradient,
+                    rows,
+                    dm: &mut dm[tiles * l.outputs_padded..],
+                });
+                tiles += rows * l.tile_columns;
+            }
+        }
+        if tiles > 0 {
+            with_vector(Products {
+                l: &l,
+                v,
+                dm,
+                tiles,
+                sums,
+            });
+        }
+        // ∂W = Gᵀ·∂U·G, Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1], into the 3x3 filters.
+        let gt = |[a, b, c, d]: [f64; 4]| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
+        for (pair, filter) in grad_weight.chunks_exact_mut(9).enumerate() {
+            let (o, c) = (pair / l.channels, pair % l.channels);
+            let u: [f64; POINTS] =
+                std::array::from_fn(|p| sums[(p * l.outputs + o) * l.channels_padded + c] as f64);
+            // Down the columns of ∂U (three rows of four), then along the rows.
+            let columns: [[f64; 3]; 4] =
+                std::array::from_fn(|j| gt([u[j], u[4 + j], u[8 + j], u[12 + j]]));
+            for row in 0..3 {
+                let taps = gt(std::array::from_fn(|j| columns[j][row]));
+                for (w, tap) in filter[3 * row..3 * row + 3].iter_mut().zip(taps) {
+                    *w += tap as f32;
+                }
+            }
+        }
+    });
+}
+
+/// Copies `size[0]` rows and `size[1]` columns of the planes `[channels, height, width]`,
+/// starting at plane position `origin` (negative or past the edge: zeros), into `out`
+/// `[rows, columns, stride]` with the channels innermost (zeros from `channels` to `stride`, a
+/// multiple of [`CHANNEL_BLOCK`]): square blocks of a vector's width transposed in registers.
+struct ChannelsLast<'a> {
+    planes: &'a [f32],
+    dims: [usize; 3],
+    origin: [isize; 2],
+    size: [usize; 2],
+    stride: usize,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for ChannelsLast<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let ChannelsLast {
+            planes,
+            dims: [channels, height, width],
+            origin: [top, left],
+            size: [rows, columns],
+            stride,
+            out,
+        } = self;
+        let lanes = V::LANES;
+        assert!(lanes <= 16 && stride.is_multiple_of(CHANNEL_BLOCK) && channels <= stride);
+        assert!(planes.len() >= channels * height * width);
+        let out = &mut out[..rows * columns * stride];
+        out.fill(0.0);
+        let (lo, hi) = valid_columns(0, columns, 1, left, width);
+        for r in 0..rows {
+            let h = top + r as isize;
+            if h < 0 || h >= height as isize || lo == hi {
+                continue;
+            }
+            for c in (0..channels).step_by(lanes) {
+                for j in (lo..hi).step_by(lanes) {
+                    let count = lanes.min(hi - j);
+                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                    // plane row `h` of channels `c..` (< channels) holds input columns
+                    // `j + left .. + count` (within `0..width`, as `valid_columns` keeps them);
+                    // each store writes `lanes` floats from `(r·columns + j + m)·stride + c`,
+                    // within `out` as `c + lanes <= stride`.
+                    unsafe {
+                        let mask = V::zero().first_lanes(count);
+                        let mut block = [V::zero(); 16];
+                        for (k, row) in block.iter_mut().take(channels - c).enumerate() {
+                            let at = ((c + k) * height + h as usize) * width;
+                            let at = (at as isize + j as isize + left) as usize;
+                            *row = V::load_masked(planes.as_ptr().add(at), mask);
+                        }
+                        transpose::<V>(&mut block);
+                        for (m, column) in block.iter().take(count).enumerate() {
+                            column.store(out.as_mut_ptr().add((r * columns + j + m) * stride + c));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Transposes the `LANES x LANES` block in the first `LANES` vectors: `log2(LANES)` rounds of
+/// interleaving row `i` with row `i + LANES/2` (each round shuffles the index bits once).
+#[inline(always)]
+fn transpose<V: Vector>(rows: &mut [V; 16]) {
+    let half = V::LANES / 2;
+    let mut width = 1;
+    while width < V::LANES {
+        let mut next = *rows;
+        for i in 0..half {
+            let (low, high) = rows[i].interleave(rows[i + half]);
+            next[2 * i] = low;
+            next[2 * i + 1] = high;
+        }
+        *rows = next;
+        width *= 2;
+    }
+}
+
+/// `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]` applied to `(d0, d1, d2, d3)`.
+#[inline(always)]
+fn b_transpose<V: Vector>([d0, d1, d2, d3]: [V; 4]) -> [V; 4] {
+    [d0.sub(d2), d1.add(d2), d2.sub(d1), d1.sub(d3)]
+}
+
+/// `A = [1 0; 1 1; 1 −1; 0 −1]` applied to `(e0, e1)`.
+#[inline(always)]
+fn a_spread<V: Vector>(e0: V, e1: V, zero: V) -> [V; 4] {
+    [e0, e0.add(e1), e0.sub(e1), zero.sub(e1)]
+}
+
+/// `V[ξ, t, c] = (Bᵀ·d·B)[ξ]` for the tiles of a block (`rows` tile rows) from its window,
+/// into `v[(ξ·capacity + t)·channels_padded + c]`.
+struct InputTransform<'a> {
+    l: &'a Layout,
+    window: &'a [f32],
+    rows: usize,
+    v: &'a mut [f32],
+}
+
+impl VectorKernel for InputTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let InputTransform { l, window, rows, v } = self;
+        let stride = l.channels_padded;
+        let [window_rows, columns] = l.window(rows);
+        let point = l.capacity * stride;
+        let tiles = rows * l.tile_columns;
+        assert!(window.len() >= window_rows * columns * stride);
+        assert!(v.len() >= (POINTS - 1) * point + tiles * stride);
+        for t in 0..tiles {
+            let (tr, tc) = (t / l.tile_columns, t % l.tile_columns);
+            for c in (0..stride).step_by(V::LANES) {
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                // window positions (2·tr + i, 2·tc + j), i, j < 4, are within its
+                // `window_rows x columns` and `c + LANES <= stride` (a multiple of every
+                // width); `v` holds the 16 points of `tiles` tiles (asserted above).
+                unsafe {
+                    macro_rules! at {
+                        ($i:expr, $j:expr) => {
+                            V::load(
+                                window
+                                    .as_ptr()
+                                    .add(((2 * tr + $i) * columns + 2 * tc + $j) * stride + c),
+                            )
+                        };
+                    }
+                    // Bᵀ·d down the columns, then ·B along the rows.
+                    let mut down = [[V::zero(); 4]; 4];
+                    for (j, down) in down.iter_mut().enumerate() {
+                        *down = b_transpose([at!(0, j), at!(1, j), at!(2, j), at!(3, j)]);
+                    }
+                    let out = v.as_mut_ptr().add(t * stride + c);
+                    let [d0, d1, d2, d3] = down;
+                    for i in 0..4 {
+                        let row = b_transpose([d0[i], d1[i], d2[i], d3[i]]);
+                        for (j, value) in row.into_iter().enumerate() {
+                            value.store(out.add((4 * i + j) * point));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `∂M[ξ, t, o] = (A·e·Aᵀ)[ξ]` of the 2x2 block `e` of output gradient under each tile of a
+/// block, into `dm[(ξ·capacity + t)·outputs_padded + o]`.
+struct GradientTransform<'a> {
+    l: &'a Layout,
+    gradient: &'a [f32],
+    rows: usize,
+    dm: &'a mut [f32],
+}
+
+impl VectorKernel for GradientTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let GradientTransform {
+            l,
+            gradient,
+            rows,
+            dm,
+        } = self;
+        let stride = l.outputs_padded;
+        let columns = 2 * l.tile_columns;
+        let point = l.capacity * stride;
+        let tiles = rows * l.tile_columns;
+        assert!(gradient.len() >= 2 * rows * columns * stride);
+        assert!(dm.len() >= (POINTS - 1) * point + tiles * stride);
+        for t in 0..tiles {
+            let (tr, tc) = (t / l.tile_columns, t % l.tile_columns);
+            for o in (0..stride).step_by(V::LANES) {
+                // SAFETY: as in `InputTransform`: positions (2·tr + i, 2·tc + j), i, j < 2, lie
+                // within the `2·rows x columns` copy, `o + LANES <= stride`, and `dm` holds the
+                // 16 points of `tiles` tiles (asserted above).
+                unsafe {
+                    let zero = V::zero();
+                    macro_rules! at {
+                        ($i:expr, $j:expr) => {
+                            V::load(
+                                gradient
+                                    .as_ptr()
+                                    .add(((2 * tr + $i) * columns + 2 * tc + $j) * stride + o),
+                            )
+                        };
+                    }
+                    // A·e down the columns, then ·Aᵀ along the rows.
+                    let left = a_spread(at!(0, 0), at!(1, 0), zero);
+                    let right = a_spread(at!(0, 1), at!(1, 1), zero);
+                    let out = dm.as_mut_ptr().add(t * stride + o);
+                    for i in 0..4 {
+                        for (j, value) in a_spread(left[i], right[i], zero).into_iter().enumerate()
+                        {
+                            value.store(out.add((4 * i + j) * point));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sums[ξ, o, c] += Σ_(t < tiles) ∂M[ξ, t, o] · V[ξ, t, c]` for `o < outputs`, every padded
+/// `c`: register tiles of output rows (broadcast from `∂M`) by vectors of channels.
+struct Products<'a> {
+    l: &'a Layout,
+    v: &'a [f32],
+    dm: &'a [f32],
+    tiles: usize,
+    sums: &'a mut [f32],
+}
+
+impl VectorKernel for Products<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        // AVX-512: 8 rows x 2 vectors (16 accumulators, 2 channel vectors, a broadcast);
+        // AVX2's 16 registers: 6 rows x 2.
+        if V::LANES >= 16 {
+            self.points::<V, 8>()
+        } else {
+            self.points::<V, 6>()
+        }
+    }
+}
+
+impl Products<'_> {
+    #[inline(always)]
+    fn points<V: Vector, const ROWS: usize>(self) {
+        let Products {
+            l,
+            v,
+            dm,
+            tiles,
+            sums,
+        } = self;
+        let (cs, os) = (l.channels_padded, l.outputs_padded);
+        assert!(tiles <= l.capacity);
+        assert!(v.len() >= POINTS * l.capacity * cs && dm.len() >= POINTS * l.capacity * os);
+        assert!(sums.len() >= POINTS * l.outputs * cs);
+        let vectors = cs / V::LANES;
+        for p in 0..POINTS {
+            for first in (0..l.outputs).step_by(ROWS) {
+                let rows = ROWS.min(l.outputs - first);
+                for block in (0..vectors).step_by(2) {
+                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                    // rows `first..first + rows` of `∂M` (< outputs <= os) and channel vectors
+                    // `block..block + 2` (<= vectors, or one at the end) of `V` and of `sums`, for
+                    // `tiles <= capacity` tiles of point `p`, lie in the buffers (asserted above).
+                    unsafe {
+                        let v = v.as_ptr().add(p * l.capacity * cs + block * V::LANES);
+                        let dm = dm.as_ptr().add(p * l.capacity * os + first);
+                        let sums = sums
+                            .as_mut_ptr()
+                            .add((p * l.outputs + first) * cs + block * V::LANES);
+                        macro_rules! tile {
+                            ($vecs:literal) => {
+                                match rows {
+                                    8 => tile::<V, 8, $vecs>(v, dm, sums, tiles, cs, os),
+                                    7 => tile::<V, 7, $vecs>(v, dm, sums, tiles, cs, os),
+                                    6 => tile::<V, 6, $vecs>(v, dm, sums, tiles, cs, os),
+                                    5 => tile::<V, 5, $vecs>(v, dm, sums, tiles, cs, os),
+                                    4 => tile::<V, 4, $vecs>(v, dm, sums, tiles, cs, os),
+                                    3 => tile::<V, 3, $vecs>(v, dm, sums, tiles, cs, os),
+                                    2 => tile::<V, 2, $vecs>(v, dm, sums, tiles, cs, os),
+                                    _ => tile::<V, 1, $vecs>(v, dm, sums, tiles, cs, os),
+                                }
+                            };
+                        }
+                        if block + 2 <= vectors {
+                            tile!(2)
+                        } else {
+                            tile!(1)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One register tile: `ROWS` output rows by `VECS` vectors of channels, summed over `tiles`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `v + t·cs` and `sums + r·cs` start `VECS` vectors,
+/// `dm + t·os` starts `ROWS` floats, for `t < tiles`, `r < ROWS`.
+#[inline(always)]
+unsafe fn tile<V: Vector, const ROWS: usize, const VECS: usize>(
+    v: *const f32,
+    dm: *const f32,
+    sums: *mut f32,
+    tiles: usize,
+    cs: usize,
+    os: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[V::zero(); VECS]; ROWS];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (q, a) in acc.iter_mut().enumerate() {
+                *a = V::load(sums.add(r * cs + q * V::LANES));
+            }
+        }
+        for t in 0..tiles {
+            let mut x = [V::zero(); VECS];
+            for (q, x) in x.iter_mut().enumerate() {
+                *x = V::load(v.add(t * cs + q * V::LANES));
+            }
+            let w = dm.add(t * os);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = V::splat(*w.add(r));
+                for q in 0..VECS {
+                    acc[q] = w.mul_add(x[q], acc[q]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (q, a) in acc.iter().enumerate() {
+                a.store(sums.add(r * cs + q * V::LANES));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_last_copies_transpose_every_block_and_pad_with_zeros() {
+        // 19 channels (a full block of 16 and a partial one), rows of 21 (one and a bit
+        // vectors), a window starting above and left of the planes and reaching past them.
+        let [channels, height, width] = [19, 5, 21];
+        let planes: Vec<f32> = (0..channels * height * width)
+            .map(|i| i as f32 + 1.0)
+            .collect();
+        let ([top, left], [rows, columns], stride) = ([-1, -2], [8, 26], 32);
+        let mut out = vec![f32::NAN; rows * columns * stride];
+        with_vector(ChannelsLast {
+            planes: &planes,
+            dims: [channels, height, width],
+            origin: [top, left],
+            size: [rows, columns],
+            stride,
+            out: &mut out,
+        });
+        for r in 0..rows {
+            for j in 0..columns {
+                for c in 0..stride {
+                    let (h, w) = (r as isize + top, j as isize + left);
+                    let inside = (0..height as isize).contains(&h)
+                        && (0..width as isize).contains(&w)
+                        && c < channels;
+                    let want = if inside {
+                        planes[(c * height + h as usize) * width + w as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(out[(r * columns + j) * stride + c], want, "({r}, {j}, {c})");
+                }
+            }
+        }
+    }
+}
