@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::conv::output_extent;
 use super::fill::filled_by_chunks;
+use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 use crate::util::simd::dispatch;
 
@@ -272,6 +273,15 @@ fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&
         None => dispatch(
             #[inline(always)]
             || {
+                let vectorised = Max2x2Plane {
+                    x,
+                    width: w,
+                    out_width: s.out_width,
+                    out: &mut *out,
+                };
+                if with_vector(vectorised) {
+                    return;
+                }
                 for (oh, out_row) in out.chunks_exact_mut(s.out_width).enumerate() {
                     let (top, bottom) = row_pair(oh);
                     max_2x2_row::<false>(
@@ -295,6 +305,67 @@ fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&
 #[inline(always)]
 fn beats(candidate: f32, best: f32) -> bool {
     candidate > best || candidate.is_nan()
+}
+
+/// The 2x2 maxima of a whole plane (`out` `[OH, out_width]` from rows of `width`), a vector
+/// of outputs at a time: each pair of input rows split into even and odd columns
+/// ([`Vector::deinterleave`]). MNIST's rows of 14 and 7 outputs are too short for the compiler's
+/// vectorised loop. Returns `false` if a window held a NaN (or `∞ − ∞` summed): `max` does not
+/// propagate NaN as pooling must, so the caller then redoes the plane by the exact rule.
+struct Max2x2Plane<'a> {
+    x: &'a [f32],
+    width: usize,
+    out_width: usize,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for Max2x2Plane<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run<V: Vector>(self) -> bool {
+        let Max2x2Plane {
+            x,
+            width,
+            out_width,
+            out,
+        } = self;
+        let lanes = V::LANES;
+        assert!(2 * out_width <= width && x.len() >= 2 * (out.len() / out_width.max(1)) * width);
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        let zero = unsafe { V::zero() };
+        let mut check = zero;
+        for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
+            let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
+            for j in (0..out_width).step_by(lanes) {
+                let n = lanes.min(out_width - j);
+                let (low, high) = ((2 * n).min(lanes), (2 * n).saturating_sub(lanes));
+                // SAFETY: the `2n` inputs from column `2j` lie within each row (`2·(j + n) <=
+                // 2·out_width <= width`, asserted), the `n` outputs from `j` within `row`.
+                unsafe {
+                    // (A macro, not a closure: a closure would not inherit the instruction set.)
+                    macro_rules! pair {
+                        ($row:expr) => {{
+                            let p = $row.as_ptr().add(2 * j);
+                            let first = V::load_masked(p, zero.first_lanes(low));
+                            let second = if high > 0 {
+                                V::load_masked(p.add(lanes), zero.first_lanes(high))
+                            } else {
+                                zero
+                            };
+                            first.deinterleave(second)
+                        }};
+                    }
+                    let ((a, b), (c, d)) = (pair!(top), pair!(bottom));
+                    check = a.add(b).add(c).add(d).mul_add(zero, check);
+                    a.max(b)
+                        .max(c.max(d))
+                        .store_masked(row.as_mut_ptr().add(j), zero.first_lanes(n));
+                }
+            }
+        }
+        !check.sum().is_nan()
+    }
 }
 
 #[inline(always)]

@@ -72,6 +72,10 @@ pub(crate) trait Vector: Copy {
     /// `self − b`.
     fn sub(self, b: Self) -> Self;
 
+    /// The larger of each pair of lanes; which one a NaN lane gives is unspecified (callers
+    /// that must propagate NaN check for it separately).
+    fn max(self, b: Self) -> Self;
+
     /// The lanes of `self` and `b` interleaved, `[a0, b0, a1, b1, …]`, as two vectors (the
     /// first holds the pairs of the low half of the lanes).
     fn interleave(self, b: Self) -> (Self, Self);
@@ -167,6 +171,10 @@ impl Vector for Scalar {
     #[inline(always)]
     fn sub(self, b: Self) -> Self {
         Scalar(self.0 - b.0)
+    }
+    #[inline(always)]
+    fn max(self, b: Self) -> Self {
+        Scalar(self.0.max(b.0))
     }
     #[inline(always)]
     fn interleave(self, b: Self) -> (Self, Self) {
@@ -268,6 +276,10 @@ mod x86 {
         #[inline(always)]
         fn sub(self, b: Self) -> Self {
             Avx512(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            Avx512(unsafe { _mm512_max_ps(self.0, b.0) })
         }
         #[inline(always)]
         fn interleave(self, b: Self) -> (Self, Self) {
@@ -374,6 +386,10 @@ mod x86 {
             Avx2(unsafe { _mm256_sub_ps(self.0, b.0) })
         }
         #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            Avx2(unsafe { _mm256_max_ps(self.0, b.0) })
+        }
+        #[inline(always)]
         fn interleave(self, b: Self) -> (Self, Self) {
             unsafe {
                 // Within each 128-bit half, then the halves put in order.
@@ -472,17 +488,17 @@ mod tests {
         }
     }
 
-    /// `a − b`, then `a` and `b` interleaved and split back, vector by vector.
+    /// `a − b`, then `a` and `b` interleaved and split back, and `max(a, b)`, vector by vector.
     struct Shuffle<'a> {
         a: &'a [f32],
         b: &'a [f32],
     }
 
     impl VectorKernel for Shuffle<'_> {
-        type Output = [Vec<f32>; 5];
+        type Output = [Vec<f32>; 6];
         #[inline(always)]
-        fn run<V: Vector>(self) -> [Vec<f32>; 5] {
-            let mut out: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0.0; self.a.len()]);
+        fn run<V: Vector>(self) -> [Vec<f32>; 6] {
+            let mut out: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0.0; self.a.len()]);
             // SAFETY: `with_vector` runs this only with a type the CPU supports; every pointer is
             // `LANES` floats inside a slice of whole vectors.
             unsafe {
@@ -496,6 +512,7 @@ mod tests {
                     let (even, odd) = lo.deinterleave(hi);
                     even.store(out[3].as_mut_ptr().add(at));
                     odd.store(out[4].as_mut_ptr().add(at));
+                    a.max(b).store(out[5].as_mut_ptr().add(at));
                 }
             }
             out
@@ -506,8 +523,10 @@ mod tests {
     fn interleaving_pairs_lanes_and_deinterleaving_undoes_it() {
         let a: Vec<f32> = (0..32).map(|i| i as f32).collect();
         let b: Vec<f32> = (0..32).map(|i| 100.0 + i as f32).collect();
-        let [difference, lo, hi, even, odd] = with_vector(Shuffle { a: &a, b: &b });
+        let [difference, lo, hi, even, odd, max] = with_vector(Shuffle { a: &a, b: &b });
         assert!(difference.iter().all(|&d| d == -100.0));
+        assert_eq!(max, b);
+        assert_eq!(with_vector(Shuffle { a: &b, b: &a })[5], b);
         assert_eq!(even, a);
         assert_eq!(odd, b);
         let lanes = match level() {
