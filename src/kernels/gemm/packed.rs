@@ -150,6 +150,17 @@ fn product(
                         pack_rhs(rhs, pc, kc, jc, nc, nr, packed, threads);
                         RhsPanels::Packed(packed)
                     };
+                    if direct_rhs {
+                        // Its rows are read in place, `kc` streams at once, more than the
+                        // hardware prefetchers follow: the next block's are brought into L2
+                        // while this one computes (the first block's before it).
+                        if jc == 0 {
+                            prefetch_rows(rhs, pc, kc, jc, nc);
+                        }
+                        if jc + nc < n {
+                            prefetch_rows(rhs, pc, kc, jc + nc, nc_max.min(n - jc - nc));
+                        }
+                    }
                     let block = Block {
                         kernel,
                         kc,
@@ -168,6 +179,14 @@ fn product(
             }
         },
     );
+}
+
+/// Asks for rows `pc..pc + kc`, columns `jc..jc + nc` of a row-major `rhs` in L2.
+fn prefetch_rows(rhs: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize) {
+    for row in pc..pc + kc {
+        let start = row * rhs.row_stride + jc;
+        simd::prefetch(&rhs.data[start..start + nc]);
+    }
 }
 
 /// An operand that meets at most this many panels of the other is read in place.
