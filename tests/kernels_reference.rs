@@ -305,11 +305,12 @@ fn winograd_convolutions_match_the_reference() {
 }
 
 #[test]
-fn filter_gradient_register_tiles_match_the_reference() {
-    // The filter gradient's register tiles need 8 output channels a group (the random shapes
-    // above have fewer): the gradient read in place against shifted copies of a few input
-    // channels (stride 1), and the wide grid (more input channels, or strides); dilations,
-    // asymmetric padding, groups, filters of 1 to 5 columns.
+fn register_tile_paths_match_the_reference() {
+    // The shifted kernel's register tiles need 8 output channels a group (the random shapes
+    // above have fewer): the filter gradient read in place against shifted copies of a few
+    // input channels (stride 1), and the wide grid (more input channels, or strides); dilations,
+    // asymmetric padding, groups, filters of 1 to 5 columns; pointwise convolutions with a full
+    // block of 8 outputs and a partial one, and two groups.
     let mut rng = StdRng::seed_from_u64(31);
     let padding = |top, bottom, left, right| Padding2d {
         top,
@@ -373,6 +374,22 @@ fn filter_gradient_register_tiles_match_the_reference() {
             2,
             [1, 1],
             1,
+        ),
+        (
+            [2, 5, 6, 9],
+            [11, 5, 1, 1],
+            padding(0, 0, 0, 0),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [3, 4, 5, 7],
+            [16, 2, 1, 1],
+            padding(0, 0, 0, 0),
+            1,
+            [1, 1],
+            2,
         ),
     ] {
         let spec = Conv2dSpec {
