@@ -40,7 +40,7 @@ use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 
 /// Points of the transformed domain per tile (4x4).
-const POINTS: usize = 16;
+pub(super) const POINTS: usize = 16;
 
 /// Floats of slack after the work buffers that tails of vectors may touch (the widest vector).
 const SLACK: usize = 16;

@@ -20,12 +20,10 @@ use std::ops::Range;
 
 use super::parallel::valid_columns;
 use super::shape::Conv2dShape;
+use super::winograd::POINTS;
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-
-/// Points of the transformed domain per tile (4x4).
-const POINTS: usize = 16;
 
 /// Channels are padded to a multiple of this: the widest vector, and two of AVX2's.
 const CHANNEL_BLOCK: usize = 16;
