@@ -23,6 +23,27 @@ pub(super) struct TileDst {
     pub beta: f32,
 }
 
+/// Where a micro-kernel reads the left operand: row `i` of depth step `p` is
+/// `ptr[i · row + p · step]` (a packed panel has `row == 1, step == MR`; an operand read in place
+/// its own strides).
+#[derive(Clone, Copy)]
+pub(super) struct LeftPanel {
+    pub ptr: *const f32,
+    pub row: usize,
+    pub step: usize,
+}
+
+/// Where a micro-kernel reads the right operand: depth step `p` is the `NR` floats at
+/// `ptr + p · step` (a packed panel has `step == NR`, a row-major operand read in place its row
+/// stride). Unless `ahead` is null, the cache line at `ahead + p · step` is prefetched at step
+/// `p`: a hint, so it need not be readable.
+#[derive(Clone, Copy)]
+pub(super) struct RightPanel {
+    pub ptr: *const f32,
+    pub step: usize,
+    pub ahead: *const f32,
+}
+
 /// One micro-kernel and its tile.
 #[derive(Clone, Copy)]
 pub(super) struct MicroKernel {
@@ -31,21 +52,10 @@ pub(super) struct MicroKernel {
     pub nr: usize,
     /// # Safety
     ///
-    /// Row `i` of step `p` of the left panel is `a[i · a_row + p · a_step]` (a packed panel has
-    /// `a_row == 1, a_step == mr`; an operand read in place its own strides), all readable; `b` holds `nr` readable floats at each of `b`,
-    /// `b + b_step`, ... (`kc` steps: a packed panel has `b_step == nr`, a row-major operand read
-    /// in place its row stride); `dst` describes writable elements
-    /// no other thread touches during the call; the CPU supports the kernel's instruction set
-    /// (guaranteed by [`for_level`]).
-    pub run: unsafe fn(
-        kc: usize,
-        a: *const f32,
-        a_row: usize,
-        a_step: usize,
-        b: *const f32,
-        b_step: usize,
-        dst: TileDst,
-    ),
+    /// The `mr` rows of `a` and the `nr` columns of `b` are readable for `kc` depth steps;
+    /// `dst` describes writable elements no other thread touches during the call; the CPU
+    /// supports the kernel's instruction set (guaranteed by [`for_level`]).
+    pub run: unsafe fn(kc: usize, a: LeftPanel, b: RightPanel, dst: TileDst),
 }
 
 /// The kernel for an instruction-set level.
@@ -107,22 +117,14 @@ const PORTABLE_NR: usize = 8;
 /// # Safety
 ///
 /// See [`MicroKernel::run`].
-unsafe fn portable(
-    kc: usize,
-    a: *const f32,
-    a_row: usize,
-    a_step: usize,
-    b: *const f32,
-    b_step: usize,
-    dst: TileDst,
-) {
+unsafe fn portable(kc: usize, a: LeftPanel, b: RightPanel, dst: TileDst) {
     let mut acc = [0.0f32; PORTABLE_MR * PORTABLE_NR];
     for p in 0..kc {
         // SAFETY: `a` holds `kc` steps of `MR` values, `b` `kc` rows of `NR` (caller's contract).
         let (ap, bp) = unsafe {
             (
-                std::array::from_fn::<f32, PORTABLE_MR, _>(|i| *a.add(i * a_row + p * a_step)),
-                &*(b.add(p * b_step) as *const [f32; PORTABLE_NR]),
+                std::array::from_fn::<f32, PORTABLE_MR, _>(|i| *a.ptr.add(i * a.row + p * a.step)),
+                &*(b.ptr.add(p * b.step) as *const [f32; PORTABLE_NR]),
             )
         };
         for i in 0..PORTABLE_MR {
@@ -139,7 +141,7 @@ unsafe fn portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{TileDst, store_scalar};
+    use super::{LeftPanel, RightPanel, TileDst, store_scalar};
 
     pub const AVX512_MR: usize = 12;
     pub const AVX512_NR: usize = 32;
@@ -155,19 +157,17 @@ mod x86 {
             ///
             /// See [`super::MicroKernel::run`].
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(
-                kc: usize,
-                a: *const f32,
-                a_row: usize,
-                a_step: usize,
-                b: *const f32,
-                b_step: usize,
-                dst: TileDst,
-            ) {
+            pub unsafe fn $name(kc: usize, left: LeftPanel, right: RightPanel, dst: TileDst) {
                 const NR: usize = $vectors * $lanes;
                 let mut acc: [[$vector; $vectors]; $mr] = [[$zero(); $vectors]; $mr];
-                let (mut a, mut b) = (a, b);
+                let (a_row, a_step, b_step) = (left.row, left.step, right.step);
+                let (mut a, mut b, mut ahead) = (left.ptr, right.ptr, right.ahead);
                 for _ in 0..kc {
+                    if !ahead.is_null() {
+                        // A hint that never faults; the pointer is only formed, never read.
+                        _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                        ahead = ahead.wrapping_add(b_step);
+                    }
                     let mut bv: [$vector; $vectors] = [$zero(); $vectors];
                     for (v, slot) in bv.iter_mut().enumerate() {
                         // SAFETY: `b` holds `NR` values for this step (caller's contract).
