@@ -198,6 +198,96 @@ impl Vector for Scalar {
     }
 }
 
+/// `n` floats from `p` (`n <= LANES`; the others zero and not read).
+///
+/// # Safety
+///
+/// As [`Vector::load_masked`].
+#[inline(always)]
+pub(crate) unsafe fn load<V: Vector>(p: *const f32, n: usize) -> V {
+    // SAFETY: the caller's contract; a whole vector when all lanes are asked for.
+    unsafe {
+        if n >= V::LANES {
+            V::load(p)
+        } else {
+            V::load_masked(p, V::zero().first_lanes(n))
+        }
+    }
+}
+
+/// Writes the first `n` lanes of `v` to `p`.
+///
+/// # Safety
+///
+/// As [`Vector::store_masked`].
+#[inline(always)]
+pub(crate) unsafe fn store<V: Vector>(v: V, p: *mut f32, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if n >= V::LANES {
+            v.store(p)
+        } else {
+            v.store_masked(p, v.first_lanes(n))
+        }
+    }
+}
+
+/// Splits the `2·m` floats of `row` into its even and odd ones, the first `m` floats of `even`
+/// and `odd`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let m = row.len() / 2;
+    assert!(row.len() == 2 * m && even.len() >= m && odd.len() >= m);
+    for at in (0..2 * m).step_by(2 * V::LANES) {
+        let n = 2 * m - at;
+        let pairs = (n / 2).min(V::LANES);
+        // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
+        // `at + LANES`; `pairs` of `even` and `odd` from `at / 2`, all within the slices.
+        unsafe {
+            let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
+            let hi = if n > V::LANES {
+                load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
+            } else {
+                V::zero()
+            };
+            let (e, o) = lo.deinterleave(hi);
+            store(e, even.as_mut_ptr().add(at / 2), pairs);
+            store(o, odd.as_mut_ptr().add(at / 2), pairs);
+        }
+    }
+}
+
+/// The inverse of [`deinterleave`]: fills the `2·m` floats of `row` with the first `m` floats
+/// of `even` and `odd` in turn, `[e0, o0, e1, o1, …]`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn interleave<V: Vector>(even: &[f32], odd: &[f32], row: &mut [f32]) {
+    let m = row.len() / 2;
+    assert!(row.len() == 2 * m && even.len() >= m && odd.len() >= m);
+    for at in (0..m).step_by(V::LANES) {
+        let pairs = (m - at).min(V::LANES);
+        // SAFETY: the caller's contract; `pairs` floats of `even` and `odd` from `at`, `2·pairs`
+        // of `row` from `2·at`, all within the slices.
+        unsafe {
+            let e = load::<V>(even.as_ptr().add(at), pairs);
+            let o = load::<V>(odd.as_ptr().add(at), pairs);
+            let (lo, hi) = e.interleave(o);
+            let out = row.as_mut_ptr().add(2 * at);
+            store(lo, out, 2 * pairs);
+            if 2 * pairs > V::LANES {
+                store(hi, out.add(V::LANES), 2 * pairs - V::LANES);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -539,6 +629,51 @@ mod tests {
             let pairs: Vec<f32> = (start..start + lanes).flat_map(|i| [a[i], b[i]]).collect();
             assert_eq!(&lo[start..start + lanes], &pairs[..lanes]);
             assert_eq!(&hi[start..start + lanes], &pairs[lanes..]);
+        }
+    }
+
+    /// Splits a row into even and odd floats and merges them back, with [`deinterleave`] and
+    /// [`interleave`].
+    struct RowSplit<'a> {
+        row: &'a [f32],
+    }
+
+    impl VectorKernel for RowSplit<'_> {
+        type Output = (Vec<f32>, Vec<f32>, Vec<f32>);
+        #[inline(always)]
+        fn run<V: Vector>(self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            let m = self.row.len() / 2;
+            // One float of slack past each half: the helpers must leave it alone.
+            let (mut even, mut odd) = (vec![-1.0; m + 1], vec![-1.0; m + 1]);
+            let mut merged = vec![-1.0; 2 * m + 1];
+            // SAFETY: `with_vector` runs this only with a type the CPU supports.
+            unsafe {
+                deinterleave::<V>(&self.row[..2 * m], &mut even, &mut odd);
+                interleave::<V>(&even, &odd, &mut merged[..2 * m]);
+            }
+            (even, odd, merged)
+        }
+    }
+
+    #[test]
+    fn rows_split_into_even_and_odd_floats_and_merge_back_at_every_length() {
+        for len in [0, 2, 6, 16, 30, 32, 34, 56, 66] {
+            let row: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let (even, odd, merged) = with_vector(RowSplit { row: &row });
+            let m = len / 2;
+            let want_even: Vec<f32> = row.iter().step_by(2).copied().collect();
+            let want_odd: Vec<f32> = row.iter().skip(1).step_by(2).copied().collect();
+            assert_eq!(
+                (&even[..m], &odd[..m]),
+                (&want_even[..], &want_odd[..]),
+                "{len}"
+            );
+            assert_eq!(
+                (even[m], odd[m], merged[2 * m]),
+                (-1.0, -1.0, -1.0),
+                "{len}"
+            );
+            assert_eq!(&merged[..2 * m], &row[..], "{len}");
         }
     }
 

@@ -16,6 +16,7 @@ use super::shape::Conv2dShape;
 use super::shifted::{Epilogue, PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch_parts;
+use crate::kernels::vector::{Vector, VectorKernel, deinterleave, interleave, with_vector};
 use crate::util::simd::{copy_row, dispatch};
 
 /// The phase-plane geometry of a convolution.
@@ -72,27 +73,41 @@ impl Wide {
     /// and column phase: input columns `b0, b0 + sw, ...` of row `h` land contiguously at the
     /// returned offset of the channel's phase planes.
     fn for_each_row_phase(&self, s: &Conv2dShape, mut f: impl FnMut(usize, usize, usize)) {
-        let p = s.spec.padding;
-        let [sh, sw] = s.spec.stride;
+        let sw = s.spec.stride[1];
         for h in 0..s.in_height {
-            let padded_row = p.top + h;
-            for b in 0..sw {
-                // the first input column whose padded column is ≡ b (mod sw)
-                let first = (b + sw - p.left % sw) % sw;
-                if first >= s.in_width {
-                    continue;
-                }
-                let phase = (padded_row % sh) * sw + b;
-                let offset =
-                    phase * self.plane_len + (padded_row / sh) * self.width + (p.left + first) / sw;
-                f(h * s.in_width + first, offset, sw);
+            for first in 0..sw.min(s.in_width) {
+                f(
+                    h * s.in_width + first,
+                    self.row_phase_offset(s, h, first),
+                    sw,
+                );
             }
         }
+    }
+
+    /// Where input column `first` (`< sw`) of input row `h` lands in a channel's phase planes;
+    /// columns `first + sw, first + 2·sw, ...` follow it contiguously.
+    fn row_phase_offset(&self, s: &Conv2dShape, h: usize, first: usize) -> usize {
+        let p = s.spec.padding;
+        let [sh, sw] = s.spec.stride;
+        let padded_row = p.top + h;
+        let phase = (padded_row % sh) * sw + (p.left + first) % sw;
+        phase * self.plane_len + (padded_row / sh) * self.width + (p.left + first) / sw
     }
 
     /// Copies `plane` `[H, W]` into the phase planes `padded`, zero elsewhere.
     pub fn pad(&self, s: &Conv2dShape, plane: &[f32], padded: &mut [f32]) {
         padded[..self.padded_len].fill(0.0);
+        if s.spec.stride[1] == 2 && s.in_width >= 2 {
+            // Each row splits into its even and odd columns, a vector pair at a time (the
+            // scalar gather took an eighth of a stride-2 forward).
+            return with_vector(SplitColumns {
+                wide: self,
+                s,
+                plane,
+                padded,
+            });
+        }
         let w = s.in_width;
         self.for_each_row_phase(s, |start, offset, step| {
             let row = &plane[start..start - start % w + w];
@@ -108,6 +123,14 @@ impl Wide {
 
     /// Copies the input positions of phase planes back to `plane` `[H, W]`.
     pub fn unpad(&self, s: &Conv2dShape, padded: &[f32], plane: &mut [f32]) {
+        if s.spec.stride[1] == 2 && s.in_width >= 2 {
+            return with_vector(MergeColumns {
+                wide: self,
+                s,
+                padded,
+                plane,
+            });
+        }
         let w = s.in_width;
         self.for_each_row_phase(s, |start, offset, step| {
             let row = &mut plane[start..start - start % w + w];
@@ -220,6 +243,69 @@ fn with_workspace(s: &Conv2dShape, f: impl FnOnce(&Wide, usize, Workspace<'_>)) 
         [planes_len, s.group_patch() * tile, s.group_out() * tile],
         |[planes, cols, grid]| f(&wide, rows, Workspace { planes, cols, grid }),
     );
+}
+
+/// [`Wide::pad`]'s copy at column stride 2: each input row's even columns to one phase plane,
+/// its odd ones to the other.
+struct SplitColumns<'a> {
+    wide: &'a Wide,
+    s: &'a Conv2dShape,
+    plane: &'a [f32],
+    padded: &'a mut [f32],
+}
+
+impl VectorKernel for SplitColumns<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let w = self.s.in_width;
+        let pairs = w / 2;
+        for (h, row) in self.plane.chunks_exact(w).enumerate() {
+            let even_at = self.wide.row_phase_offset(self.s, h, 0);
+            let odd_at = self.wide.row_phase_offset(self.s, h, 1);
+            // The two runs lie in different phase planes (or rows of one), apart.
+            let (even, odd) = if even_at < odd_at {
+                let (low, high) = self.padded.split_at_mut(odd_at);
+                (&mut low[even_at..], &mut high[..pairs])
+            } else {
+                let (low, high) = self.padded.split_at_mut(even_at);
+                (&mut high[..], &mut low[odd_at..odd_at + pairs])
+            };
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+            unsafe { deinterleave::<V>(&row[..2 * pairs], even, odd) };
+            if w % 2 == 1 {
+                even[pairs] = row[w - 1];
+            }
+        }
+    }
+}
+
+/// [`Wide::unpad`]'s copy at column stride 2, the inverse of [`SplitColumns`].
+struct MergeColumns<'a> {
+    wide: &'a Wide,
+    s: &'a Conv2dShape,
+    padded: &'a [f32],
+    plane: &'a mut [f32],
+}
+
+impl VectorKernel for MergeColumns<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let w = self.s.in_width;
+        let pairs = w / 2;
+        for (h, row) in self.plane.chunks_exact_mut(w).enumerate() {
+            let even = &self.padded[self.wide.row_phase_offset(self.s, h, 0)..];
+            let odd = &self.padded[self.wide.row_phase_offset(self.s, h, 1)..];
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+            unsafe { interleave::<V>(even, odd, &mut row[..2 * pairs]) };
+            if w % 2 == 1 {
+                row[w - 1] = even[pairs];
+            }
+        }
+    }
 }
 
 /// The output-row tiles: `(first_row, rows)`.

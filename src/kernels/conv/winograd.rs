@@ -37,7 +37,7 @@ use super::shape::{Conv2dShape, ConvActivation};
 use super::shifted::{self, BLOCK_ROWS, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, store, with_vector};
 
 /// Points of the transformed domain per tile (4x4).
 pub(super) const POINTS: usize = 16;
@@ -293,40 +293,6 @@ pub(super) fn convolve_images(
     })
 }
 
-/// `n` floats from `p` (`n <= LANES`; the others zero and not read).
-///
-/// # Safety
-///
-/// As [`Vector::load_masked`].
-#[inline(always)]
-unsafe fn load<V: Vector>(p: *const f32, n: usize) -> V {
-    // SAFETY: the caller's contract; a whole vector when all lanes are asked for.
-    unsafe {
-        if n >= V::LANES {
-            V::load(p)
-        } else {
-            V::load_masked(p, V::zero().first_lanes(n))
-        }
-    }
-}
-
-/// Writes the first `n` lanes of `v` to `p`.
-///
-/// # Safety
-///
-/// As [`Vector::store_masked`].
-#[inline(always)]
-unsafe fn store<V: Vector>(v: V, p: *mut f32, n: usize) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if n >= V::LANES {
-            v.store(p)
-        } else {
-            v.store_masked(p, v.first_lanes(n))
-        }
-    }
-}
-
 /// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
 /// `v[(ξ·depth + c)·row_stride + t]` (`row_stride >= tiles`). Returns whether every input it
 /// read was finite.
@@ -574,35 +540,6 @@ impl VectorKernel for OutputTransform<'_> {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Splits the `2·m` floats of `row` into its even and odd ones, the first `m` floats of `even`
-/// and `odd`.
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instruction set.
-#[inline(always)]
-unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    let m = row.len() / 2;
-    assert!(row.len() == 2 * m && even.len() >= m && odd.len() >= m);
-    for at in (0..2 * m).step_by(2 * V::LANES) {
-        let n = 2 * m - at;
-        let pairs = (n / 2).min(V::LANES);
-        // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
-        // `at + LANES`; `pairs` of `even` and `odd` from `at / 2`, all within the slices.
-        unsafe {
-            let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
-            let hi = if n > V::LANES {
-                load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
-            } else {
-                V::zero()
-            };
-            let (e, o) = lo.deinterleave(hi);
-            store(e, even.as_mut_ptr().add(at / 2), pairs);
-            store(o, odd.as_mut_ptr().add(at / 2), pairs);
         }
     }
 }
