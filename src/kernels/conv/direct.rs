@@ -22,6 +22,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::epilogue::Epilogue;
 use super::parallel::{sum_over_image_chunks, valid_columns};
 use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::with_scratch_parts;
@@ -157,38 +158,6 @@ fn three_by_three(shifts: &[usize], width: usize) -> Option<usize> {
     (shifts.len() == 9 && shifts.iter().copied().eq(expected)).then_some(dw)
 }
 
-/// What happens to each output as it is stored: the bias added, then the activation.
-#[derive(Clone, Copy)]
-struct Epilogue {
-    bias: Option<f32>,
-    activation: ConvActivation,
-}
-
-impl Epilogue {
-    const NONE: Epilogue = Epilogue {
-        bias: None,
-        activation: ConvActivation::Identity,
-    };
-
-    /// The epilogue of one vector.
-    ///
-    /// # Safety
-    ///
-    /// The CPU supports `V`'s instruction set.
-    #[inline(always)]
-    unsafe fn apply<V: Vector>(self, y: V) -> V {
-        // SAFETY: the caller's contract.
-        let y = match self.bias {
-            Some(b) => y.add(unsafe { V::splat(b) }),
-            None => y,
-        };
-        match self.activation {
-            ConvActivation::Identity => y,
-            ConvActivation::Relu => y.relu(),
-        }
-    }
-}
-
 /// `out` `[rows, cols]` = the correlation of the bordered `src` (row stride `grid.width`) with
 /// `weights` at `shifts`, through `epilogue`.
 struct CorrelatePlane<'a> {
@@ -197,7 +166,7 @@ struct CorrelatePlane<'a> {
     dims: (usize, usize),
     shifts: &'a [usize],
     weights: &'a [f32],
-    epilogue: Epilogue,
+    epilogue: Epilogue<'a>,
     out: &'a mut [f32],
 }
 
@@ -346,11 +315,11 @@ impl CorrelatePlane<'_> {
                 let dst = out.add((oh + r) * cols + ow);
                 if span == C * V::LANES {
                     for (c, &v) in row.iter().enumerate() {
-                        self.epilogue.apply(v).store(dst.add(c * V::LANES));
+                        self.epilogue.apply(0, v).store(dst.add(c * V::LANES));
                     }
                 } else {
                     let mut spill = [0.0f32; 16];
-                    self.epilogue.apply(row[0]).store(spill.as_mut_ptr());
+                    self.epilogue.apply(0, row[0]).store(spill.as_mut_ptr());
                     std::ptr::copy_nonoverlapping(spill.as_ptr(), dst, span);
                 }
             }
@@ -588,10 +557,7 @@ pub(super) fn forward_image(
     s: &Conv2dShape,
     out: &mut [f32],
 ) {
-    let epilogue = |o: usize| Epilogue {
-        bias: bias.map(|b| b[o]),
-        activation,
-    };
+    let epilogue = |o: usize| Epilogue { bias, activation }.rows(o, 1);
     if !is_stride_one(s) {
         strided_forward_image(x, weight, s, out);
         return super::add_bias_and_activate(out, bias, activation, s);
@@ -662,7 +628,7 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
                 dims: in_dims,
                 shifts: &shifts,
                 weights: w,
-                epilogue: Epilogue::NONE,
+                epilogue: Epilogue::default(),
                 out: gx_plane,
             });
         }

@@ -33,6 +33,7 @@
 //! owns its image's output, so writes are disjoint by construction), otherwise inside the GEMM.
 
 mod direct;
+mod epilogue;
 mod parallel;
 mod pointwise;
 mod shape;
@@ -49,6 +50,7 @@ use crate::kernels::fill::filled_by_chunks;
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_any_plane};
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
+use epilogue::Epilogue;
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks, valid_columns};
 pub use shape::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
@@ -238,10 +240,7 @@ fn forward_images<'a>(
             }
             (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, out),
             (ConvPath::Wide { .. }, Some(packed)) => {
-                let epilogue = shifted::Epilogue {
-                    bias,
-                    relu: activation == ConvActivation::Relu,
-                };
+                let epilogue = Epilogue { bias, activation };
                 return wide::forward_image_shifted(x, packed, &s, epilogue, out);
             }
             (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),

@@ -11,6 +11,7 @@
 //! keeps a tile of dot products in registers: 4 x 6 with AVX-512's 32 registers, 2 x 4 with
 //! AVX2's 16.
 
+use super::epilogue::Epilogue;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level};
 
@@ -73,26 +74,6 @@ impl PackedRows {
     /// The number of blocks of [`BLOCK_ROWS`] rows.
     pub fn blocks(&self) -> usize {
         self.rows.div_ceil(BLOCK_ROWS)
-    }
-}
-
-/// What the register tiles do around their sums before they store them: start from a bias
-/// per output row, end with ReLU. The forward's bias and activation, applied while the outputs
-/// are in registers instead of in a second pass over them.
-#[derive(Clone, Copy, Default)]
-pub(super) struct Epilogue<'a> {
-    /// One value per output row, or zeros.
-    pub bias: Option<&'a [f32]>,
-    pub relu: bool,
-}
-
-impl<'a> Epilogue<'a> {
-    /// The part of this epilogue for output rows `first..first + rows`.
-    fn rows(self, first: usize, rows: usize) -> Epilogue<'a> {
-        Epilogue {
-            bias: self.bias.map(|bias| &bias[first..first + rows]),
-            ..self
-        }
     }
 }
 
@@ -410,11 +391,7 @@ impl BlockProduct<'_> {
             for (i, acc) in acc.iter().enumerate() {
                 let row = out.add(i * self.out_stride);
                 for v in 0..VECS {
-                    let y = if self.epilogue.relu {
-                        acc[v].relu()
-                    } else {
-                        acc[v]
-                    };
+                    let y = self.epilogue.activate(acc[v]);
                     if FULL {
                         y.store(row.add(v * V::LANES));
                     } else {
@@ -669,7 +646,7 @@ mod tests {
             Epilogue::default(),
             Epilogue {
                 bias: Some(&bias),
-                relu: true,
+                activation: crate::kernels::conv::ConvActivation::Relu,
             },
         ] {
             let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];

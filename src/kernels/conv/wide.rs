@@ -12,8 +12,9 @@
 //!
 //! At stride 1 there is a single phase: the padded plane itself.
 
+use super::epilogue::Epilogue;
 use super::shape::Conv2dShape;
-use super::shifted::{Epilogue, PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
+use super::shifted::{PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, deinterleave, interleave, with_vector};
