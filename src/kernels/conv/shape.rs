@@ -287,9 +287,9 @@ impl Conv2dShape {
         if self.is_pointwise() {
             return ConvPath::Pointwise;
         }
-        // The shifted kernel fills a register tile of `BLOCK_ROWS` rows: output channels
+        // The shifted kernel fills a register tile of `block_rows` rows: output channels
         // forward and for the filter gradient, input channels backward.
-        let tile = |rows: usize| rows >= shifted::BLOCK_ROWS && shifted::available();
+        let tile = |rows: usize| rows >= shifted::block_rows() && shifted::available();
         // Winograd computes an image on one thread: with fewer images than threads (a single
         // image's inference) the shifted kernel, which splits an image over threads, is faster
         // on a machine with more than a few cores.
@@ -310,7 +310,7 @@ impl Conv2dShape {
                 backward_data: tile(self.group_in())
                     && self.spec.stride == [1, 1]
                     && shifted::wide_tiles(),
-                backward_filter: self.group_out() >= shifted::BLOCK_ROWS
+                backward_filter: self.group_out() >= shifted::block_rows()
                     && shifted::reduce_available()
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },

@@ -4,9 +4,9 @@
 //! On the wide grid (see [`super::wide`]) every row `(c, tap)` of the im2col matrix is the
 //! padded plane of channel `c` read from a constant offset. Instead of copying those rows into a
 //! column matrix and handing it to a general GEMM, this kernel reads them in place: its register
-//! tile holds [`BLOCK_ROWS`] output rows by two vectors of columns (32 with AVX-512; one vector,
-//! 8 columns, with AVX2), loads the vectors of each shifted row once and multiplies them by a
-//! broadcast weight per output row. No column matrix, no packing of the right-hand side; the
+//! tile holds [`block_rows`] output rows by two vectors of columns (8 x 32 with AVX-512, 6 x 16
+//! with AVX2), loads the vectors of each shifted row once and multiplies them by a broadcast
+//! weight per output row. No column matrix, no packing of the right-hand side; the
 //! weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
 //! keeps a tile of dot products in registers: 4 x 6 with AVX-512's 32 registers, 2 x 4 with
 //! AVX2's 16.
@@ -15,8 +15,16 @@ use super::epilogue::Epilogue;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level};
 
-/// Output rows per register tile (8 rows x 2 vectors = 16 accumulators).
-pub(super) const BLOCK_ROWS: usize = 8;
+/// Output rows per register tile and per block of [`PackedRows`], by two vectors of columns:
+/// 8 with AVX-512 (16 accumulators of 32 registers), 6 with AVX2 (12 of 16, leaving the two
+/// loaded vectors and the broadcast weight their own; 8 rows by one vector, as before, spent 9
+/// loads on 8 multiply-adds and kept only 8 sums in flight).
+pub(super) fn block_rows() -> usize {
+    match level() {
+        Level::Avx512 => 8,
+        _ => 6,
+    }
+}
 
 /// Whether this CPU runs [`shifted_gemm`] (AVX-512 or AVX2).
 pub(super) fn available() -> bool {
@@ -29,51 +37,74 @@ pub(super) fn reduce_available() -> bool {
 }
 
 /// Whether this CPU has the 32-column tiles of [`shifted_gemm`] (AVX-512), with which the
-/// backward-data gather beats im2col (with AVX2's 8 columns it measured no faster).
+/// backward-data gather beats im2col (with AVX2's 8-column tiles it measured no faster).
 pub(super) fn wide_tiles() -> bool {
     level() == Level::Avx512
 }
 
-/// The columns of one register tile of [`shifted_gemm`] on this CPU (two vectors with
-/// AVX-512, one with AVX2): a row of `n` columns costs `n` rounded up to a multiple of it.
+/// The columns of one register tile of [`shifted_gemm`] on this CPU (two vectors): a row of
+/// `n` columns costs `n` rounded up to a multiple of it.
 pub(super) fn tile_columns() -> usize {
     match level() {
         Level::Avx512 => 32,
-        Level::Avx2 => 8,
+        Level::Avx2 => 16,
         Level::Baseline => 1,
     }
 }
 
-/// A `[rows, depth]` matrix repacked for the kernel: blocks of [`BLOCK_ROWS`] rows, each stored
-/// column by column (`BLOCK_ROWS` consecutive values per `k`), the last block padded with zero
+/// A `[rows, depth]` matrix repacked for the kernel: blocks of [`block_rows`] rows, each stored
+/// column by column (`block_rows` consecutive values per `k`), the last block padded with zero
 /// rows.
 pub(super) struct PackedRows {
     data: Vec<f32>,
     rows: usize,
     depth: usize,
+    block_rows: usize,
 }
 
 impl PackedRows {
-    /// Packs the matrix whose element `(i, k)` is `value(i, k)`.
+    /// Packs the matrix whose element `(i, k)` is `value(i, k)`, in blocks for this CPU.
     pub fn new(rows: usize, depth: usize, value: impl Fn(usize, usize) -> f32) -> PackedRows {
-        let blocks = rows.div_ceil(BLOCK_ROWS);
-        let mut data = vec![0.0; blocks * depth * BLOCK_ROWS];
-        for (b, block) in data.chunks_exact_mut(depth * BLOCK_ROWS).enumerate() {
-            for (k, column) in block.chunks_exact_mut(BLOCK_ROWS).enumerate() {
+        let block_rows = block_rows();
+        let blocks = rows.div_ceil(block_rows);
+        let mut data = vec![0.0; blocks * depth * block_rows];
+        for (b, block) in data.chunks_exact_mut(depth * block_rows).enumerate() {
+            for (k, column) in block.chunks_exact_mut(block_rows).enumerate() {
                 for (i, v) in column.iter_mut().enumerate() {
-                    let row = b * BLOCK_ROWS + i;
+                    let row = b * block_rows + i;
                     if row < rows {
                         *v = value(row, k);
                     }
                 }
             }
         }
-        PackedRows { data, rows, depth }
+        PackedRows {
+            data,
+            rows,
+            depth,
+            block_rows,
+        }
     }
 
-    /// The number of blocks of [`BLOCK_ROWS`] rows.
+    /// The rows of one block (see [`block_rows`]).
+    pub fn block_rows(&self) -> usize {
+        self.block_rows
+    }
+
+    /// The number of blocks.
     pub fn blocks(&self) -> usize {
-        self.rows.div_ceil(BLOCK_ROWS)
+        self.rows.div_ceil(self.block_rows)
+    }
+
+    /// The rows of block `b` that hold rows of the matrix.
+    fn rows_of_block(&self, b: usize) -> usize {
+        (self.rows - b * self.block_rows).min(self.block_rows)
+    }
+
+    /// The packed weights of block `b`.
+    fn block(&self, b: usize) -> &[f32] {
+        let len = self.depth * self.block_rows;
+        &self.data[b * len..][..len]
     }
 }
 
@@ -110,30 +141,29 @@ pub(super) fn shifted_gemm(
     if a.rows == 0 || n == 0 {
         return;
     }
-    let rows_of_block = |b: usize| (a.rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
     // Large grids go a chunk of columns at a time through every block of rows, so the part of
     // the padded planes a chunk reads stays in cache while all the blocks use it.
     let parallel = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
     for first in (0..n).step_by(COLUMN_CHUNK) {
         let columns = (n - first).min(COLUMN_CHUNK);
         let src = &src[first..];
-        let blocks: Vec<_> = a
-            .data
-            .chunks_exact(a.depth * BLOCK_ROWS)
-            .zip(out.chunks_mut(BLOCK_ROWS * out_stride))
+        let blocks: Vec<_> = out
+            .chunks_mut(a.block_rows * out_stride)
+            .take(a.blocks())
             .enumerate()
             .collect();
-        let run = |(b, (block, out_block)): (usize, (&[f32], &mut [f32]))| {
-            let rows = rows_of_block(b);
+        let run = |(b, out_block): (usize, &mut [f32])| {
+            let rows = a.rows_of_block(b);
             block_product(
-                block,
+                a.block(b),
+                a.block_rows,
                 rows,
                 offsets,
                 src,
                 columns,
                 &mut out_block[first..],
                 out_stride,
-                epilogue.rows(b * BLOCK_ROWS, rows),
+                epilogue.rows(b * a.block_rows, rows),
             )
         };
         // Inside a rayon task (one image per thread) the blocks run in turn; called alone (a
@@ -149,8 +179,8 @@ pub(super) fn shifted_gemm(
 }
 
 /// A batch of products that share their offsets, for the rows of block `b` only (rows
-/// `b·BLOCK_ROWS..`, written from the start of each output), on the calling thread:
-/// `out[p·out_step + i·out_stride + q] = Σ_k a[p][b·BLOCK_ROWS + i, k] · src[p·src_step +
+/// `b·block_rows..`, written from the start of each output), on the calling thread:
+/// `out[p·out_step + i·out_stride + q] = Σ_k a[p][b·block_rows + i, k] · src[p·src_step +
 /// offsets[k] + q]` for every matrix `a[p]`. For callers that go through their matrices block
 /// by block and use each block's results while they are in cache.
 ///
@@ -174,11 +204,12 @@ pub(super) fn shifted_gemm_block_batch(
     };
     let (rows, depth) = (first.rows, first.depth);
     assert!(
-        a.iter().all(|m| m.rows == rows && m.depth == depth),
+        a.iter()
+            .all(|m| m.rows == rows && m.depth == depth && m.block_rows == first.block_rows),
         "shifted_gemm_block_batch: matrices of different sizes"
     );
     assert!(b < first.blocks(), "shifted_gemm_block_batch: no block {b}");
-    let block_rows = (rows - b * BLOCK_ROWS).min(BLOCK_ROWS);
+    let block_rows = first.rows_of_block(b);
     let last = a.len() - 1;
     assert!(
         last == 0 || out_step >= (block_rows - 1) * out_stride + n,
@@ -199,9 +230,9 @@ pub(super) fn shifted_gemm_block_batch(
         return;
     }
     for (p, matrix) in a.iter().enumerate() {
-        let block = &matrix.data[b * depth * BLOCK_ROWS..][..depth * BLOCK_ROWS];
         block_product(
-            block,
+            matrix.block(b),
+            matrix.block_rows,
             block_rows,
             offsets,
             &src[p * src_step..],
@@ -253,13 +284,14 @@ fn check_bounds(
 /// Output columns per pass through every block of rows in [`shifted_gemm`].
 const COLUMN_CHUNK: usize = 1024;
 
-/// One block of up to [`BLOCK_ROWS`] output rows over all `n` columns, tile by tile. The
-/// caller checked that every read `src[offsets[k] + p]` (`p < n`) and every write
-/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds, and the epilogue's bias (if any)
-/// has `rows` values.
+/// One block of `rows` output rows (at most `stride`, the rows the block was packed with) over
+/// all `n` columns, tile by tile. The caller checked that every read `src[offsets[k] + p]`
+/// (`p < n`) and every write `out_block[i·out_stride + p]` (`i < rows`) is in bounds, and the
+/// epilogue's bias (if any) has `rows` values.
 #[allow(clippy::too_many_arguments)]
 fn block_product(
     block: &[f32],
+    stride: usize,
     rows: usize,
     offsets: &[usize],
     src: &[f32],
@@ -270,8 +302,10 @@ fn block_product(
 ) {
     debug_assert!((rows - 1) * out_stride + n <= out_block.len());
     debug_assert!(epilogue.bias.is_none_or(|bias| bias.len() == rows));
+    debug_assert!(rows <= stride && block.len() == offsets.len() * stride);
     with_vector(BlockProduct {
         block,
+        stride,
         rows,
         offsets,
         src,
@@ -282,11 +316,11 @@ fn block_product(
     });
 }
 
-/// The tiles of [`block_product`], for any vector type: `rows` rows by two vectors of columns
-/// (32 with AVX-512) or one (8 with AVX2, whose 16 registers hold no more than eight rows of
-/// accumulators beside the operands).
+/// The tiles of [`block_product`], for any vector type: `rows` rows by two vectors of columns,
+/// and one vector for a remainder that fits in one.
 struct BlockProduct<'a> {
     block: &'a [f32],
+    stride: usize,
     rows: usize,
     offsets: &'a [usize],
     src: &'a [f32],
@@ -301,18 +335,7 @@ impl VectorKernel for BlockProduct<'_> {
 
     #[inline(always)]
     fn run<V: Vector>(self) {
-        if V::LANES >= 16 {
-            self.tiles::<V, 2>()
-        } else {
-            self.tiles::<V, 1>()
-        }
-    }
-}
-
-impl BlockProduct<'_> {
-    #[inline(always)]
-    fn tiles<V: Vector, const VECS: usize>(self) {
-        let span = VECS * V::LANES;
+        let span = 2 * V::LANES;
         for first in (0..self.n).step_by(span) {
             let columns = (self.n - first).min(span);
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports; every
@@ -322,32 +345,36 @@ impl BlockProduct<'_> {
             unsafe {
                 let src = self.src.as_ptr().add(first);
                 let out = self.out_block.as_mut_ptr().add(first);
-                let masks: [V::Mask; VECS] = std::array::from_fn(|v| {
-                    V::zero().first_lanes(columns.saturating_sub(v * V::LANES))
-                });
+                let mask = |v: usize| V::zero().first_lanes(columns.saturating_sub(v * V::LANES));
                 macro_rules! rows {
-                    ($full:literal) => {
+                    ($vecs:literal, $full:literal, $masks:expr) => {
                         match self.rows {
-                            8 => self.tile::<V, 8, VECS, $full>(src, out, masks),
-                            7 => self.tile::<V, 7, VECS, $full>(src, out, masks),
-                            6 => self.tile::<V, 6, VECS, $full>(src, out, masks),
-                            5 => self.tile::<V, 5, VECS, $full>(src, out, masks),
-                            4 => self.tile::<V, 4, VECS, $full>(src, out, masks),
-                            3 => self.tile::<V, 3, VECS, $full>(src, out, masks),
-                            2 => self.tile::<V, 2, VECS, $full>(src, out, masks),
-                            _ => self.tile::<V, 1, VECS, $full>(src, out, masks),
+                            8 => self.tile::<V, 8, $vecs, $full>(src, out, $masks),
+                            7 => self.tile::<V, 7, $vecs, $full>(src, out, $masks),
+                            6 => self.tile::<V, 6, $vecs, $full>(src, out, $masks),
+                            5 => self.tile::<V, 5, $vecs, $full>(src, out, $masks),
+                            4 => self.tile::<V, 4, $vecs, $full>(src, out, $masks),
+                            3 => self.tile::<V, 3, $vecs, $full>(src, out, $masks),
+                            2 => self.tile::<V, 2, $vecs, $full>(src, out, $masks),
+                            _ => self.tile::<V, 1, $vecs, $full>(src, out, $masks),
                         }
                     };
                 }
                 if columns == span {
-                    rows!(true)
+                    rows!(2, true, [mask(0), mask(1)])
+                } else if columns > V::LANES {
+                    rows!(2, false, [mask(0), mask(1)])
+                } else if columns == V::LANES {
+                    rows!(1, true, [mask(0)])
                 } else {
-                    rows!(false)
+                    rows!(1, false, [mask(0)])
                 }
             }
         }
     }
+}
 
+impl BlockProduct<'_> {
     /// One register tile: `ROWS` output rows by `VECS` vectors of columns, all of them when
     /// `FULL`, else the lanes of `masks` (AVX2's masked stores are slow on some CPUs, so
     /// whole tiles use plain ones).
@@ -355,7 +382,7 @@ impl BlockProduct<'_> {
     /// # Safety
     ///
     /// The CPU supports `V`'s instruction set; `block` holds `offsets.len()` columns of
-    /// `BLOCK_ROWS` weights; every (enabled) lane `j` of `src + offsets[k] + j` and of
+    /// `stride` weights (`ROWS <= stride`); every (enabled) lane `j` of `src + offsets[k] + j` and of
     /// `out + i·out_stride + j` (`i < ROWS`) is in bounds.
     #[inline(always)]
     unsafe fn tile<V: Vector, const ROWS: usize, const VECS: usize, const FULL: bool>(
@@ -364,7 +391,10 @@ impl BlockProduct<'_> {
         out: *mut f32,
         masks: [V::Mask; VECS],
     ) {
-        // SAFETY: the caller's contract; masked-off lanes are neither read nor written.
+        debug_assert!(ROWS <= self.stride && self.block.len() == self.offsets.len() * self.stride);
+        // SAFETY: the caller's contract; masked-off lanes are neither read nor written; step
+        // `k`'s weights are `stride` floats from the block's start, of which the first `ROWS`
+        // are read.
         unsafe {
             let mut acc = [[V::zero(); VECS]; ROWS];
             if let Some(bias) = self.epilogue.bias {
@@ -372,7 +402,12 @@ impl BlockProduct<'_> {
                     *acc = [V::splat(b); VECS];
                 }
             }
-            for (weights, &offset) in self.block.chunks_exact(BLOCK_ROWS).zip(self.offsets) {
+            let mut weights = self.block.as_ptr();
+            for &offset in self.offsets {
+                // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as an
+                // array: a slice of runtime length would cost a bounds test per row.
+                let w_step = &*(weights as *const [f32; ROWS]);
+                weights = weights.add(self.stride);
                 let row = src.add(offset);
                 let x: [V; VECS] = std::array::from_fn(|v| {
                     if FULL {
@@ -381,7 +416,7 @@ impl BlockProduct<'_> {
                         V::load_masked(row.add(v * V::LANES), masks[v])
                     }
                 });
-                for (acc, &w) in acc.iter_mut().zip(weights) {
+                for (acc, &w) in acc.iter_mut().zip(w_step) {
                     let w = V::splat(w);
                     for v in 0..VECS {
                         acc[v] = w.mul_add(x[v], acc[v]);

@@ -34,7 +34,7 @@
 
 use super::shape::{Conv2dShape, ConvActivation};
 
-use super::shifted::{self, BLOCK_ROWS, PackedRows, shifted_gemm_block_batch};
+use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, store, with_vector};
@@ -226,7 +226,8 @@ pub(super) fn convolve_images(
     );
     assert_eq!(out.len(), images * image_out, "winograd: output");
     assert_eq!(filter.points.len(), POINTS, "winograd: filter");
-    assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(BLOCK_ROWS));
+    let block_rows = filter.points[0].block_rows();
+    assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(block_rows));
     let wp = g.width();
     let most_tiles = g.block_rows * g.grid_columns;
     let lens = [
@@ -234,7 +235,7 @@ pub(super) fn convolve_images(
         4 * 2 * most_tiles + SLACK,  // its four column combinations
         2 * (most_tiles + SLACK),    // their even and odd columns
         POINTS * g.depth * images * most_tiles + SLACK, // V
-        POINTS * BLOCK_ROWS * images * most_tiles + SLACK, // M of a block of output channels
+        POINTS * block_rows * images * most_tiles + SLACK, // M of a block of output channels
         2 * 2 * most_tiles + 2 * SLACK, // two output rows of each tile row
     ];
     with_scratch_parts(lens, |[padded, columns, halves, v, m, rows]| {
@@ -269,10 +270,10 @@ pub(super) fn convolve_images(
                     g.depth * row,
                     row,
                     m,
-                    BLOCK_ROWS * row,
+                    block_rows * row,
                     row,
                 );
-                let o_first = block * BLOCK_ROWS;
+                let o_first = block * block_rows;
                 for n in 0..images {
                     with_vector(OutputTransform {
                         m: &m[n * tiles..],
@@ -280,7 +281,8 @@ pub(super) fn convolve_images(
                         g,
                         first,
                         count,
-                        channels: o_first..(o_first + BLOCK_ROWS).min(g.rows),
+                        channels: o_first..(o_first + block_rows).min(g.rows),
+                        block_rows,
                         bias,
                         activation,
                         rows,
@@ -457,7 +459,7 @@ fn finish<V: Vector>(y: V, bias: V, relu: bool) -> V {
 }
 
 /// Step 4 for one block of output channels over tile rows `first..first + count`: from
-/// `m[(ξ·BLOCK_ROWS + i)·row_stride + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
+/// `m[(ξ·block_rows + i)·row_stride + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
 struct OutputTransform<'a> {
     m: &'a [f32],
     row_stride: usize,
@@ -465,6 +467,7 @@ struct OutputTransform<'a> {
     first: usize,
     count: usize,
     channels: std::ops::Range<usize>,
+    block_rows: usize,
     bias: Option<&'a [f32]>,
     activation: ConvActivation,
     rows: &'a mut [f32],
@@ -483,6 +486,7 @@ impl VectorKernel for OutputTransform<'_> {
             first,
             count,
             channels,
+            block_rows,
             bias,
             activation,
             rows,
@@ -491,7 +495,7 @@ impl VectorKernel for OutputTransform<'_> {
         let wp = g.width();
         let tiles = count * g.grid_columns;
         let out_plane = g.out_height * g.out_width;
-        assert!(row_stride >= tiles && m.len() >= (POINTS * BLOCK_ROWS - 1) * row_stride + tiles);
+        assert!(row_stride >= tiles && m.len() >= (POINTS * block_rows - 1) * row_stride + tiles);
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
         for (i, o) in channels.enumerate() {
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
@@ -504,7 +508,7 @@ impl VectorKernel for OutputTransform<'_> {
                 // `2n` of them from `2t`.
                 unsafe {
                     let m = m.as_ptr().add(i * row_stride + t);
-                    let stride = BLOCK_ROWS * row_stride;
+                    let stride = block_rows * row_stride;
                     let c0 = combine_column::<V>(m, stride, n);
                     let c1 = combine_column::<V>(m.add(stride), stride, n);
                     let c2 = combine_column::<V>(m.add(2 * stride), stride, n);
