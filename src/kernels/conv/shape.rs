@@ -310,7 +310,7 @@ impl Conv2dShape {
                 backward_data: tile(self.group_in())
                     && self.spec.stride == [1, 1]
                     && shifted::wide_tiles(),
-                backward_filter: self.group_out() >= shifted::block_rows()
+                backward_filter: self.group_out() >= shifted::REDUCE_MIN_ROWS
                     && shifted::reduce_available()
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
             },

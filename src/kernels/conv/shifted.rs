@@ -31,6 +31,12 @@ pub(super) fn available() -> bool {
     level() != Level::Baseline
 }
 
+/// Output channels per group from which the filter gradient reads its column matrix in place
+/// with [`shifted_gemm_reduce`] instead of im2col + GEMM: the threshold the path was measured
+/// with when it landed. Its own number, since the reduction's tiles (4 x 6 vectors on AVX-512,
+/// 2 x 4 on AVX2) do not follow [`block_rows`].
+pub(super) const REDUCE_MIN_ROWS: usize = 8;
+
 /// Whether this CPU runs [`shifted_gemm_reduce`] (AVX-512 or AVX2).
 pub(super) fn reduce_available() -> bool {
     level() != Level::Baseline
