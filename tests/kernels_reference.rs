@@ -659,6 +659,50 @@ fn max_pool2d_matches_naive_reference() {
     }
 }
 
+/// The vectorised 2x2 window at every row width around the vector lengths (whole vectors, a
+/// last vector overlapping the one before, rows shorter than a vector), over several planes
+/// at once, with NaN and infinities in some planes: PyTorch's values (NaN wins), and the same
+/// as the indexed path that training uses.
+#[test]
+fn max_pool_2x2_matches_naive_reference_at_every_width() {
+    let mut rng = StdRng::seed_from_u64(101);
+    for in_width in 2..=70 {
+        let shape = [2, 3, 2 + in_width % 3, in_width];
+        let s = Pool2dShape::new("max_pool2d", &shape, Pool2dSpec::square(2));
+        let mut x = random_vec(shape.iter().product(), &mut rng);
+        let plane = shape[2] * shape[3];
+        // Plane 1 holds a NaN, plane 4 an infinity (a window of ∞ and finite values is ∞).
+        x[plane + rng.random_range(0..plane)] = f32::NAN;
+        x[4 * plane + rng.random_range(0..plane)] = f32::INFINITY;
+        let out_len: usize = s.output_shape().iter().product();
+        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
+        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
+        let mut values_only = vec![0.0; out_len];
+        max_pool2d_forward(&x, &s, &mut values_only, None);
+        let (oh_n, ow_n) = (s.out_height, s.out_width);
+        for p in 0..shape[0] * shape[1] {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .map(|(i, j)| x[p * plane + (2 * oh + i) * in_width + 2 * ow + j]);
+                    let want = if window.iter().any(|v| v.is_nan()) {
+                        f32::NAN
+                    } else {
+                        window.into_iter().fold(f32::NEG_INFINITY, f32::max)
+                    };
+                    let o = (p * oh_n + oh) * ow_n + ow;
+                    for (path, got) in [("values only", values_only[o]), ("indexed", y[o])] {
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "width {in_width}, plane {p}, ({oh}, {ow}), {path}: {got} != {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn avg_pool2d_matches_naive_reference() {
     let mut rng = StdRng::seed_from_u64(100);

@@ -186,10 +186,52 @@ pub fn max_pool2d_forward(
                     max_pool_any_plane(plane_input(plane), &s, out, Some(idx))
                 });
         }
-        None => output
-            .par_chunks_mut(s.out_plane())
-            .enumerate()
-            .for_each(|(plane, out)| max_pool_any_plane(plane_input(plane), &s, out, None)),
+        None => {
+            // Several planes per task (small planes are cheap), enough tasks to balance.
+            let threads = rayon::current_num_threads();
+            let per_task = (PLANE_GROUP_FLOATS / s.out_plane())
+                .clamp(1, s.planes().div_ceil(4 * threads).max(1));
+            output
+                .par_chunks_mut(per_task * s.out_plane())
+                .enumerate()
+                .for_each(|(group, out)| {
+                    let first = group * per_task * s.in_plane();
+                    let planes = out.len() / s.out_plane();
+                    max_pool_planes(&input[first..][..planes * s.in_plane()], &s, out)
+                })
+        }
+    }
+}
+
+/// Output floats per task of [`max_pool2d_forward`] without indices.
+const PLANE_GROUP_FLOATS: usize = 4096;
+
+/// Max pooling without indices of consecutive planes: `x` holds whole input planes, `out` the
+/// same number of output planes. The common 2x2 window runs every plane inside one call
+/// compiled for the CPU's vectors (a call per plane cost as much as the pooling of MNIST's
+/// small planes).
+pub(crate) fn max_pool_planes(x: &[f32], s: &Pool2dShape, out: &mut [f32]) {
+    if s.out_plane() == 0 {
+        return;
+    }
+    let planes = out.len() / s.out_plane();
+    assert!(
+        out.len() == planes * s.out_plane() && x.len() == planes * s.in_plane(),
+        "max_pool_planes: {} inputs and {} outputs are not whole planes of {} and {}",
+        x.len(),
+        out.len(),
+        s.in_plane(),
+        s.out_plane()
+    );
+    if s.spec == Pool2dSpec::square(2) {
+        with_vector(Max2x2Planes { x, shape: s, out });
+    } else {
+        for (x, out) in x
+            .chunks_exact(s.in_plane())
+            .zip(out.chunks_exact_mut(s.out_plane()))
+        {
+            max_pool_plane(x, s, out, None);
+        }
     }
 }
 
@@ -270,31 +312,7 @@ fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&
                 }
             },
         ),
-        None => dispatch(
-            #[inline(always)]
-            || {
-                let vectorised = Max2x2Plane {
-                    x,
-                    width: w,
-                    out_width: s.out_width,
-                    out: &mut *out,
-                };
-                if with_vector(vectorised) {
-                    return;
-                }
-                for (oh, out_row) in out.chunks_exact_mut(s.out_width).enumerate() {
-                    let (top, bottom) = row_pair(oh);
-                    max_2x2_row::<false>(
-                        top,
-                        bottom,
-                        out_row,
-                        &mut [],
-                        (2 * oh * w) as u32,
-                        w as u32,
-                    );
-                }
-            },
-        ),
+        None => max_pool_planes(x, s, out),
     }
 }
 
@@ -307,64 +325,88 @@ fn beats(candidate: f32, best: f32) -> bool {
     candidate > best || candidate.is_nan()
 }
 
-/// The 2x2 maxima of a whole plane (`out` `[OH, out_width]` from rows of `width`), a vector
-/// of outputs at a time: each pair of input rows split into even and odd columns
-/// ([`Vector::deinterleave`]). MNIST's rows of 14 and 7 outputs are too short for the compiler's
-/// vectorised loop. Returns `false` if a window held a NaN (or `∞ − ∞` summed): `max` does not
-/// propagate NaN as pooling must, so the caller then redoes the plane by the exact rule.
-struct Max2x2Plane<'a> {
+/// The 2x2 maxima of whole planes (`out` planes of `[OH, OW]` from planes of `[H, W]`), a
+/// vector of outputs at a time: the larger of each two input rows, then of each pair of
+/// columns ([`Vector::deinterleave`]). A row of at least a vector of outputs ends with a whole
+/// vector overlapping the one before it (no masked access); shorter rows (MNIST's 7) are read
+/// masked. `max` does not propagate NaN as pooling must, so a plane whose windows summed to
+/// NaN (a NaN input, or `∞ − ∞`) is redone by the exact rule.
+struct Max2x2Planes<'a> {
     x: &'a [f32],
-    width: usize,
-    out_width: usize,
+    shape: &'a Pool2dShape,
     out: &'a mut [f32],
 }
 
-impl VectorKernel for Max2x2Plane<'_> {
-    type Output = bool;
+impl VectorKernel for Max2x2Planes<'_> {
+    type Output = ();
 
     #[inline(always)]
-    fn run<V: Vector>(self) -> bool {
-        let Max2x2Plane {
-            x,
-            width,
-            out_width,
-            out,
-        } = self;
-        let lanes = V::LANES;
-        assert!(2 * out_width <= width && x.len() >= 2 * (out.len() / out_width.max(1)) * width);
+    fn run<V: Vector>(self) {
+        let Max2x2Planes { x, shape: s, out } = self;
+        let (lanes, width, out_width) = (V::LANES, s.in_width, s.out_width);
+        // The caller checked whole planes; a 2x2 window without padding fits in the input.
+        assert!(2 * out_width <= width && 2 * s.out_height <= s.in_height);
         // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
         let zero = unsafe { V::zero() };
-        let mut check = zero;
-        for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
-            let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
-            for j in (0..out_width).step_by(lanes) {
-                let n = lanes.min(out_width - j);
-                let (low, high) = ((2 * n).min(lanes), (2 * n).saturating_sub(lanes));
-                // SAFETY: the `2n` inputs from column `2j` lie within each row (`2·(j + n) <=
-                // 2·out_width <= width`, asserted), the `n` outputs from `j` within `row`.
-                unsafe {
-                    // (A macro, not a closure: a closure would not inherit the instruction set.)
-                    macro_rules! pair {
-                        ($row:expr) => {{
-                            let p = $row.as_ptr().add(2 * j);
-                            let first = V::load_masked(p, zero.first_lanes(low));
-                            let second = if high > 0 {
-                                V::load_masked(p.add(lanes), zero.first_lanes(high))
-                            } else {
-                                zero
-                            };
-                            first.deinterleave(second)
-                        }};
+        for (x, out) in x
+            .chunks_exact(s.in_plane())
+            .zip(out.chunks_exact_mut(s.out_plane()))
+        {
+            let mut check = zero;
+            for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
+                let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
+                // SAFETY (the macro's uses): `n` outputs from `j` lie in `row`; their `2n`
+                // inputs from column `2j` in each input row (`2·(j + n) <= 2·out_width <=
+                // width`, asserted), of which `low` and `high` are read.
+                // (Macros, not closures: a closure would not inherit the instruction set.)
+                macro_rules! outputs {
+                    ($j:expr, $n:expr, $load:ident $(, $masks:expr)?) => {{
+                        let (j, n) = ($j, $n);
+                        let (t, b) = (top.as_ptr().add(2 * j), bottom.as_ptr().add(2 * j));
+                        let [t0, t1, b0, b1] = outputs!(@read $load, t, b $(, $masks)?);
+                        check = t0.add(t1).add(b0).add(b1).mul_add(zero, check);
+                        let (even, odd) = t0.max(b0).deinterleave(t1.max(b1));
+                        even.max(odd).store_first(row.as_mut_ptr().add(j), n);
+                    }};
+                    (@read load, $t:expr, $b:expr) => {
+                        [
+                            V::load($t),
+                            V::load($t.add(lanes)),
+                            V::load($b),
+                            V::load($b.add(lanes)),
+                        ]
+                    };
+                    (@read load_masked, $t:expr, $b:expr, $masks:expr) => {{
+                        let (low, high) = $masks;
+                        [
+                            V::load_masked($t, low),
+                            V::load_masked($t.add(lanes), high),
+                            V::load_masked($b, low),
+                            V::load_masked($b.add(lanes), high),
+                        ]
+                    }};
+                }
+                if out_width >= lanes {
+                    let last = out_width - lanes;
+                    for j in (0..last).step_by(lanes).chain([last]) {
+                        // SAFETY: see the macro; whole vectors, `j + lanes <= out_width`.
+                        unsafe { outputs!(j, lanes, load) }
                     }
-                    let ((a, b), (c, d)) = (pair!(top), pair!(bottom));
-                    check = a.add(b).add(c).add(d).mul_add(zero, check);
-                    a.max(b)
-                        .max(c.max(d))
-                        .store_masked(row.as_mut_ptr().add(j), zero.first_lanes(n));
+                } else {
+                    let n = out_width;
+                    let (low, high) = ((2 * n).min(lanes), (2 * n).saturating_sub(lanes));
+                    let masks = (zero.first_lanes(low), zero.first_lanes(high));
+                    // SAFETY: see the macro; the masks cover the `2n` inputs.
+                    unsafe { outputs!(0, n, load_masked, masks) }
+                }
+            }
+            if check.sum().is_nan() {
+                for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
+                    let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
+                    max_2x2_row::<false>(top, bottom, row, &mut [], 0, width as u32);
                 }
             }
         }
-        !check.sum().is_nan()
     }
 }
 

@@ -47,7 +47,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::kernels::fill::filled_by_chunks;
-use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_any_plane};
+use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_planes};
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
 use epilogue::Epilogue;
@@ -194,12 +194,7 @@ pub fn conv2d_relu_max_pool2d_to_vec(
         |call, out| {
             with_scratch(per_call * image_out, |conv| {
                 images(call * per_call, conv);
-                for (plane, out) in conv
-                    .chunks_exact(s.out_plane())
-                    .zip(out.chunks_exact_mut(pooled.out_plane()))
-                {
-                    max_pool_any_plane(plane, &pooled, out, None);
-                }
+                max_pool_planes(conv, &pooled, out);
             })
         },
     )

@@ -351,29 +351,29 @@ impl VectorKernel for BlockProduct<'_> {
             unsafe {
                 let src = self.src.as_ptr().add(first);
                 let out = self.out_block.as_mut_ptr().add(first);
-                let mask = |v: usize| V::zero().first_lanes(columns.saturating_sub(v * V::LANES));
+                let count = |v: usize| columns.saturating_sub(v * V::LANES).min(V::LANES);
                 macro_rules! rows {
-                    ($vecs:literal, $full:literal, $masks:expr) => {
+                    ($vecs:literal, $full:literal, $counts:expr) => {
                         match self.rows {
-                            8 => self.tile::<V, 8, $vecs, $full>(src, out, $masks),
-                            7 => self.tile::<V, 7, $vecs, $full>(src, out, $masks),
-                            6 => self.tile::<V, 6, $vecs, $full>(src, out, $masks),
-                            5 => self.tile::<V, 5, $vecs, $full>(src, out, $masks),
-                            4 => self.tile::<V, 4, $vecs, $full>(src, out, $masks),
-                            3 => self.tile::<V, 3, $vecs, $full>(src, out, $masks),
-                            2 => self.tile::<V, 2, $vecs, $full>(src, out, $masks),
-                            _ => self.tile::<V, 1, $vecs, $full>(src, out, $masks),
+                            8 => self.tile::<V, 8, $vecs, $full>(src, out, $counts),
+                            7 => self.tile::<V, 7, $vecs, $full>(src, out, $counts),
+                            6 => self.tile::<V, 6, $vecs, $full>(src, out, $counts),
+                            5 => self.tile::<V, 5, $vecs, $full>(src, out, $counts),
+                            4 => self.tile::<V, 4, $vecs, $full>(src, out, $counts),
+                            3 => self.tile::<V, 3, $vecs, $full>(src, out, $counts),
+                            2 => self.tile::<V, 2, $vecs, $full>(src, out, $counts),
+                            _ => self.tile::<V, 1, $vecs, $full>(src, out, $counts),
                         }
                     };
                 }
                 if columns == span {
-                    rows!(2, true, [mask(0), mask(1)])
+                    rows!(2, true, [count(0), count(1)])
                 } else if columns > V::LANES {
-                    rows!(2, false, [mask(0), mask(1)])
+                    rows!(2, false, [count(0), count(1)])
                 } else if columns == V::LANES {
-                    rows!(1, true, [mask(0)])
+                    rows!(1, true, [count(0)])
                 } else {
-                    rows!(1, false, [mask(0)])
+                    rows!(1, false, [count(0)])
                 }
             }
         }
@@ -382,8 +382,8 @@ impl VectorKernel for BlockProduct<'_> {
 
 impl BlockProduct<'_> {
     /// One register tile: `ROWS` output rows by `VECS` vectors of columns, all of them when
-    /// `FULL`, else the lanes of `masks` (AVX2's masked stores are slow on some CPUs, so
-    /// whole tiles use plain ones).
+    /// `FULL`, else the first `counts[v]` lanes of vector `v` (read masked, written with
+    /// [`Vector::store_first`]).
     ///
     /// # Safety
     ///
@@ -395,7 +395,7 @@ impl BlockProduct<'_> {
         &self,
         src: *const f32,
         out: *mut f32,
-        masks: [V::Mask; VECS],
+        counts: [usize; VECS],
     ) {
         debug_assert!(ROWS <= self.stride && self.block.len() == self.offsets.len() * self.stride);
         // SAFETY: the caller's contract; masked-off lanes are neither read nor written; step
@@ -408,6 +408,7 @@ impl BlockProduct<'_> {
                     *acc = [V::splat(b); VECS];
                 }
             }
+            let masks: [V::Mask; VECS] = std::array::from_fn(|v| V::zero().first_lanes(counts[v]));
             let mut weights = self.block.as_ptr();
             for &offset in self.offsets {
                 // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as an
@@ -436,7 +437,7 @@ impl BlockProduct<'_> {
                     if FULL {
                         y.store(row.add(v * V::LANES));
                     } else {
-                        y.store_masked(row.add(v * V::LANES), masks[v]);
+                        y.store_first(row.add(v * V::LANES), counts[v]);
                     }
                 }
             }

@@ -37,7 +37,7 @@ use super::shape::{Conv2dShape, ConvActivation};
 use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, store, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, with_vector};
 
 /// Points of the transformed domain per tile (4x4).
 pub(super) const POINTS: usize = 16;
@@ -368,10 +368,10 @@ impl VectorKernel for InputTransform<'_> {
                         let k0 = d0.sub(d2);
                         let k1 = d1.add(d2);
                         let k3 = d1.sub(d3);
-                        store(k0, out, n);
-                        store(k1, out.add(2 * tiles), n);
-                        store(d2.sub(d1), out.add(4 * tiles), n);
-                        store(k3, out.add(6 * tiles), n);
+                        k0.store_first(out, n);
+                        k1.store_first(out.add(2 * tiles), n);
+                        d2.sub(d1).store_first(out.add(4 * tiles), n);
+                        k3.store_first(out.add(6 * tiles), n);
                         // Every input reaches k0, k1 or k3: an infinity or NaN there makes
                         // `check` NaN (a finite value times zero is zero).
                         check = k0.add(k1).add(k3).mul_add(zero, check);
@@ -399,10 +399,10 @@ impl VectorKernel for InputTransform<'_> {
                         let o1 = load::<V>(odd.as_ptr().add(t + 1), n);
                         let point = v.as_mut_ptr().add((4 * k * g.depth + c) * row_stride + t);
                         let next = g.depth * row_stride;
-                        store(e0.sub(e1), point, n);
-                        store(o0.add(e1), point.add(next), n);
-                        store(e1.sub(o0), point.add(2 * next), n);
-                        store(o0.sub(o1), point.add(3 * next), n);
+                        e0.sub(e1).store_first(point, n);
+                        o0.add(e1).store_first(point.add(next), n);
+                        e1.sub(o0).store_first(point.add(2 * next), n);
+                        o0.sub(o1).store_first(point.add(3 * next), n);
                     }
                 }
             }
@@ -420,15 +420,21 @@ impl VectorKernel for InputTransform<'_> {
 #[inline(always)]
 unsafe fn copy<V: Vector>(dst: &mut [f32], src: &[f32]) {
     assert_eq!(dst.len(), src.len());
-    for at in (0..src.len()).step_by(V::LANES) {
-        let n = (src.len() - at).min(V::LANES);
-        // SAFETY: the caller's contract, and `n` floats from `at` lie in both slices.
-        unsafe {
-            store(
-                load::<V>(src.as_ptr().add(at), n),
-                dst.as_mut_ptr().add(at),
-                n,
-            )
+    let len = src.len();
+    // SAFETY (the whole body): the caller's contract; every vector read and written lies in
+    // both slices.
+    unsafe {
+        if len < V::LANES {
+            load::<V>(src.as_ptr(), len).store_first(dst.as_mut_ptr(), len);
+            return;
+        }
+        // Whole vectors, the last one ending at `len` (overlapping the one before it rewrites
+        // the same values): no partial load or store.
+        for at in (0..len - V::LANES)
+            .step_by(V::LANES)
+            .chain([len - V::LANES])
+        {
+            V::load(src.as_ptr().add(at)).store(dst.as_mut_ptr().add(at));
         }
     }
 }
@@ -524,9 +530,9 @@ impl VectorKernel for OutputTransform<'_> {
                     {
                         let (lo, hi) = left.interleave(right);
                         let p = row.as_mut_ptr().add(2 * t);
-                        store(lo, p, lo_count);
+                        lo.store_first(p, lo_count);
                         if hi_count > 0 {
-                            store(hi, p.add(V::LANES), hi_count);
+                            hi.store_first(p.add(V::LANES), hi_count);
                         }
                     }
                 }
