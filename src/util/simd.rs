@@ -170,6 +170,19 @@ pub fn prefetch(data: &[f32]) {
     let _ = data;
 }
 
+/// Asks the CPU to bring the cache line holding `p` into L1: a hint that never faults, so `p`
+/// need not point into anything.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, and SSE is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Copies `src` into `dst` (equal lengths). Rows of images are short (14 to 224 floats), where
 /// a call to libc's `memcpy` costs more than the copy: those go through 64-byte blocks the
 /// compiler keeps inline; long slices still use `memcpy`.

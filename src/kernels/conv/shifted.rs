@@ -13,7 +13,7 @@
 
 use super::epilogue::Epilogue;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-use crate::util::simd::{Level, level};
+use crate::util::simd::{Level, level, prefetch_line};
 
 /// Output rows per register tile and per block of [`PackedRows`], by two vectors of columns:
 /// 8 with AVX-512 (16 accumulators of 32 registers), 6 with AVX2 (12 of 16, leaving the two
@@ -416,6 +416,12 @@ impl BlockProduct<'_> {
                 let w_step = &*(weights as *const [f32; ROWS]);
                 weights = weights.add(self.stride);
                 let row = src.add(offset);
+                if FULL {
+                    // The line the next tile (two vectors on) reads at this step, a whole tile
+                    // of work ahead: the steps' rows are far apart (Winograd's are a channel's
+                    // tiles apart), and the loads waited on L2 in MNIST inference's profile.
+                    prefetch_line(row.wrapping_add(2 * V::LANES));
+                }
                 let x: [V; VECS] = std::array::from_fn(|v| {
                     if FULL {
                         V::load(row.add(v * V::LANES))
