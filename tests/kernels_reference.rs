@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 use striate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, conv2d_backward_data,
     conv2d_backward_filter, conv2d_forward, conv2d_forward_fused, conv2d_relu_max_pool2d_to_vec,
+    conv2d_relu_max_pool2d_with_indices_to_vec,
 };
 use striate::kernels::pool::{
     AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
@@ -821,16 +822,22 @@ fn conv_relu_max_pool_fused_equals_the_separate_passes() {
             &mut conv,
         );
         let p = Pool2dShape::new("max_pool2d", &s.output_shape(), pool);
-        let mut want = vec![0.0; p.output_shape().iter().product()];
-        max_pool2d_forward(&conv, &p, &mut want, None);
+        let len = p.output_shape().iter().product();
+        let (mut want, mut want_indices) = (vec![0.0; len], vec![0u32; len]);
+        max_pool2d_forward(&conv, &p, &mut want, Some(&mut want_indices));
         let got = conv2d_relu_max_pool2d_to_vec(&input, &weight, Some(&bias), &s, pool);
+        let (got_indexed, got_indices) =
+            conv2d_relu_max_pool2d_with_indices_to_vec(&input, &weight, Some(&bias), &s, pool);
         assert_eq!(got.len(), want.len(), "config {config}: {s:?} {pool:?}");
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                "config {config} element {i}: fused {g}, separate {w} for {s:?} {pool:?}"
-            );
+        for (i, ((g, gi), w)) in got.iter().zip(&got_indexed).zip(&want).enumerate() {
+            for (fused, name) in [(g, "fused"), (gi, "fused with indices")] {
+                assert!(
+                    fused.to_bits() == w.to_bits() || (fused.is_nan() && w.is_nan()),
+                    "config {config} element {i}: {name} {fused}, separate {w} for {s:?} {pool:?}"
+                );
+            }
         }
+        assert_eq!(got_indices, want_indices, "config {config}: {s:?} {pool:?}");
     }
 }
 

@@ -26,30 +26,89 @@ pub fn filled_by_chunks(
     parallel: bool,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let len = chunk_len * chunks;
-    let mut out = Vec::<f32>::with_capacity(len);
-    if len == 0 {
-        return out;
+    let (values, _) =
+        filled_by_chunk_pairs::<f32, ()>(chunk_len, 0, chunks, parallel, |i, a, _| f(i, a));
+    values
+}
+
+/// Two vectors filled chunk by chunk together, as [`filled_by_chunks`]: chunk `i` of each
+/// (`a_len` and `b_len` elements, starting at their default value) is filled by
+/// `f(i, a_chunk, b_chunk)`. For kernels with two outputs, such as max pooling's values and
+/// argmax indices.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::fill::filled_by_chunk_pairs;
+///
+/// let (a, b) = filled_by_chunk_pairs(2, 1, 2, true, |i, a: &mut [f32], b: &mut [u32]| {
+///     a[1] = 1.0;
+///     b[0] = i as u32 + 7;
+/// });
+/// assert_eq!((a, b), (vec![0.0, 1.0, 0.0, 1.0], vec![7, 8]));
+/// ```
+pub fn filled_by_chunk_pairs<A, B>(
+    a_len: usize,
+    b_len: usize,
+    chunks: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) -> (Vec<A>, Vec<B>)
+where
+    A: Copy + Default + Send,
+    B: Copy + Default + Send,
+{
+    let (mut a, mut b) = (
+        Vec::<A>::with_capacity(a_len * chunks),
+        Vec::<B>::with_capacity(b_len * chunks),
+    );
+    if chunks == 0 || a_len + b_len == 0 {
+        return (a, b);
     }
-    let fill = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| {
-        for value in chunk.iter_mut() {
-            value.write(0.0);
-        }
-        // SAFETY: every element of `chunk` was initialised just above, and `MaybeUninit<f32>`
-        // has the layout of `f32`.
-        let chunk = unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        f(i, chunk);
-    };
-    let spare = &mut out.spare_capacity_mut()[..len];
+    type Chunk<'a, T> = &'a mut [MaybeUninit<T>];
+    let fill = |(i, (a, b)): (usize, (Chunk<A>, Chunk<B>))| f(i, zeroed(a), zeroed(b));
+    // Chunks of at least one element each, so that both sides yield `chunks` of them (the
+    // side of length 0 hands out empty slices).
+    let a_spare = &mut a.spare_capacity_mut()[..a_len * chunks];
+    let b_spare = &mut b.spare_capacity_mut()[..b_len * chunks];
     if parallel {
-        spare.par_chunks_mut(chunk_len).enumerate().for_each(fill);
+        chunks_of(a_spare, a_len, chunks)
+            .into_par_iter()
+            .zip(chunks_of(b_spare, b_len, chunks))
+            .enumerate()
+            .for_each(fill);
     } else {
-        spare.chunks_mut(chunk_len).enumerate().for_each(fill);
+        chunks_of(a_spare, a_len, chunks)
+            .into_iter()
+            .zip(chunks_of(b_spare, b_len, chunks))
+            .enumerate()
+            .for_each(fill);
     }
-    // SAFETY: the chunks cover `0..len` (`len` is a multiple of `chunk_len`) and each was
-    // initialised by `fill`; had `f` panicked we would not be here.
-    unsafe { out.set_len(len) };
-    out
+    // SAFETY: the chunks cover `0..len` of each vector and each was initialised by `zeroed`
+    // in `fill`; had `f` panicked we would not be here.
+    unsafe {
+        a.set_len(a_len * chunks);
+        b.set_len(b_len * chunks);
+    }
+    (a, b)
+}
+
+/// `spare` cut into `chunks` slices of `len` (all empty when `len` is 0).
+fn chunks_of<T>(spare: &mut [T], len: usize, chunks: usize) -> Vec<&mut [T]> {
+    if len == 0 {
+        return (0..chunks).map(|_| <&mut [T]>::default()).collect();
+    }
+    spare.chunks_mut(len).collect()
+}
+
+/// `chunk` set to the default value (zero for numbers), as an initialised slice.
+fn zeroed<T: Copy + Default>(chunk: &mut [MaybeUninit<T>]) -> &mut [T] {
+    for value in chunk.iter_mut() {
+        value.write(T::default());
+    }
+    // SAFETY: every element of `chunk` was initialised just above, and `MaybeUninit<T>` has
+    // the layout of `T`.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 #[cfg(test)]
@@ -72,5 +131,22 @@ mod tests {
         }
         assert!(filled_by_chunks(0, 5, true, |_, _| unreachable!()).is_empty());
         assert!(filled_by_chunks(5, 0, true, |_, _| unreachable!()).is_empty());
+    }
+
+    #[test]
+    fn pairs_fill_both_vectors_chunk_by_chunk() {
+        for parallel in [false, true] {
+            let (a, b) =
+                filled_by_chunk_pairs(3, 2, 40, parallel, |i, a: &mut [f32], b: &mut [u32]| {
+                    assert!(a.iter().all(|&x| x == 0.0) && b.iter().all(|&x| x == 0));
+                    a[i % 3] = i as f32;
+                    b[1] = i as u32;
+                });
+            assert_eq!((a.len(), b.len()), (120, 80));
+            for i in 0..40 {
+                assert_eq!(a[3 * i + i % 3], i as f32);
+                assert_eq!(b[2 * i..2 * i + 2], [0, i as u32]);
+            }
+        }
     }
 }

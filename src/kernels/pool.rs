@@ -169,7 +169,10 @@ pub fn max_pool2d_forward(
     if s.out_plane() == 0 {
         return;
     }
-    let plane_input = |plane: usize| &input[plane * s.in_plane()..(plane + 1) * s.in_plane()];
+    let planes_per_task = planes_per_task(&s);
+    let group_input = |group: usize, planes: usize| {
+        &input[group * planes_per_task * s.in_plane()..][..planes * s.in_plane()]
+    };
     match indices {
         Some(indices) => {
             expect_len(
@@ -179,73 +182,96 @@ pub fn max_pool2d_forward(
                 s.planes() * s.out_plane(),
             );
             output
-                .par_chunks_mut(s.out_plane())
-                .zip(indices.par_chunks_mut(s.out_plane()))
+                .par_chunks_mut(planes_per_task * s.out_plane())
+                .zip(indices.par_chunks_mut(planes_per_task * s.out_plane()))
                 .enumerate()
-                .for_each(|(plane, (out, idx))| {
-                    max_pool_any_plane(plane_input(plane), &s, out, Some(idx))
+                .for_each(|(group, (out, idx))| {
+                    let planes = out.len() / s.out_plane();
+                    max_pool_planes(group_input(group, planes), &s, out, Some(idx))
                 });
         }
-        None => {
-            // Several planes per task (small planes are cheap), enough tasks to balance.
-            let threads = rayon::current_num_threads();
-            let per_task = (PLANE_GROUP_FLOATS / s.out_plane())
-                .clamp(1, s.planes().div_ceil(4 * threads).max(1));
-            output
-                .par_chunks_mut(per_task * s.out_plane())
-                .enumerate()
-                .for_each(|(group, out)| {
-                    let first = group * per_task * s.in_plane();
-                    let planes = out.len() / s.out_plane();
-                    max_pool_planes(&input[first..][..planes * s.in_plane()], &s, out)
-                })
-        }
+        None => output
+            .par_chunks_mut(planes_per_task * s.out_plane())
+            .enumerate()
+            .for_each(|(group, out)| {
+                let planes = out.len() / s.out_plane();
+                max_pool_planes(group_input(group, planes), &s, out, None)
+            }),
     }
 }
 
-/// Output floats per task of [`max_pool2d_forward`] without indices.
+/// Output floats per task of [`max_pool2d_forward`].
 const PLANE_GROUP_FLOATS: usize = 4096;
 
-/// Max pooling without indices of consecutive planes: `x` holds whole input planes, `out` the
-/// same number of output planes. The common 2x2 window runs every plane inside one call
-/// compiled for the CPU's vectors (a call per plane cost as much as the pooling of MNIST's
-/// small planes).
-pub(crate) fn max_pool_planes(x: &[f32], s: &Pool2dShape, out: &mut [f32]) {
+/// Planes per task of [`max_pool2d_forward`]: several when planes are small (each is cheap),
+/// few enough that every thread gets several tasks to balance.
+fn planes_per_task(s: &Pool2dShape) -> usize {
+    let threads = rayon::current_num_threads();
+    (PLANE_GROUP_FLOATS / s.out_plane().max(1)).clamp(1, s.planes().div_ceil(4 * threads).max(1))
+}
+
+/// Max pooling of consecutive planes: `x` holds whole input planes, `out` (and `idx`, the
+/// argmax of each window within its input plane, when a backward pass will need it) the same
+/// number of output planes. The common 2x2 window runs every plane inside one call compiled
+/// for the CPU's vectors (a call per plane cost as much as the pooling of MNIST's small
+/// planes).
+pub(crate) fn max_pool_planes(
+    x: &[f32],
+    s: &Pool2dShape,
+    out: &mut [f32],
+    idx: Option<&mut [u32]>,
+) {
     if s.out_plane() == 0 {
         return;
     }
     let planes = out.len() / s.out_plane();
     assert!(
-        out.len() == planes * s.out_plane() && x.len() == planes * s.in_plane(),
+        out.len() == planes * s.out_plane()
+            && x.len() == planes * s.in_plane()
+            && idx.as_ref().is_none_or(|idx| idx.len() == out.len()),
         "max_pool_planes: {} inputs and {} outputs are not whole planes of {} and {}",
         x.len(),
         out.len(),
         s.in_plane(),
         s.out_plane()
     );
-    if s.spec == Pool2dSpec::square(2) {
-        with_vector(Max2x2Planes { x, shape: s, out });
-    } else {
-        for (x, out) in x
-            .chunks_exact(s.in_plane())
-            .zip(out.chunks_exact_mut(s.out_plane()))
-        {
-            max_pool_plane(x, s, out, None);
+    let input_planes = x.chunks_exact(s.in_plane());
+    match (s.spec == Pool2dSpec::square(2), idx) {
+        (true, None) => with_vector(Max2x2Planes { x, shape: s, out }),
+        (true, Some(idx)) => {
+            let w = s.in_width;
+            dispatch(
+                #[inline(always)]
+                || {
+                    let output_planes = out
+                        .chunks_exact_mut(s.out_plane())
+                        .zip(idx.chunks_exact_mut(s.out_plane()));
+                    for (x, (out, idx)) in input_planes.zip(output_planes) {
+                        let rows = out
+                            .chunks_exact_mut(s.out_width)
+                            .zip(idx.chunks_exact_mut(s.out_width));
+                        for (oh, (out_row, idx_row)) in rows.enumerate() {
+                            let (top, bottom) = (&x[2 * oh * w..], &x[(2 * oh + 1) * w..]);
+                            let base = (2 * oh * w) as u32;
+                            max_2x2_row::<true>(top, bottom, out_row, idx_row, base, w as u32);
+                        }
+                    }
+                },
+            )
         }
-    }
-}
-
-/// Max pooling of one plane `x` into `out` (and the argmax of each window into `idx`).
-pub(crate) fn max_pool_any_plane(
-    x: &[f32],
-    s: &Pool2dShape,
-    out: &mut [f32],
-    idx: Option<&mut [u32]>,
-) {
-    if s.spec == Pool2dSpec::square(2) {
-        max_pool_2x2_plane(x, s, out, idx);
-    } else {
-        max_pool_plane(x, s, out, idx);
+        (false, None) => {
+            for (x, out) in input_planes.zip(out.chunks_exact_mut(s.out_plane())) {
+                max_pool_plane(x, s, out, None);
+            }
+        }
+        (false, Some(idx)) => {
+            let output_planes = out
+                .chunks_exact_mut(s.out_plane())
+                .zip(idx.chunks_exact_mut(s.out_plane()));
+            for (x, (out, idx)) in input_planes.zip(output_planes) {
+                max_pool_plane(x, s, out, Some(idx));
+            }
+        }
     }
 }
 
@@ -278,41 +304,6 @@ fn max_pool_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], mut idx: Option<&
                 idx[oh * s.out_width + ow] = best_index;
             }
         }
-    }
-}
-
-/// The common 2x2 stride-2 window without padding: two input rows per output row, selects
-/// that vectorise, and indices only when a backward pass will need them.
-fn max_pool_2x2_plane(x: &[f32], s: &Pool2dShape, out: &mut [f32], idx: Option<&mut [u32]>) {
-    let w = s.in_width;
-    let row_pair = |oh: usize| {
-        (
-            &x[2 * oh * w..(2 * oh + 1) * w],
-            &x[(2 * oh + 1) * w..(2 * oh + 2) * w],
-        )
-    };
-    match idx {
-        Some(idx) => dispatch(
-            #[inline(always)]
-            || {
-                for ((oh, out_row), idx_row) in out
-                    .chunks_exact_mut(s.out_width)
-                    .enumerate()
-                    .zip(idx.chunks_exact_mut(s.out_width))
-                {
-                    let (top, bottom) = row_pair(oh);
-                    max_2x2_row::<true>(
-                        top,
-                        bottom,
-                        out_row,
-                        idx_row,
-                        (2 * oh * w) as u32,
-                        w as u32,
-                    );
-                }
-            },
-        ),
-        None => max_pool_planes(x, s, out),
     }
 }
 

@@ -5,8 +5,9 @@ use crate::autograd::var::Var;
 use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
     conv2d_forward_fused_to_vec, conv2d_relu_max_pool2d_to_vec,
+    conv2d_relu_max_pool2d_with_indices_to_vec,
 };
-use crate::kernels::pool::{Pool2dShape, Pool2dSpec};
+use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
 use crate::kernels::relu_passes_gradient;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
@@ -17,22 +18,60 @@ struct Conv2dBackward {
     input: Tensor,
     weight: Tensor,
     shape: Conv2dShape,
-    /// The activated output, for a fused ReLU: its gradient passes where the output is > 0.
-    relu_output: Option<Tensor>,
+    after: AfterConv,
 }
 
-impl Backward for Conv2dBackward {
-    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
-        // fused ReLU: dY ← dY ⊙ 1[y > 0] (passing at NaN, as the unfused relu)
-        let mut grad_output = grad_output;
-        if let Some(output) = &self.relu_output {
-            let y = output.as_slice();
-            par_chunks_dispatch(grad_output.as_slice_mut(), |start, g| {
+/// What the recorded op applied to the convolution's output, and what of it the backward pass
+/// needs to turn the op's output gradient into the convolution's.
+#[derive(Debug)]
+enum AfterConv {
+    Nothing,
+    /// ReLU, with its output.
+    Relu(Tensor),
+    /// ReLU then max pooling: the pooled values (the ReLU's output at each window's argmax)
+    /// and the argmax indices; the full-size activation is not kept.
+    ReluMaxPool {
+        pooled: Tensor,
+        indices: Vec<u32>,
+        pool: Pool2dShape,
+    },
+}
+
+impl AfterConv {
+    /// The gradient with respect to the convolution's output.
+    fn conv_output_gradient(&self, grad_output: Tensor) -> Tensor {
+        // ReLU: dY ← dY ⊙ 1[y > 0] (passing at NaN, as the unfused relu)
+        let relu_mask = |mut grad: Tensor, y: &Tensor| {
+            let y = y.as_slice();
+            par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
                 for (g, &y) in g.iter_mut().zip(&y[start..]) {
                     *g = if relu_passes_gradient(y) { *g } else { 0.0 };
                 }
             });
+            grad
+        };
+        match self {
+            AfterConv::Nothing => grad_output,
+            AfterConv::Relu(output) => relu_mask(grad_output, output),
+            AfterConv::ReluMaxPool {
+                pooled,
+                indices,
+                pool,
+            } => {
+                // Each window's gradient goes to its argmax, through the ReLU there: masked
+                // by the pooled value, which is the ReLU's output at the argmax.
+                let grad = relu_mask(grad_output, pooled);
+                let gx = max_pool2d_backward_to_vec(grad.as_slice(), indices, pool);
+                let shape = [pool.batch, pool.channels, pool.in_height, pool.in_width];
+                Tensor::from_vec(gx, &shape).expect("convolution output shape")
+            }
         }
+    }
+}
+
+impl Backward for Conv2dBackward {
+    fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        let grad_output = self.after.conv_output_gradient(grad_output);
         // dX = convᵀ(dY, W); dW = Σ_n dY_n · im2col(X_n)ᵀ; db = Σ_(n,p) dY
         let s = &self.shape;
         let grad_input = needs_grad[0].then(|| {
@@ -123,7 +162,10 @@ impl<'t> Var<'t> {
             &shape,
         );
         let value = Tensor::from_vec(output, &shape.output_shape()).expect("output shape");
-        let relu_output = (activation == ConvActivation::Relu).then(|| value.clone());
+        let after = match activation {
+            ConvActivation::Relu => AfterConv::Relu(value.clone()),
+            ConvActivation::Identity => AfterConv::Nothing,
+        };
         self.tape().record(
             value,
             &conv_inputs(self, weight, bias),
@@ -131,16 +173,18 @@ impl<'t> Var<'t> {
                 input,
                 weight: weight_value,
                 shape,
-                relu_output,
+                after,
             },
         )
     }
 
     /// `conv2d_activated(weight, bias, spec, Relu).max_pool2d(pool)`, the block a
-    /// [`Sequential`](crate::nn::Sequential) runs for `Conv2d`, `Relu`, `MaxPool2d`. When nothing
-    /// on the tape needs a gradient (inference), it is one pass per image that keeps the
-    /// convolution's output in cache and writes only the pooled planes; otherwise it is the two
-    /// ops, recorded for backward. The values are the same either way.
+    /// [`Sequential`](crate::nn::Sequential) runs for `Conv2d`, `Relu`, `MaxPool2d`: one pass
+    /// per image (or group of images) that keeps the convolution's output in cache and writes
+    /// only the pooled planes, plus each window's argmax when an input needs a gradient. The
+    /// backward pass sends each window's gradient to its argmax where the pooled value passes
+    /// ReLU's gradient, then runs the convolution's backward; the full-size activation is never
+    /// stored. Values and gradients are those of the three ops.
     ///
     /// # Panics
     ///
@@ -166,27 +210,48 @@ impl<'t> Var<'t> {
         pool: Pool2dSpec,
     ) -> Var<'t> {
         let inputs = conv_inputs(self, weight, bias);
-        if inputs.iter().any(|v| v.requires_grad()) {
-            return self
-                .conv2d_activated(weight, bias, spec, ConvActivation::Relu)
-                .max_pool2d(pool);
-        }
         let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
-        let pooled = Pool2dShape::new("max_pool2d", &shape.output_shape(), pool).output_shape();
-        let output = conv2d_relu_max_pool2d_to_vec(
+        let pool_shape = Pool2dShape::new("max_pool2d", &shape.output_shape(), pool);
+        let bias_slice = bias_value.as_ref().map(|b| b.as_slice());
+        if !inputs.iter().any(|v| v.requires_grad()) {
+            let output = conv2d_relu_max_pool2d_to_vec(
+                input.as_slice(),
+                weight_value.as_slice(),
+                bias_slice,
+                &shape,
+                pool,
+            );
+            let value = Tensor::from_vec(output, &pool_shape.output_shape()).expect("pooled shape");
+            return self
+                .tape()
+                .record(value, &inputs, Conv2dReluMaxPool2dInference);
+        }
+        let (output, indices) = conv2d_relu_max_pool2d_with_indices_to_vec(
             input.as_slice(),
             weight_value.as_slice(),
-            bias_value.as_ref().map(|b| b.as_slice()),
+            bias_slice,
             &shape,
             pool,
         );
-        let value = Tensor::from_vec(output, &pooled).expect("pooled shape");
-        self.tape()
-            .record(value, &inputs, Conv2dReluMaxPool2dInference)
+        let value = Tensor::from_vec(output, &pool_shape.output_shape()).expect("pooled shape");
+        let after = AfterConv::ReluMaxPool {
+            pooled: value.clone(),
+            indices,
+            pool: pool_shape,
+        };
+        self.tape().record(
+            value,
+            &inputs,
+            Conv2dBackward {
+                input,
+                weight: weight_value,
+                shape,
+                after,
+            },
+        )
     }
 }
 
-/// The values of a convolution's operands, checked: input, weight, bias and the shape.
 fn conv_operands<'t>(
     input: Var<'t>,
     weight: Var<'t>,
@@ -354,6 +419,69 @@ mod tests {
         assert_eq!(fused.0, separate.0);
         for (a, b) in fused.1.iter().zip(&separate.1) {
             assert!(a.all_close(b, 1e-6, 1e-6));
+        }
+    }
+
+    #[test]
+    fn fused_relu_max_pool_matches_the_three_ops_in_training() {
+        use crate::kernels::pool::Pool2dSpec;
+        let same = |a: &Tensor, b: &Tensor| {
+            a.shape() == b.shape()
+                && a.as_slice()
+                    .iter()
+                    .zip(b.as_slice())
+                    .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+        };
+        let padded = Conv2dSpec {
+            padding: Padding2d::symmetric(1, 1),
+            ..Default::default()
+        };
+        let overlapping = Pool2dSpec {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        // An odd height (the last row is in no window), Winograd's shape (16 channels each
+        // side), overlapping windows; a NaN in one image; a channel whose bias keeps every
+        // ReLU output at zero (all windows tie at 0 and pass no gradient).
+        let cases = [
+            ([2, 3, 9, 8], [4, 3, 3, 3], Pool2dSpec::square(2)),
+            ([3, 16, 8, 10], [16, 16, 3, 3], Pool2dSpec::square(2)),
+            ([2, 3, 7, 7], [5, 3, 3, 3], overlapping),
+        ];
+        for (seed, (input, weight, pool)) in cases.into_iter().enumerate() {
+            let seed = 60 + 3 * seed as u64;
+            let mut x = rand_tensor(&input, seed);
+            x.as_slice_mut()[5] = f32::NAN;
+            let w = rand_tensor(&weight, seed + 1);
+            let mut b = rand_tensor(&[weight[0]], seed + 2);
+            b.as_slice_mut()[1] = -100.0;
+            let run = |fused: bool| {
+                let tape = Tape::training();
+                let v: Vec<_> = [&x, &w, &b]
+                    .iter()
+                    .map(|t| tape.variable((*t).clone()))
+                    .collect();
+                let y = if fused {
+                    v[0].conv2d_relu_max_pool2d(v[1], Some(v[2]), padded, pool)
+                } else {
+                    v[0].conv2d(v[1], Some(v[2]), padded)
+                        .relu()
+                        .max_pool2d(pool)
+                };
+                let value = y.value();
+                let r = tape.input(rand_tensor(value.shape(), seed + 3));
+                let grads = (y * r).sum().backward();
+                let grads: Vec<_> = v.iter().map(|&t| grads.wrt(t).unwrap().clone()).collect();
+                (value, grads)
+            };
+            let (fused, separate) = (run(true), run(false));
+            assert!(same(&fused.0, &separate.0), "values of case {seed}");
+            for (a, b) in fused.1.iter().zip(&separate.1) {
+                assert!(same(a, b), "gradients of case {seed}");
+            }
         }
     }
 

@@ -46,7 +46,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::kernels::fill::filled_by_chunks;
+use crate::kernels::fill::{filled_by_chunk_pairs, filled_by_chunks};
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_planes};
 use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
@@ -178,6 +178,51 @@ pub fn conv2d_relu_max_pool2d_to_vec(
     shape: &Conv2dShape,
     pool: Pool2dSpec,
 ) -> Vec<f32> {
+    conv2d_relu_max_pool2d_pass(input, weight, bias, shape, pool, false).0
+}
+
+/// As [`conv2d_relu_max_pool2d_to_vec`], for training: also returns the argmax of each
+/// pooling window within its convolution output plane, as
+/// [`max_pool2d_forward`](crate::kernels::pool::max_pool2d_forward) records it. The pooled
+/// values and indices are all a backward pass needs of the block (the ReLU passes the gradient
+/// where the pooled value does, see [`relu_passes_gradient`](crate::kernels::relu_passes_gradient)),
+/// so the full-size activation is never written out.
+///
+/// # Panics
+///
+/// As [`conv2d_relu_max_pool2d_to_vec`].
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::conv::{conv2d_relu_max_pool2d_with_indices_to_vec, Conv2dShape, Conv2dSpec};
+/// use striate::kernels::pool::Pool2dSpec;
+///
+/// let shape = Conv2dShape::new(&[1, 1, 2, 2], &[1, 1, 1, 1], Conv2dSpec::default());
+/// let (out, indices) = conv2d_relu_max_pool2d_with_indices_to_vec(
+///     &[1.0, 5.0, 3.0, 2.0], &[1.0], Some(&[-2.0]), &shape, Pool2dSpec::square(2),
+/// );
+/// assert_eq!((out, indices), (vec![3.0], vec![1]));
+/// ```
+pub fn conv2d_relu_max_pool2d_with_indices_to_vec(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    shape: &Conv2dShape,
+    pool: Pool2dSpec,
+) -> (Vec<f32>, Vec<u32>) {
+    conv2d_relu_max_pool2d_pass(input, weight, bias, shape, pool, true)
+}
+
+/// The fused convolution + ReLU + max pooling, with the pooling's argmax indices or not.
+fn conv2d_relu_max_pool2d_pass(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    shape: &Conv2dShape,
+    pool: Pool2dSpec,
+    with_indices: bool,
+) -> (Vec<f32>, Vec<u32>) {
     let s = *shape;
     let (per_call, images) = forward_images(input, weight, bias, ConvActivation::Relu, shape);
     let pooled = Pool2dShape::new(
@@ -186,15 +231,17 @@ pub fn conv2d_relu_max_pool2d_to_vec(
         pool,
     );
     let image_out = s.out_channels * s.out_plane();
+    let pooled_len = per_call * s.out_channels * pooled.out_plane();
     let calls = s.batch / per_call;
-    filled_by_chunks(
-        per_call * s.out_channels * pooled.out_plane(),
+    filled_by_chunk_pairs(
+        pooled_len,
+        if with_indices { pooled_len } else { 0 },
         calls,
         parallel_over_images(calls),
-        |call, out| {
+        |call, out, indices| {
             with_scratch(per_call * image_out, |conv| {
                 images(call * per_call, conv);
-                max_pool_planes(conv, &pooled, out);
+                max_pool_planes(conv, &pooled, out, with_indices.then_some(indices));
             })
         },
     )
