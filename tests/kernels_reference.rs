@@ -671,6 +671,10 @@ fn max_pool_2x2_matches_naive_reference_at_every_width() {
         let shape = [2, 3, 2 + in_width % 3, in_width];
         let s = Pool2dShape::new("max_pool2d", &shape, Pool2dSpec::square(2));
         let mut x = random_vec(shape.iter().product(), &mut rng);
+        if in_width % 2 == 0 {
+            // Few distinct values: windows with ties, whose argmax is the first maximum.
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        }
         let plane = shape[2] * shape[3];
         // Plane 1 holds a NaN, plane 4 an infinity (a window of ∞ and finite values is ∞).
         x[plane + rng.random_range(0..plane)] = f32::NAN;
@@ -686,15 +690,25 @@ fn max_pool_2x2_matches_naive_reference_at_every_width() {
                 for ow in 0..ow_n {
                     let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
                         .map(|(i, j)| x[p * plane + (2 * oh + i) * in_width + 2 * ow + j]);
-                    let want = if window.iter().any(|v| v.is_nan()) {
-                        f32::NAN
-                    } else {
-                        window.into_iter().fold(f32::NEG_INFINITY, f32::max)
-                    };
+                    // PyTorch's rule: the first in row-major order, a NaN replacing.
+                    let offsets = [0, 1, in_width, in_width + 1];
+                    let mut at = 0;
+                    for k in 1..4 {
+                        if window[k] > window[at] || window[k].is_nan() {
+                            at = k;
+                        }
+                    }
+                    let want = window[at];
                     let o = (p * oh_n + oh) * ow_n + ow;
+                    let want_index = (2 * oh * in_width + 2 * ow + offsets[at]) as u32;
+                    assert_eq!(
+                        idx[o], want_index,
+                        "width {in_width}, plane {p}, ({oh}, {ow}): argmax of {window:?}"
+                    );
                     for (path, got) in [("values only", values_only[o]), ("indexed", y[o])] {
+                        // (`==`: the sign of a zero maximum may differ from PyTorch's.)
                         assert!(
-                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            got == want || (got.is_nan() && want.is_nan()),
                             "width {in_width}, plane {p}, ({oh}, {ow}), {path}: {got} != {want}"
                         );
                     }

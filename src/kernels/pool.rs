@@ -237,8 +237,20 @@ pub(crate) fn max_pool_planes(
     );
     let input_planes = x.chunks_exact(s.in_plane());
     match (s.spec == Pool2dSpec::square(2), idx) {
-        (true, None) => with_vector(Max2x2Planes { x, shape: s, out }),
+        (true, None) => with_vector(Max2x2Planes::<false> {
+            x,
+            shape: s,
+            out,
+            idx: &mut [],
+        }),
+        (true, Some(idx)) if s.in_plane() < 1 << 24 => with_vector(Max2x2Planes::<true> {
+            x,
+            shape: s,
+            out,
+            idx,
+        }),
         (true, Some(idx)) => {
+            // Indices past 2^24 are not exact in float lanes: the scalar rule.
             let w = s.in_width;
             dispatch(
                 #[inline(always)]
@@ -318,37 +330,78 @@ fn beats(candidate: f32, best: f32) -> bool {
 
 /// The 2x2 maxima of whole planes (`out` planes of `[OH, OW]` from planes of `[H, W]`), a
 /// vector of outputs at a time: the larger of each two input rows, then of each pair of
-/// columns ([`Vector::deinterleave`]). A row of at least a vector of outputs ends with a whole
-/// vector overlapping the one before it (no masked access); shorter rows (MNIST's 7) are read
-/// masked. `max` does not propagate NaN as pooling must, so a plane whose windows summed to
-/// NaN (a NaN input, or `∞ − ∞`) is redone by the exact rule.
-struct Max2x2Planes<'a> {
+/// columns ([`Vector::deinterleave`]). With `WITH_INDEX`, `idx` gets each window's argmax
+/// within its input plane: the first of the four (in row-major order) equal to the maximum, as
+/// PyTorch's rule picks it when nothing is NaN; the indices are computed in float lanes (exact
+/// below 2^24, which the caller checks) and stored as integers. A row of at least a vector of
+/// outputs ends with a whole vector overlapping the one before it (no masked access); shorter
+/// rows (MNIST's 7) are read masked. `max` does not propagate NaN as pooling must, so a plane
+/// whose windows summed to NaN (a NaN input, or `∞ − ∞`) is redone by the exact rule.
+struct Max2x2Planes<'a, const WITH_INDEX: bool> {
     x: &'a [f32],
     shape: &'a Pool2dShape,
     out: &'a mut [f32],
+    /// The argmax indices with `WITH_INDEX`, as long as `out`; empty otherwise.
+    idx: &'a mut [u32],
 }
 
-impl VectorKernel for Max2x2Planes<'_> {
+/// `2·i` for the lanes `i` of the widest vector: each output lane's first input column.
+const EVEN_OFFSETS: [f32; 16] = [
+    0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 26.0, 28.0, 30.0,
+];
+
+impl<const WITH_INDEX: bool> VectorKernel for Max2x2Planes<'_, WITH_INDEX> {
     type Output = ();
 
     #[inline(always)]
     fn run<V: Vector>(self) {
-        let Max2x2Planes { x, shape: s, out } = self;
+        let Max2x2Planes {
+            x,
+            shape: s,
+            out,
+            idx,
+        } = self;
         let (lanes, width, out_width) = (V::LANES, s.in_width, s.out_width);
         // The caller checked whole planes; a 2x2 window without padding fits in the input.
         assert!(2 * out_width <= width && 2 * s.out_height <= s.in_height);
-        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-        let zero = unsafe { V::zero() };
+        assert!(!WITH_INDEX || (idx.len() == out.len() && s.in_plane() < 1 << 24));
+        assert!(lanes <= EVEN_OFFSETS.len());
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+        // `EVEN_OFFSETS` holds at least `lanes` floats (asserted).
+        let (zero, even_offsets) = unsafe { (V::zero(), V::load(EVEN_OFFSETS.as_ptr())) };
+        // The offsets of a window's second, third and fourth inputs from its first.
+        // SAFETY: as above.
+        let (right, below, below_right) = unsafe {
+            (
+                V::splat(1.0),
+                V::splat(width as f32),
+                V::splat(width as f32 + 1.0),
+            )
+        };
+        let mut idx_planes = idx.chunks_exact_mut(s.out_plane().max(1));
         for (x, out) in x
             .chunks_exact(s.in_plane())
             .zip(out.chunks_exact_mut(s.out_plane()))
         {
+            let idx = if WITH_INDEX {
+                idx_planes
+                    .next()
+                    .expect("as many index planes as output planes")
+            } else {
+                &mut []
+            };
             let mut check = zero;
             for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
                 let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
-                // SAFETY (the macro's uses): `n` outputs from `j` lie in `row`; their `2n`
-                // inputs from column `2j` in each input row (`2·(j + n) <= 2·out_width <=
-                // width`, asserted), of which `low` and `high` are read.
+                let idx_row = if WITH_INDEX {
+                    &mut idx[oh * out_width..(oh + 1) * out_width]
+                } else {
+                    &mut []
+                };
+                // SAFETY (the macro's uses): `n` outputs from `j` lie in `row` (and in
+                // `idx_row`, of the same length, with `WITH_INDEX`); their `2n` inputs from
+                // column `2j` in each input row (`2·(j + n) <= 2·out_width <= width`,
+                // asserted), of which `low` and `high` are read.
                 // (Macros, not closures: a closure would not inherit the instruction set.)
                 macro_rules! outputs {
                     ($j:expr, $n:expr, $load:ident $(, $masks:expr)?) => {{
@@ -356,8 +409,24 @@ impl VectorKernel for Max2x2Planes<'_> {
                         let (t, b) = (top.as_ptr().add(2 * j), bottom.as_ptr().add(2 * j));
                         let [t0, t1, b0, b1] = outputs!(@read $load, t, b $(, $masks)?);
                         check = t0.add(t1).add(b0).add(b1).mul_add(zero, check);
-                        let (even, odd) = t0.max(b0).deinterleave(t1.max(b1));
-                        even.max(odd).store_first(row.as_mut_ptr().add(j), n);
+                        if WITH_INDEX {
+                            let (a, b) = t0.deinterleave(t1);
+                            let (c, d) = b0.deinterleave(b1);
+                            let best = a.max(b).max(c.max(d));
+                            best.store_first(row.as_mut_ptr().add(j), n);
+                            // The first of a, b, c, d equal to the maximum.
+                            let at = c.select_equal(best, below, below_right);
+                            let at = b.select_equal(best, right, at);
+                            let at = a.select_equal(best, zero, at);
+                            let first = V::splat((2 * oh * width + 2 * j) as f32);
+                            let index = first.add(even_offsets).add(at);
+                            index
+                                .to_u32_bits()
+                                .store_first(idx_row.as_mut_ptr().add(j) as *mut f32, n);
+                        } else {
+                            let (even, odd) = t0.max(b0).deinterleave(t1.max(b1));
+                            even.max(odd).store_first(row.as_mut_ptr().add(j), n);
+                        }
                     }};
                     (@read load, $t:expr, $b:expr) => {
                         [
@@ -394,7 +463,13 @@ impl VectorKernel for Max2x2Planes<'_> {
             if check.sum().is_nan() {
                 for (oh, row) in out.chunks_exact_mut(out_width).enumerate() {
                     let (top, bottom) = (&x[2 * oh * width..], &x[(2 * oh + 1) * width..]);
-                    max_2x2_row::<false>(top, bottom, row, &mut [], 0, width as u32);
+                    let base = (2 * oh * width) as u32;
+                    if WITH_INDEX {
+                        let idx_row = &mut idx[oh * out_width..(oh + 1) * out_width];
+                        max_2x2_row::<true>(top, bottom, row, idx_row, base, width as u32);
+                    } else {
+                        max_2x2_row::<false>(top, bottom, row, &mut [], base, width as u32);
+                    }
                 }
             }
         }

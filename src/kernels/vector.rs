@@ -90,6 +90,15 @@ pub(crate) trait Vector: Copy {
     /// [`crate::kernels::relu`] of each lane: zero below zero, NaN and `-0.0` kept.
     fn relu(self) -> Self;
 
+    /// `if_equal` in the lanes where `self == b` (ordered: never at a NaN), `otherwise` in the
+    /// others.
+    fn select_equal(self, b: Self, if_equal: Self, otherwise: Self) -> Self;
+
+    /// The lanes, whole numbers in `0..2^24`, as `u32` bit patterns: stored with
+    /// [`Vector::store`] or [`Vector::store_first`] through a `u32` slice's pointer cast to
+    /// `*mut f32`, they write those integers (moves copy bits; nothing reads them as floats).
+    fn to_u32_bits(self) -> Self;
+
     /// The lanes `0..n` (all of them from `n >= LANES`).
     fn first_lanes(self, n: usize) -> Self::Mask;
 
@@ -190,6 +199,14 @@ impl Vector for Scalar {
     #[inline(always)]
     fn relu(self) -> Self {
         Scalar(crate::kernels::relu(self.0))
+    }
+    #[inline(always)]
+    fn select_equal(self, b: Self, if_equal: Self, otherwise: Self) -> Self {
+        if self.0 == b.0 { if_equal } else { otherwise }
+    }
+    #[inline(always)]
+    fn to_u32_bits(self) -> Self {
+        Scalar(f32::from_bits(self.0 as u32))
     }
     #[inline(always)]
     fn first_lanes(self, n: usize) -> bool {
@@ -392,6 +409,17 @@ mod x86 {
             }
         }
         #[inline(always)]
+        fn select_equal(self, b: Self, if_equal: Self, otherwise: Self) -> Self {
+            unsafe {
+                let equal = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, b.0);
+                Avx512(_mm512_mask_blend_ps(equal, otherwise.0, if_equal.0))
+            }
+        }
+        #[inline(always)]
+        fn to_u32_bits(self) -> Self {
+            Avx512(unsafe { _mm512_castsi512_ps(_mm512_cvttps_epi32(self.0)) })
+        }
+        #[inline(always)]
         fn first_lanes(self, n: usize) -> __mmask16 {
             if n >= 16 {
                 u16::MAX
@@ -516,6 +544,17 @@ mod x86 {
                 let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, zero);
                 Avx2(_mm256_blendv_ps(self.0, zero, negative))
             }
+        }
+        #[inline(always)]
+        fn select_equal(self, b: Self, if_equal: Self, otherwise: Self) -> Self {
+            unsafe {
+                let equal = _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, b.0);
+                Avx2(_mm256_blendv_ps(otherwise.0, if_equal.0, equal))
+            }
+        }
+        #[inline(always)]
+        fn to_u32_bits(self) -> Self {
+            Avx2(unsafe { _mm256_castsi256_ps(_mm256_cvttps_epi32(self.0)) })
         }
         #[inline(always)]
         fn first_lanes(self, n: usize) -> __m256 {
