@@ -107,7 +107,8 @@ pub trait Module: Send + Sync {
     }
 
     /// Applies the module, a ReLU and max pooling with window `pool` in one fused pass, if it
-    /// can (a convolution pools each image's output while it is in cache, during inference).
+    /// can (a convolution pools each image's output while it is in cache, keeping only the pooled
+    /// values and, in training, each window's argmax).
     /// [`Sequential`] calls this for a module followed by [`Relu`] and [`MaxPool2d`]; `None`
     /// (the default) means "run them separately".
     fn forward_then_relu_max_pool<'t>(
