@@ -168,6 +168,10 @@ struct CorrelatePlane<'a> {
     weights: &'a [f32],
     epilogue: Epilogue<'a>,
     out: &'a mut [f32],
+    /// Data the next call reads first (the next input plane, or a share of it), prefetched
+    /// into L2 a few lines per tile: prefetched all at once before the plane, most of the
+    /// requests waited on memory together and the copy that reads them stalled anyway.
+    ahead: &'a [f32],
 }
 
 impl VectorKernel for CorrelatePlane<'_> {
@@ -214,8 +218,17 @@ impl CorrelatePlane<'_> {
         let (rows, cols) = self.dims;
         let row_block = if rows >= ROWS { ROWS } else { 1 };
         let three_by_three = three_by_three(self.shifts, self.grid.width);
+        let tiles = tile_starts(rows, row_block).count() * tile_starts(cols, span).count();
+        let ahead_lines = self.ahead.len().div_ceil(16);
+        let mut tile_index = 0;
         for oh in tile_starts(rows, row_block) {
             for ow in tile_starts(cols, span) {
+                // This tile's share of the lines to prefetch.
+                let lines =
+                    tile_index * ahead_lines / tiles..(tile_index + 1) * ahead_lines / tiles;
+                tile_index += 1;
+                let end = (lines.end * 16).min(self.ahead.len());
+                prefetch(&self.ahead[(lines.start * 16).min(end)..end]);
                 // SAFETY: the caller's contract.
                 unsafe {
                     if let (ROWS, Some(dw)) = (row_block, three_by_three) {
@@ -571,13 +584,14 @@ pub(super) fn forward_image(
         for (c, plane) in x.chunks_exact(s.in_plane()).enumerate() {
             grid.copy_in(plane, bordered);
             // The next plane, into L2 while this one computes (into L1 it would evict the
-            // bordered plane and the output).
-            prefetch(
-                x.get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
-                    .unwrap_or(&[]),
-            );
-            for o in c * multiplier..(c + 1) * multiplier {
+            // bordered plane and the output), a share of it by each output channel's call.
+            let next = x
+                .get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
+                .unwrap_or(&[]);
+            let share = next.len().div_ceil(multiplier).next_multiple_of(16).max(16);
+            for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
                 let w = &weight[o * taps..(o + 1) * taps];
+                let ahead = next.get(k * share..).unwrap_or(&[]);
                 let out_plane = &mut out[o * s.out_plane()..(o + 1) * s.out_plane()];
                 with_vector(CorrelatePlane {
                     src: bordered,
@@ -587,6 +601,7 @@ pub(super) fn forward_image(
                     weights: w,
                     epilogue: epilogue(o),
                     out: out_plane,
+                    ahead: &ahead[..share.min(ahead.len())],
                 });
             }
         }
@@ -617,10 +632,9 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
                 grid.copy_in(&gy[o * s.out_plane()..(o + 1) * s.out_plane()], buffer);
             }
             let next = (c + 1) * multiplier * s.out_plane();
-            prefetch(
-                gy.get(next..next + multiplier * s.out_plane())
-                    .unwrap_or(&[]),
-            );
+            let ahead = gy
+                .get(next..next + multiplier * s.out_plane())
+                .unwrap_or(&[]);
             let w = &reversed[c * per_channel..(c + 1) * per_channel];
             with_vector(CorrelatePlane {
                 src: bordered,
@@ -630,6 +644,7 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
                 weights: w,
                 epilogue: Epilogue::default(),
                 out: gx_plane,
+                ahead,
             });
         }
     });
