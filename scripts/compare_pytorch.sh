@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# striate against PyTorch and ONNX Runtime in one sitting on this machine: runs striate's
-# criterion benches (the FMA peak, sgemm 2048, the six conv shapes, the MNIST CNN step and
-# inference), then scripts/compare_pytorch.py, which times the same workloads in PyTorch
+# striate against PyTorch and ONNX Runtime in one sitting on this machine: scripts/compare_pytorch.py
+# alternates striate's criterion benches (the FMA peak, sgemm 2048, the six conv shapes, the MNIST
+# CNN step and inference; ROUNDS times, default 2) with the same workloads in PyTorch
 # (NCHW, channels-last, torch.compile) and ONNX Runtime and prints one table of ratios with the
 # CPU model. Needs: pip install torch onnx onnxruntime. Do not run it while the machine builds.
 #
@@ -18,8 +18,9 @@ case "${1:-}" in
         ;;
     *) echo "usage: $0 [avx2]" >&2; exit 2 ;;
 esac
-quick=(--warm-up-time 2 --measurement-time 5)
-cargo bench --bench ops -- "${quick[@]}" 'machine/fma_peak|matmul/square/2048'
-cargo bench --bench conv -- "${quick[@]}" 'conv2d/'
-cargo bench --bench train_step -- "${quick[@]}" 'train_step_batch64$|inference_batch256'
+# The benches and PyTorch's side take turns ROUNDS times (default 2); each side keeps its best.
+quick="--warm-up-time 2 --measurement-time 5"
+export STRIATE_BENCHES="cargo bench --bench ops -- $quick 'machine/fma_peak|matmul/square/2048' \
+ && cargo bench --bench conv -- $quick 'conv2d/' \
+ && cargo bench --bench train_step -- $quick 'train_step_batch64\$|inference_batch256'"
 python3 scripts/compare_pytorch.py
