@@ -4,8 +4,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
-    conv2d_forward_fused_to_vec, conv2d_relu_max_pool2d_to_vec,
-    conv2d_relu_max_pool2d_with_indices_to_vec,
+    conv2d_forward_fused_to_vec, conv2d_relu_max_pool2d_pass,
 };
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
 use crate::kernels::relu_passes_gradient;
@@ -212,28 +211,22 @@ impl<'t> Var<'t> {
         let inputs = conv_inputs(self, weight, bias);
         let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
         let pool_shape = Pool2dShape::new("max_pool2d", &shape.output_shape(), pool);
-        let bias_slice = bias_value.as_ref().map(|b| b.as_slice());
-        if !inputs.iter().any(|v| v.requires_grad()) {
-            let output = conv2d_relu_max_pool2d_to_vec(
-                input.as_slice(),
-                weight_value.as_slice(),
-                bias_slice,
-                &shape,
-                pool,
-            );
-            let value = Tensor::from_vec(output, &pool_shape.output_shape()).expect("pooled shape");
+        let training = inputs.iter().any(|v| v.requires_grad());
+        // Argmax indices only when a backward pass will read them.
+        let (output, indices) = conv2d_relu_max_pool2d_pass(
+            input.as_slice(),
+            weight_value.as_slice(),
+            bias_value.as_ref().map(|b| b.as_slice()),
+            &shape,
+            pool,
+            training,
+        );
+        let value = Tensor::from_vec(output, &pool_shape.output_shape()).expect("pooled shape");
+        if !training {
             return self
                 .tape()
                 .record(value, &inputs, Conv2dReluMaxPool2dInference);
         }
-        let (output, indices) = conv2d_relu_max_pool2d_with_indices_to_vec(
-            input.as_slice(),
-            weight_value.as_slice(),
-            bias_slice,
-            &shape,
-            pool,
-        );
-        let value = Tensor::from_vec(output, &pool_shape.output_shape()).expect("pooled shape");
         let after = AfterConv::ReluMaxPool {
             pooled: value.clone(),
             indices,

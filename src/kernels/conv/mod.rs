@@ -214,8 +214,9 @@ pub fn conv2d_relu_max_pool2d_with_indices_to_vec(
     conv2d_relu_max_pool2d_pass(input, weight, bias, shape, pool, true)
 }
 
-/// The fused convolution + ReLU + max pooling, with the pooling's argmax indices or not.
-fn conv2d_relu_max_pool2d_pass(
+/// The fused convolution + ReLU + max pooling: the pooled values, and the argmax indices
+/// when `with_indices` (empty otherwise).
+pub(crate) fn conv2d_relu_max_pool2d_pass(
     input: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
