@@ -170,6 +170,22 @@ pub fn prefetch(data: &[f32]) {
     let _ = data;
 }
 
+/// Prefetches into L2 share `index` of `count` equal shares of `data`'s cache lines: a kernel
+/// that walks `count` tiles asks for the data of its next call a few lines per tile. All at
+/// once, the requests mostly waited on memory together and the first reads of that data
+/// stalled anyway.
+pub fn prefetch_share(data: &[f32], index: usize, count: usize) {
+    prefetch(&data[line_share(data.len(), index, count)]);
+}
+
+/// The floats of share `index` of `count` of `len` floats split in whole 16-float lines; the
+/// shares tile `0..len` in order (some empty when there are fewer lines than shares).
+fn line_share(len: usize, index: usize, count: usize) -> std::ops::Range<usize> {
+    let (lines, count) = (len.div_ceil(16), count.max(1));
+    let end = ((index + 1) * lines / count * 16).min(len);
+    (index * lines / count * 16).min(end)..end
+}
+
 /// Asks the CPU to bring the cache line holding `p` into L1: a hint that never faults, so `p`
 /// need not point into anything.
 #[inline(always)]
@@ -311,6 +327,25 @@ pub fn all_finite(x: &[f32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn line_shares_tile_the_data_in_whole_lines() {
+        for len in [0, 1, 15, 16, 17, 100, 3136] {
+            for count in [0, 1, 2, 3, 7, 64, 300] {
+                let mut next = 0;
+                for index in 0..count.max(1) {
+                    let share = super::line_share(len, index, count);
+                    assert_eq!(share.start, next, "len {len}, count {count}, share {index}");
+                    assert!(
+                        share.start.is_multiple_of(16)
+                            && (share.end.is_multiple_of(16) || share.end == len)
+                    );
+                    next = share.end;
+                }
+                assert_eq!(next, len, "len {len}, count {count}");
+            }
+        }
+    }
+
     #[test]
     fn copy_row_copies_every_length() {
         for n in 0..600 {

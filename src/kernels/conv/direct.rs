@@ -27,7 +27,7 @@ use super::parallel::{sum_over_image_chunks, valid_columns};
 use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-use crate::util::simd::{copy_row, prefetch};
+use crate::util::simd::{copy_row, prefetch, prefetch_share};
 
 /// The widest vector's floats: the zero tail of a bordered buffer, which the tiles of rows
 /// narrower than a vector read past the last row.
@@ -158,6 +158,14 @@ fn three_by_three(shifts: &[usize], width: usize) -> Option<usize> {
     (shifts.len() == 9 && shifts.iter().copied().eq(expected)).then_some(dw)
 }
 
+/// Share `k` of `parts` of `data`, in whole cache lines: what each of the calls that use one
+/// plane prefetches of the next.
+fn line_share(data: &[f32], k: usize, parts: usize) -> &[f32] {
+    let len = data.len().div_ceil(parts.max(1)).next_multiple_of(16);
+    let start = (k * len).min(data.len());
+    &data[start..(start + len).min(data.len())]
+}
+
 /// `out` `[rows, cols]` = the correlation of the bordered `src` (row stride `grid.width`) with
 /// `weights` at `shifts`, through `epilogue`.
 struct CorrelatePlane<'a> {
@@ -169,8 +177,7 @@ struct CorrelatePlane<'a> {
     epilogue: Epilogue<'a>,
     out: &'a mut [f32],
     /// Data the next call reads first (the next input plane, or a share of it), prefetched
-    /// into L2 a few lines per tile: prefetched all at once before the plane, most of the
-    /// requests waited on memory together and the copy that reads them stalled anyway.
+    /// into L2 a few lines per tile ([`prefetch_share`]).
     ahead: &'a [f32],
 }
 
@@ -219,16 +226,11 @@ impl CorrelatePlane<'_> {
         let row_block = if rows >= ROWS { ROWS } else { 1 };
         let three_by_three = three_by_three(self.shifts, self.grid.width);
         let tiles = tile_starts(rows, row_block).count() * tile_starts(cols, span).count();
-        let ahead_lines = self.ahead.len().div_ceil(16);
         let mut tile_index = 0;
         for oh in tile_starts(rows, row_block) {
             for ow in tile_starts(cols, span) {
-                // This tile's share of the lines to prefetch.
-                let lines =
-                    tile_index * ahead_lines / tiles..(tile_index + 1) * ahead_lines / tiles;
+                prefetch_share(self.ahead, tile_index, tiles);
                 tile_index += 1;
-                let end = (lines.end * 16).min(self.ahead.len());
-                prefetch(&self.ahead[(lines.start * 16).min(end)..end]);
                 // SAFETY: the caller's contract.
                 unsafe {
                     if let (ROWS, Some(dw)) = (row_block, three_by_three) {
@@ -351,6 +353,9 @@ struct FilterPlane<'a> {
     dims: (usize, usize),
     shifts: &'a [usize],
     sums: &'a mut [f32],
+    /// What the next call reads first (the next image's input and gradient planes),
+    /// prefetched into L2 a share per block of rows ([`prefetch_share`]).
+    ahead: [&'a [f32]; 2],
 }
 
 impl VectorKernel for FilterPlane<'_> {
@@ -373,6 +378,9 @@ impl VectorKernel for FilterPlane<'_> {
                 *o += s;
             }
             return;
+        }
+        for ahead in self.ahead {
+            prefetch(ahead);
         }
         let mut shift_blocks = self.shifts.chunks_exact(TAP_BLOCK);
         let mut sum_blocks = self.sums.chunks_exact_mut(TAP_BLOCK);
@@ -419,9 +427,15 @@ impl FilterPlane<'_> {
             let mut acc = [V::zero(); 9];
             let mask = V::zero().first_lanes(rest);
             let full = V::zero().first_lanes(lanes);
+            let row_blocks = rows / ROWS + rows % ROWS;
             let mut oh = 0;
+            let mut row_block = 0;
             while oh < rows {
                 let block = if rows - oh >= ROWS { ROWS } else { 1 };
+                for ahead in self.ahead {
+                    prefetch_share(ahead, row_block, row_blocks);
+                }
+                row_block += 1;
                 for ow in (0..whole).step_by(lanes) {
                     if block == ROWS {
                         self.rows_3x3::<V, ROWS, false>(&mut acc, oh, ow, dw, lanes, full);
@@ -588,10 +602,8 @@ pub(super) fn forward_image(
             let next = x
                 .get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
                 .unwrap_or(&[]);
-            let share = next.len().div_ceil(multiplier).next_multiple_of(16).max(16);
             for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
                 let w = &weight[o * taps..(o + 1) * taps];
-                let ahead = next.get(k * share..).unwrap_or(&[]);
                 let out_plane = &mut out[o * s.out_plane()..(o + 1) * s.out_plane()];
                 with_vector(CorrelatePlane {
                     src: bordered,
@@ -601,7 +613,7 @@ pub(super) fn forward_image(
                     weights: w,
                     epilogue: epilogue(o),
                     out: out_plane,
-                    ahead: &ahead[..share.min(ahead.len())],
+                    ahead: line_share(next, k, multiplier),
                 });
             }
         }
@@ -712,16 +724,15 @@ fn filter_gradient(
             for c in channels.clone() {
                 let plane = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];
                 grid.copy_in(plane, bordered);
-                // The same channel of the next image: the next plane this task reads.
+                // The same channel of the next image: the next planes this task reads, a
+                // share by each output channel's call.
                 let next = ((n + 1) * s.in_channels + c) * s.in_plane();
-                prefetch(input.get(next..next + s.in_plane()).unwrap_or(&[]));
+                let next_input = input.get(next..next + s.in_plane()).unwrap_or(&[]);
                 let next = ((n + 1) * s.out_channels + c * multiplier) * s.out_plane();
-                prefetch(
-                    grad_output
-                        .get(next..next + multiplier * s.out_plane())
-                        .unwrap_or(&[]),
-                );
-                for o in c * multiplier..(c + 1) * multiplier {
+                let next_gradient = grad_output
+                    .get(next..next + multiplier * s.out_plane())
+                    .unwrap_or(&[]);
+                for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
                     let g =
                         &grad_output[(n * s.out_channels + o) * s.out_plane()..][..s.out_plane()];
                     let local = (o - first_channel * multiplier) * taps;
@@ -732,6 +743,10 @@ fn filter_gradient(
                         dims: out_dims,
                         shifts: &shifts,
                         sums: &mut gw[local..local + taps],
+                        ahead: [
+                            line_share(next_input, k, multiplier),
+                            line_share(next_gradient, k, multiplier),
+                        ],
                     });
                 }
             }
