@@ -18,8 +18,8 @@
 //!   kernel reads each row of the column matrix straight from the padded planes (a row is a
 //!   plane at a constant offset), so no column matrix is built and no operand is packed but the
 //!   weights, once per call. Forward at any stride; when every thread has images of its own,
-//!   the filter gradient; with AVX-512 also backward-data at stride 1 (as a gather over the
-//!   zero-extended output gradient).
+//!   the filter gradient; with AVX-512 also backward-data at any stride (a gather per phase
+//!   plane over the zero-extended output gradient).
 //!
 //! - **Winograd** F(2x2, 3x3) (`winograd.rs`) for 3x3 convolutions at stride 1 with 16 channels
 //!   or more on each side, on AVX2 and AVX-512: 2.25x fewer multiply-adds in the forward,
@@ -421,7 +421,7 @@ fn backward_data_images<'a>(
         _ => None,
     };
     let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
-        .then(|| wide::pack_backward_data(weight, &s));
+        .then(|| wide::GatherWeights::new(weight, &s));
     let image = move |n: usize, gx: &mut [f32]| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
         match (s.path, &packed) {

@@ -307,9 +307,7 @@ impl Conv2dShape {
                 forward: tile(self.group_out()),
                 // With AVX2's 8-column tiles the backward gather (depth `O·KH·KW`, twice the
                 // forward's on MNIST's conv2) measured no faster than im2col + GEMM.
-                backward_data: tile(self.group_in())
-                    && self.spec.stride == [1, 1]
-                    && shifted::wide_tiles(),
+                backward_data: tile(self.group_in()) && shifted::wide_tiles(),
                 backward_filter: self.group_out() >= shifted::REDUCE_MIN_ROWS
                     && shifted::reduce_available()
                     && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
@@ -392,7 +390,7 @@ pub struct WinogradPasses {
 pub struct ShiftedPasses {
     /// Forward, at any stride.
     pub forward: bool,
-    /// Backward-data, at stride 1 (a gather over the zero-extended output gradient).
+    /// Backward-data (a gather per phase plane over the zero-extended output gradient).
     pub backward_data: bool,
     /// The filter gradient (when every thread has images of its own).
     pub backward_filter: bool,

@@ -463,19 +463,61 @@ pub(super) fn pack_forward(weight: &[f32], s: &Conv2dShape) -> Vec<PackedRows> {
         .collect()
 }
 
-/// The weight of each group packed for [`shifted_gemm`] in the backward-data pass: row `c`,
-/// column `(o, tap)`, that is `W_gᵀ` with the taps kept together.
-pub(super) fn pack_backward_data(weight: &[f32], s: &Conv2dShape) -> Vec<PackedRows> {
-    let (cg, og) = (s.group_in(), s.group_out());
-    let taps = s.kernel_height * s.kernel_width;
-    (0..s.spec.groups)
-        .map(|g| {
-            PackedRows::new(cg, og * taps, |c, j| {
-                let (o, tap) = (j / taps, j % taps);
-                weight[((g * og + o) * cg + c) * taps + tap]
+/// The weights of the backward-data gather ([`backward_data_image_shifted`]): for each phase
+/// plane, the taps that land in it and, for each group, `W_gᵀ` restricted to those taps,
+/// packed for [`shifted_gemm`] (row `c`, column `(o, tap)`).
+pub(super) struct GatherWeights {
+    phases: Vec<GatherPhase>,
+    /// `[group][phase]`, none for a phase without taps.
+    packed: Vec<Vec<Option<PackedRows>>>,
+}
+
+/// One phase plane of the padded input gradient: the taps whose reads land in it (indices
+/// into [`Wide::shifts`], none when the strides skip the plane's pixels: its gradient is
+/// zero) and the rows of the plane that hold input pixels.
+struct GatherPhase {
+    taps: Vec<usize>,
+    rows: std::ops::Range<usize>,
+}
+
+impl GatherWeights {
+    pub fn new(weight: &[f32], s: &Conv2dShape) -> GatherWeights {
+        let wide = Wide::new(s);
+        let (cg, og) = (s.group_in(), s.group_out());
+        let taps = s.kernel_height * s.kernel_width;
+        let [sh, sw] = s.spec.stride;
+        let phases: Vec<GatherPhase> = (0..sh * sw)
+            .map(|phase| {
+                let (phase_row, top) = (phase / sw, s.spec.padding.top);
+                // Padded row `phase_row + sh·i` is input row `phase_row + sh·i − top`.
+                let first = top.saturating_sub(phase_row).div_ceil(sh);
+                let end = (top + s.in_height).saturating_sub(phase_row).div_ceil(sh);
+                GatherPhase {
+                    taps: (0..taps)
+                        .filter(|&t| wide.shifts[t] / wide.plane_len == phase)
+                        .collect(),
+                    rows: first..end.max(first),
+                }
             })
-        })
-        .collect()
+            .collect();
+        let packed = (0..s.spec.groups)
+            .map(|g| {
+                phases
+                    .iter()
+                    .map(|phase| {
+                        let n = phase.taps.len();
+                        (n > 0).then(|| {
+                            PackedRows::new(cg, og * n, |c, j| {
+                                let (o, tap) = (j / n, phase.taps[j % n]);
+                                weight[((g * og + o) * cg + c) * taps + tap]
+                            })
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        GatherWeights { phases, packed }
+    }
 }
 
 /// Forward of one image without a column matrix:
@@ -534,42 +576,64 @@ pub(super) fn forward_image_shifted(
     });
 }
 
-/// Backward-data of one image at stride 1 without a column matrix: the gradient planes are
-/// the full correlation `dP[c, q] = Σ_(o, tap) W[o, c, tap] · dY_wide[o, q − shift(tap)]`,
-/// computed as a gather from a copy of `dY_wide` with `reach` zeros in front, over the rows
-/// that hold input pixels only.
+/// Backward-data of one image without a column matrix, as the adjoint of the forward's reads:
+/// tap `t` reads phase plane `φ(t)` at `d_t + p` for wide output column `p`, so each phase
+/// plane's gradient is the gather `dP_φ[c, q] = Σ_(o, t in φ) W[o, c, t] · dY_wide[o, q − d_t]`
+/// (one [`shifted_gemm`] per phase, over a copy of `dY_wide` with `reach` zeros in front),
+/// computed on the rows that hold input pixels only. At stride 1 there is one phase; at
+/// stride 2 a 3x3 filter's taps split 4 + 2 + 2 + 1 over four.
 pub(super) fn backward_data_image_shifted(
     gy: &[f32],
-    packed: &[PackedRows],
+    weights: &GatherWeights,
     s: &Conv2dShape,
     gx: &mut [f32],
 ) {
-    debug_assert_eq!(s.spec.stride, [1, 1], "the gather form needs stride 1");
     let (cg, og) = (s.group_in(), s.group_out());
     let wide = Wide::new(s);
-    let reach = wide.shifts.iter().copied().max().unwrap_or(0);
-    let top = s.spec.padding.top;
-    let (first, end) = (top * wide.width, (top + s.in_height) * wide.width);
-    let spread_len = reach + end.max(wide.out_len);
+    let in_plane_shift = |t: usize| wide.shifts[t] % wide.plane_len;
+    let reach = (0..wide.shifts.len())
+        .map(in_plane_shift)
+        .max()
+        .unwrap_or(0);
+    let last_row = weights.phases.iter().map(|phase| phase.rows.end).max();
+    let spread_len = reach + (last_row.unwrap_or(0) * wide.width).max(wide.out_len);
     let planes_len = cg * wide.padded_len;
     with_scratch_parts([planes_len, og * spread_len], |[planes, spread]| {
-        let offsets = wide.row_offsets(og, spread_len, |shift| reach - shift);
-        for (g, packed) in packed.iter().enumerate() {
+        for (g, packed) in weights.packed.iter().enumerate() {
             for (o, row) in spread.chunks_exact_mut(spread_len).enumerate() {
                 let plane = &gy[(g * og + o) * s.out_plane()..][..s.out_plane()];
                 row[..reach].fill(0.0);
                 wide.widen(s, plane, 0, s.out_height, row, reach);
                 row[reach + wide.out_len..].fill(0.0);
             }
-            shifted_gemm(
-                packed,
-                &offsets,
-                &spread[first..],
-                end - first,
-                &mut planes[first..],
-                wide.padded_len,
-                Epilogue::default(),
-            );
+            for (index, (phase, packed)) in weights.phases.iter().zip(packed).enumerate() {
+                let (first, end) = (phase.rows.start * wide.width, phase.rows.end * wide.width);
+                let plane_start = index * wide.plane_len;
+                let Some(packed) = packed else {
+                    for c in 0..cg {
+                        let plane = c * wide.padded_len + plane_start;
+                        planes[plane + first..plane + end].fill(0.0);
+                    }
+                    continue;
+                };
+                let offsets: Vec<usize> = (0..og)
+                    .flat_map(|o| {
+                        phase
+                            .taps
+                            .iter()
+                            .map(move |&t| o * spread_len + reach - in_plane_shift(t))
+                    })
+                    .collect();
+                shifted_gemm(
+                    packed,
+                    &offsets,
+                    &spread[first..],
+                    end - first,
+                    &mut planes[plane_start + first..],
+                    wide.padded_len,
+                    Epilogue::default(),
+                );
+            }
             for c in 0..cg {
                 let plane = &mut gx[(g * cg + c) * s.in_plane()..][..s.in_plane()];
                 wide.unpad(
