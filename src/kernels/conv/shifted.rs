@@ -12,6 +12,7 @@
 //! AVX2's 16.
 
 use super::epilogue::Epilogue;
+use crate::kernels::gemm::Caches;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level, prefetch_line};
 
@@ -150,8 +151,9 @@ pub(super) fn shifted_gemm(
     // Large grids go a chunk of columns at a time through every block of rows, so the part of
     // the padded planes a chunk reads stays in cache while all the blocks use it.
     let parallel = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
-    for first in (0..n).step_by(COLUMN_CHUNK) {
-        let columns = (n - first).min(COLUMN_CHUNK);
+    let chunk = column_chunk(a.depth);
+    for first in (0..n).step_by(chunk) {
+        let columns = (n - first).min(chunk);
         let src = &src[first..];
         let blocks: Vec<_> = out
             .chunks_mut(a.block_rows * out_stride)
@@ -287,8 +289,17 @@ fn check_bounds(
     );
 }
 
-/// Output columns per pass through every block of rows in [`shifted_gemm`].
-const COLUMN_CHUNK: usize = 1024;
+/// Output columns per pass through every block of rows in [`shifted_gemm`]: as many whole
+/// tiles as keep the source rows they read (`depth` rows of `columns` floats at most, fewer
+/// when taps share a plane) within half of L2, and no more than 1024. With the whole grid of
+/// ResNet's stride-2 downsampling at once (depth 576, 812 columns: 1.9 MB of reads for a 1 MiB
+/// L2), each block of rows fetched the planes from L3 again and two threads scaled 1.75x;
+/// chunks of 128 to 384 columns measured alike, 5-7% faster on two threads (Zen 4).
+fn column_chunk(depth: usize) -> usize {
+    let tile = tile_columns();
+    let fits = Caches::of_this_cpu().l2 / 2 / (4 * depth.max(1));
+    (fits / tile * tile).clamp(2 * tile, 1024)
+}
 
 /// One block of `rows` output rows (at most `stride`, the rows the block was packed with) over
 /// all `n` columns, tile by tile. The caller checked that every read `src[offsets[k] + p]`
