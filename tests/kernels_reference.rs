@@ -485,6 +485,14 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
             [1, 1],
             1,
         ),
+        (
+            [2, 8, 7, 8],
+            [8, 8, 3, 3],
+            padding(3, 2, 4, 1),
+            [2, 2],
+            [1, 1],
+            1,
+        ),
     ] {
         let spec = Conv2dSpec {
             padding,
@@ -503,7 +511,7 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
             );
         }
     }
-    eprintln!("{gathered} of 8 shapes took the gather path on this CPU");
+    eprintln!("{gathered} of 9 shapes took the gather path on this CPU");
 }
 
 #[test]

@@ -505,12 +505,14 @@ impl GatherWeights {
                 phases
                     .iter()
                     .map(|phase| {
-                        let n = phase.taps.len();
-                        (n > 0).then(|| {
-                            PackedRows::new(cg, og * n, |c, j| {
-                                let (o, tap) = (j / n, phase.taps[j % n]);
-                                weight[((g * og + o) * cg + c) * taps + tap]
-                            })
+                        // Where column `(o, tap)` starts in the OIHW weight (a division per
+                        // value was most of the packing's time).
+                        let columns: Vec<usize> = (0..og)
+                            .flat_map(|o| phase.taps.iter().map(move |&t| (o, t)))
+                            .map(|(o, tap)| (g * og + o) * cg * taps + tap)
+                            .collect();
+                        (!columns.is_empty()).then(|| {
+                            PackedRows::new(cg, columns.len(), |c, j| weight[columns[j] + c * taps])
                         })
                     })
                     .collect()
