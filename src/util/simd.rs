@@ -180,7 +180,7 @@ pub fn prefetch_share(data: &[f32], index: usize, count: usize) {
 
 /// The floats of share `index` of `count` of `len` floats split in whole 16-float lines; the
 /// shares tile `0..len` in order (some empty when there are fewer lines than shares).
-fn line_share(len: usize, index: usize, count: usize) -> std::ops::Range<usize> {
+pub(crate) fn line_share(len: usize, index: usize, count: usize) -> std::ops::Range<usize> {
     let (lines, count) = (len.div_ceil(16), count.max(1));
     let end = ((index + 1) * lines / count * 16).min(len);
     (index * lines / count * 16).min(end)..end

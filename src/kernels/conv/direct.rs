@@ -27,7 +27,7 @@ use super::parallel::{sum_over_image_chunks, valid_columns};
 use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-use crate::util::simd::{copy_row, prefetch, prefetch_share};
+use crate::util::simd::{copy_row, line_share, prefetch, prefetch_share};
 
 /// The widest vector's floats: the zero tail of a bordered buffer, which the tiles of rows
 /// narrower than a vector read past the last row.
@@ -158,12 +158,10 @@ fn three_by_three(shifts: &[usize], width: usize) -> Option<usize> {
     (shifts.len() == 9 && shifts.iter().copied().eq(expected)).then_some(dw)
 }
 
-/// Share `k` of `parts` of `data`, in whole cache lines: what each of the calls that use one
-/// plane prefetches of the next.
-fn line_share(data: &[f32], k: usize, parts: usize) -> &[f32] {
-    let len = data.len().div_ceil(parts.max(1)).next_multiple_of(16);
-    let start = (k * len).min(data.len());
-    &data[start..(start + len).min(data.len())]
+/// Share `k` of `parts` of `data` in whole cache lines ([`line_share`]): what each of the
+/// calls that use one plane prefetches of the next.
+fn share_of(data: &[f32], k: usize, parts: usize) -> &[f32] {
+    &data[line_share(data.len(), k, parts)]
 }
 
 /// `out` `[rows, cols]` = the correlation of the bordered `src` (row stride `grid.width`) with
@@ -613,7 +611,7 @@ pub(super) fn forward_image(
                     weights: w,
                     epilogue: epilogue(o),
                     out: out_plane,
-                    ahead: line_share(next, k, multiplier),
+                    ahead: share_of(next, k, multiplier),
                 });
             }
         }
@@ -744,8 +742,8 @@ fn filter_gradient(
                         shifts: &shifts,
                         sums: &mut gw[local..local + taps],
                         ahead: [
-                            line_share(next_input, k, multiplier),
-                            line_share(next_gradient, k, multiplier),
+                            share_of(next_input, k, multiplier),
+                            share_of(next_gradient, k, multiplier),
                         ],
                     });
                 }
