@@ -226,6 +226,34 @@ fn kernels_and_reference(
 
 const PASSES: [&str; 4] = ["forward", "backward-data", "backward-filter", "bias"];
 
+/// Padding of `top`, `bottom`, `left` and `right` pixels.
+fn padding(top: usize, bottom: usize, left: usize, right: usize) -> Padding2d {
+    Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    }
+}
+
+/// Checks every pass of the convolution of `input` by `weight` against the naive reference
+/// and returns its shape (whose path the caller may inspect).
+fn passes_match_reference(
+    input: [usize; 4],
+    weight: [usize; 4],
+    spec: Conv2dSpec,
+    rng: &mut StdRng,
+) -> Conv2dShape {
+    let s = Conv2dShape::new(&input, &weight, spec);
+    for (name, e) in PASSES.iter().zip(compare_with_reference(&s, rng)) {
+        assert!(
+            e < 1e-4,
+            "{input:?} {weight:?} {spec:?}: {name} error {e:.2e}"
+        );
+    }
+    s
+}
+
 #[test]
 fn conv2d_kernels_match_naive_reference() {
     let mut rng = StdRng::seed_from_u64(2024);
@@ -274,12 +302,6 @@ fn winograd_convolutions_match_the_reference() {
     // goes through several blocks of tile rows, and a batch whose small images are transformed
     // several at a time.
     let mut rng = StdRng::seed_from_u64(23);
-    let padding = |top, bottom, left, right| Padding2d {
-        top,
-        bottom,
-        left,
-        right,
-    };
     for (input, out_channels, padding) in [
         ([2, 16, 14, 14], 24, padding(1, 1, 1, 1)),
         ([2, 17, 9, 31], 16, padding(0, 2, 2, 1)),
@@ -313,12 +335,6 @@ fn register_tile_paths_match_the_reference() {
     // asymmetric padding, groups, filters of 1 to 5 columns; pointwise convolutions with a full
     // block of 8 outputs and a partial one, and two groups.
     let mut rng = StdRng::seed_from_u64(31);
-    let padding = |top, bottom, left, right| Padding2d {
-        top,
-        bottom,
-        left,
-        right,
-    };
     for (input, weight, padding, stride, dilation, groups) in [
         (
             [3, 1, 11, 13],
@@ -399,10 +415,7 @@ fn register_tile_paths_match_the_reference() {
             dilation,
             groups,
         };
-        let s = Conv2dShape::new(&input, &weight, spec);
-        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
-            assert!(e < 1e-4, "{input:?} {weight:?}: {name} error {e:.2e}");
-        }
+        passes_match_reference(input, weight, spec, &mut rng);
     }
 }
 
@@ -413,12 +426,6 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
     // input channels, groups, and filters whose taps leave a phase plane empty (1x1 at
     // stride 2 reads one phase of four).
     let mut rng = StdRng::seed_from_u64(47);
-    let padding = |top, bottom, left, right| Padding2d {
-        top,
-        bottom,
-        left,
-        right,
-    };
     let mut gathered = 0;
     for (input, weight, padding, stride, dilation, groups) in [
         (
@@ -500,15 +507,9 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
             dilation,
             groups,
         };
-        let s = Conv2dShape::new(&input, &weight, spec);
+        let s = passes_match_reference(input, weight, spec, &mut rng);
         if let ConvPath::Wide { shifted, .. } = s.path {
             gathered += usize::from(shifted.backward_data);
-        }
-        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
-            assert!(
-                e < 1e-4,
-                "{input:?} {weight:?} stride {stride:?}: {name} error {e:.2e}"
-            );
         }
     }
     eprintln!("{gathered} of 9 shapes took the gather path on this CPU");
