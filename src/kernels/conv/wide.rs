@@ -468,6 +468,12 @@ pub(super) fn pack_forward(weight: &[f32], s: &Conv2dShape) -> Vec<PackedRows> {
 /// packed for [`shifted_gemm`] (row `c`, column `(o, tap)`).
 pub(super) struct GatherWeights {
     phases: Vec<GatherPhase>,
+    /// The zeros in front of each output-gradient row of the gather's source: the furthest
+    /// in-plane shift of a tap.
+    reach: usize,
+    /// The length of each row of the gather's source: `reach`, then the wide output gradient,
+    /// then zeros as far as the last phase row read.
+    spread_len: usize,
     /// `[group][phase]`, none for a phase without taps.
     packed: Vec<Vec<Option<PackedRows>>>,
 }
@@ -478,6 +484,8 @@ pub(super) struct GatherWeights {
 struct GatherPhase {
     taps: Vec<usize>,
     rows: std::ops::Range<usize>,
+    /// Where column `(o, tap)` of the product reads the gather's source.
+    offsets: Vec<usize>,
 }
 
 impl GatherWeights {
@@ -486,7 +494,9 @@ impl GatherWeights {
         let (cg, og) = (s.group_in(), s.group_out());
         let taps = s.kernel_height * s.kernel_width;
         let [sh, sw] = s.spec.stride;
-        let phases: Vec<GatherPhase> = (0..sh * sw)
+        let in_plane_shift = |t: usize| wide.shifts[t] % wide.plane_len;
+        let reach = (0..taps).map(in_plane_shift).max().unwrap_or(0);
+        let mut phases: Vec<GatherPhase> = (0..sh * sw)
             .map(|phase| {
                 let (phase_row, top) = (phase / sw, s.spec.padding.top);
                 // Padded row `phase_row + sh·i` is input row `phase_row + sh·i − top`.
@@ -497,9 +507,22 @@ impl GatherWeights {
                         .filter(|&t| wide.shifts[t] / wide.plane_len == phase)
                         .collect(),
                     rows: first..end.max(first),
+                    offsets: Vec::new(),
                 }
             })
             .collect();
+        let last_row = phases.iter().map(|phase| phase.rows.end).max().unwrap_or(0);
+        let spread_len = reach + (last_row * wide.width).max(wide.out_len);
+        for phase in &mut phases {
+            let phase_taps = &phase.taps;
+            phase.offsets = (0..og)
+                .flat_map(|o| {
+                    phase_taps
+                        .iter()
+                        .map(move |&t| o * spread_len + reach - in_plane_shift(t))
+                })
+                .collect();
+        }
         let packed = (0..s.spec.groups)
             .map(|g| {
                 phases
@@ -518,7 +541,12 @@ impl GatherWeights {
                     .collect()
             })
             .collect();
-        GatherWeights { phases, packed }
+        GatherWeights {
+            phases,
+            reach,
+            spread_len,
+            packed,
+        }
     }
 }
 
@@ -592,13 +620,7 @@ pub(super) fn backward_data_image_shifted(
 ) {
     let (cg, og) = (s.group_in(), s.group_out());
     let wide = Wide::new(s);
-    let in_plane_shift = |t: usize| wide.shifts[t] % wide.plane_len;
-    let reach = (0..wide.shifts.len())
-        .map(in_plane_shift)
-        .max()
-        .unwrap_or(0);
-    let last_row = weights.phases.iter().map(|phase| phase.rows.end).max();
-    let spread_len = reach + (last_row.unwrap_or(0) * wide.width).max(wide.out_len);
+    let (reach, spread_len) = (weights.reach, weights.spread_len);
     let planes_len = cg * wide.padded_len;
     with_scratch_parts([planes_len, og * spread_len], |[planes, spread]| {
         for (g, packed) in weights.packed.iter().enumerate() {
@@ -618,17 +640,9 @@ pub(super) fn backward_data_image_shifted(
                     }
                     continue;
                 };
-                let offsets: Vec<usize> = (0..og)
-                    .flat_map(|o| {
-                        phase
-                            .taps
-                            .iter()
-                            .map(move |&t| o * spread_len + reach - in_plane_shift(t))
-                    })
-                    .collect();
                 shifted_gemm(
                     packed,
-                    &offsets,
+                    &phase.offsets,
                     &spread[first..],
                     end - first,
                     &mut planes[plane_start + first..],
