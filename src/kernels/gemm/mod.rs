@@ -173,6 +173,14 @@ impl<'a> MatMut<'a> {
             data: self.data,
         }
     }
+
+    /// A view of the same elements for a shorter borrow.
+    pub(crate) fn reborrow(&mut self) -> MatMut<'_> {
+        MatMut {
+            data: self.data,
+            ..*self
+        }
+    }
 }
 
 /// `dst = alpha · lhs · rhs + beta · dst`.
