@@ -15,24 +15,28 @@ use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
 use super::{MatMut, MatRef};
 use crate::util::simd;
 
-/// The kernel and blocking for this CPU (and the `STRIATE_ISA` cap), chosen once.
-fn plan() -> (MicroKernel, Blocking) {
-    static PLAN: OnceLock<(MicroKernel, Blocking)> = OnceLock::new();
-    *PLAN.get_or_init(|| {
-        let kernel = micro::for_level(simd::level());
+/// The kernels for this CPU (and the `STRIATE_ISA` cap), each with its blocking, found once.
+fn plans() -> &'static [(MicroKernel, Blocking)] {
+    static PLANS: OnceLock<Vec<(MicroKernel, Blocking)>> = OnceLock::new();
+    PLANS.get_or_init(|| {
         let caches = Caches::of_this_cpu();
-        let blocking = Blocking::for_caches(&kernel, caches);
-        log_choice(|| {
-            format!(
-                "gemm: {} micro-kernel, KC {} NC {} (L1d {} KiB, L2 {} KiB)",
-                kernel.name,
-                blocking.kc,
-                blocking.nc,
-                caches.l1d / 1024,
-                caches.l2 / 1024
-            )
-        });
-        (kernel, blocking)
+        micro::kernels(simd::level())
+            .into_iter()
+            .map(|kernel| {
+                let blocking = Blocking::for_caches(&kernel, caches);
+                log_choice(|| {
+                    format!(
+                        "gemm: {} micro-kernel, KC {} NC {} (L1d {} KiB, L2 {} KiB)",
+                        kernel.name,
+                        blocking.kc,
+                        blocking.nc,
+                        caches.l1d / 1024,
+                        caches.l2 / 1024
+                    )
+                });
+                (kernel, blocking)
+            })
+            .collect()
     })
 }
 
@@ -46,16 +50,14 @@ pub(super) fn gemm(
     dst: MatMut<'_>,
     threads: usize,
 ) {
-    let (kernel, blocking) = plan();
-    oriented_product(&kernel, blocking, alpha, lhs, rhs, beta, dst, threads);
+    oriented_product(plans(), alpha, lhs, rhs, beta, dst, threads);
 }
 
-/// The product in the better orientation, with the columns before the destination's first
-/// line boundary apart (see [`misaligned_columns`]).
+/// The product with the kernel and orientation whose tiles waste least, with the columns before
+/// the destination's first line boundary apart (see [`misaligned_columns`]).
 #[allow(clippy::too_many_arguments)]
 fn oriented_product(
-    kernel: &MicroKernel,
-    blocking: Blocking,
+    plans: &[(MicroKernel, Blocking)],
     alpha: f32,
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
@@ -63,11 +65,25 @@ fn oriented_product(
     dst: MatMut<'_>,
     threads: usize,
 ) {
-    // `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product; take the orientation whose tiles waste
-    // less (a column-major destination is better computed transposed).
-    let (lhs, rhs, mut dst) = if tile_efficiency(kernel, rhs.cols, lhs.rows, dst.row_stride == 1)
-        > tile_efficiency(kernel, lhs.rows, rhs.cols, dst.col_stride == 1)
-    {
+    // `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product; a column-major destination is better
+    // computed transposed. The first kernel wins ties.
+    let (m, n) = (lhs.rows, rhs.cols);
+    let mut best = (0.0, 0, false);
+    for (index, (kernel, _)) in plans.iter().enumerate() {
+        for transposed in [false, true] {
+            let efficiency = if transposed {
+                tile_efficiency(kernel, n, m, dst.row_stride == 1)
+            } else {
+                tile_efficiency(kernel, m, n, dst.col_stride == 1)
+            };
+            if efficiency > best.0 {
+                best = (efficiency, index, transposed);
+            }
+        }
+    }
+    let (_, index, transposed) = best;
+    let (kernel, blocking) = (&plans[index].0, plans[index].1);
+    let (lhs, rhs, mut dst) = if transposed {
         (rhs.t(), lhs.t(), dst.t())
     } else {
         (lhs, rhs, dst)
@@ -619,9 +635,9 @@ mod tests {
     use crate::kernels::gemm::naive_gemm;
     use crate::util::simd::Level;
 
-    /// The levels this CPU can run, so each kernel is checked wherever its instructions exist,
-    /// whatever `STRIATE_ISA` says.
-    fn runnable_levels() -> Vec<Level> {
+    /// Every kernel of the levels this CPU can run, so each is checked wherever its
+    /// instructions exist, whatever `STRIATE_ISA` says.
+    fn runnable_kernels() -> Vec<MicroKernel> {
         let mut levels = vec![Level::Baseline];
         #[cfg(target_arch = "x86_64")]
         {
@@ -632,7 +648,7 @@ mod tests {
                 levels.push(Level::Avx512);
             }
         }
-        levels
+        levels.into_iter().flat_map(micro::kernels).collect()
     }
 
     #[test]
@@ -640,8 +656,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(11);
         // Small blocks so that modest shapes cross several depth and column blocks.
         let blocking = Blocking { kc: 32, nc: 64 };
-        for level in runnable_levels() {
-            let kernel = micro::for_level(level);
+        for kernel in runnable_kernels() {
             let blocking = Blocking {
                 nc: blocking.nc / kernel.nr * kernel.nr,
                 ..blocking
@@ -699,8 +714,7 @@ mod tests {
 
     #[test]
     fn beta_zero_never_reads_the_destination() {
-        for level in runnable_levels() {
-            let kernel = micro::for_level(level);
+        for kernel in runnable_kernels() {
             let (m, k, n) = (kernel.mr + 1, 3, kernel.nr + 1);
             let a = vec![1.0; m * k];
             let b = vec![1.0; k * n];
@@ -729,8 +743,7 @@ mod tests {
     #[test]
     fn destinations_off_a_line_boundary_match_the_naive_product() {
         let mut rng = StdRng::seed_from_u64(12);
-        for level in runnable_levels() {
-            let kernel = micro::for_level(level);
+        for kernel in runnable_kernels() {
             let blocking = Blocking {
                 kc: 32,
                 nc: 4 * kernel.nr,
@@ -752,7 +765,7 @@ mod tests {
                     let dst = MatMut::row_major(got, m, n);
                     let head = misaligned_columns(&kernel, &dst);
                     assert_eq!(head, (16 - offset) % 16, "{}", kernel.name);
-                    oriented_product(&kernel, blocking, 0.5, lhs, rhs, 2.0, dst, threads);
+                    oriented_product(&[(kernel, blocking)], 0.5, lhs, rhs, 2.0, dst, threads);
                     for (at, (&got, &start)) in got.iter().zip(&start).enumerate() {
                         let want = 0.5 * product_ab[at] + 2.0 * start;
                         let tol = 1e-5 * (k as f32).sqrt() * (1.0 + want.abs());
@@ -769,8 +782,7 @@ mod tests {
 
     #[test]
     fn non_finite_inputs_propagate_as_in_ieee_arithmetic() {
-        for level in runnable_levels() {
-            let kernel = micro::for_level(level);
+        for kernel in runnable_kernels() {
             let a = [f32::NAN, 1.0, f32::INFINITY, 0.0];
             let b = [1.0, 2.0];
             let mut out = [0.0; 2];
