@@ -420,6 +420,61 @@ fn register_tile_paths_match_the_reference() {
 }
 
 #[test]
+fn forward_straight_into_the_output_skips_the_grid_columns() {
+    // With AVX-512, output rows of at least a vector (16) are computed in place from the wide
+    // grid's phase planes, a vector that crosses a row boundary loading its far lanes a gap
+    // further on: rows of exactly a vector, one more, just under two vectors, rows whose
+    // boundaries fall in many lanes, gaps of 0, 1 and 2 columns (stride 1 and 2, wide padding,
+    // dilation) and a partial last tile.
+    let mut rng = StdRng::seed_from_u64(53);
+    for (input, weight, padding, stride, dilation) in [
+        (
+            [2, 8, 6, 16],
+            [8, 8, 3, 3],
+            padding(1, 1, 1, 1),
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            [2, 8, 5, 34],
+            [16, 8, 3, 3],
+            padding(1, 1, 1, 1),
+            [1, 2],
+            [1, 1],
+        ),
+        (
+            [2, 9, 7, 31],
+            [12, 9, 3, 3],
+            padding(0, 2, 2, 2),
+            [2, 1],
+            [1, 1],
+        ),
+        (
+            [2, 8, 4, 45],
+            [8, 8, 3, 3],
+            padding(1, 1, 3, 3),
+            [1, 2],
+            [1, 1],
+        ),
+        (
+            [2, 8, 6, 23],
+            [8, 8, 3, 3],
+            padding(2, 2, 2, 2),
+            [1, 1],
+            [2, 2],
+        ),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            stride,
+            dilation,
+            groups: 1,
+        };
+        passes_match_reference(input, weight, spec, &mut rng);
+    }
+}
+
+#[test]
 fn gather_backward_data_matches_the_reference_at_every_stride() {
     // Backward-data as a gather per phase plane (AVX-512, 8 input channels a group or more):
     // strides 1 to 3, unequal per axis, with dilation, asymmetric padding, a partial block of

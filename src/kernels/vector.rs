@@ -102,6 +102,16 @@ pub(crate) trait Vector: Copy {
     /// The lanes `0..n` (all of them from `n >= LANES`).
     fn first_lanes(self, n: usize) -> Self::Mask;
 
+    /// The lanes `from..to` (none when `from >= to`; `to` at most `LANES` counts).
+    fn lanes_between(self, from: usize, to: usize) -> Self::Mask;
+
+    /// The lanes of `mask` read from `p` (the others not read), the other lanes of `self`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Vector::load_masked`].
+    unsafe fn load_masked_into(self, p: *const f32, mask: Self::Mask) -> Self;
+
     /// The sum of the lanes.
     fn sum(self) -> f32;
 }
@@ -161,6 +171,11 @@ impl Vector for Scalar {
         Scalar(if mask { unsafe { *p } } else { 0.0 })
     }
     #[inline(always)]
+    unsafe fn load_masked_into(self, p: *const f32, mask: bool) -> Self {
+        // SAFETY: the caller's contract.
+        if mask { Scalar(unsafe { *p }) } else { self }
+    }
+    #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
         if n >= 1 {
             // SAFETY: the caller's contract.
@@ -207,6 +222,10 @@ impl Vector for Scalar {
     #[inline(always)]
     fn to_u32_bits(self) -> Self {
         Scalar(f32::from_bits(self.0 as u32))
+    }
+    #[inline(always)]
+    fn lanes_between(self, from: usize, to: usize) -> bool {
+        from == 0 && to >= 1
     }
     #[inline(always)]
     fn first_lanes(self, n: usize) -> bool {
@@ -351,6 +370,10 @@ mod x86 {
             Avx512(unsafe { _mm512_maskz_loadu_ps(mask, p) })
         }
         #[inline(always)]
+        unsafe fn load_masked_into(self, p: *const f32, mask: __mmask16) -> Self {
+            Avx512(unsafe { _mm512_mask_loadu_ps(self.0, mask, p) })
+        }
+        #[inline(always)]
         unsafe fn store_first(self, p: *mut f32, n: usize) {
             // AVX-512's masked store is a plain store with a lane mask (one per cycle).
             unsafe { _mm512_mask_storeu_ps(p, self.first_lanes(n), self.0) }
@@ -428,6 +451,10 @@ mod x86 {
             }
         }
         #[inline(always)]
+        fn lanes_between(self, from: usize, to: usize) -> __mmask16 {
+            self.first_lanes(to) & !self.first_lanes(from)
+        }
+        #[inline(always)]
         fn sum(self) -> f32 {
             unsafe { _mm512_reduce_add_ps(self.0) }
         }
@@ -463,6 +490,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_masked(p: *const f32, mask: __m256) -> Self {
             Avx2(unsafe { _mm256_maskload_ps(p, _mm256_castps_si256(mask)) })
+        }
+        #[inline(always)]
+        unsafe fn load_masked_into(self, p: *const f32, mask: __m256) -> Self {
+            let loaded = unsafe { Self::load_masked(p, mask) };
+            Avx2(unsafe { _mm256_blendv_ps(self.0, loaded.0, mask) })
         }
         #[inline(always)]
         unsafe fn store_first(self, p: *mut f32, n: usize) {
@@ -563,6 +595,10 @@ mod x86 {
                 let n = _mm256_set1_epi32(n.min(8) as i32);
                 _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lane))
             }
+        }
+        #[inline(always)]
+        fn lanes_between(self, from: usize, to: usize) -> __m256 {
+            unsafe { _mm256_andnot_ps(self.first_lanes(from), self.first_lanes(to)) }
         }
         #[inline(always)]
         fn sum(self) -> f32 {

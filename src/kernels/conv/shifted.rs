@@ -140,18 +140,49 @@ impl PackedRows {
     }
 }
 
-/// `out[i·out_stride + p] = epilogue(Σ_k a[i, k] · src[offsets[k] + p])` for `i < a.rows`,
-/// `p < n`.
+/// Where output column `p` of [`shifted_gemm`] reads its source: column `p` itself
+/// ([`Gaps::NONE`]), or, for an output of rows `row` long read from a source whose rows are
+/// `row + gap` long, column `p + ⌊p / row⌋ · gap`: a wide grid computed straight into the
+/// narrow output, so the grid's extra columns are neither computed nor copied out.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Gaps {
+    pub row: usize,
+    pub gap: usize,
+}
+
+impl Gaps {
+    /// Output column `p` reads source column `p`.
+    pub const NONE: Gaps = Gaps {
+        row: usize::MAX,
+        gap: 0,
+    };
+
+    /// The source column of output column `p`.
+    fn source(self, p: usize) -> usize {
+        p + p / self.row * self.gap
+    }
+
+    /// Whether [`shifted_gemm`] takes these gaps on this CPU: a vector of its tile crosses at
+    /// most one boundary between rows.
+    pub fn supported(self) -> bool {
+        self.gap == 0 || self.row >= tile_columns() / 2
+    }
+}
+
+/// `out[i·out_stride + p] = epilogue(Σ_k a[i, k] · src[offsets[k] + gaps.source(p)])` for
+/// `i < a.rows`, `p < n` (`gaps` [`Gaps::NONE`]: `src[offsets[k] + p]`).
 ///
 /// # Panics
 ///
 /// If the CPU lacks AVX-512 and AVX2, `offsets` does not have one entry per column of `a`, a
-/// read or write would leave `src` or `out`, or the epilogue's bias has not one value per row.
+/// read or write would leave `src` or `out`, the epilogue's bias has not one value per row, or
+/// the gaps are not [`Gaps::supported`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn shifted_gemm(
     a: &PackedRows,
     offsets: &[usize],
     src: &[f32],
+    gaps: Gaps,
     n: usize,
     out: &mut [f32],
     out_stride: usize,
@@ -160,12 +191,18 @@ pub(super) fn shifted_gemm(
     if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), a.rows, "shifted_gemm: one bias per row");
     }
+    assert!(
+        gaps.supported(),
+        "shifted_gemm: rows of {} are shorter than a vector",
+        gaps.row
+    );
     check_bounds(
         "shifted_gemm",
         a.rows,
         a.depth,
         offsets,
         src,
+        if n == 0 { 0 } else { gaps.source(n - 1) + 1 },
         n,
         out,
         out_stride,
@@ -178,8 +215,7 @@ pub(super) fn shifted_gemm(
     let parallel = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
     let chunk = column_chunk(a.depth);
     for first in (0..n).step_by(chunk) {
-        let columns = (n - first).min(chunk);
-        let src = &src[first..];
+        let columns = first..(first + chunk).min(n);
         let blocks: Vec<_> = out
             .chunks_mut(a.block_rows * out_stride)
             .take(a.blocks())
@@ -193,8 +229,9 @@ pub(super) fn shifted_gemm(
                 rows,
                 offsets,
                 src,
-                columns,
-                &mut out_block[first..],
+                gaps,
+                columns.clone(),
+                out_block,
                 out_stride,
                 epilogue.rows(b * a.block_rows, rows),
             )
@@ -256,6 +293,7 @@ pub(super) fn shifted_gemm_block_batch(
         offsets,
         src.get(last * src_step..).unwrap_or_default(),
         n,
+        n,
         out.get(last * out_step..).unwrap_or_default(),
         out_stride,
     );
@@ -269,7 +307,8 @@ pub(super) fn shifted_gemm_block_batch(
             block_rows,
             offsets,
             &src[p * src_step..],
-            n,
+            Gaps::NONE,
+            0..n,
             &mut out[p * out_step..],
             out_stride,
             Epilogue::default(),
@@ -278,8 +317,8 @@ pub(super) fn shifted_gemm_block_batch(
 }
 
 /// Panics unless the CPU runs the kernel, `offsets` has one entry per column (`depth`) and
-/// every read `src[offsets[k] + p]` and write `out[i·out_stride + p]` (`i < rows`, `p < n`) is
-/// in bounds, with rows that do not overlap.
+/// every read `src[offsets[k] + p]` (`p < src_columns`) and write `out[i·out_stride + p]`
+/// (`i < rows`, `p < n`) is in bounds, with rows that do not overlap.
 #[allow(clippy::too_many_arguments)]
 fn check_bounds(
     op: &str,
@@ -287,6 +326,7 @@ fn check_bounds(
     depth: usize,
     offsets: &[usize],
     src: &[f32],
+    src_columns: usize,
     n: usize,
     out: &[f32],
     out_stride: usize,
@@ -296,7 +336,7 @@ fn check_bounds(
     if rows == 0 || n == 0 {
         return;
     }
-    let last_read = offsets.iter().max().map_or(0, |&m| m + n);
+    let last_read = offsets.iter().max().map_or(0, |&m| m + src_columns);
     assert!(
         last_read <= src.len(),
         "{op}: reads reach {last_read} of a source of {}",
@@ -327,8 +367,9 @@ fn column_chunk(depth: usize) -> usize {
 }
 
 /// One block of `rows` output rows (at most `stride`, the rows the block was packed with) over
-/// all `n` columns, tile by tile. The caller checked that every read `src[offsets[k] + p]`
-/// (`p < n`) and every write `out_block[i·out_stride + p]` (`i < rows`) is in bounds, and the
+/// output columns `columns`, tile by tile. The caller checked that every read
+/// `src[offsets[k] + gaps.source(p)]` (`p` in `columns`) and every write
+/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds, the gaps are supported, and the
 /// epilogue's bias (if any) has `rows` values.
 #[allow(clippy::too_many_arguments)]
 fn block_product(
@@ -337,21 +378,24 @@ fn block_product(
     rows: usize,
     offsets: &[usize],
     src: &[f32],
-    n: usize,
+    gaps: Gaps,
+    columns: std::ops::Range<usize>,
     out_block: &mut [f32],
     out_stride: usize,
     epilogue: Epilogue<'_>,
 ) {
-    debug_assert!((rows - 1) * out_stride + n <= out_block.len());
+    debug_assert!(columns.is_empty() || (rows - 1) * out_stride + columns.end <= out_block.len());
     debug_assert!(epilogue.bias.is_none_or(|bias| bias.len() == rows));
     debug_assert!(rows <= stride && block.len() == offsets.len() * stride);
+    debug_assert!(gaps.supported());
     with_vector(BlockProduct {
         block,
         stride,
         rows,
         offsets,
         src,
-        n,
+        gaps,
+        columns,
         out_block,
         out_stride,
         epilogue,
@@ -366,10 +410,20 @@ struct BlockProduct<'a> {
     rows: usize,
     offsets: &'a [usize],
     src: &'a [f32],
-    n: usize,
+    gaps: Gaps,
+    columns: std::ops::Range<usize>,
     out_block: &'a mut [f32],
     out_stride: usize,
     epilogue: Epilogue<'a>,
+}
+
+/// Where one vector of a tile reads each step's source row: from `start` for its first `split`
+/// lanes, `gap` further on for the rest (the lanes past a boundary between output rows; none
+/// when `split >= LANES`).
+#[derive(Clone, Copy)]
+struct VectorSource {
+    start: usize,
+    split: usize,
 }
 
 impl VectorKernel for BlockProduct<'_> {
@@ -378,38 +432,58 @@ impl VectorKernel for BlockProduct<'_> {
     #[inline(always)]
     fn run<V: Vector>(self) {
         let span = 2 * V::LANES;
-        for first in (0..self.n).step_by(span) {
-            let columns = (self.n - first).min(span);
+        let gaps = self.gaps;
+        for first in self.columns.clone().step_by(span) {
+            let columns = (self.columns.end - first).min(span);
+            let source = |v: usize| {
+                let p = first + v * V::LANES;
+                VectorSource {
+                    start: gaps.source(p),
+                    // `row` is `usize::MAX` without gaps: no boundary, and no overflow.
+                    split: (p / gaps.row + 1) * gaps.row - p,
+                }
+            };
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports; every
-            // read `src[offsets[k] + first + j]` and write `out_block[i·out_stride + first + j]`
-            // has `j < columns` (a partial tile goes through masks), within the bounds the
-            // caller checked.
+            // read `src[offsets[k] + gaps.source(first + j)]` and write
+            // `out_block[i·out_stride + first + j]` has `j < columns` (a partial tile goes
+            // through masks), within the bounds the caller checked.
             unsafe {
-                let src = self.src.as_ptr().add(first);
+                let src = self.src.as_ptr();
                 let out = self.out_block.as_mut_ptr().add(first);
                 let count = |v: usize| columns.saturating_sub(v * V::LANES).min(V::LANES);
                 macro_rules! rows {
-                    ($vecs:literal, $full:literal, $counts:expr) => {
+                    ($vecs:literal, $full:literal, $gaps:literal, $at:expr) => {
                         match self.rows {
-                            8 => self.tile::<V, 8, $vecs, $full>(src, out, $counts),
-                            7 => self.tile::<V, 7, $vecs, $full>(src, out, $counts),
-                            6 => self.tile::<V, 6, $vecs, $full>(src, out, $counts),
-                            5 => self.tile::<V, 5, $vecs, $full>(src, out, $counts),
-                            4 => self.tile::<V, 4, $vecs, $full>(src, out, $counts),
-                            3 => self.tile::<V, 3, $vecs, $full>(src, out, $counts),
-                            2 => self.tile::<V, 2, $vecs, $full>(src, out, $counts),
-                            _ => self.tile::<V, 1, $vecs, $full>(src, out, $counts),
+                            8 => self.tile::<V, 8, $vecs, $full, $gaps>(src, out, $at),
+                            7 => self.tile::<V, 7, $vecs, $full, $gaps>(src, out, $at),
+                            6 => self.tile::<V, 6, $vecs, $full, $gaps>(src, out, $at),
+                            5 => self.tile::<V, 5, $vecs, $full, $gaps>(src, out, $at),
+                            4 => self.tile::<V, 4, $vecs, $full, $gaps>(src, out, $at),
+                            3 => self.tile::<V, 3, $vecs, $full, $gaps>(src, out, $at),
+                            2 => self.tile::<V, 2, $vecs, $full, $gaps>(src, out, $at),
+                            _ => self.tile::<V, 1, $vecs, $full, $gaps>(src, out, $at),
                         }
                     };
                 }
+                macro_rules! gapped {
+                    ($vecs:literal, $full:literal, $at:expr) => {
+                        if gaps.gap == 0 {
+                            rows!($vecs, $full, false, $at)
+                        } else {
+                            rows!($vecs, $full, true, $at)
+                        }
+                    };
+                }
+                let two = [(source(0), count(0)), (source(1), count(1))];
+                let one = [(source(0), count(0))];
                 if columns == span {
-                    rows!(2, true, [count(0), count(1)])
+                    gapped!(2, true, two)
                 } else if columns > V::LANES {
-                    rows!(2, false, [count(0), count(1)])
+                    gapped!(2, false, two)
                 } else if columns == V::LANES {
-                    rows!(1, true, [count(0)])
+                    gapped!(1, true, one)
                 } else {
-                    rows!(1, false, [count(0)])
+                    gapped!(1, false, one)
                 }
             }
         }
@@ -418,25 +492,35 @@ impl VectorKernel for BlockProduct<'_> {
 
 impl BlockProduct<'_> {
     /// One register tile: `ROWS` output rows by `VECS` vectors of columns, all of them when
-    /// `FULL`, else the first `counts[v]` lanes of vector `v` (read masked, written with
-    /// [`Vector::store_first`]).
+    /// `FULL`, else the first `at[v].1` lanes of vector `v` (read masked, written with
+    /// [`Vector::store_first`]). Vector `v` reads each step's row from `at[v].0` (and, with
+    /// `GAPS`, the lanes past its split a gap further on).
     ///
     /// # Safety
     ///
     /// The CPU supports `V`'s instruction set; `block` holds `offsets.len()` columns of
-    /// `stride` weights (`ROWS <= stride`); every (enabled) lane `j` of `src + offsets[k] + j` and of
-    /// `out + i·out_stride + j` (`i < ROWS`) is in bounds.
+    /// `stride` weights (`ROWS <= stride`); every (enabled) lane `j` of
+    /// `src + offsets[k] + at[v].0.start + j` (plus the gap from the split on) and of
+    /// `out + i·out_stride + v·LANES + j` (`i < ROWS`) is in bounds.
     #[inline(always)]
-    unsafe fn tile<V: Vector, const ROWS: usize, const VECS: usize, const FULL: bool>(
+    unsafe fn tile<
+        V: Vector,
+        const ROWS: usize,
+        const VECS: usize,
+        const FULL: bool,
+        const GAPS: bool,
+    >(
         &self,
         src: *const f32,
         out: *mut f32,
-        counts: [usize; VECS],
+        at: [(VectorSource, usize); VECS],
     ) {
         debug_assert!(ROWS <= self.stride && self.block.len() == self.offsets.len() * self.stride);
         // SAFETY: the caller's contract; masked-off lanes are neither read nor written; step
         // `k`'s weights are `stride` floats from the block's start, of which the first `ROWS`
-        // are read.
+        // are read. In a full tile the plain load of a gapped vector reads its lanes past the
+        // split short of where they belong (overwritten by the second load): inside the span
+        // the caller checked, which runs to the last lane's true place.
         unsafe {
             let mut acc = [[V::zero(); VECS]; ROWS];
             if let Some(bias) = self.epilogue.bias {
@@ -444,7 +528,19 @@ impl BlockProduct<'_> {
                     *acc = [V::splat(b); VECS];
                 }
             }
-            let masks: [V::Mask; VECS] = std::array::from_fn(|v| V::zero().first_lanes(counts[v]));
+            let gap = self.gaps.gap;
+            let starts: [usize; VECS] = std::array::from_fn(|v| at[v].0.start);
+            let crossing: [bool; VECS] = std::array::from_fn(|v| at[v].0.split < V::LANES);
+            // The lanes read from `start` (all valid ones without gaps) and those read a gap on.
+            let near: [V::Mask; VECS] = std::array::from_fn(|v| {
+                let (source, count) = at[v];
+                let end = if GAPS { source.split.min(count) } else { count };
+                V::zero().first_lanes(end)
+            });
+            let far: [V::Mask; VECS] = std::array::from_fn(|v| {
+                let (source, count) = at[v];
+                V::zero().lanes_between(source.split, count)
+            });
             let mut weights = self.block.as_ptr();
             for &offset in self.offsets {
                 // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as an
@@ -456,13 +552,19 @@ impl BlockProduct<'_> {
                     // The line the next tile (two vectors on) reads at this step, a whole tile
                     // of work ahead: the steps' rows are far apart (Winograd's are a channel's
                     // tiles apart), and the loads waited on L2 in MNIST inference's profile.
-                    prefetch_line(row.wrapping_add(2 * V::LANES));
+                    prefetch_line(row.wrapping_add(starts[0] + 2 * V::LANES));
                 }
                 let x: [V; VECS] = std::array::from_fn(|v| {
-                    if FULL {
-                        V::load(row.add(v * V::LANES))
+                    let near_lanes = row.add(starts[v]);
+                    let x = if FULL {
+                        V::load(near_lanes)
                     } else {
-                        V::load_masked(row.add(v * V::LANES), masks[v])
+                        V::load_masked(near_lanes, near[v])
+                    };
+                    if GAPS && crossing[v] {
+                        x.load_masked_into(near_lanes.add(gap), far[v])
+                    } else {
+                        x
                     }
                 });
                 for (acc, &w) in acc.iter_mut().zip(w_step) {
@@ -479,7 +581,7 @@ impl BlockProduct<'_> {
                     if FULL {
                         y.store(row.add(v * V::LANES));
                     } else {
-                        y.store_first(row.add(v * V::LANES), counts[v]);
+                        y.store_first(row.add(v * V::LANES), at[v].1);
                     }
                 }
             }
@@ -714,54 +816,69 @@ mod tests {
             return;
         }
         // 11 rows (a full block and a partial one), 7 shifted rows, 45 columns (a full tile
-        // and a masked one)
+        // and a masked one); read contiguously, and from rows with gaps between them (rows
+        // one lane longer than a vector, and exactly a vector: boundaries inside vectors,
+        // partial tiles and vector starts).
         let (rows, depth, n) = (11, 7, 45);
         let a = |i: usize, k: usize| ((i * 7 + k * 3) % 11) as f32 - 5.0;
         let offsets: Vec<usize> = (0..depth).map(|k| k * 13 + k % 3).collect();
-        let src: Vec<f32> = (0..offsets[depth - 1] + n)
-            .map(|j| ((j * 5) % 17) as f32 * 0.25 - 2.0)
-            .collect();
-        let out_stride = n + 3;
-        // Without an epilogue, and with a bias and ReLU (a NaN bias stays NaN through it).
-        let bias: Vec<f32> = (0..rows)
-            .map(|i| if i == 3 { f32::NAN } else { i as f32 - 5.5 })
-            .collect();
-        for epilogue in [
-            Epilogue::default(),
-            Epilogue {
-                bias: Some(&bias),
-                activation: crate::kernels::conv::ConvActivation::Relu,
+        let lanes = tile_columns() / 2;
+        for gaps in [
+            Gaps::NONE,
+            Gaps {
+                row: lanes + 1,
+                gap: 2,
             },
+            Gaps { row: lanes, gap: 1 },
         ] {
-            let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
-            shifted_gemm(
-                &PackedRows::new(rows, depth, a),
-                &offsets,
-                &src,
-                n,
-                &mut out,
-                out_stride,
-                epilogue,
-            );
-            for i in 0..rows {
-                for p in 0..n {
-                    let sum: f32 = (0..depth).map(|k| a(i, k) * src[offsets[k] + p]).sum();
-                    let expected = match epilogue.bias {
-                        Some(bias) => crate::kernels::relu(bias[i] + sum),
-                        None => sum,
-                    };
-                    let got = out[i * out_stride + p];
-                    assert!(
-                        got == expected || got.is_nan() && expected.is_nan(),
-                        "({i}, {p}): {got} against {expected}"
-                    );
-                }
-                if i + 1 < rows {
-                    assert!(
-                        out[i * out_stride + n..(i + 1) * out_stride]
-                            .iter()
-                            .all(|v| v.is_nan())
-                    );
+            let src: Vec<f32> = (0..offsets[depth - 1] + gaps.source(n - 1) + 1)
+                .map(|j| ((j * 5) % 17) as f32 * 0.25 - 2.0)
+                .collect();
+            let out_stride = n + 3;
+            // Without an epilogue, and with a bias and ReLU (a NaN bias stays NaN through it).
+            let bias: Vec<f32> = (0..rows)
+                .map(|i| if i == 3 { f32::NAN } else { i as f32 - 5.5 })
+                .collect();
+            for epilogue in [
+                Epilogue::default(),
+                Epilogue {
+                    bias: Some(&bias),
+                    activation: crate::kernels::conv::ConvActivation::Relu,
+                },
+            ] {
+                let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
+                shifted_gemm(
+                    &PackedRows::new(rows, depth, a),
+                    &offsets,
+                    &src,
+                    gaps,
+                    n,
+                    &mut out,
+                    out_stride,
+                    epilogue,
+                );
+                for i in 0..rows {
+                    for p in 0..n {
+                        let sum: f32 = (0..depth)
+                            .map(|k| a(i, k) * src[offsets[k] + gaps.source(p)])
+                            .sum();
+                        let expected = match epilogue.bias {
+                            Some(bias) => crate::kernels::relu(bias[i] + sum),
+                            None => sum,
+                        };
+                        let got = out[i * out_stride + p];
+                        assert!(
+                            got == expected || got.is_nan() && expected.is_nan(),
+                            "{gaps:?} ({i}, {p}): {got} against {expected}"
+                        );
+                    }
+                    if i + 1 < rows {
+                        assert!(
+                            out[i * out_stride + n..(i + 1) * out_stride]
+                                .iter()
+                                .all(|v| v.is_nan())
+                        );
+                    }
                 }
             }
         }
