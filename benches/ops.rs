@@ -80,15 +80,20 @@ fn bench_machine(c: &mut Criterion) {
     #[cfg(target_arch = "x86_64")]
     {
         let Some((fastest, rate)) = machine::fastest_fma_loop() else {
-            eprintln!("machine/fma_peak skipped: no AVX2 or AVX-512 FMA on this CPU");
+            eprintln!(
+                "machine/fma_peak skipped: the kernels run without FMA here ({})",
+                striate::kernels::instruction_set()
+            );
             return;
         };
         let threads = rayon::current_num_threads();
         let clock = machine::all_threads_clock();
         eprintln!(
-            "machine: fastest multiply-add loop `{}` ({:.0} GFLOP/s on {threads} threads); \
-             clock under load {:.2} GHz, so {:.1} FLOP per cycle per core",
+            "machine: fastest multiply-add loop `{}` of the kernels' instruction set ({}) \
+             ({:.0} GFLOP/s on {threads} threads); clock under load {:.2} GHz, so {:.1} FLOP \
+             per cycle per core",
             fastest.name,
+            striate::kernels::instruction_set(),
             rate / 1e9,
             clock / 1e9,
             rate / (threads as f64 * clock),

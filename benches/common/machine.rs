@@ -189,11 +189,27 @@ pub fn all_threads_rate(variant: FmaLoop, iterations: usize, repeats: usize) -> 
         .fold(0.0, f64::max)
 }
 
-/// The fastest available loop, timed for a few tens of milliseconds each.
+/// Whether the kernels may use `variant`'s instructions: the CPU has them and `STRIATE_ISA`
+/// does not cap the kernels below them (a sitting capped at AVX2 is held to AVX2's ceiling,
+/// which on a core with 512-bit FMA pipes is half the AVX-512 one).
+fn allowed(variant: &FmaLoop) -> bool {
+    let allowed_prefixes: &[&str] = match striate::kernels::instruction_set() {
+        "avx512" => &["avx512", "avx2"],
+        "avx2" => &["avx2"],
+        _ => &[],
+    };
+    (variant.available)()
+        && allowed_prefixes
+            .iter()
+            .any(|prefix| variant.name.starts_with(prefix))
+}
+
+/// The fastest loop the kernels' instruction set allows, timed for a few tens of milliseconds
+/// each.
 pub fn fastest_fma_loop() -> Option<(FmaLoop, f64)> {
     FMA_LOOPS
         .iter()
-        .filter(|variant| (variant.available)())
+        .filter(|variant| allowed(variant))
         .map(|&variant| {
             // About 50 M FLOP per thread per repeat.
             let iterations = 50_000_000 / variant.flops_per_iteration;

@@ -16,6 +16,19 @@ pub mod softmax;
 pub mod special;
 pub(crate) mod vector;
 
+/// The instruction set striate's kernels run with on this CPU: `"avx512"`, `"avx2"` or
+/// `"baseline"`, the widest the CPU has, capped by the environment variable `STRIATE_ISA`
+/// (read once). For logs, and for benchmarks that must measure the same ceiling the kernels
+/// are held to.
+///
+/// ```
+/// let isa = striate::kernels::instruction_set();
+/// assert!(["avx512", "avx2", "baseline"].contains(&isa));
+/// ```
+pub fn instruction_set() -> &'static str {
+    crate::util::simd::level().name()
+}
+
 /// `max(x, 0)` exactly as PyTorch computes it: NaN stays NaN and `-0.0` stays `-0.0`
 /// (`f32::max(x, 0.0)` would turn NaN into 0 and hide it).
 #[inline(always)]
