@@ -875,3 +875,55 @@ fn accumulate_filter_gradient_narrow(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::{Conv2dSpec, Padding2d};
+
+    #[test]
+    fn padding_writes_every_position_of_the_phase_planes() {
+        // Into a buffer of NaNs (scratch holds whatever the last kernel left): each pixel at
+        // its phase position, zero everywhere else, at strides 1 to 3, asymmetric and wide
+        // padding, dilation, and an image narrower than the stride. (Zeroing only the
+        // positions without pixels, instead of the whole planes first, measured no faster.)
+        for (input, kernel, padding, stride, dilation) in [
+            ([5, 7], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
+            ([6, 9], [3, 3], [1, 1, 1, 1], [2, 2], [1, 1]),
+            ([7, 8], [3, 2], [0, 2, 3, 1], [2, 3], [1, 1]),
+            ([5, 5], [3, 3], [4, 4, 4, 4], [1, 1], [1, 1]),
+            ([6, 6], [3, 3], [2, 2, 2, 2], [1, 1], [2, 2]),
+            ([4, 1], [1, 1], [1, 0, 0, 2], [2, 2], [1, 1]),
+        ] {
+            let [top, bottom, left, right] = padding;
+            let spec = Conv2dSpec {
+                padding: Padding2d {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                },
+                stride,
+                dilation,
+                groups: 1,
+            };
+            let s = Conv2dShape::new(
+                &[1, 1, input[0], input[1]],
+                &[1, 1, kernel[0], kernel[1]],
+                spec,
+            );
+            let wide = Wide::new(&s);
+            let plane: Vec<f32> = (0..s.in_plane()).map(|i| i as f32 + 1.0).collect();
+            let mut want = vec![0.0; wide.padded_len];
+            for h in 0..s.in_height {
+                for w in 0..s.in_width {
+                    let sw = stride[1];
+                    want[wide.row_phase_offset(&s, h, w % sw) + w / sw] = plane[h * s.in_width + w];
+                }
+            }
+            let mut padded = vec![f32::NAN; wide.padded_len];
+            wide.pad(&s, &plane, &mut padded);
+            assert_eq!(padded, want, "{input:?} {padding:?} stride {stride:?}");
+        }
+    }
+}
