@@ -89,7 +89,7 @@ fn oriented_product(
         (lhs, rhs, dst)
     };
     let n = rhs.cols;
-    let head = misaligned_columns(kernel, &dst);
+    let head = misaligned_columns(kernel, lhs.cols, &dst);
     if head == 0 {
         return product(kernel, blocking, alpha, lhs, rhs, beta, dst, 0..n, threads);
     }
@@ -122,15 +122,20 @@ fn oriented_product(
 /// How many leading columns to compute apart so that the tiles after them store whole cache
 /// lines: the columns before the first line boundary of a row, when every row starts at the
 /// same offset within a line (contiguous rows whose stride is a multiple of a line) and the
-/// product is wide enough for one extra column of tiles to be cheap; else 0. A destination
-/// off a line boundary (as the allocator returns three times in four) cost the pointwise
-/// convolution's backward-data, whose depth is short and whose stores are many, 17% (S5:
-/// 188 -> 157 GFLOP/s on a Zen 4; split, 188 at every offset) and its forward 6%. The split
-/// changes no result: every element's sum runs the same depth blocks in the same order.
-fn misaligned_columns(kernel: &MicroKernel, dst: &MatMut<'_>) -> usize {
+/// product is wide enough for one extra column of tiles to be cheap and shallow enough
+/// (`depth`) for its stores to matter; else 0. A destination off a line boundary (as the
+/// allocator returns three times in four) cost the pointwise convolution's backward-data,
+/// whose depth is 64, 17% (S5: 188 -> 157 GFLOP/s on a Zen 4; split, 188 at every offset) and
+/// its forward (depth 256) 6%. A deep product stores rarely, and the split's second pass over
+/// the left operand's packing and its narrow strip of tiles would cost more than it saves.
+/// The split changes no result: every element's sum runs the same depth blocks in the same
+/// order.
+fn misaligned_columns(kernel: &MicroKernel, depth: usize, dst: &MatMut<'_>) -> usize {
     const LINE_FLOATS: usize = 64 / size_of::<f32>();
+    /// The deepest product split (a few depth blocks at most).
+    const MAX_DEPTH: usize = 512;
     let same_offset = dst.rows == 1 || dst.row_stride.is_multiple_of(LINE_FLOATS);
-    if dst.col_stride != 1 || !same_offset || dst.cols < 8 * kernel.nr {
+    if dst.col_stride != 1 || !same_offset || dst.cols < 8 * kernel.nr || depth > MAX_DEPTH {
         return 0;
     }
     let offset = dst.data.as_ptr() as usize / size_of::<f32>() % LINE_FLOATS;
@@ -763,7 +768,7 @@ mod tests {
                     let got = &mut buffer[line + offset..][..m * n];
                     got.copy_from_slice(&start);
                     let dst = MatMut::row_major(got, m, n);
-                    let head = misaligned_columns(&kernel, &dst);
+                    let head = misaligned_columns(&kernel, k, &dst);
                     assert_eq!(head, (16 - offset) % 16, "{}", kernel.name);
                     oriented_product(&[(kernel, blocking)], 0.5, lhs, rhs, 2.0, dst, threads);
                     for (at, (&got, &start)) in got.iter().zip(&start).enumerate() {
