@@ -89,34 +89,17 @@ fn oriented_product(
         (lhs, rhs, dst)
     };
     let n = rhs.cols;
-    let head = misaligned_columns(kernel, lhs.cols, &dst);
-    if head == 0 {
-        return product(kernel, blocking, alpha, lhs, rhs, beta, dst, 0..n, threads);
-    }
     // The first columns apart, so the stores of every other tile start on a cache line.
-    let destination = dst.reborrow();
-    product(
-        kernel,
-        blocking,
-        alpha,
-        lhs,
-        rhs,
-        beta,
-        destination,
-        0..head,
-        threads,
-    );
-    product(
-        kernel,
-        blocking,
-        alpha,
-        lhs,
-        rhs,
-        beta,
-        dst,
-        head..n,
-        threads,
-    );
+    let head = misaligned_columns(kernel, lhs.cols, &dst);
+    let run = |dst: MatMut<'_>, columns| {
+        product(
+            kernel, blocking, alpha, lhs, rhs, beta, dst, columns, threads,
+        )
+    };
+    if head > 0 {
+        run(dst.reborrow(), 0..head);
+    }
+    run(dst, head..n);
 }
 
 /// How many leading columns to compute apart so that the tiles after them store whole cache
