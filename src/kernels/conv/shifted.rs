@@ -4,8 +4,8 @@
 //! On the wide grid (see [`super::wide`]) every row `(c, tap)` of the im2col matrix is the
 //! padded plane of channel `c` read from a constant offset. Instead of copying those rows into a
 //! column matrix and handing it to a general GEMM, this kernel reads them in place: its register
-//! tile holds [`block_rows`] output rows by two vectors of columns (8 x 32 with AVX-512, 6 x 16
-//! with AVX2), loads the vectors of each shifted row once and multiplies them by a broadcast
+//! tile holds [`block_rows`] output rows by [`tile_vectors`] vectors of columns (8 x 48 with
+//! AVX-512, 6 x 16 with AVX2), loads the vectors of each shifted row once and multiplies them by a broadcast
 //! weight per output row. No column matrix, no packing of the right-hand side; the
 //! weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
 //! keeps a tile of dot products in registers: 4 x 6 with AVX-512's 32 registers, 2 x 4 with
@@ -16,10 +16,10 @@ use crate::kernels::gemm::Caches;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level, prefetch_line};
 
-/// Output rows per register tile and per block of [`PackedRows`], by two vectors of columns:
-/// 8 with AVX-512 (16 accumulators of 32 registers), 6 with AVX2 (12 of 16, leaving the two
-/// loaded vectors and the broadcast weight their own; 8 rows by one vector, as before, spent 9
-/// loads on 8 multiply-adds and kept only 8 sums in flight).
+/// Output rows per register tile and per block of [`PackedRows`], by [`tile_vectors`] vectors
+/// of columns: 8 with AVX-512 (by three vectors: 24 accumulators of 32 registers), 6 with AVX2
+/// (by two: 12 of 16, leaving the two loaded vectors and the broadcast weight their own; 8 rows
+/// by one vector, as before, spent 9 loads on 8 multiply-adds and kept only 8 sums in flight).
 pub(super) fn block_rows() -> usize {
     match level() {
         Level::Avx512 => 8,
@@ -43,20 +43,36 @@ pub(super) fn reduce_available() -> bool {
     level() != Level::Baseline
 }
 
-/// Whether this CPU has the 32-column tiles of [`shifted_gemm`] (AVX-512), with which the
+/// Whether this CPU has the 48-column tiles of [`shifted_gemm`] (AVX-512), with which the
 /// backward-data gather beats im2col (with AVX2's 8-column tiles it measured no faster).
 pub(super) fn wide_tiles() -> bool {
     level() == Level::Avx512
 }
 
-/// The columns of one register tile of [`shifted_gemm`] on this CPU (two vectors): a row of
-/// `n` columns costs `n` rounded up to a multiple of it.
-pub(super) fn tile_columns() -> usize {
+/// The vectors of columns in one full register tile of [`shifted_gemm`]: three with AVX-512,
+/// two with AVX2. Each step of a tile loads its vectors and broadcasts a weight per row, so a
+/// third vector (AVX-512 has the registers for it) spends 11 loads on 24 multiply-adds where
+/// two spent 10 on 16: ResNet's stride-2 downsampling forward +2-3%, MNIST's second layer
+/// (Winograd) +3-10%, best of three alternations of the two builds on a Zen 4.
+fn tile_vectors(lanes: usize) -> usize {
+    if lanes >= 16 { 3 } else { 2 }
+}
+
+/// The lanes of this CPU's vectors for [`shifted_gemm`].
+fn vector_lanes() -> usize {
     match level() {
-        Level::Avx512 => 32,
-        Level::Avx2 => 16,
+        Level::Avx512 => 16,
+        Level::Avx2 => 8,
         Level::Baseline => 1,
     }
+}
+
+/// The columns of one full register tile of [`shifted_gemm`] on this CPU: a row of `n` columns
+/// costs about `n` rounded up to a multiple of it (a remainder goes through tiles of fewer
+/// vectors).
+pub(super) fn tile_columns() -> usize {
+    let lanes = vector_lanes();
+    tile_vectors(lanes) * lanes
 }
 
 /// A `[rows, depth]` matrix repacked for the kernel: blocks of [`block_rows`] rows, each stored
@@ -165,7 +181,7 @@ impl Gaps {
     /// Whether [`shifted_gemm`] takes these gaps on this CPU: a vector of its tile crosses at
     /// most one boundary between rows.
     pub fn supported(self) -> bool {
-        self.gap == 0 || self.row >= tile_columns() / 2
+        self.gap == 0 || self.row >= vector_lanes()
     }
 }
 
@@ -402,8 +418,8 @@ fn block_product(
     });
 }
 
-/// The tiles of [`block_product`], for any vector type: `rows` rows by two vectors of columns,
-/// and one vector for a remainder that fits in one.
+/// The tiles of [`block_product`], for any vector type: `rows` rows by [`tile_vectors`] vectors
+/// of columns, and two or one vector for a remainder that fits in fewer.
 struct BlockProduct<'a> {
     block: &'a [f32],
     stride: usize,
@@ -431,7 +447,7 @@ impl VectorKernel for BlockProduct<'_> {
 
     #[inline(always)]
     fn run<V: Vector>(self) {
-        let span = 2 * V::LANES;
+        let span = tile_vectors(V::LANES) * V::LANES;
         let gaps = self.gaps;
         for first in self.columns.clone().step_by(span) {
             let columns = (self.columns.end - first).min(span);
@@ -476,7 +492,18 @@ impl VectorKernel for BlockProduct<'_> {
                 }
                 let two = [(source(0), count(0)), (source(1), count(1))];
                 let one = [(source(0), count(0))];
-                if columns == span {
+                if span == 3 * V::LANES && columns > 2 * V::LANES {
+                    let three = [
+                        (source(0), count(0)),
+                        (source(1), count(1)),
+                        (source(2), count(2)),
+                    ];
+                    if columns == span {
+                        gapped!(3, true, three)
+                    } else {
+                        gapped!(3, false, three)
+                    }
+                } else if columns == 2 * V::LANES {
                     gapped!(2, true, two)
                 } else if columns > V::LANES {
                     gapped!(2, false, two)
@@ -549,10 +576,10 @@ impl BlockProduct<'_> {
                 weights = weights.add(self.stride);
                 let row = src.add(offset);
                 if FULL {
-                    // The line the next tile (two vectors on) reads at this step, a whole tile
+                    // The line the next tile (`VECS` vectors on) reads at this step, a whole tile
                     // of work ahead: the steps' rows are far apart (Winograd's are a channel's
                     // tiles apart), and the loads waited on L2 in MNIST inference's profile.
-                    prefetch_line(row.wrapping_add(starts[0] + 2 * V::LANES));
+                    prefetch_line(row.wrapping_add(starts[0] + VECS * V::LANES));
                 }
                 let x: [V; VECS] = std::array::from_fn(|v| {
                     let near_lanes = row.add(starts[v]);
@@ -815,22 +842,28 @@ mod tests {
             eprintln!("skipped: no AVX-512 or AVX2 on this CPU");
             return;
         }
-        // 11 rows (a full block and a partial one), 7 shifted rows, 45 columns (a full tile
-        // and a masked one); read contiguously, and from rows with gaps between them (rows
-        // one lane longer than a vector, and exactly a vector: boundaries inside vectors,
-        // partial tiles and vector starts).
-        let (rows, depth, n) = (11, 7, 45);
+        // 11 rows (a full block and a partial one), 7 shifted rows; columns in tiles of
+        // every kind: with AVX-512's 48 columns a partial tile of three vectors (40, 45), a
+        // full tile and a remainder of one (61), two (77) or three vectors (93), with AVX2's
+        // 16 full tiles and remainders of one vector (40) or masked (the others). Read
+        // contiguously, and from rows with gaps between them (rows one lane longer than a
+        // vector, and exactly a vector: boundaries inside vectors, partial tiles and vector
+        // starts).
+        let (rows, depth) = (11, 7);
         let a = |i: usize, k: usize| ((i * 7 + k * 3) % 11) as f32 - 5.0;
         let offsets: Vec<usize> = (0..depth).map(|k| k * 13 + k % 3).collect();
-        let lanes = tile_columns() / 2;
-        for gaps in [
-            Gaps::NONE,
-            Gaps {
-                row: lanes + 1,
-                gap: 2,
-            },
-            Gaps { row: lanes, gap: 1 },
-        ] {
+        let lanes = vector_lanes();
+        for (n, gaps) in [40, 45, 61, 77, 93].into_iter().flat_map(|n| {
+            [
+                Gaps::NONE,
+                Gaps {
+                    row: lanes + 1,
+                    gap: 2,
+                },
+                Gaps { row: lanes, gap: 1 },
+            ]
+            .map(|gaps| (n, gaps))
+        }) {
             let src: Vec<f32> = (0..offsets[depth - 1] + gaps.source(n - 1) + 1)
                 .map(|j| ((j * 5) % 17) as f32 * 0.25 - 2.0)
                 .collect();
@@ -869,7 +902,7 @@ mod tests {
                         let got = out[i * out_stride + p];
                         assert!(
                             got == expected || got.is_nan() && expected.is_nan(),
-                            "{gaps:?} ({i}, {p}): {got} against {expected}"
+                            "{n} columns, {gaps:?} ({i}, {p}): {got} against {expected}"
                         );
                     }
                     if i + 1 < rows {
