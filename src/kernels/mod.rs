@@ -29,6 +29,38 @@ pub fn instruction_set() -> &'static str {
     crate::util::simd::level().name()
 }
 
+/// The environment variable that, set to `1`, prints each choice the kernels make for this CPU
+/// to standard error, once per distinct choice: the GEMM's micro-kernels and cache blocking,
+/// and for each convolution shape the kernel family of each pass and its register tiles.
+///
+/// ```no_run
+/// // STRIATE_LOG_KERNELS=1 cargo run --release --example mnist prints lines such as
+/// // "striate: conv2d [64, 32, 14, 14] * [64, 32, 3, 3] ...: forward Winograd F(2x2, 3x3) ..."
+/// assert_eq!(striate::kernels::LOG_VARIABLE, "STRIATE_LOG_KERNELS");
+/// ```
+pub const LOG_VARIABLE: &str = "STRIATE_LOG_KERNELS";
+
+/// Prints `message` to standard error once per distinct message when [`LOG_VARIABLE`] is `1`
+/// (the message is only built then).
+pub(crate) fn log_choice(message: impl FnOnce() -> String) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if !*ENABLED.get_or_init(|| std::env::var(LOG_VARIABLE).is_ok_and(|v| v.trim() == "1")) {
+        return;
+    }
+    let message = message();
+    // A poisoned set (a panic while printing) still holds the messages seen.
+    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen
+        .get_or_insert_with(HashSet::new)
+        .insert(message.clone())
+    {
+        eprintln!("striate: {message}");
+    }
+}
+
 /// `max(x, 0)` exactly as PyTorch computes it: NaN stays NaN and `-0.0` stays `-0.0`
 /// (`f32::max(x, 0.0)` would turn NaN into 0 and hide it).
 #[inline(always)]

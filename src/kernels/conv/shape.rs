@@ -224,7 +224,61 @@ impl Conv2dShape {
             path: ConvPath::Direct,
         };
         shape.path = shape.choose_path();
+        crate::kernels::log_choice(|| shape.describe_choice());
         shape
+    }
+
+    /// The choice [`Conv2dShape::new`] made, for [`crate::kernels::LOG_VARIABLE`]: the shape,
+    /// the instruction set, and the kernel family of each pass (with the shifted GEMM's tile).
+    fn describe_choice(&self) -> String {
+        let passes = match self.path {
+            ConvPath::Direct => "every pass direct (per-plane multiply-adds)".to_string(),
+            ConvPath::Pointwise => "every pass a GEMM on the planes in place".to_string(),
+            ConvPath::Wide { shifted, winograd } => {
+                let tile = format!(
+                    "shifted GEMM ({} x {} tiles)",
+                    shifted::block_rows(),
+                    shifted::tile_columns()
+                );
+                let family = |winograd: bool, shifted: bool, fast: &str| {
+                    if winograd {
+                        "Winograd F(2x2, 3x3)".to_string()
+                    } else if shifted {
+                        fast.to_string()
+                    } else {
+                        "im2col + GEMM".to_string()
+                    }
+                };
+                format!(
+                    "forward {}, backward-data {}, filter gradient {}",
+                    family(winograd.forward, shifted.forward, &tile),
+                    family(winograd.backward_data, shifted.backward_data, &tile),
+                    family(
+                        winograd.backward_filter,
+                        shifted.backward_filter,
+                        "shifted reduction"
+                    ),
+                )
+            }
+        };
+        let p = self.spec.padding;
+        format!(
+            "conv2d {} * [{}, {}, {}, {}] stride {:?} padding [{}, {}, {}, {}] dilation {:?} \
+             groups {} on {}: {passes}",
+            shape_str(&[self.batch, self.in_channels, self.in_height, self.in_width]),
+            self.out_channels,
+            self.group_in(),
+            self.kernel_height,
+            self.kernel_width,
+            self.spec.stride,
+            p.top,
+            p.bottom,
+            p.left,
+            p.right,
+            self.spec.dilation,
+            self.spec.groups,
+            crate::kernels::instruction_set(),
+        )
     }
 
     /// The output shape `[N, O, OH, OW]`.
@@ -394,4 +448,41 @@ pub struct ShiftedPasses {
     pub backward_data: bool,
     /// The filter gradient (when every thread has images of its own).
     pub backward_filter: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_choice_names_the_shape_and_each_pass() {
+        let spec = Conv2dSpec {
+            stride: [2, 2],
+            padding: Padding2d::symmetric(1, 1),
+            ..Default::default()
+        };
+        let shape = Conv2dShape::new(&[8, 64, 56, 56], &[128, 64, 3, 3], spec);
+        let line = shape.describe_choice();
+        assert!(
+            line.starts_with("conv2d [8, 64, 56, 56] * [128, 64, 3, 3] stride [2, 2]"),
+            "{line}"
+        );
+        assert!(line.contains(crate::kernels::instruction_set()), "{line}");
+        for pass in ["forward ", "backward-data ", "filter gradient "] {
+            assert!(line.contains(pass), "{line}");
+        }
+        let depthwise = Conv2dShape::new(
+            &[1, 4, 8, 8],
+            &[4, 1, 3, 3],
+            Conv2dSpec {
+                groups: 4,
+                ..Default::default()
+            },
+        );
+        assert!(
+            depthwise
+                .describe_choice()
+                .ends_with("every pass direct (per-plane multiply-adds)")
+        );
+    }
 }

@@ -11,9 +11,6 @@ use std::sync::OnceLock;
 
 use super::micro::MicroKernel;
 
-/// The environment variable that, set to `1`, prints each choice of kernel and blocking once.
-pub const LOG_VARIABLE: &str = "STRIATE_LOG_KERNELS";
-
 /// Data-cache sizes in bytes of one core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Caches {
@@ -91,14 +88,6 @@ impl Blocking {
         let kc = (caches.l1d / 2 / (kernel.mr * float)).clamp(64, 512) / 16 * 16;
         let nc = (caches.l2 / 2 / (kc * float)).max(kernel.nr) / kernel.nr * kernel.nr;
         Blocking { kc, nc }
-    }
-}
-
-/// Prints `message` once per distinct message when [`LOG_VARIABLE`] is `1`.
-pub(super) fn log_choice(message: impl FnOnce() -> String) {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    if *ENABLED.get_or_init(|| std::env::var(LOG_VARIABLE).is_ok_and(|v| v.trim() == "1")) {
-        eprintln!("striate: {}", message());
     }
 }
 

@@ -15,8 +15,8 @@ mod packed;
 use crate::tensor::check::contract_violation;
 use rayon::prelude::*;
 
+pub use crate::kernels::LOG_VARIABLE;
 pub(crate) use blocking::Caches;
-pub use blocking::LOG_VARIABLE;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::blocking::{Blocking, Caches, log_choice};
+use super::blocking::{Blocking, Caches};
 use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
 use super::{MatMut, MatRef};
+use crate::kernels::log_choice;
 use crate::util::simd;
 
 /// The kernels for this CPU (and the `STRIATE_ISA` cap), each with its blocking, found once.
