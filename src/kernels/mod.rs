@@ -33,7 +33,7 @@ pub fn instruction_set() -> &'static str {
 /// to standard error, once per distinct choice: the GEMM's micro-kernels and cache blocking,
 /// and for each convolution shape the kernel family of each pass and its register tiles.
 ///
-/// ```no_run
+/// ```
 /// // STRIATE_LOG_KERNELS=1 cargo run --release --example mnist prints lines such as
 /// // "striate: conv2d [64, 32, 14, 14] * [64, 32, 3, 3] ...: forward Winograd F(2x2, 3x3) ..."
 /// assert_eq!(striate::kernels::LOG_VARIABLE, "STRIATE_LOG_KERNELS");

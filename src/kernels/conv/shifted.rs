@@ -5,9 +5,9 @@
 //! padded plane of channel `c` read from a constant offset. Instead of copying those rows into a
 //! column matrix and handing it to a general GEMM, this kernel reads them in place: its register
 //! tile holds [`block_rows`] output rows by [`tile_vectors`] vectors of columns (8 x 48 with
-//! AVX-512, 6 x 16 with AVX2), loads the vectors of each shifted row once and multiplies them by a broadcast
-//! weight per output row. No column matrix, no packing of the right-hand side; the
-//! weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
+//! AVX-512, 6 x 16 with AVX2), loads the vectors of each shifted row once and multiplies them
+//! by a broadcast weight per output row. No column matrix, no packing of the right-hand side;
+//! the weights are packed once per call. The filter gradient's reduction ([`shifted_gemm_reduce`])
 //! keeps a tile of dot products in registers: 4 x 6 with AVX-512's 32 registers, 3 x 3 with
 //! AVX2's 16.
 
@@ -52,8 +52,9 @@ pub(super) fn wide_tiles() -> bool {
 /// The vectors of columns in one full register tile of [`shifted_gemm`]: three with AVX-512,
 /// two with AVX2. Each step of a tile loads its vectors and broadcasts a weight per row, so a
 /// third vector (AVX-512 has the registers for it) spends 11 loads on 24 multiply-adds where
-/// two spent 10 on 16: ResNet's stride-2 downsampling forward +2-3%, MNIST's second layer
-/// (Winograd) +3-10%, best of three alternations of the two builds on a Zen 4.
+/// two spent 10 on 16. Alternated call by call with two vectors (Zen 4, 2 threads): forward
+/// +4-5% on MNIST's second layer (Winograd), +3.5% on VGG's 3x3, +3% on ResNet's stride-2
+/// downsampling; backward-data +2-3.5%.
 fn tile_vectors(lanes: usize) -> usize {
     if lanes >= 16 { 3 } else { 2 }
 }
