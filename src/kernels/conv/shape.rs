@@ -240,15 +240,15 @@ impl Conv2dShape {
                     shifted::block_rows(),
                     shifted::tile_columns()
                 );
-                let family = |winograd: bool, shifted: bool, fast: &str| {
+                fn family(winograd: bool, shifted: bool, fast: &str) -> &str {
                     if winograd {
-                        "Winograd F(2x2, 3x3)".to_string()
+                        "Winograd F(2x2, 3x3)"
                     } else if shifted {
-                        fast.to_string()
+                        fast
                     } else {
-                        "im2col + GEMM".to_string()
+                        "im2col + GEMM"
                     }
-                };
+                }
                 format!(
                     "forward {}, backward-data {}, filter gradient {}",
                     family(winograd.forward, shifted.forward, &tile),
@@ -263,13 +263,15 @@ impl Conv2dShape {
         };
         let p = self.spec.padding;
         format!(
-            "conv2d {} * [{}, {}, {}, {}] stride {:?} padding [{}, {}, {}, {}] dilation {:?} \
-             groups {} on {}: {passes}",
+            "conv2d {} * {} stride {:?} padding [{}, {}, {}, {}] dilation {:?} groups {} on {}: \
+             {passes}",
             shape_str(&[self.batch, self.in_channels, self.in_height, self.in_width]),
-            self.out_channels,
-            self.group_in(),
-            self.kernel_height,
-            self.kernel_width,
+            shape_str(&[
+                self.out_channels,
+                self.group_in(),
+                self.kernel_height,
+                self.kernel_width
+            ]),
             self.spec.stride,
             p.top,
             p.bottom,
