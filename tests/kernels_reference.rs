@@ -408,6 +408,17 @@ fn register_tile_paths_match_the_reference() {
             [1, 1],
             2,
         ),
+        // The pointwise filter gradient's transposed panel: 70 output channels (whole and
+        // partial register tiles of vectors), 13 input rows (two tiles of six and one), and
+        // planes of 1122 positions (two chunks of the panel).
+        (
+            [2, 13, 33, 34],
+            [70, 13, 1, 1],
+            padding(0, 0, 0, 0),
+            1,
+            [1, 1],
+            1,
+        ),
     ] {
         let spec = Conv2dSpec {
             padding,

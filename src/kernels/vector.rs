@@ -283,6 +283,24 @@ pub(crate) unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd:
     }
 }
 
+/// Transposes the `LANES x LANES` block in the first `LANES` vectors: `log2(LANES)` rounds of
+/// interleaving row `i` with row `i + LANES/2` (each round shuffles the index bits once).
+#[inline(always)]
+pub(crate) fn transpose<V: Vector>(rows: &mut [V; 16]) {
+    let half = V::LANES / 2;
+    let mut width = 1;
+    while width < V::LANES {
+        let mut next = *rows;
+        for i in 0..half {
+            let (low, high) = rows[i].interleave(rows[i + half]);
+            next[2 * i] = low;
+            next[2 * i + 1] = high;
+        }
+        *rows = next;
+        width *= 2;
+    }
+}
+
 /// The inverse of [`deinterleave`]: fills the `2·m` floats of `row` with the first `m` floats
 /// of `even` and `odd` in turn, `[e0, o0, e1, o1, …]`.
 ///

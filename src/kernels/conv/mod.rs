@@ -34,6 +34,7 @@
 
 mod direct;
 mod epilogue;
+mod gradient_gemm;
 mod parallel;
 mod pointwise;
 mod shape;

@@ -23,7 +23,7 @@ use super::shape::Conv2dShape;
 use super::winograd::POINTS;
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, transpose, with_vector};
 
 /// Channels are padded to a multiple of this: the widest vector, and two of AVX2's.
 const CHANNEL_BLOCK: usize = 16;
@@ -261,24 +261,6 @@ impl VectorKernel for ChannelsLast<'_> {
                 }
             }
         }
-    }
-}
-
-/// Transposes the `LANES x LANES` block in the first `LANES` vectors: `log2(LANES)` rounds of
-/// interleaving row `i` with row `i + LANES/2` (each round shuffles the index bits once).
-#[inline(always)]
-fn transpose<V: Vector>(rows: &mut [V; 16]) {
-    let half = V::LANES / 2;
-    let mut width = 1;
-    while width < V::LANES {
-        let mut next = *rows;
-        for i in 0..half {
-            let (low, high) = rows[i].interleave(rows[i + half]);
-            next[2 * i] = low;
-            next[2 * i + 1] = high;
-        }
-        *rows = next;
-        width *= 2;
     }
 }
 
