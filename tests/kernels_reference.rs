@@ -408,13 +408,31 @@ fn register_tile_paths_match_the_reference() {
             [1, 1],
             2,
         ),
-        // The pointwise filter gradient's transposed panel: 70 output channels (whole and
-        // partial register tiles of vectors), 13 input rows (two tiles of six and one), and
-        // planes of 1122 positions (two chunks of the panel).
+        // The filter gradient's transposed panel (128 columns or more): pointwise with 70
+        // output channels (whole and partial register tiles of vectors), 130 input rows (tiles
+        // of six and a partial one) and planes of 930 positions (two chunks of the panel); a
+        // stride-2 3x3 with 144 columns and fewer outputs than a vector; a 3x2 filter over 22
+        // channels (132 columns) read from the narrow shifted copies.
         (
-            [2, 13, 33, 34],
-            [70, 13, 1, 1],
+            [2, 130, 30, 31],
+            [70, 130, 1, 1],
             padding(0, 0, 0, 0),
+            1,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 16, 9, 11],
+            [10, 16, 3, 3],
+            padding(1, 1, 1, 1),
+            2,
+            [1, 1],
+            1,
+        ),
+        (
+            [2, 22, 6, 7],
+            [40, 22, 3, 2],
+            padding(1, 1, 1, 1),
             1,
             [1, 1],
             1,

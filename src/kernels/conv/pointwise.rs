@@ -4,6 +4,7 @@
 use super::gradient_gemm::{self, GradientRows, filter_gradient_gemm};
 use super::parallel::parallel_over_images;
 use super::shape::Conv2dShape;
+use super::shifted::{self, Rows, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 
 /// The weight of group `g` as `[O/groups, C/groups]`.
@@ -34,13 +35,14 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
 
 /// Adds `Σ_{n in images} dY_g,n · X_g,nᵀ` into each group's `grad_weight`.
 ///
-/// With AVX-512 or AVX2 and the images split over threads, through [`filter_gradient_gemm`]:
-/// `dY` transposed a chunk of positions at a time into a panel, `X` read in place, its planes
-/// already being the column matrix. On the pointwise S5 (Zen 4, 2 threads) that measured 1.1x
-/// the dot products of both operands read in place that it replaced (1.3x capped at AVX2), and
-/// those had measured ahead of a packed GEMM, which transposes both operands (packing the
-/// 3136-deep planes of a 56x56 image took as long as the product). With fewer images than
-/// threads the packed GEMM, which parallelises inside.
+/// With AVX-512 or AVX2 and the images split over threads, `X`'s planes are read in place (they
+/// are the column matrix): with many input channels by [`filter_gradient_gemm`] (`dY`
+/// transposed into a panel a chunk of positions at a time), with few as dot products of the
+/// two operands ([`shifted_gemm_reduce`], one image per call: a thread's images in one call
+/// measured half as fast, each tile then streaming every image). Both measured ahead of a
+/// packed GEMM, which transposes both operands (packing the 3136-deep planes of a 56x56 image
+/// took as long as the product). With fewer images than threads the packed GEMM, which
+/// parallelises inside.
 pub(super) fn accumulate_filter_gradient(
     input: &[f32],
     grad_output: &[f32],
@@ -49,14 +51,14 @@ pub(super) fn accumulate_filter_gradient(
     grad_weight: &mut [f32],
 ) {
     let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
-    let in_place = gradient_gemm::available()
+    let in_place = shifted::reduce_available()
         && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1);
+    let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
     for g in 0..s.spec.groups {
         let x_g = |n: usize| &input[(n * s.in_channels + g * cg) * plane..][..cg * plane];
         let gy_g = |n: usize| &grad_output[(n * s.out_channels + g * og) * plane..][..og * plane];
         let gw = &mut grad_weight[g * og * cg..(g + 1) * og * cg];
-        if in_place {
-            let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
+        if in_place && gradient_gemm::pays(cg) {
             let first = images.start;
             let image = |n: usize| {
                 let gy = GradientRows {
@@ -70,13 +72,23 @@ pub(super) fn accumulate_filter_gradient(
             continue;
         }
         for n in images.clone() {
-            gemm(
-                1.0,
-                MatRef::row_major(gy_g(n), og, plane),
-                MatRef::row_major(x_g(n), cg, plane).t(),
-                1.0,
-                MatMut::row_major(&mut *gw, og, cg),
-            );
+            if in_place {
+                let rows = Rows {
+                    data: gy_g(n),
+                    rows: og,
+                    row_stride: plane,
+                    image_stride: 0,
+                };
+                shifted_gemm_reduce(rows, x_g(n), &offsets, 0, 1, plane, &mut *gw);
+            } else {
+                gemm(
+                    1.0,
+                    MatRef::row_major(gy_g(n), og, plane),
+                    MatRef::row_major(x_g(n), cg, plane).t(),
+                    1.0,
+                    MatMut::row_major(&mut *gw, og, cg),
+                );
+            }
         }
     }
 }

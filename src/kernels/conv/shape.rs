@@ -2,7 +2,7 @@
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
 use super::parallel::parallel_over_images;
-use super::shifted;
+use super::{gradient_gemm, shifted};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -256,7 +256,11 @@ impl Conv2dShape {
                     family(
                         winograd.backward_filter,
                         shifted.backward_filter,
-                        "shifted reduction"
+                        if gradient_gemm::pays(self.group_patch()) {
+                            "GEMM over a transposed dY panel"
+                        } else {
+                            "shifted reduction"
+                        }
                     ),
                 )
             }

@@ -13,6 +13,7 @@
 //! At stride 1 there is a single phase: the padded plane itself.
 
 use super::epilogue::Epilogue;
+use super::gradient_gemm::{self, GradientRows, filter_gradient_gemm};
 use super::shape::Conv2dShape;
 use super::shifted::{self, Gaps, PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
@@ -696,14 +697,16 @@ pub(super) fn backward_data_image_shifted(
     });
 }
 
-/// Adds `Σ_{n in images} dY_wide,n · cols_nᵀ` into `grad_weight` without a column matrix:
-/// chunks of images are padded and widened side by side (about 1 MB; a large image alone), then
-/// [`shifted_gemm_reduce`] reads the column rows in place. Large images measured faster this
-/// way too (VGG's 56x56x256 conv 176 → 209 GFLOP/s, ResNet's stride-2 downsampling 122 → 161,
-/// against im2col + a GEMM that must transpose the column matrix to pack it).
 /// Floats of padded planes and grids per chunk of images in the filter gradients (about 1 MB).
 const CHUNK_FLOATS: usize = 256 * 1024;
 
+/// Adds `Σ_{n in images} dY_wide,n · cols_nᵀ` into `grad_weight` without a column matrix:
+/// chunks of images are padded and widened side by side (about 1 MB; a large image alone), then
+/// the column rows are read in place, by [`filter_gradient_gemm`] with many columns, by
+/// [`shifted_gemm_reduce`]'s dot products with few (see [`gradient_gemm::pays`]). Large images
+/// measured faster this way too (VGG's 56x56x256 conv 176 → 209 GFLOP/s, ResNet's stride-2
+/// downsampling 122 → 161, against im2col + a GEMM that must transpose the column matrix to
+/// pack it).
 pub(super) fn accumulate_filter_gradient_shifted(
     input: &[f32],
     grad_output: &[f32],
@@ -736,6 +739,19 @@ pub(super) fn accumulate_filter_gradient_shifted(
                     wide.pad_group(s, x, g, &mut planes[m * planes_len..(m + 1) * planes_len]);
                     let grid = &mut grids[m * grid_len..(m + 1) * grid_len];
                     wide.widen_group(s, gy, g, 0, s.out_height, grid);
+                }
+                if gradient_gemm::pays(k) {
+                    let (planes, grids) = (&*planes, &*grids);
+                    let image = |m: usize| {
+                        let gy = GradientRows {
+                            data: &grids[m * grid_len..(m + 1) * grid_len],
+                            rows: og,
+                            row_stride: wide.out_len,
+                        };
+                        (gy, &planes[m * planes_len..(m + 1) * planes_len])
+                    };
+                    filter_gradient_gemm(og, &offsets, wide.out_len, count, image, gw_g);
+                    continue;
                 }
                 let grad = Rows {
                     data: grids,
@@ -855,6 +871,23 @@ fn accumulate_filter_gradient_narrow(
                     let x = &input[(first + m) * image_in..(first + m + 1) * image_in];
                     let copy = &mut copies[m * narrow.image_len..(m + 1) * narrow.image_len];
                     narrow.copy_group(s, x, g, copy);
+                }
+                if gradient_gemm::pays(k) {
+                    let copies = &*copies;
+                    let image = |m: usize| {
+                        let at = (first + m) * image_out + g * og * s.out_plane();
+                        let gy = GradientRows {
+                            data: &grad_output[at..at + og * s.out_plane()],
+                            rows: og,
+                            row_stride: s.out_plane(),
+                        };
+                        (
+                            gy,
+                            &copies[m * narrow.image_len..(m + 1) * narrow.image_len],
+                        )
+                    };
+                    filter_gradient_gemm(og, &offsets, s.out_plane(), count, image, gw_g);
+                    continue;
                 }
                 let grad = Rows {
                     data: &grad_output[first * image_out + g * og * s.out_plane()..],
