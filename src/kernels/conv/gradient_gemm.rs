@@ -94,14 +94,12 @@ pub(super) fn filter_gradient_gemm<'a>(
             );
             for first in (0..len).step_by(chunk) {
                 let depth = first..(first + chunk).min(len);
-
                 with_vector(PackPanel {
                     gy: &gy,
                     depth: depth.clone(),
                     stride,
                     panel,
                 });
-
                 with_vector(PanelProduct {
                     panel,
                     stride,
