@@ -412,7 +412,8 @@ fn register_tile_paths_match_the_reference() {
         // output channels (whole and partial register tiles of vectors), 130 input rows (tiles
         // of six and a partial one) and planes of 930 positions (two chunks of the panel); a
         // stride-2 3x3 with 144 columns and fewer outputs than a vector; a 3x2 filter over 22
-        // channels (132 columns) read from the narrow shifted copies.
+        // channels (132 columns) read from the narrow shifted copies; two groups of 144
+        // columns each.
         (
             [2, 130, 30, 31],
             [70, 130, 1, 1],
@@ -436,6 +437,14 @@ fn register_tile_paths_match_the_reference() {
             1,
             [1, 1],
             1,
+        ),
+        (
+            [2, 32, 7, 8],
+            [20, 16, 3, 3],
+            padding(1, 0, 1, 1),
+            2,
+            [1, 1],
+            2,
         ),
     ] {
         let spec = Conv2dSpec {
@@ -522,7 +531,7 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
         ),
         (
             [2, 16, 13, 12],
-            [12, 16, 3, 3],
+            [20, 16, 3, 3],
             padding(1, 0, 2, 1),
             [2, 2],
             [1, 1],
