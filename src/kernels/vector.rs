@@ -286,7 +286,7 @@ pub(crate) unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd:
 /// Transposes the `LANES x LANES` block in the first `LANES` vectors: `log2(LANES)` rounds of
 /// interleaving row `i` with row `i + LANES/2` (each round shuffles the index bits once).
 #[inline(always)]
-pub(crate) fn transpose<V: Vector>(rows: &mut [V; 16]) {
+fn transpose<V: Vector>(rows: &mut [V; 16]) {
     let half = V::LANES / 2;
     let mut width = 1;
     while width < V::LANES {
@@ -298,6 +298,35 @@ pub(crate) fn transpose<V: Vector>(rows: &mut [V; 16]) {
         }
         *rows = next;
         width *= 2;
+    }
+}
+
+/// Transposes one square block of a vector's width: row `r < rows` (at most `LANES`) of the
+/// block is the first `count` floats at `row(r)`, and column `m < count` (the `LANES` values of
+/// position `m` of every row, zero past `rows`) is stored at `column(m)`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `count` floats from each `row(r)` (`r < rows`) are
+/// readable and `LANES` floats from each `column(m)` (`m < count`) writable.
+#[inline(always)]
+pub(crate) unsafe fn transpose_block<V: Vector>(
+    rows: usize,
+    count: usize,
+    row: impl Fn(usize) -> *const f32,
+    column: impl Fn(usize) -> *mut f32,
+) {
+    // SAFETY: the caller's contract; masked-off lanes are not read.
+    unsafe {
+        let mask = V::zero().first_lanes(count);
+        let mut block = [V::zero(); 16];
+        for (r, vector) in block.iter_mut().take(rows.min(V::LANES)).enumerate() {
+            *vector = V::load_masked(row(r), mask);
+        }
+        transpose::<V>(&mut block);
+        for (m, vector) in block.iter().take(count).enumerate() {
+            vector.store(column(m));
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, transpose, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level};
 use std::ops::Range;
 
@@ -170,20 +170,14 @@ impl VectorKernel for PackPanel<'_, '_> {
                 // `(p − start + m)·stride + i` (`m < count`), within the panel as
                 // `i + lanes <= stride`.
                 unsafe {
-                    let mask = V::zero().first_lanes(count);
-                    let mut block = [V::zero(); 16];
-                    for (r, row) in block.iter_mut().take(rows.saturating_sub(i)).enumerate() {
-                        let at = self.gy.data.as_ptr().add((i + r) * row_stride + p);
-                        *row = V::load_masked(at, mask);
-                    }
-                    transpose::<V>(&mut block);
-                    let out = self
-                        .panel
-                        .as_mut_ptr()
-                        .add((p - self.depth.start) * self.stride + i);
-                    for (m, column) in block.iter().take(count).enumerate() {
-                        column.store(out.add(m * self.stride));
-                    }
+                    let start = (p - self.depth.start) * self.stride + i;
+                    let (gy, panel) = (self.gy.data.as_ptr(), self.panel.as_mut_ptr());
+                    transpose_block::<V>(
+                        rows.saturating_sub(i),
+                        count,
+                        |r| gy.add((i + r) * row_stride + p),
+                        |m| panel.add(start + m * self.stride),
+                    );
                 }
             }
         }

@@ -23,7 +23,7 @@ use super::shape::Conv2dShape;
 use super::winograd::POINTS;
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, transpose, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 
 /// Channels are padded to a multiple of this: the widest vector, and two of AVX2's.
 const CHANNEL_BLOCK: usize = 16;
@@ -246,17 +246,16 @@ impl VectorKernel for ChannelsLast<'_> {
                     // each store writes `lanes` floats from `(r·columns + j + m)·stride + c`,
                     // within `out` as `c + lanes <= stride`.
                     unsafe {
-                        let mask = V::zero().first_lanes(count);
-                        let mut block = [V::zero(); 16];
-                        for (k, row) in block.iter_mut().take(channels - c).enumerate() {
-                            let at = ((c + k) * height + h as usize) * width;
-                            let at = (at as isize + j as isize + left) as usize;
-                            *row = V::load_masked(planes.as_ptr().add(at), mask);
-                        }
-                        transpose::<V>(&mut block);
-                        for (m, column) in block.iter().take(count).enumerate() {
-                            column.store(out.as_mut_ptr().add((r * columns + j + m) * stride + c));
-                        }
+                        let (planes, out) = (planes.as_ptr(), out.as_mut_ptr());
+                        transpose_block::<V>(
+                            channels - c,
+                            count,
+                            |k| {
+                                let at = ((c + k) * height + h as usize) * width;
+                                planes.add((at as isize + j as isize + left) as usize)
+                            },
+                            |m| out.add((r * columns + j + m) * stride + c),
+                        );
                     }
                 }
             }
