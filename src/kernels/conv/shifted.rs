@@ -44,7 +44,9 @@ pub(super) fn reduce_available() -> bool {
 }
 
 /// Whether this CPU has the 48-column tiles of [`shifted_gemm`] (AVX-512), with which the
-/// backward-data gather beats im2col (with AVX2's 8-column tiles it measured no faster).
+/// backward-data gather beats im2col. With AVX2's 16-column tiles the gather measured 0.8x of
+/// im2col + GEMM on ResNet's stride-2 downsampling (Zen 4 capped at AVX2, 2 threads, call by
+/// call: medians 109-128 against 135-139 GFLOP/s).
 pub(super) fn wide_tiles() -> bool {
     level() == Level::Avx512
 }
@@ -54,7 +56,9 @@ pub(super) fn wide_tiles() -> bool {
 /// third vector (AVX-512 has the registers for it) spends 11 loads on 24 multiply-adds where
 /// two spent 10 on 16. Alternated call by call with two vectors (Zen 4, 2 threads): forward
 /// +4-5% on MNIST's second layer (Winograd), +3.5% on VGG's 3x3, +3% on ResNet's stride-2
-/// downsampling; backward-data +2-3.5%.
+/// downsampling; backward-data +2-3.5%. With AVX2, 4 rows by three vectors (as many sums,
+/// 7 loads per 12 multiply-adds where 6 x 2 spends 8) measured level with 6 x 2 on the
+/// stride-2 downsampling.
 fn tile_vectors(lanes: usize) -> usize {
     if lanes >= 16 { 3 } else { 2 }
 }

@@ -243,7 +243,11 @@ const PREFETCH_PANELS_AHEAD: usize = 2;
 /// read in place is walked by every left panel while it sits in L1 (`Block::tiles`), so copying
 /// it first only adds a pass; 24 rather than 8 (Zen 3, 2 threads, best of 3 alternations):
 /// the dense layer's `dX = dY · W` at batch 64 (11 left panels) 815 -> 625 us, S5 forward
-/// 112-119 -> 132-142 GFLOP/s, S3 and S4 level.
+/// 112-119 -> 132-142 GFLOP/s, S3 and S4 level. Beyond it, on the pointwise backward-data (S5:
+/// 256 rows, 32 panels of the 8 x 48 kernel, depth 64, its copy of `dY` 8% of the time), the
+/// right operand in place measured level with the copy, and the 12 x 32 kernel, whose 22
+/// panels read it in place, between 3% slower and 4% faster (Zen 4, call by call, in three
+/// alternations each): the copy stays.
 const DIRECT_MAX_PANELS: usize = 24;
 
 /// Where the micro-kernels find the left operand's `MR`-row panels of one depth block.
