@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 /// Floats per cache line.
-const LINE: usize = 16;
+pub(crate) const LINE: usize = 16;
 
 thread_local! {
     /// Buffers not in use on this thread; a call takes one and gives it back, so nested calls
