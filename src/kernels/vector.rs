@@ -302,17 +302,18 @@ fn transpose<V: Vector>(rows: &mut [V; 16]) {
 }
 
 /// Transposes one square block of a vector's width: row `r < rows` (at most `LANES`) of the
-/// block is the first `count` floats at `row(r)`, and column `m < count` (the `LANES` values of
-/// position `m` of every row, zero past `rows`) is stored at `column(m)`.
+/// block is the first `count` floats at `row(r)`, and the first `stored` values of column
+/// `m < count` (position `m` of every row, zero past `rows`) are stored at `column(m)`.
 ///
 /// # Safety
 ///
 /// The CPU supports `V`'s instruction set; `count` floats from each `row(r)` (`r < rows`) are
-/// readable and `LANES` floats from each `column(m)` (`m < count`) writable.
+/// readable and `stored` floats (at most `LANES`) from each `column(m)` (`m < count`) writable.
 #[inline(always)]
 pub(crate) unsafe fn transpose_block<V: Vector>(
     rows: usize,
     count: usize,
+    stored: usize,
     row: impl Fn(usize) -> *const f32,
     column: impl Fn(usize) -> *mut f32,
 ) {
@@ -325,7 +326,11 @@ pub(crate) unsafe fn transpose_block<V: Vector>(
         }
         transpose::<V>(&mut block);
         for (m, vector) in block.iter().take(count).enumerate() {
-            vector.store(column(m));
+            if stored >= V::LANES {
+                vector.store(column(m));
+            } else {
+                vector.store_first(column(m), stored);
+            }
         }
     }
 }

@@ -175,6 +175,7 @@ impl VectorKernel for PackPanel<'_, '_> {
                     transpose_block::<V>(
                         rows.saturating_sub(i),
                         count,
+                        lanes,
                         |r| gy.add((i + r) * row_stride + p),
                         |m| panel.add(start + m * self.stride),
                     );

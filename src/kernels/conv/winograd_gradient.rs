@@ -250,6 +250,7 @@ impl VectorKernel for ChannelsLast<'_> {
                         transpose_block::<V>(
                             channels - c,
                             count,
+                            lanes,
                             |k| {
                                 let at = ((c + k) * height + h as usize) * width;
                                 planes.add((at as isize + j as isize + left) as usize)

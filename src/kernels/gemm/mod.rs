@@ -350,6 +350,8 @@ mod tests {
             (17, 33, 9),
             (64, 288, 100),
             (130, 7, 257),
+            // Deeper than a depth block, with partial panels and partial transposed squares.
+            (37, 700, 53),
         ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let a = random(m * k, &mut rng);

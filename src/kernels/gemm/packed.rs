@@ -14,6 +14,7 @@ use super::blocking::{Blocking, Caches};
 use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
 use super::{MatMut, MatRef};
 use crate::kernels::log_choice;
+use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd;
 
 /// The kernels for this CPU (and the `STRIATE_ISA` cap), each with its blocking, found once.
@@ -480,6 +481,15 @@ fn pack_lhs(
                 simd::copy_row(&mut step[..rows], &lhs.data[at(0, p)..at(0, p) + rows]);
                 step[rows..].fill(0.0);
             }
+        } else if lhs.col_stride == 1 {
+            with_vector(TransposedPanel {
+                src: &lhs.data[at(0, 0)..],
+                stride: lhs.row_stride,
+                lines: rows,
+                depth: kc,
+                width: mr,
+                out,
+            });
         } else {
             for i in 0..rows {
                 for p in 0..kc {
@@ -550,18 +560,69 @@ fn pack_rhs(
             }
         } else {
             // Column-major (a transpose): each column is a contiguous run along the depth.
-            for j in 0..cols {
-                let column = &rhs.data[at(0, j)..at(0, j) + kc];
-                for (p, &value) in column.iter().enumerate() {
-                    out[p * nr + j] = value;
-                }
-            }
-            for p in 0..kc {
-                out[p * nr + cols..(p + 1) * nr].fill(0.0);
-            }
+            with_vector(TransposedPanel {
+                src: &rhs.data[at(0, 0)..],
+                stride: rhs.col_stride,
+                lines: cols,
+                depth: kc,
+                width: nr,
+                out,
+            });
         }
     };
     for_each_panel(out, nr * kc, threads, pack_panel);
+}
+
+/// One panel packed from an operand laid out along the depth (a transpose of the panel's
+/// layout): `out[p·width + j] = src[j·stride + p]` for the `lines` rows or columns `j` the
+/// operand has, zero for `lines <= j < width`, at every depth step `p < depth`. A square of a
+/// vector's width at a time, transposed in registers (element by element, the strided stores
+/// made the pack of a dense layer's input 4% of MNIST inference).
+struct TransposedPanel<'a> {
+    src: &'a [f32],
+    stride: usize,
+    lines: usize,
+    depth: usize,
+    width: usize,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for TransposedPanel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let TransposedPanel {
+            src,
+            stride,
+            lines,
+            depth,
+            width,
+            out,
+        } = self;
+        assert!(lines <= width && out.len() >= depth * width);
+        assert!(lines == 0 || depth == 0 || src.len() >= (lines - 1) * stride + depth);
+        for j in (0..width).step_by(V::LANES) {
+            let stored = (width - j).min(V::LANES);
+            for p in (0..depth).step_by(V::LANES) {
+                let count = (depth - p).min(V::LANES);
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                // line `j + r < lines` holds depth steps `p .. p + count <= depth` (asserted
+                // above); each store writes `stored` floats from `(p + m)·width + j`, within
+                // the step's `width` as `j + stored <= width`, and `p + m < depth`.
+                unsafe {
+                    let (src, out) = (src.as_ptr(), out.as_mut_ptr());
+                    transpose_block::<V>(
+                        lines.saturating_sub(j),
+                        count,
+                        stored,
+                        |r| src.add((j + r) * stride + p),
+                        |m| out.add((p + m) * width + j),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Below this many floats the fork costs more than the copy.
