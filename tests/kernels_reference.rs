@@ -1011,7 +1011,7 @@ fn conv_relu_max_pool_fused_equals_the_separate_passes() {
     for config in 0..CONFIGS {
         let (input_shape, weight_shape, spec) = random_conv(config, &mut rng);
         let s = Conv2dShape::new(&input_shape, &weight_shape, spec);
-        let [n, o, oh, ow] = s.output_shape();
+        let [_, o, oh, ow] = s.output_shape();
         let pool = loop {
             let (_, pool) = random_pool(&mut rng, config % 2 == 0);
             let fits = (0..2).all(|a| {
@@ -1028,33 +1028,89 @@ fn conv_relu_max_pool_fused_equals_the_separate_passes() {
         }
         let weight = random_vec(weight_shape.iter().product(), &mut rng);
         let bias = random_vec(o, &mut rng);
-        let mut conv = vec![0.0; n * o * oh * ow];
-        conv2d_forward_fused(
-            &input,
-            &weight,
-            Some(&bias),
-            ConvActivation::Relu,
-            &s,
-            &mut conv,
-        );
-        let p = Pool2dShape::new("max_pool2d", &s.output_shape(), pool);
-        let len = p.output_shape().iter().product();
-        let (mut want, mut want_indices) = (vec![0.0; len], vec![0u32; len]);
-        max_pool2d_forward(&conv, &p, &mut want, Some(&mut want_indices));
-        let got = conv2d_relu_max_pool2d_to_vec(&input, &weight, Some(&bias), &s, pool);
-        let (got_indexed, got_indices) =
-            conv2d_relu_max_pool2d_with_indices_to_vec(&input, &weight, Some(&bias), &s, pool);
-        assert_eq!(got.len(), want.len(), "config {config}: {s:?} {pool:?}");
-        for (i, ((g, gi), w)) in got.iter().zip(&got_indexed).zip(&want).enumerate() {
-            for (fused, name) in [(g, "fused"), (gi, "fused with indices")] {
-                assert!(
-                    fused.to_bits() == w.to_bits() || (fused.is_nan() && w.is_nan()),
-                    "config {config} element {i}: {name} {fused}, separate {w} for {s:?} {pool:?}"
-                );
-            }
-        }
-        assert_eq!(got_indices, want_indices, "config {config}: {s:?} {pool:?}");
+        let context = format!("config {config}: {s:?} {pool:?}");
+        assert_fused_pool_is_separate(&input, &weight, &bias, &s, pool, &context);
     }
+}
+
+/// Winograd's convolution pools each 2x2 tile of outputs in registers when a 2x2 max pooling
+/// follows: bit for bit the separate passes, indices included, on odd and even output sizes,
+/// images several at a time, a NaN in the input (the images go through the direct path) and
+/// inputs so large that the transforms overflow (a window meets a NaN: the planes are redone).
+#[test]
+fn winograd_pooled_in_registers_equals_the_separate_passes() {
+    let mut rng = StdRng::seed_from_u64(37);
+    for (case, (input_shape, out_channels, padding)) in [
+        ([8, 16, 14, 14], 24, padding(1, 1, 1, 1)),
+        ([4, 32, 14, 14], 64, padding(1, 1, 1, 1)),
+        ([2, 17, 9, 31], 16, padding(0, 2, 2, 1)),
+        ([3, 20, 5, 33], 19, padding(2, 0, 0, 2)),
+        ([2, 64, 7, 200], 16, padding(1, 1, 0, 0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let spec = Conv2dSpec {
+            padding,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(&input_shape, &[out_channels, input_shape[1], 3, 3], spec);
+        let weight = random_vec(out_channels * input_shape[1] * 9, &mut rng);
+        let bias = random_vec(out_channels, &mut rng);
+        let input = random_vec(input_shape.iter().product(), &mut rng);
+        for (variant, input) in [
+            ("finite", input.clone()),
+            ("a NaN", {
+                let mut input = input.clone();
+                let at = rng.random_range(0..input.len());
+                input[at] = f32::NAN;
+                input
+            }),
+            ("overflowing", input.iter().map(|v| v * 3e38).collect()),
+        ] {
+            let pool = Pool2dSpec::square(2);
+            let context = format!("case {case}, {variant}: {s:?}");
+            assert_fused_pool_is_separate(&input, &weight, &bias, &s, pool, &context);
+        }
+    }
+}
+
+/// The fused convolution + ReLU + max pooling, with and without indices, against the
+/// convolution followed by the pooling: the same bits (any NaN for a NaN) and indices.
+fn assert_fused_pool_is_separate(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    s: &Conv2dShape,
+    pool: Pool2dSpec,
+    context: &str,
+) {
+    let mut conv = vec![0.0; s.output_shape().iter().product()];
+    conv2d_forward_fused(
+        input,
+        weight,
+        Some(bias),
+        ConvActivation::Relu,
+        s,
+        &mut conv,
+    );
+    let p = Pool2dShape::new("max_pool2d", &s.output_shape(), pool);
+    let len = p.output_shape().iter().product();
+    let (mut want, mut want_indices) = (vec![0.0; len], vec![0u32; len]);
+    max_pool2d_forward(&conv, &p, &mut want, Some(&mut want_indices));
+    let got = conv2d_relu_max_pool2d_to_vec(input, weight, Some(bias), s, pool);
+    let (got_indexed, got_indices) =
+        conv2d_relu_max_pool2d_with_indices_to_vec(input, weight, Some(bias), s, pool);
+    assert_eq!(got.len(), want.len(), "{context}");
+    for (i, ((g, gi), w)) in got.iter().zip(&got_indexed).zip(&want).enumerate() {
+        for (fused, name) in [(g, "fused"), (gi, "fused with indices")] {
+            assert!(
+                fused.to_bits() == w.to_bits() || (fused.is_nan() && w.is_nan()),
+                "{context} element {i}: {name} {fused}, separate {w}"
+            );
+        }
+    }
+    assert_eq!(got_indices, want_indices, "{context}");
 }
 
 /// Every test above, again with the kernels capped at each narrower instruction set this CPU

@@ -111,7 +111,7 @@ pub fn conv2d_forward_fused(
         output,
         per_call * image_out,
         shape.batch / per_call,
-        |call, out| images(call * per_call, out),
+        |call, out| images(call * per_call, Outputs::Planes(out)),
     );
 }
 
@@ -144,7 +144,7 @@ pub fn conv2d_forward_fused_to_vec(
         per_call * image_out,
         calls,
         parallel_over_images(calls),
-        |call, out| images(call * per_call, out),
+        |call, out| images(call * per_call, Outputs::Planes(out)),
     )
 }
 
@@ -232,7 +232,6 @@ pub(crate) fn conv2d_relu_max_pool2d_pass(
         &[1, s.out_channels, s.out_height, s.out_width],
         pool,
     );
-    let image_out = s.out_channels * s.out_plane();
     let pooled_len = per_call * s.out_channels * pooled.out_plane();
     let calls = s.batch / per_call;
     filled_by_chunk_pairs(
@@ -241,24 +240,35 @@ pub(crate) fn conv2d_relu_max_pool2d_pass(
         calls,
         parallel_over_images(calls),
         |call, out, indices| {
-            with_scratch(per_call * image_out, |conv| {
-                images(call * per_call, conv);
-                max_pool_planes(conv, &pooled, out, with_indices.then_some(indices));
-            })
+            let pool = &pooled;
+            let indices = with_indices.then_some(indices);
+            images(call * per_call, Outputs::Pooled { pool, out, indices })
         },
     )
 }
 
+/// Where the run of [`forward_images`] puts a group of images' results.
+enum Outputs<'a> {
+    /// The output planes.
+    Planes(&'a mut [f32]),
+    /// Their max pooling by `pool`, with the argmax indices if asked.
+    Pooled {
+        pool: &'a Pool2dShape,
+        out: &'a mut [f32],
+        indices: Option<&'a mut [u32]>,
+    },
+}
+
 /// Checks the forward's operands and returns how many images to compute at a time and the
-/// computation of their outputs: `run(first_image, out)` fills `out` with the outputs of the
-/// images from `first_image` on, as many as it holds.
+/// computation of their outputs: `run(first_image, outputs)` fills `outputs` with the results
+/// of the images from `first_image` on, as many as it holds.
 fn forward_images<'a>(
     input: &'a [f32],
     weight: &'a [f32],
     bias: Option<&'a [f32]>,
     activation: ConvActivation,
     shape: &Conv2dShape,
-) -> (usize, impl Fn(usize, &mut [f32]) + Sync + Send + 'a) {
+) -> (usize, impl Fn(usize, Outputs<'_>) + Sync + Send + 'a) {
     let s = *shape;
     let op = "conv2d_forward";
     s.expect_lengths(op, &[("input", input.len()), ("weight", weight.len())]);
@@ -292,14 +302,43 @@ fn forward_images<'a>(
         add_bias_and_activate(out, bias, activation, &s);
     };
     let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
-    let run = move |first: usize, out: &mut [f32]| {
-        let winograd = winograd.as_ref().map(|(filter, geometry)| {
+    let run = move |first: usize, outputs: Outputs<'_>| {
+        let input_of =
+            |images: Range<usize>| &input[images.start * image_in..images.end * image_in];
+        let grouped = winograd.as_ref().map(|(filter, geometry)| {
             move |images: Range<usize>, out: &mut [f32]| {
-                let x = &input[images.start * image_in..images.end * image_in];
-                winograd::convolve_images(x, filter, geometry, bias, activation, out)
+                let out = winograd::Destination::Planes(out);
+                winograd::convolve_images(input_of(images), filter, geometry, bias, activation, out)
             }
         });
-        in_groups(first, out, image_out, winograd, &image);
+        match outputs {
+            Outputs::Planes(out) => in_groups(first, out, image_out, grouped, &image),
+            Outputs::Pooled {
+                pool,
+                out,
+                mut indices,
+            } => {
+                let count = out.len() / (s.out_channels * pool.out_plane()).max(1);
+                // Winograd's 2x2 tiles are the windows of a 2x2 pooling: pooled in registers.
+                if let Some((filter, geometry)) = &winograd
+                    && pool.spec == Pool2dSpec::square(2)
+                {
+                    let destination = winograd::Destination::Pooled {
+                        out: &mut *out,
+                        indices: indices.as_deref_mut(),
+                    };
+                    let x = input_of(first..first + count);
+                    if winograd::convolve_images(x, filter, geometry, bias, activation, destination)
+                    {
+                        return;
+                    }
+                }
+                with_scratch(count * image_out, |conv| {
+                    in_groups(first, conv, image_out, grouped, &image);
+                    max_pool_planes(conv, pool, out, indices);
+                })
+            }
+        }
     };
     (per_call, run)
 }
@@ -440,6 +479,7 @@ fn backward_data_images<'a>(
             move |images: Range<usize>, gx: &mut [f32]| {
                 let gy = &grad_output[images.start * image_out..images.end * image_out];
                 let identity = ConvActivation::Identity;
+                let gx = winograd::Destination::Planes(gx);
                 winograd::convolve_images(gy, filter, geometry, None, identity, gx)
             }
         });

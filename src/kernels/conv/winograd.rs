@@ -203,20 +203,54 @@ impl Geometry {
     }
 }
 
+/// Where [`convolve_images`] puts its results.
+pub(super) enum Destination<'a> {
+    /// The output planes, `[images, rows, out_height, out_width]`.
+    Planes(&'a mut [f32]),
+    /// Their 2x2 max pooling (stride 2, no padding, rounded down), `[images, rows,
+    /// out_height / 2, out_width / 2]`, with the argmax of each window within its output plane
+    /// in `indices` if asked: the values and indices [`max_pool_planes`] takes from the planes,
+    /// bit for bit. Each 2x2 tile of outputs is one window, pooled in registers, so the planes
+    /// are never written out nor read back.
+    ///
+    /// [`max_pool_planes`]: crate::kernels::pool::max_pool_planes
+    Pooled {
+        out: &'a mut [f32],
+        indices: Option<&'a mut [u32]>,
+    },
+}
+
+impl Destination<'_> {
+    /// Floats per image.
+    fn image_len(&self, g: &Geometry) -> usize {
+        match self {
+            Destination::Planes(_) => g.rows * g.out_height * g.out_width,
+            Destination::Pooled { .. } => g.rows * (g.out_height / 2) * (g.out_width / 2),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Destination::Planes(out) | Destination::Pooled { out, .. } => out.len(),
+        }
+    }
+}
+
 /// Images side by side (as many as `x` holds, at most [`Geometry::images`]): `out[n, o]` =
 /// `activation(Σ_c x[n, c] ⋆ g[o, c] + bias[o])` for the `rows` output planes, from the
-/// `depth` input planes of each image. Returns `false`, with `out` partly written, if an image
-/// holds an infinity or NaN: the caller must then compute them another way.
+/// `depth` input planes of each image, or their pooling ([`Destination`]). Returns `false`,
+/// with the destination partly written, if an image holds an infinity or NaN, or a pooling
+/// window met a NaN: the caller must then compute them another way.
 pub(super) fn convolve_images(
     x: &[f32],
     filter: &Filter,
     g: &Geometry,
     bias: Option<&[f32]>,
     activation: ConvActivation,
-    out: &mut [f32],
+    mut destination: Destination<'_>,
 ) -> bool {
     let image_in = g.depth * g.in_height * g.in_width;
-    let image_out = g.rows * g.out_height * g.out_width;
+    let image_out = destination.image_len(g);
     let images = x.len() / image_in.max(1);
     assert!(
         x.len() == images * image_in && images <= g.images,
@@ -224,7 +258,15 @@ pub(super) fn convolve_images(
         x.len(),
         g.images
     );
-    assert_eq!(out.len(), images * image_out, "winograd: output");
+    assert_eq!(destination.len(), images * image_out, "winograd: output");
+    if let Destination::Pooled { out, indices } = &destination {
+        assert!(
+            indices
+                .as_ref()
+                .is_none_or(|indices| indices.len() == out.len()),
+            "winograd: one index per pooled output"
+        );
+    }
     assert_eq!(filter.points.len(), POINTS, "winograd: filter");
     let block_rows = filter.points[0].block_rows();
     assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(block_rows));
@@ -275,7 +317,7 @@ pub(super) fn convolve_images(
                 );
                 let o_first = block * block_rows;
                 for n in 0..images {
-                    with_vector(OutputTransform {
+                    let finite = with_vector(OutputTransform {
                         m: &m[n * tiles..],
                         row_stride: row,
                         g,
@@ -286,8 +328,12 @@ pub(super) fn convolve_images(
                         bias,
                         activation,
                         rows,
-                        out: &mut out[n * image_out..(n + 1) * image_out],
+                        destination: &mut destination,
+                        image: n * image_out..(n + 1) * image_out,
                     });
+                    if !finite {
+                        return false;
+                    }
                 }
             }
         }
@@ -465,8 +511,9 @@ fn finish<V: Vector>(y: V, bias: V, relu: bool) -> V {
 }
 
 /// Step 4 for one block of output channels over tile rows `first..first + count`: from
-/// `m[(ξ·block_rows + i)·row_stride + t]`, `Y = Aᵀ·M·A`, bias, activation, into `out`.
-struct OutputTransform<'a> {
+/// `m[(ξ·block_rows + i)·row_stride + t]`, `Y = Aᵀ·M·A`, bias, activation, into the
+/// destination's range `image` (one image's). Returns `false` if a pooling window met a NaN.
+struct OutputTransform<'a, 'b> {
     m: &'a [f32],
     row_stride: usize,
     g: &'a Geometry,
@@ -477,14 +524,15 @@ struct OutputTransform<'a> {
     bias: Option<&'a [f32]>,
     activation: ConvActivation,
     rows: &'a mut [f32],
-    out: &'a mut [f32],
+    destination: &'a mut Destination<'b>,
+    image: std::ops::Range<usize>,
 }
 
-impl VectorKernel for OutputTransform<'_> {
-    type Output = ();
+impl VectorKernel for OutputTransform<'_, '_> {
+    type Output = bool;
 
     #[inline(always)]
-    fn run<V: Vector>(self) {
+    fn run<V: Vector>(self) -> bool {
         let OutputTransform {
             m,
             row_stride,
@@ -496,13 +544,22 @@ impl VectorKernel for OutputTransform<'_> {
             bias,
             activation,
             rows,
-            out,
+            destination,
+            image,
         } = self;
         let wp = g.width();
         let tiles = count * g.grid_columns;
         let out_plane = g.out_height * g.out_width;
         assert!(row_stride >= tiles && m.len() >= (POINTS * block_rows - 1) * row_stride + tiles);
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
+        let pooled = matches!(destination, Destination::Pooled { .. });
+        // A window's inputs from its first: right, below, below right (the pool's offsets).
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        let (zero, right, below, below_right) = unsafe {
+            let w = g.out_width as f32;
+            (V::zero(), V::splat(1.0), V::splat(w), V::splat(w + 1.0))
+        };
+        let mut check = zero;
         for (i, o) in channels.enumerate() {
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
             let b = unsafe { V::splat(bias.map_or(0.0, |bias| bias[o])) };
@@ -523,6 +580,19 @@ impl VectorKernel for OutputTransform<'_> {
                     let y01 = finish(c1.0.sub(c2.0).sub(c3.0), b, relu);
                     let y10 = finish(c0.1.add(c1.1).add(c2.1), b, relu);
                     let y11 = finish(c1.1.sub(c2.1).sub(c3.1), b, relu);
+                    if pooled {
+                        // The pool's rule on the window [y00 y01; y10 y11]: the maximum, and
+                        // the first input equal to it. A NaN makes the caller redo the images
+                        // through the planes and the pool's exact rule.
+                        let best = y00.max(y01).max(y10.max(y11));
+                        let at = y10.select_equal(best, below, below_right);
+                        let at = y01.select_equal(best, right, at);
+                        let at = y00.select_equal(best, zero, at);
+                        check = y00.add(y01).add(y10).add(y11).mul_add(zero, check);
+                        best.store_first(upper.as_mut_ptr().add(t), n);
+                        at.store_first(lower.as_mut_ptr().add(t), n);
+                        continue;
+                    }
                     let (lo_count, hi_count) =
                         ((2 * n).min(V::LANES), (2 * n).saturating_sub(V::LANES));
                     for (row, (left, right)) in
@@ -537,8 +607,31 @@ impl VectorKernel for OutputTransform<'_> {
                     }
                 }
             }
+            if let Destination::Pooled { out, indices } = destination {
+                // Each whole window's row of the tile row, without the grid's spare columns.
+                let (height, width) = (g.out_height / 2, g.out_width / 2);
+                let plane = image.start + o * height * width;
+                for ir in (0..count).take_while(|ir| first + ir < height) {
+                    let r = first + ir;
+                    let row = plane + r * width..plane + (r + 1) * width;
+                    let tiles = ir * g.grid_columns..ir * g.grid_columns + width;
+                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+                    unsafe { copy::<V>(&mut out[row.clone()], &upper[tiles.clone()]) };
+                    if let Some(indices) = indices {
+                        for (j, (index, &at)) in
+                            indices[row].iter_mut().zip(&lower[tiles]).enumerate()
+                        {
+                            *index = (2 * (r * g.out_width + j)) as u32 + at as u32;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Destination::Planes(out) = destination else {
+                unreachable!("pooled above")
+            };
             // Each tile row's two output rows, without the grid's spare columns.
-            let plane = &mut out[o * out_plane..(o + 1) * out_plane];
+            let plane = &mut out[image.clone()][o * out_plane..(o + 1) * out_plane];
             for ir in 0..count {
                 for (half, source) in [&*upper, &*lower].into_iter().enumerate() {
                     let r = 2 * (first + ir) + half;
@@ -551,5 +644,6 @@ impl VectorKernel for OutputTransform<'_> {
                 }
             }
         }
+        !check.sum().is_nan()
     }
 }
