@@ -344,6 +344,12 @@ pub(super) fn convolve_images(
 /// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
 /// `v[(ξ·depth + c)·row_stride + t]` (`row_stride >= tiles`). Returns whether every input it
 /// read was finite.
+///
+/// In MNIST inference's profile a third of this transform's time sits on the copy of the
+/// image's rows into `padded`, waiting on their first read. Measured level, call by call (Zen 4,
+/// 2 threads): reading the image with masked loads instead of the copy and shifting the split
+/// columns by a tile in registers instead of reloading `halves` (+1-2% with AVX-512, -1% to
+/// level with AVX2); prefetching the next channel's rows.
 struct InputTransform<'a> {
     x: &'a [f32],
     g: &'a Geometry,
