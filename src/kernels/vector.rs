@@ -335,6 +335,47 @@ pub(crate) unsafe fn transpose_block<V: Vector>(
     }
 }
 
+/// A panel from an operand laid out along the depth (the panel's transpose):
+/// `out[p·width + j] = src[j·stride + p]` for the `lines` rows `j` the operand has, zero for
+/// `lines <= j < width`, at every depth step `p < depth`; a [`transpose_block`] at a time.
+/// Lines outside, depth inside: each block of rows streams (for the filter gradient's dY panel
+/// the other order, 64 rows at a time, measured 5% slower on the pointwise S5).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn transpose_into_panel<V: Vector>(
+    src: &[f32],
+    stride: usize,
+    lines: usize,
+    depth: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    assert!(lines <= width && out.len() >= depth * width);
+    assert!(lines == 0 || depth == 0 || src.len() >= (lines - 1) * stride + depth);
+    let (src, out) = (src.as_ptr(), out.as_mut_ptr());
+    for j in (0..width).step_by(V::LANES) {
+        let stored = (width - j).min(V::LANES);
+        for p in (0..depth).step_by(V::LANES) {
+            let count = (depth - p).min(V::LANES);
+            // SAFETY: the caller's contract for `V`; line `j + r < lines` holds depth steps
+            // `p .. p + count <= depth` (asserted above); each store writes `stored` floats from
+            // `(p + m)·width + j`, within step `p + m < depth` as `j + stored <= width`.
+            unsafe {
+                transpose_block::<V>(
+                    lines.saturating_sub(j),
+                    count,
+                    stored,
+                    |r| src.add((j + r) * stride + p),
+                    |m| out.add((p + m) * width + j),
+                );
+            }
+        }
+    }
+}
+
 /// The inverse of [`deinterleave`]: fills the `2·m` floats of `row` with the first `m` floats
 /// of `even` and `odd` in turn, `[e0, o0, e1, o1, …]`.
 ///

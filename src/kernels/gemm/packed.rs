@@ -14,7 +14,7 @@ use super::blocking::{Blocking, Caches};
 use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
 use super::{MatMut, MatRef};
 use crate::kernels::log_choice;
-use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
 use crate::util::simd;
 
 /// The kernels for this CPU (and the `STRIATE_ISA` cap), each with its blocking, found once.
@@ -573,11 +573,9 @@ fn pack_rhs(
     for_each_panel(out, nr * kc, threads, pack_panel);
 }
 
-/// One panel packed from an operand laid out along the depth (a transpose of the panel's
-/// layout): `out[p·width + j] = src[j·stride + p]` for the `lines` rows or columns `j` the
-/// operand has, zero for `lines <= j < width`, at every depth step `p < depth`. A square of a
-/// vector's width at a time, transposed in registers (element by element, the strided stores
-/// made the pack of a dense layer's input 4% of MNIST inference).
+/// One panel packed from an operand laid out along the depth, by [`transpose_into_panel`]
+/// (element by element, the strided stores made the pack of a dense layer's input 4% of MNIST
+/// inference).
 struct TransposedPanel<'a> {
     src: &'a [f32],
     stride: usize,
@@ -600,28 +598,8 @@ impl VectorKernel for TransposedPanel<'_> {
             width,
             out,
         } = self;
-        assert!(lines <= width && out.len() >= depth * width);
-        assert!(lines == 0 || depth == 0 || src.len() >= (lines - 1) * stride + depth);
-        for j in (0..width).step_by(V::LANES) {
-            let stored = (width - j).min(V::LANES);
-            for p in (0..depth).step_by(V::LANES) {
-                let count = (depth - p).min(V::LANES);
-                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
-                // line `j + r < lines` holds depth steps `p .. p + count <= depth` (asserted
-                // above); each store writes `stored` floats from `(p + m)·width + j`, within
-                // the step's `width` as `j + stored <= width`, and `p + m < depth`.
-                unsafe {
-                    let (src, out) = (src.as_ptr(), out.as_mut_ptr());
-                    transpose_block::<V>(
-                        lines.saturating_sub(j),
-                        count,
-                        stored,
-                        |r| src.add((j + r) * stride + p),
-                        |m| out.add((p + m) * width + j),
-                    );
-                }
-            }
-        }
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        unsafe { transpose_into_panel::<V>(src, stride, lines, depth, width, out) }
     }
 }
 
