@@ -396,7 +396,10 @@ enum Prefetch {
     /// The lines this tile reads [`STEPS_AHEAD`] steps on: for deep products whose source rows
     /// come from L2 at scattered offsets (ResNet's stride-2 downsampling, depth 576), which the
     /// hardware prefetchers cannot follow. Alternated call by call against [`Prefetch::NextTile`]
-    /// (Zen 4, 2 threads): forward medians +2.5-4%, backward-data +2%.
+    /// (Zen 4, 2 threads): forward medians +2.5-4%, backward-data +2%. With AVX2's 16-column
+    /// tiles its three prefetches a step come on 12 multiply-adds, and the choice made at run
+    /// time costs the loop registers: the stride-2 forward measured 3-5% slower, so AVX2's
+    /// tiles (known at compile time) always take [`Prefetch::NextTile`].
     StepsAhead,
     /// The first line the next tile reads at this step, a whole tile of work ahead: for the
     /// shallow products of Winograd (depth 32), whose steps' rows are a channel's tiles apart
@@ -605,7 +608,12 @@ impl BlockProduct<'_> {
                 weights = weights.add(self.stride);
                 let row = src.add(offset);
                 if FULL {
-                    match self.prefetch {
+                    let prefetch = if V::LANES >= 16 {
+                        self.prefetch
+                    } else {
+                        Prefetch::NextTile
+                    };
+                    match prefetch {
                         Prefetch::NextTile => {
                             prefetch_line(row.wrapping_add(starts[0] + VECS * V::LANES));
                         }
