@@ -608,6 +608,7 @@ impl BlockProduct<'_> {
                 weights = weights.add(self.stride);
                 let row = src.add(offset);
                 if FULL {
+                    // Narrower tiles (AVX2) fix theirs at compile time: see `StepsAhead`.
                     let prefetch = if V::LANES >= 16 {
                         self.prefetch
                     } else {
