@@ -26,11 +26,11 @@ Needs: pip install torch onnx onnxruntime
 
 import json
 import os
-from typing import NamedTuple
 import pathlib
 import platform
 import subprocess
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
