@@ -403,6 +403,11 @@ pub(crate) unsafe fn interleave<V: Vector>(even: &[f32], odd: &[f32], row: &mut 
     }
 }
 
+/// The vector types themselves, for kernels written directly in intrinsics that run a generic
+/// step at their own level (the GEMM micro-kernels' epilogue pass).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -3,7 +3,7 @@
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::kernels::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::gemm::{Bias, Epilogue, MatMut, MatRef, gemm, gemm_with_epilogue};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::tensor::reduce::sum_axes_keepdim;
@@ -122,18 +122,20 @@ impl<'t> Var<'t> {
         // input features there are still rows, each the bias, as in PyTorch).
         let rows: usize = input.shape()[..input.ndim() - 1].iter().product();
         let mut output = vec![0.0; rows * out_features];
-        if let Some(b) = &bias_value {
-            for row in output.chunks_mut(out_features.max(1)) {
-                row.copy_from_slice(b.as_slice());
-            }
-        }
-        let beta = if bias_value.is_some() { 1.0 } else { 0.0 };
-        gemm(
+        // The bias is added as the product stores each tile.
+        let epilogue = Epilogue {
+            bias: bias_value
+                .as_ref()
+                .map_or(Bias::None, |b| Bias::PerColumn(b.as_slice())),
+            relu: false,
+        };
+        gemm_with_epilogue(
             1.0,
             MatRef::row_major(input.as_slice(), rows, in_features),
             MatRef::row_major(weight_value.as_slice(), out_features, in_features).t(),
-            beta,
+            0.0,
             MatMut::row_major(&mut output, rows, out_features),
+            epilogue,
         );
         let mut shape = input.shape().to_vec();
         *shape.last_mut().expect("rank ≥ 1") = out_features;

@@ -3,6 +3,7 @@
 //! outputs instead of two more.
 
 use super::shape::ConvActivation;
+use crate::kernels::gemm;
 use crate::kernels::vector::Vector;
 
 /// The bias (one value per output row the kernel stores, or none) and the activation.
@@ -18,6 +19,14 @@ impl<'a> Epilogue<'a> {
         Epilogue {
             bias: self.bias.map(|bias| &bias[first..first + rows]),
             ..self
+        }
+    }
+
+    /// The same epilogue for a GEMM whose rows are the output channels.
+    pub fn for_gemm(self) -> gemm::Epilogue<'a> {
+        gemm::Epilogue {
+            bias: self.bias.map_or(gemm::Bias::None, gemm::Bias::PerRow),
+            relu: self.activation == ConvActivation::Relu,
         }
     }
 

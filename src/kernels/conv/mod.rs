@@ -285,21 +285,19 @@ fn forward_images<'a>(
     };
     let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward)
         .then(|| wide::pack_forward(weight, &s));
+    // Every path applies the bias and activation as it stores the outputs (the direct path
+    // to each plane while it is in cache).
     let image = move |n: usize, out: &mut [f32]| {
         let x = &input[n * image_in..(n + 1) * image_in];
+        let epilogue = Epilogue { bias, activation };
         match (s.path, &packed) {
-            (ConvPath::Direct, _) => {
-                // Applies the bias and activation to each plane while it is in cache.
-                return direct::forward_image(x, weight, bias, activation, &s, out);
-            }
-            (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, out),
+            (ConvPath::Direct, _) => direct::forward_image(x, weight, bias, activation, &s, out),
+            (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, epilogue, out),
             (ConvPath::Wide { .. }, Some(packed)) => {
-                let epilogue = Epilogue { bias, activation };
-                return wide::forward_image_shifted(x, packed, &s, epilogue, out);
+                wide::forward_image_shifted(x, packed, &s, epilogue, out)
             }
-            (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, out),
+            (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, epilogue, out),
         }
-        add_bias_and_activate(out, bias, activation, &s);
     };
     let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
     let run = move |first: usize, outputs: Outputs<'_>| {

@@ -1,11 +1,12 @@
 //! Pointwise (1x1, stride 1, unpadded) convolutions: the input planes of an image already are
 //! the GEMM's operand `[C, H·W]`, so every pass is a plain GEMM with no copy at all.
 
+use super::epilogue::Epilogue;
 use super::gradient_gemm::{self, GradientRows, filter_gradient_gemm};
 use super::parallel::parallel_over_images;
 use super::shape::Conv2dShape;
 use super::shifted::{self, Rows, shifted_gemm_reduce};
-use crate::kernels::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::gemm::{MatMut, MatRef, gemm, gemm_with_epilogue};
 
 /// The weight of group `g` as `[O/groups, C/groups]`.
 fn group_weight<'a>(weight: &'a [f32], s: &Conv2dShape, g: usize) -> MatRef<'a> {
@@ -13,13 +14,21 @@ fn group_weight<'a>(weight: &'a [f32], s: &Conv2dShape, g: usize) -> MatRef<'a> 
     MatRef::row_major(&weight[g * og * cg..(g + 1) * og * cg], og, cg)
 }
 
-/// `Y_g = W_g · X_g` for each group of one image.
-pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
+/// `Y_g = epilogue(W_g · X_g)` for each group of one image: the bias and activation applied as
+/// the GEMM stores each tile.
+pub(super) fn forward_image(
+    x: &[f32],
+    weight: &[f32],
+    s: &Conv2dShape,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
     let (cg, og, plane) = (s.group_in(), s.group_out(), s.in_plane());
     for g in 0..s.spec.groups {
         let x_g = MatRef::row_major(&x[g * cg * plane..(g + 1) * cg * plane], cg, plane);
         let y_g = MatMut::row_major(&mut out[g * og * plane..(g + 1) * og * plane], og, plane);
-        gemm(1.0, group_weight(weight, s, g), x_g, 0.0, y_g);
+        let epilogue = epilogue.rows(g * og, og).for_gemm();
+        gemm_with_epilogue(1.0, group_weight(weight, s, g), x_g, 0.0, y_g, epilogue);
     }
 }
 

@@ -16,7 +16,7 @@ use super::epilogue::Epilogue;
 use super::gradient_gemm::{self, GradientRows, filter_gradient_gemm};
 use super::shape::Conv2dShape;
 use super::shifted::{self, Gaps, PackedRows, Rows, shifted_gemm, shifted_gemm_reduce};
-use crate::kernels::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::gemm::{MatMut, MatRef, gemm, gemm_with_epilogue};
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, deinterleave, interleave, with_vector};
 use crate::util::simd::{copy_row, dispatch};
@@ -358,7 +358,13 @@ fn group_weight<'a>(weight: &'a [f32], s: &Conv2dShape, g: usize) -> MatRef<'a> 
 
 /// Forward of one image: per group, pad its channels, then per tile of output rows
 /// `Y_wide = W_g · cols`, narrowed into the output.
-pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mut [f32]) {
+pub(super) fn forward_image(
+    x: &[f32],
+    weight: &[f32],
+    s: &Conv2dShape,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
     let (og, k) = (s.group_out(), s.group_patch());
     with_workspace(s, |wide, rows, work| {
         for g in 0..s.spec.groups {
@@ -368,12 +374,13 @@ pub(super) fn forward_image(x: &[f32], weight: &[f32], s: &Conv2dShape, out: &mu
                 let cols = &mut work.cols[..k * n];
                 wide.im2col(work.planes, first_row, count, cols);
                 let grid = &mut work.grid[..og * n];
-                gemm(
+                gemm_with_epilogue(
                     1.0,
                     group_weight(weight, s, g),
                     MatRef::row_major(cols, k, n),
                     0.0,
                     MatMut::row_major(grid, og, n),
+                    epilogue.rows(g * og, og).for_gemm(),
                 );
                 for (o, grid_rows) in grid.chunks_exact(n).enumerate() {
                     let plane = &mut out[(g * og + o) * s.out_plane()..][..s.out_plane()];

@@ -183,6 +183,69 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// What [`gemm_with_epilogue`] does to each element of the product after `alpha · lhs · rhs +
+/// beta · dst`, while it is still in a register: add a bias, then (if `relu`) ReLU. The
+/// layer's bias and activation without another pass over the output.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::gemm::{Bias, Epilogue};
+///
+/// let bias = [0.5, -0.5];
+/// let epilogue = Epilogue { bias: Bias::PerRow(&bias), relu: true };
+/// assert!(epilogue.relu);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// Added first.
+    pub bias: Bias<'a>,
+    /// `max(y, 0)` after the bias ([`crate::kernels::relu`]: NaN stays NaN).
+    pub relu: bool,
+}
+
+/// The bias an [`Epilogue`] adds.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Bias<'a> {
+    /// No bias.
+    #[default]
+    None,
+    /// `bias[i]` to every element of row `i` (a convolution's output channels as rows).
+    PerRow(&'a [f32]),
+    /// `bias[j]` to every element of column `j` (a dense layer's outputs as columns).
+    PerColumn(&'a [f32]),
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for the transposed product.
+    fn t(self) -> Epilogue<'a> {
+        let bias = match self.bias {
+            Bias::None => Bias::None,
+            Bias::PerRow(bias) => Bias::PerColumn(bias),
+            Bias::PerColumn(bias) => Bias::PerRow(bias),
+        };
+        Epilogue { bias, ..self }
+    }
+
+    /// Element `(i, j)`, finished: the scalar form of what the micro-kernels do in registers.
+    fn finish(self, value: f32, i: usize, j: usize) -> f32 {
+        let value = match self.bias {
+            Bias::None => value,
+            Bias::PerRow(bias) => value + bias[i],
+            Bias::PerColumn(bias) => value + bias[j],
+        };
+        if self.relu {
+            crate::kernels::relu(value)
+        } else {
+            value
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        matches!(self.bias, Bias::None) && !self.relu
+    }
+}
+
 /// `dst = alpha · lhs · rhs + beta · dst`.
 ///
 /// With `beta == 0` the previous contents of `dst` are not read (NaNs there do not leak).
@@ -207,6 +270,46 @@ impl<'a> MatMut<'a> {
 /// ```
 #[track_caller]
 pub fn gemm(alpha: f32, lhs: MatRef<'_>, rhs: MatRef<'_>, beta: f32, dst: MatMut<'_>) {
+    gemm_with_epilogue(alpha, lhs, rhs, beta, dst, Epilogue::default());
+}
+
+/// `dst = epilogue(alpha · lhs · rhs + beta · dst)`: [`gemm`] with a bias and ReLU applied to
+/// each element as it is stored. The sums are those of [`gemm`], to the bit.
+///
+/// # Panics
+///
+/// As [`gemm`], and if the bias does not have one value per row (per column) of `dst`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::gemm::{gemm_with_epilogue, Bias, Epilogue, MatMut, MatRef};
+///
+/// let w = [1.0, -1.0, 2.0, 0.0]; // [[1, -1], [2, 0]]
+/// let x = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let bias = [0.5, -3.0];
+/// let mut y = [0.0; 4];
+/// let epilogue = Epilogue { bias: Bias::PerRow(&bias), relu: true };
+/// gemm_with_epilogue(
+///     1.0,
+///     MatRef::row_major(&w, 2, 2),
+///     MatRef::row_major(&x, 2, 2),
+///     0.0,
+///     MatMut::row_major(&mut y, 2, 2),
+///     epilogue,
+/// );
+/// // w·x = [[-2, -2], [2, 4]]; + bias per row = [[-1.5, -1.5], [-1, 1]]; ReLU:
+/// assert_eq!(y, [0.0, 0.0, 0.0, 1.0]);
+/// ```
+#[track_caller]
+pub fn gemm_with_epilogue(
+    alpha: f32,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    beta: f32,
+    mut dst: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k || dst.rows != m || dst.cols != n {
         contract_violation(
@@ -218,12 +321,26 @@ pub fn gemm(alpha: f32, lhs: MatRef<'_>, rhs: MatRef<'_>, beta: f32, dst: MatMut
             ),
         );
     }
+    let bias_len = match epilogue.bias {
+        Bias::None => None,
+        Bias::PerRow(bias) => Some((bias.len(), m, "row")),
+        Bias::PerColumn(bias) => Some((bias.len(), n, "column")),
+    };
+    if let Some((len, want, per)) = bias_len
+        && len != want
+    {
+        contract_violation(
+            "gemm",
+            format_args!("the epilogue's bias has one value per {per} of dst"),
+            format_args!("bias [{len}], dst [{m}, {n}]"),
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        scale_in_place(dst, beta);
-        return;
+        scale_in_place(dst.reborrow(), beta);
+        return finish_in_place(dst, epilogue);
     }
     // One level of parallelism: inside a rayon task the caller already splits the work.
     let threads = if rayon::current_thread_index().is_some() {
@@ -232,10 +349,24 @@ pub fn gemm(alpha: f32, lhs: MatRef<'_>, rhs: MatRef<'_>, beta: f32, dst: MatMut
         rayon::current_num_threads()
     };
     if threads > 1 && m * n <= SPLIT_K_MAX_OUTPUT && k >= SPLIT_K_MIN_DEPTH * threads {
-        split_depth(alpha, lhs, rhs, beta, dst, threads);
+        split_depth(alpha, lhs, rhs, beta, dst.reborrow(), threads);
+        return finish_in_place(dst, epilogue);
+    }
+    packed::gemm(alpha, lhs, rhs, beta, dst, epilogue, threads);
+}
+
+/// Applies `epilogue` to every element of `dst`, in place (where the product was not computed
+/// by the micro-kernels, which apply it as they store).
+fn finish_in_place(dst: MatMut<'_>, epilogue: Epilogue<'_>) {
+    if epilogue.is_none() {
         return;
     }
-    packed::gemm(alpha, lhs, rhs, beta, dst, threads);
+    for i in 0..dst.rows {
+        for j in 0..dst.cols {
+            let x = &mut dst.data[i * dst.row_stride + j * dst.col_stride];
+            *x = epilogue.finish(*x, i, j);
+        }
+    }
 }
 
 /// Outputs up to this many elements with a deep inner dimension are split along the depth
@@ -274,7 +405,18 @@ fn split_depth(
         ..dst
     };
     rayon::join(
-        || packed::gemm(alpha, lhs_cols(0), rhs_rows(0), beta, dst_view, 1),
+        || {
+            let first = (lhs_cols(0), rhs_rows(0));
+            packed::gemm(
+                alpha,
+                first.0,
+                first.1,
+                beta,
+                dst_view,
+                Epilogue::default(),
+                1,
+            )
+        },
         || {
             partials
                 .par_iter_mut()
@@ -282,7 +424,8 @@ fn split_depth(
                 .for_each(|(i, partial)| {
                     let start = (i + 1) * slice;
                     let view = MatMut::row_major(partial, m, n);
-                    packed::gemm(alpha, lhs_cols(start), rhs_rows(start), 0.0, view, 1);
+                    let (lhs, rhs) = (lhs_cols(start), rhs_rows(start));
+                    packed::gemm(alpha, lhs, rhs, 0.0, view, Epilogue::default(), 1);
                 })
         },
     );
@@ -372,6 +515,63 @@ mod tests {
                 assert_close(&got, &want, k);
             }
         }
+    }
+
+    #[test]
+    fn the_epilogue_finishes_every_path_of_the_product() {
+        // The packed product (a bias per row), the depth split over threads (a small output
+        // with a deep inner dimension, a bias per column) and the empty depth (bias alone).
+        let mut rng = StdRng::seed_from_u64(9);
+        for &(m, k, n, per_row) in &[(30, 50, 70, true), (8, 1200, 16, false), (3, 0, 5, true)] {
+            let a = random(m * k, &mut rng);
+            let b = random(k * n, &mut rng);
+            let bias = random(if per_row { m } else { n }, &mut rng);
+            let (lhs, rhs) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let product = naive_gemm(lhs, rhs);
+            for relu in [false, true] {
+                let bias_kind = if per_row {
+                    Bias::PerRow(&bias)
+                } else {
+                    Bias::PerColumn(&bias)
+                };
+                let epilogue = Epilogue {
+                    bias: bias_kind,
+                    relu,
+                };
+                let mut got = vec![f32::NAN; m * n];
+                gemm_with_epilogue(
+                    1.0,
+                    lhs,
+                    rhs,
+                    0.0,
+                    MatMut::row_major(&mut got, m, n),
+                    epilogue,
+                );
+                let want: Vec<f32> = (0..m * n)
+                    .map(|at| epilogue.finish(product[at], at / n, at % n))
+                    .collect();
+                assert_close(&got, &want, k);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "one value per row")]
+    fn an_epilogue_bias_of_the_wrong_length_panics() {
+        let (a, b, bias) = ([1.0; 6], [1.0; 6], [0.0; 3]);
+        let mut c = [0.0; 4];
+        let epilogue = Epilogue {
+            bias: Bias::PerRow(&bias),
+            relu: false,
+        };
+        gemm_with_epilogue(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+            epilogue,
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::blocking::{Blocking, Caches};
-use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
-use super::{MatMut, MatRef};
+use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst, TileEpilogue};
+use super::{Bias, Epilogue, MatMut, MatRef};
 use crate::kernels::log_choice;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
 use crate::util::simd;
@@ -42,17 +42,18 @@ fn plans() -> &'static [(MicroKernel, Blocking)] {
     })
 }
 
-/// `dst = alpha · lhs · rhs + beta · dst` on `threads` threads (1: the calling thread alone).
-/// Shapes are checked by the caller; `m, n, k > 0`.
+/// `dst = epilogue(alpha · lhs · rhs + beta · dst)` on `threads` threads (1: the calling thread
+/// alone). Shapes are checked by the caller; `m, n, k > 0`.
 pub(super) fn gemm(
     alpha: f32,
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
     beta: f32,
     dst: MatMut<'_>,
+    epilogue: Epilogue<'_>,
     threads: usize,
 ) {
-    oriented_product(plans(), alpha, lhs, rhs, beta, dst, threads);
+    oriented_product(plans(), alpha, lhs, rhs, beta, dst, epilogue, threads);
 }
 
 /// The product with the kernel and orientation whose tiles waste least, with the columns before
@@ -65,6 +66,7 @@ fn oriented_product(
     rhs: MatRef<'_>,
     beta: f32,
     dst: MatMut<'_>,
+    epilogue: Epilogue<'_>,
     threads: usize,
 ) {
     // `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product; a column-major destination is better
@@ -85,17 +87,17 @@ fn oriented_product(
     }
     let (_, index, transposed) = best;
     let (kernel, blocking) = (&plans[index].0, plans[index].1);
-    let (lhs, rhs, mut dst) = if transposed {
-        (rhs.t(), lhs.t(), dst.t())
+    let (lhs, rhs, mut dst, epilogue) = if transposed {
+        (rhs.t(), lhs.t(), dst.t(), epilogue.t())
     } else {
-        (lhs, rhs, dst)
+        (lhs, rhs, dst, epilogue)
     };
     let n = rhs.cols;
     // The first columns apart, so the stores of every other tile start on a cache line.
     let head = misaligned_columns(kernel, lhs.cols, &dst);
     let run = |dst: MatMut<'_>, columns| {
         product(
-            kernel, blocking, alpha, lhs, rhs, beta, dst, columns, threads,
+            kernel, blocking, alpha, lhs, rhs, beta, dst, epilogue, columns, threads,
         )
     };
     if head > 0 {
@@ -147,6 +149,7 @@ fn product(
     rhs: MatRef<'_>,
     beta: f32,
     dst: MatMut<'_>,
+    epilogue: Epilogue<'_>,
     columns: std::ops::Range<usize>,
     threads: usize,
 ) {
@@ -218,8 +221,14 @@ fn product(
                         jc,
                         nc,
                         alpha,
-                        // Later depth blocks add onto what the first wrote.
+                        // Later depth blocks add onto what the first wrote; the last
+                        // finishes the elements.
                         beta: if pc == 0 { beta } else { 1.0 },
+                        epilogue: if pc + kc == k {
+                            epilogue
+                        } else {
+                            Epilogue::default()
+                        },
                         lhs: &lhs_panels,
                         rhs: rhs_panels,
                         dst: destination,
@@ -353,6 +362,7 @@ struct Block<'a> {
     nc: usize,
     alpha: f32,
     beta: f32,
+    epilogue: Epilogue<'a>,
     lhs: &'a LhsPanels<'a>,
     rhs: RhsPanels<'a>,
     dst: SharedDst,
@@ -437,6 +447,16 @@ impl Block<'_> {
             cols: nr.min(self.jc + self.nc - j),
             alpha: self.alpha,
             beta: self.beta,
+            epilogue: TileEpilogue {
+                // The caller checked the bias's length: `m` values per row, `n` per column.
+                bias: match self.epilogue.bias {
+                    Bias::None => std::ptr::null(),
+                    Bias::PerRow(bias) => bias[i..].as_ptr(),
+                    Bias::PerColumn(bias) => bias[j..].as_ptr(),
+                },
+                bias_per_column: matches!(self.epilogue.bias, Bias::PerColumn(_)),
+                relu: self.epilogue.relu,
+            },
         };
         // SAFETY: `a` holds `kc` steps of `mr` values at its strides and `b` `kc` rows of `nr`
         // values `b_step` apart (`LhsPanels::panel` and `RhsPanels::panel` checked the
@@ -723,7 +743,19 @@ mod tests {
                         } else {
                             MatMut::row_major(&mut got, m, n)
                         };
-                        product(&kernel, blocking, 0.5, lhs, rhs, 2.0, dst, 0..n, threads);
+                        let none = Epilogue::default();
+                        product(
+                            &kernel,
+                            blocking,
+                            0.5,
+                            lhs,
+                            rhs,
+                            2.0,
+                            dst,
+                            none,
+                            0..n,
+                            threads,
+                        );
                         for i in 0..m {
                             for j in 0..n {
                                 let at = if transposed_dst { j * m + i } else { i * n + j };
@@ -765,6 +797,7 @@ mod tests {
                 rhs,
                 0.0,
                 MatMut::row_major(&mut out, m, n),
+                Epilogue::default(),
                 0..n,
                 1,
             );
@@ -797,7 +830,9 @@ mod tests {
                     let dst = MatMut::row_major(got, m, n);
                     let head = misaligned_columns(&kernel, k, &dst);
                     assert_eq!(head, (16 - offset) % 16, "{}", kernel.name);
-                    oriented_product(&[(kernel, blocking)], 0.5, lhs, rhs, 2.0, dst, threads);
+                    let plans = [(kernel, blocking)];
+                    let none = Epilogue::default();
+                    oriented_product(&plans, 0.5, lhs, rhs, 2.0, dst, none, threads);
                     for (at, (&got, &start)) in got.iter().zip(&start).enumerate() {
                         let want = 0.5 * product_ab[at] + 2.0 * start;
                         let tol = 1e-5 * (k as f32).sqrt() * (1.0 + want.abs());
@@ -832,6 +867,7 @@ mod tests {
                 rhs,
                 0.0,
                 MatMut::row_major(&mut out, 2, 1),
+                Epilogue::default(),
                 0..1,
                 1,
             );
@@ -841,6 +877,69 @@ mod tests {
                 "{}: {out:?}",
                 kernel.name
             );
+        }
+    }
+
+    #[test]
+    fn every_kernel_applies_the_epilogue_as_the_scalar_pass_would() {
+        // The bias and ReLU applied as each tile is stored equal, to the bit, the product
+        // stored plainly and then finished element by element: full and edge tiles, several
+        // depth blocks (applied after the last only), a bias per row or per column, either
+        // orientation of the product (a column-major destination turns it around), with NaN,
+        // −0 and negative values for ReLU to keep or clear.
+        let mut rng = StdRng::seed_from_u64(13);
+        for kernel in runnable_kernels() {
+            let blocking = Blocking {
+                kc: 32,
+                nc: 2 * kernel.nr,
+            };
+            let plans = [(kernel, blocking)];
+            for &(m, k, n) in &[(2 * kernel.mr + 3, 70, 3 * kernel.nr + 5), (5, 9, 200)] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut row_bias: Vec<f32> = (0..m).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let mut col_bias: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+                row_bias[1] = f32::NAN;
+                col_bias[2] = -0.0;
+                let (lhs, rhs) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                for bias in [
+                    Bias::None,
+                    Bias::PerRow(&row_bias),
+                    Bias::PerColumn(&col_bias),
+                ] {
+                    for relu in [false, true] {
+                        let epilogue = Epilogue { bias, relu };
+                        for column_major in [false, true] {
+                            let run = |epilogue: Epilogue<'_>| {
+                                let mut out = vec![0.0f32; m * n];
+                                let dst = if column_major {
+                                    MatMut::row_major(&mut out, n, m).t()
+                                } else {
+                                    MatMut::row_major(&mut out, m, n)
+                                };
+                                oriented_product(&plans, 1.0, lhs, rhs, 0.0, dst, epilogue, 1);
+                                out
+                            };
+                            let (plain, fused) = (run(Epilogue::default()), run(epilogue));
+                            for (at, (&plain, &fused)) in plain.iter().zip(&fused).enumerate() {
+                                let (i, j) = if column_major {
+                                    (at % m, at / m)
+                                } else {
+                                    (at / n, at % n)
+                                };
+                                let want = epilogue.finish(plain, i, j);
+                                assert!(
+                                    want.to_bits() == fused.to_bits()
+                                        || (want.is_nan() && fused.is_nan()),
+                                    "{} m {m} k {k} n {n} {epilogue:?} column-major \
+                                     {column_major}: ({i}, {j}) {fused} vs {want}",
+                                    kernel.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
