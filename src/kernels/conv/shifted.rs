@@ -592,15 +592,17 @@ impl BlockProduct<'_> {
             let starts: [usize; VECS] = std::array::from_fn(|v| at[v].0.start);
             let crossing: [bool; VECS] = std::array::from_fn(|v| at[v].0.split < V::LANES);
             // The lanes read from `start` (all valid ones without gaps) and those read a gap on.
-            let near: [V::Mask; VECS] = std::array::from_fn(|v| {
+            // Plain loops, not `array::from_fn`: its closure is called through a generic of
+            // `core` compiled without this kernel's target features, where AVX2's mask
+            // intrinsics became calls (a third of Winograd's AVX2 forward on MNIST's conv2).
+            let mut near = [V::zero().first_lanes(0); VECS];
+            let mut far = near;
+            for v in 0..VECS {
                 let (source, count) = at[v];
                 let end = if GAPS { source.split.min(count) } else { count };
-                V::zero().first_lanes(end)
-            });
-            let far: [V::Mask; VECS] = std::array::from_fn(|v| {
-                let (source, count) = at[v];
-                V::zero().lanes_between(source.split, count)
-            });
+                near[v] = V::zero().first_lanes(end);
+                far[v] = V::zero().lanes_between(source.split, count);
+            }
             let mut weights = self.block.as_ptr();
             for (k, &offset) in self.offsets.iter().enumerate() {
                 // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as an
