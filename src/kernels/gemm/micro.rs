@@ -186,8 +186,12 @@ unsafe fn finish_stored<V: Vector>(dst: TileDst, rows: usize, cols: usize) {
         // SAFETY: row `i` of the tile and its bias (caller's contract).
         unsafe {
             let row = dst.ptr.add(i * dst.row_stride);
-            let row_bias = (!epilogue.bias_per_column && !epilogue.bias.is_null())
-                .then(|| V::splat(*epilogue.bias.add(i)));
+            // An `if`, not `bool::then`: a closure through `core` loses the target features.
+            let row_bias = if !epilogue.bias_per_column && !epilogue.bias.is_null() {
+                Some(V::splat(*epilogue.bias.add(i)))
+            } else {
+                None
+            };
             for j in (0..cols).step_by(V::LANES) {
                 let mut y = V::load(row.add(j));
                 if let Some(bias) = row_bias {
