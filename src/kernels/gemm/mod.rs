@@ -184,8 +184,8 @@ impl<'a> MatMut<'a> {
 }
 
 /// What [`gemm_with_epilogue`] does to each element of the product after `alpha · lhs · rhs +
-/// beta · dst`, while it is still in a register: add a bias, then (if `relu`) ReLU. The
-/// layer's bias and activation without another pass over the output.
+/// beta · dst`, as each tile is stored (while the tile is still in L1): add a bias, then (if
+/// `relu`) ReLU. The layer's bias and activation without another pass over the output.
 ///
 /// # Examples
 ///
@@ -227,7 +227,22 @@ impl<'a> Epilogue<'a> {
         Epilogue { bias, ..self }
     }
 
-    /// Element `(i, j)`, finished: the scalar form of what the micro-kernels do in registers.
+    /// What the micro-kernels do to the tile whose first element is `(i, j)`.
+    fn for_tile(self, i: usize, j: usize) -> micro::TileEpilogue {
+        let (bias, bias_per_column) = match self.bias {
+            Bias::None => (std::ptr::null(), false),
+            // The lengths were checked on entry: `m` values per row, `n` per column.
+            Bias::PerRow(bias) => (bias[i..].as_ptr(), false),
+            Bias::PerColumn(bias) => (bias[j..].as_ptr(), true),
+        };
+        micro::TileEpilogue {
+            bias,
+            bias_per_column,
+            relu: self.relu,
+        }
+    }
+
+    /// Element `(i, j)`, finished: the scalar form of what the micro-kernels do to a tile.
     fn finish(self, value: f32, i: usize, j: usize) -> f32 {
         let value = match self.bias {
             Bias::None => value,

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::blocking::{Blocking, Caches};
-use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst, TileEpilogue};
-use super::{Bias, Epilogue, MatMut, MatRef};
+use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
+use super::{Epilogue, MatMut, MatRef};
 use crate::kernels::log_choice;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
 use crate::util::simd;
@@ -447,16 +447,7 @@ impl Block<'_> {
             cols: nr.min(self.jc + self.nc - j),
             alpha: self.alpha,
             beta: self.beta,
-            epilogue: TileEpilogue {
-                // The caller checked the bias's length: `m` values per row, `n` per column.
-                bias: match self.epilogue.bias {
-                    Bias::None => std::ptr::null(),
-                    Bias::PerRow(bias) => bias[i..].as_ptr(),
-                    Bias::PerColumn(bias) => bias[j..].as_ptr(),
-                },
-                bias_per_column: matches!(self.epilogue.bias, Bias::PerColumn(_)),
-                relu: self.epilogue.relu,
-            },
+            epilogue: self.epilogue.for_tile(i, j),
         };
         // SAFETY: `a` holds `kc` steps of `mr` values at its strides and `b` `kc` rows of `nr`
         // values `b_step` apart (`LhsPanels::panel` and `RhsPanels::panel` checked the
@@ -684,7 +675,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
-    use crate::kernels::gemm::naive_gemm;
+    use crate::kernels::gemm::{Bias, naive_gemm};
     use crate::util::simd::Level;
 
     /// Every kernel of the levels this CPU can run, so each is checked wherever its
