@@ -72,8 +72,8 @@ pub(super) struct LeftPanel {
 
 /// Where a micro-kernel reads the right operand: depth step `p` is the `NR` floats at
 /// `ptr + p · step` (a packed panel has `step == NR`, a row-major operand read in place its row
-/// stride). Unless `ahead` is null, the cache line at `ahead + p · step` is prefetched at step
-/// `p`: a hint, so it need not be readable.
+/// stride). Unless `ahead` is null, the `NR` floats at `ahead + p · step` are prefetched at
+/// step `p`: a hint, so they need not be readable.
 #[derive(Clone, Copy)]
 pub(super) struct RightPanel {
     pub ptr: *const f32,
@@ -285,7 +285,9 @@ mod x86 {
                             if !ahead.is_null() {
                                 // A hint that never faults; the pointer is only formed, never
                                 // read.
-                                prefetch_line(ahead);
+                                for line in (0..NR).step_by(16) {
+                                    prefetch_line(ahead.wrapping_add(line));
+                                }
                                 ahead = ahead.wrapping_add(b_step);
                             }
                             let mut bv: [$vector; $vectors] = [$zero(); $vectors];
