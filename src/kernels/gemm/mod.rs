@@ -227,6 +227,15 @@ impl<'a> Epilogue<'a> {
         Epilogue { bias, ..self }
     }
 
+    /// The same epilogue for the rows from `first` on.
+    fn rows_from(self, first: usize) -> Epilogue<'a> {
+        let bias = match self.bias {
+            Bias::PerRow(bias) => Bias::PerRow(&bias[first..]),
+            other => other,
+        };
+        Epilogue { bias, ..self }
+    }
+
     /// What the micro-kernels do to the tile whose first element is `(i, j)`.
     fn for_tile(self, i: usize, j: usize) -> micro::TileEpilogue {
         let (bias, bias_per_column) = match self.bias {
