@@ -153,7 +153,10 @@ pub fn set_num_threads(threads: usize) -> Result<()> {
 /// system (trimming the heap, or unmapping blocks above its mmap threshold), so the next step
 /// page-faults all of that memory in again: on the MNIST CNN that was a fifth of the step.
 /// This sets glibc's trim threshold to 1 GiB and its mmap threshold to 32 MiB, so recurring
-/// buffers are reused.
+/// buffers are reused. From then on, striate's own buffers of 4 MiB or more (tensors, work
+/// areas) also ask Linux for transparent huge pages (`madvise(MADV_HUGEPAGE)`, which the usual
+/// system setting `madvise` honours): a large operand read a plane apart at every step stops
+/// missing the TLB, and with buffers reused, the larger pages' first faults are paid once.
 ///
 /// It changes a setting of the whole process (every allocation of the program, not only
 /// striate's), which is why striate never does it on its own: call it once at the start of a

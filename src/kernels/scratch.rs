@@ -47,7 +47,9 @@ pub fn with_scratch_parts<const N: usize, R>(
         .with(|pool| pool.borrow_mut().pop())
         .unwrap_or_default();
     if buffer.len() < total {
-        buffer.resize(total, 0.0);
+        // A fresh buffer rather than growing this one: its contents are unspecified, and a new
+        // allocation can take huge pages before it is first touched.
+        buffer = crate::util::memory::vec_filled(total, 0.0);
     }
     let shift = buffer
         .as_ptr()

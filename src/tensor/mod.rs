@@ -60,10 +60,9 @@ impl Tensor {
 
     /// A tensor with every element equal to `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        check::expect_volume("full", shape);
-        Tensor {
-            data: ArcArray::from_elem(IxDyn(shape), value),
-        }
+        let len = check::expect_volume("full", shape);
+        let data = crate::util::memory::vec_filled(len, value);
+        Tensor::from_vec(data, shape).expect("length matches shape")
     }
 
     /// A rank-0 tensor holding one value.
@@ -151,9 +150,8 @@ impl Tensor {
             );
         }
         let len = check::expect_volume("rand_uniform", shape);
-        let data = (0..len)
-            .map(|_| low + (high - low) * rng.random::<f32>())
-            .collect();
+        let mut data = crate::util::memory::vec_for(len);
+        data.extend((0..len).map(|_| low + (high - low) * rng.random::<f32>()));
         Tensor::from_vec(data, shape).expect("length matches shape")
     }
 
@@ -173,7 +171,8 @@ impl Tensor {
             ),
         };
         let len = check::expect_volume("rand_normal", shape);
-        let data = (0..len).map(|_| normal.sample(rng)).collect();
+        let mut data = crate::util::memory::vec_for(len);
+        data.extend((0..len).map(|_| normal.sample(rng)));
         Tensor::from_vec(data, shape).expect("length matches shape")
     }
 

@@ -271,7 +271,7 @@ pub(crate) unsafe fn par_fill_new(
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let mut out = crate::util::memory::vec_for(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     if len >= 2 * chunk {
         spare

@@ -750,7 +750,8 @@ fn with_pack_buffers<R>(
     fn aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
         // 16 floats are 64 bytes: room to move the start to a cache-line boundary.
         if buffer.len() < len + 16 {
-            buffer.resize(len + 16, 0.0);
+            // Fresh (the contents are unspecified), so that it can take huge pages.
+            *buffer = crate::util::memory::vec_filled(len + 16, 0.0);
         }
         let offset = buffer.as_ptr().align_offset(64).min(16);
         &mut buffer[offset..offset + len]
