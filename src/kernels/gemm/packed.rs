@@ -91,8 +91,9 @@ pub(super) fn gemm(
 const BAND_MIN_ROWS: usize = 512;
 
 /// `dst = epilogue(alpha · lhs · rhs + beta · dst)` as `threads` independent products on bands
-/// of rows of a row-major destination (`col_stride == 1`), in parallel. Every element is
-/// summed exactly as by the product undivided: the same depth blocks in the same order.
+/// of rows of a row-major destination (`col_stride == 1`), in parallel. Every band takes the
+/// kernel the undivided product would, so every element is summed exactly as by it: the same
+/// depth blocks in the same order.
 #[allow(clippy::too_many_arguments)]
 fn row_bands(
     alpha: f32,
@@ -107,6 +108,8 @@ fn row_bands(
     // has a partial panel.
     const UNIT: usize = 24;
     let per_band = dst.rows.div_ceil(threads).next_multiple_of(UNIT);
+    let (index, _) = best_plan(plans(), lhs.rows, rhs.cols, &dst);
+    let plan = &plans()[index..=index];
     let MatMut {
         data,
         rows,
@@ -146,7 +149,7 @@ fn row_bands(
         })
         .collect();
     bands.into_par_iter().for_each(|(lhs, dst, epilogue)| {
-        oriented_product(plans(), alpha, lhs, rhs, beta, dst, epilogue, 1)
+        oriented_product(plan, alpha, lhs, rhs, beta, dst, epilogue, 1)
     });
 }
 
@@ -163,23 +166,7 @@ fn oriented_product(
     epilogue: Epilogue<'_>,
     threads: usize,
 ) {
-    // `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product; a column-major destination is better
-    // computed transposed. The first kernel wins ties.
-    let (m, n) = (lhs.rows, rhs.cols);
-    let mut best = (0.0, 0, false);
-    for (index, (kernel, _)) in plans.iter().enumerate() {
-        for transposed in [false, true] {
-            let efficiency = if transposed {
-                tile_efficiency(kernel, n, m, dst.row_stride == 1)
-            } else {
-                tile_efficiency(kernel, m, n, dst.col_stride == 1)
-            };
-            if efficiency > best.0 {
-                best = (efficiency, index, transposed);
-            }
-        }
-    }
-    let (_, index, transposed) = best;
+    let (index, transposed) = best_plan(plans, lhs.rows, rhs.cols, &dst);
     let (kernel, blocking) = (&plans[index].0, plans[index].1);
     let (lhs, rhs, mut dst, epilogue) = if transposed {
         (rhs.t(), lhs.t(), dst.t(), epilogue.t())
@@ -198,6 +185,31 @@ fn oriented_product(
         run(dst.reborrow(), 0..head);
     }
     run(dst, head..n);
+}
+
+/// The plan (an index into `plans`) and orientation whose tiles waste least on an `m x n`
+/// product into `dst`: `C = A·B` and `Cᵀ = Bᵀ·Aᵀ` are the same product, and a column-major
+/// destination is better computed transposed. The first kernel wins ties.
+fn best_plan(
+    plans: &[(MicroKernel, Blocking)],
+    m: usize,
+    n: usize,
+    dst: &MatMut<'_>,
+) -> (usize, bool) {
+    let mut best = (0.0, 0, false);
+    for (index, (kernel, _)) in plans.iter().enumerate() {
+        for transposed in [false, true] {
+            let efficiency = if transposed {
+                tile_efficiency(kernel, n, m, dst.row_stride == 1)
+            } else {
+                tile_efficiency(kernel, m, n, dst.col_stride == 1)
+            };
+            if efficiency > best.0 {
+                best = (efficiency, index, transposed);
+            }
+        }
+    }
+    (best.1, best.2)
 }
 
 /// How many leading columns to compute apart so that the tiles after them store whole cache
