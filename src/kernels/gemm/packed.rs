@@ -128,26 +128,20 @@ fn row_bands(
             rest.split_at_mut((count - 1) * row_stride + cols)
         };
         rest = next;
-        bands.push((first, count, band));
+        let lhs = MatRef {
+            data: &lhs.data[first * lhs.row_stride..],
+            rows: count,
+            ..lhs
+        };
+        let dst = MatMut {
+            data: band,
+            rows: count,
+            cols,
+            row_stride,
+            col_stride: 1,
+        };
+        bands.push((lhs, dst, epilogue.rows_from(first)));
     }
-    let bands: Vec<_> = bands
-        .into_iter()
-        .map(|(first, count, data)| {
-            let lhs = MatRef {
-                data: &lhs.data[first * lhs.row_stride..],
-                rows: count,
-                ..lhs
-            };
-            let dst = MatMut {
-                data,
-                rows: count,
-                cols,
-                row_stride,
-                col_stride: 1,
-            };
-            (lhs, dst, epilogue.rows_from(first))
-        })
-        .collect();
     bands.into_par_iter().for_each(|(lhs, dst, epilogue)| {
         oriented_product(plan, alpha, lhs, rhs, beta, dst, epilogue, 1)
     });
