@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use striate::Tensor;
@@ -171,4 +171,11 @@ fn bench_max_pool(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_conv, bench_max_pool);
-criterion_main!(benches);
+
+fn main() {
+    // The bench's thread joins striate's pool, as a training program's main thread does
+    // (`striate::set_num_threads`), so kernels are timed as programs run them.
+    striate::set_num_threads(0).expect("the first pool of this process");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use striate::models::mnist_cnn;
@@ -57,4 +57,11 @@ fn bench_train_step(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_train_step);
-criterion_main!(benches);
+
+fn main() {
+    // The bench's thread joins striate's pool, as a training program's main thread does
+    // (`striate::set_num_threads`), so kernels are timed as programs run them.
+    striate::set_num_threads(0).expect("the first pool of this process");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -22,14 +22,12 @@ pub struct Common {
 }
 
 impl Common {
-    /// Starts striate's thread pool with `--threads`, if given, and lets malloc keep freed
-    /// memory for the next training step (see `striate::keep_freed_memory`).
+    /// Starts striate's thread pool with `--threads` (or the default count), the main thread one
+    /// of them, and lets malloc keep freed memory for the next training step (see
+    /// `striate::set_num_threads` and `striate::keep_freed_memory`).
     pub fn start_threads(&self) -> striate::Result<()> {
         striate::keep_freed_memory();
-        if let Some(threads) = self.threads {
-            striate::set_num_threads(threads.into())?;
-        }
-        Ok(())
+        striate::set_num_threads(self.threads.map_or(0, usize::from))
     }
 
     /// MNIST (or Fashion-MNIST) `split`, looked for in `--data-dir` first.

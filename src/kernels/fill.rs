@@ -9,6 +9,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::util::threads::split;
+
 /// A vector of `chunks · chunk_len` floats whose chunk `i` is `f(i, chunk)` applied to a zeroed
 /// chunk, on all threads when `parallel` (in order on this thread otherwise).
 ///
@@ -72,11 +74,13 @@ where
     let a_spare = &mut a.spare_capacity_mut()[..a_len * chunks];
     let b_spare = &mut b.spare_capacity_mut()[..b_len * chunks];
     if parallel {
-        chunks_of(a_spare, a_len, chunks)
-            .into_par_iter()
-            .zip(chunks_of(b_spare, b_len, chunks))
-            .enumerate()
-            .for_each(fill);
+        split(|| {
+            chunks_of(a_spare, a_len, chunks)
+                .into_par_iter()
+                .zip(chunks_of(b_spare, b_len, chunks))
+                .enumerate()
+                .for_each(fill)
+        });
     } else {
         chunks_of(a_spare, a_len, chunks)
             .into_iter()

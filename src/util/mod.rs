@@ -6,3 +6,4 @@
 pub(crate) mod atomic_file;
 pub(crate) mod memory;
 pub(crate) mod simd;
+pub(crate) mod threads;

@@ -68,17 +68,19 @@ fn batched_product(batch: usize, lhs: Operand<'_>, rhs: Operand<'_>) -> Vec<f32>
         }
         return out;
     }
-    out.par_chunks_mut(m * n)
-        .enumerate()
-        .for_each(|(b, chunk)| {
-            gemm(
-                1.0,
-                lhs.matrix(b),
-                rhs.matrix(b),
-                0.0,
-                MatMut::row_major(chunk, m, n),
-            );
-        });
+    crate::util::threads::split(|| {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                gemm(
+                    1.0,
+                    lhs.matrix(b),
+                    rhs.matrix(b),
+                    0.0,
+                    MatMut::row_major(chunk, m, n),
+                );
+            })
+    });
     out
 }
 

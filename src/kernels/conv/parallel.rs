@@ -5,6 +5,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::util::threads::split;
+
 /// Whether to split work over images: only with enough of them to keep every thread busy;
 /// otherwise the GEMM parallelises inside.
 pub(super) fn parallel_over_images(batch: usize) -> bool {
@@ -28,17 +30,19 @@ pub(super) fn sum_over_image_chunks(
     }
     let threads = rayon::current_num_threads();
     let per_thread = batch.div_ceil(threads);
-    let partials: Vec<Vec<f32>> = (0..threads)
-        .into_par_iter()
-        .map(|t| {
-            let mut partial = vec![0.0f32; out.len()];
-            f(
-                (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch),
-                &mut partial,
-            );
-            partial
-        })
-        .collect();
+    let partials: Vec<Vec<f32>> = split(|| {
+        (0..threads)
+            .into_par_iter()
+            .map(|t| {
+                let mut partial = vec![0.0f32; out.len()];
+                f(
+                    (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch),
+                    &mut partial,
+                );
+                partial
+            })
+            .collect()
+    });
     for partial in &partials {
         for (o, p) in out.iter_mut().zip(partial) {
             *o += p;
@@ -57,10 +61,12 @@ pub(super) fn for_each_image(
         return;
     }
     if parallel_over_images(batch) {
-        output
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(n, out)| f(n, out));
+        split(|| {
+            output
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(n, out)| f(n, out))
+        });
     } else {
         output
             .chunks_mut(chunk)

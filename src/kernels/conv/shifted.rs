@@ -118,7 +118,7 @@ impl PackedRows {
             }
         };
         let spare = &mut data.spare_capacity_mut()[..len];
-        if len >= PARALLEL_MIN && rayon::current_thread_index().is_none() {
+        if len >= PARALLEL_MIN && !crate::util::threads::inside_split() {
             use rayon::prelude::*;
             spare
                 .par_chunks_mut(block_len.max(1))
@@ -234,7 +234,7 @@ pub(super) fn shifted_gemm(
     }
     // Large grids go a chunk of columns at a time through every block of rows, so the part of
     // the padded planes a chunk reads stays in cache while all the blocks use it.
-    let parallel = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
+    let parallel = !crate::util::threads::inside_split() && rayon::current_num_threads() > 1;
     let chunk = column_chunk(a.depth);
     for first in (0..n).step_by(chunk) {
         let columns = first..(first + chunk).min(n);

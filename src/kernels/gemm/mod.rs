@@ -366,8 +366,8 @@ pub fn gemm_with_epilogue(
         scale_in_place(dst.reborrow(), beta);
         return finish_in_place(dst, epilogue);
     }
-    // One level of parallelism: inside a rayon task the caller already splits the work.
-    let threads = if rayon::current_thread_index().is_some() {
+    // One level of parallelism: inside a split the caller already keeps every thread busy.
+    let threads = if crate::util::threads::inside_split() {
         1
     } else {
         rayon::current_num_threads()
