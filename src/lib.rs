@@ -132,7 +132,8 @@ pub use tensor::Tensor;
 /// done. On a 2-vCPU VM that sleep and wake cost 13-21 us per region, a tenth of an MNIST
 /// training step. So call it from the thread that runs your training or inference loop: the
 /// main thread, which must then live as long as the pool (it does: the pool ends with the
-/// program). Called from any other thread, it starts a pool of `threads` threads of its own.
+/// program). Called from any other thread, or for a single thread, it starts a pool of
+/// `threads` threads of its own.
 ///
 /// Without it, the pool starts at the first parallel work with the default number of threads,
 /// none of them the caller's.

@@ -42,18 +42,35 @@ pub(crate) fn split<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Builds rayon's global pool of `threads` threads; on the program's main thread, that thread
-/// is one of them (worker 0).
+/// Builds rayon's global pool of `threads` threads (`0`: rayon's default count); on the
+/// program's main thread, with two threads or more, that thread is one of them (worker 0).
+///
+/// Never with one: the main thread would be the pool's only thread, and work sent to the pool
+/// from another thread (the data loader's prefetching thread runs parallel iterators) would wait
+/// for it while it waits for that thread's batch.
 pub(crate) fn build_global_pool(threads: usize) -> Result<(), rayon::ThreadPoolBuildError> {
     let is_main = std::thread::current().name() == Some("main");
     let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
-    if is_main {
+    if is_main && resolved_count(threads) >= 2 {
         builder.use_current_thread().build_global()?;
         CALLER_IN_POOL.set(true);
         Ok(())
     } else {
         builder.build_global()
     }
+}
+
+/// The number of threads rayon gives a pool asked for `threads`: `RAYON_NUM_THREADS` if set to
+/// a positive count, else one per logical CPU, when `threads` is 0.
+fn resolved_count(threads: usize) -> usize {
+    if threads > 0 {
+        return threads;
+    }
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .filter(|&count: &usize| count > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 #[cfg(test)]
@@ -71,5 +88,11 @@ mod tests {
         // Marking a split on a thread outside the pool changes nothing for it: its tasks run on
         // the pool's workers, which are inside the split.
         assert!(!split(inside_split));
+    }
+
+    #[test]
+    fn an_explicit_count_is_kept_and_the_default_is_at_least_one() {
+        assert_eq!(resolved_count(3), 3);
+        assert!(resolved_count(0) >= 1);
     }
 }
