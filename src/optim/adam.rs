@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
+use crate::util::simd::dispatch;
 
 /// The settings of [`Adam`], with PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -266,21 +267,27 @@ impl Optimizer for Adam {
             let m = state.exp_avg.as_slice_mut();
             let v = state.exp_avg_sq.as_slice_mut();
             let mut v_max = state.max_exp_avg_sq.as_mut().map(|t| t.as_slice_mut());
-            for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
-                *p *= shrink;
-                let g = g + decay * *p;
-                m[i] = lerp(m[i], g, w1);
-                v[i] = v[i] * beta2 + w2 * g * g;
-                let v_hat = match &mut v_max {
-                    Some(v_max) => {
-                        v_max[i] = v_max[i].max(v[i]);
-                        v_max[i]
+            // On the CPU's widest vectors, the same IEEE operations (see `Sgd::step`).
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
+                        *p *= shrink;
+                        let g = g + decay * *p;
+                        m[i] = lerp(m[i], g, w1);
+                        v[i] = v[i] * beta2 + w2 * g * g;
+                        let v_hat = match &mut v_max {
+                            Some(v_max) => {
+                                v_max[i] = v_max[i].max(v[i]);
+                                v_max[i]
+                            }
+                            None => v[i],
+                        };
+                        let denom = v_hat.sqrt() / bias_correction2_sqrt + eps;
+                        *p -= step_size * m[i] / denom;
                     }
-                    None => v[i],
-                };
-                let denom = v_hat.sqrt() / bias_correction2_sqrt + eps;
-                *p -= step_size * m[i] / denom;
-            }
+                },
+            );
         });
     }
 

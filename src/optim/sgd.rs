@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
+use crate::util::simd::dispatch;
 
 /// The momentum of [`Sgd`]: classic (heavy ball, with optional dampening) or Nesterov.
 ///
@@ -219,22 +220,36 @@ impl Optimizer for Sgd {
             } = update;
             let (lr, decay) = (learning_rate as f32, weight_decay as f32);
             let Some((mu, nesterov, dampening)) = momentum else {
-                for (p, &g) in param.iter_mut().zip(grad) {
-                    let g = g + decay * *p;
-                    *p -= lr * g;
-                }
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for (p, &g) in param.iter_mut().zip(grad) {
+                            let g = g + decay * *p;
+                            *p -= lr * g;
+                        }
+                    },
+                );
                 return;
             };
             let (mu, keep) = (mu as f32, (1.0 - dampening) as f32);
             let first = matches!(state, Entry::Vacant(_));
             let buffer = state.or_insert_with(|| MomentumBuffer(Tensor::zeros(shape)));
             let velocity = buffer.0.as_slice_mut();
-            for ((p, &g), v) in param.iter_mut().zip(grad).zip(velocity) {
-                let g = g + decay * *p;
-                *v = if first { g } else { mu * *v + keep * g };
-                let d = if nesterov { g + mu * *v } else { *v };
-                *p -= lr * d;
-            }
+            // On the CPU's widest vectors: the same IEEE operations (no fused multiply-adds),
+            // a quarter of the instructions of the baseline's 4 lanes, and a quarter of the
+            // microcode assists once a fitted model's velocities turn subnormal (the update
+            // was 3% of the MNIST step, and 32% in that regime, at 4 lanes).
+            dispatch(
+                #[inline(always)]
+                || {
+                    for ((p, &g), v) in param.iter_mut().zip(grad).zip(velocity) {
+                        let g = g + decay * *p;
+                        *v = if first { g } else { mu * *v + keep * g };
+                        let d = if nesterov { g + mu * *v } else { *v };
+                        *p -= lr * d;
+                    }
+                },
+            );
         });
     }
 
