@@ -1075,6 +1075,54 @@ fn winograd_pooled_in_registers_equals_the_separate_passes() {
     }
 }
 
+/// Layers with few input channels pool in registers (`pooled_rows.rs`): bit for bit the
+/// separate passes, indices included, for one to four channels, 3x3 and other filters,
+/// asymmetric padding, odd output sizes, rows narrower and wider than a vector tile, output
+/// channels not a multiple of the register block; a NaN or an infinity in the input and
+/// inputs large enough to overflow (those images take the separate passes).
+#[test]
+fn few_channel_layers_pooled_in_registers_equal_the_separate_passes() {
+    let mut rng = StdRng::seed_from_u64(41);
+    for (case, (input_shape, out_channels, [kh, kw], padding)) in [
+        ([4, 1, 28, 28], 32, [3, 3], padding(1, 1, 1, 1)),
+        ([3, 3, 32, 32], 16, [3, 3], padding(1, 1, 1, 1)),
+        ([2, 2, 9, 70], 13, [3, 3], padding(0, 2, 2, 1)),
+        ([2, 4, 11, 7], 7, [5, 3], padding(2, 1, 0, 2)),
+        ([3, 1, 6, 40], 9, [2, 2], padding(0, 0, 0, 0)),
+        ([1, 3, 64, 5], 18, [1, 3], padding(0, 0, 1, 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let spec = Conv2dSpec {
+            padding,
+            ..Default::default()
+        };
+        let weight_shape = [out_channels, input_shape[1], kh, kw];
+        let s = Conv2dShape::new(&input_shape, &weight_shape, spec);
+        let weight = random_vec(weight_shape.iter().product(), &mut rng);
+        let bias = random_vec(out_channels, &mut rng);
+        let input = random_vec(input_shape.iter().product(), &mut rng);
+        let mut with_value = |value: f32| {
+            let mut input = input.clone();
+            let at = rng.random_range(0..input.len());
+            input[at] = value;
+            input
+        };
+        let (nan, infinity) = (with_value(f32::NAN), with_value(f32::NEG_INFINITY));
+        for (variant, input) in [
+            ("finite", input.clone()),
+            ("a NaN", nan),
+            ("an infinity", infinity),
+            ("overflowing", input.iter().map(|v| v * 3e38).collect()),
+        ] {
+            let pool = Pool2dSpec::square(2);
+            let context = format!("case {case}, {variant}: {s:?}");
+            assert_fused_pool_is_separate(&input, &weight, &bias, &s, pool, &context);
+        }
+    }
+}
+
 /// The fused convolution + ReLU + max pooling, with and without indices, against the
 /// convolution followed by the pooling: the same bits (any NaN for a NaN) and indices.
 fn assert_fused_pool_is_separate(

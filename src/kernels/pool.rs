@@ -350,6 +350,64 @@ const EVEN_OFFSETS: [f32; 16] = [
     0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 26.0, 28.0, 30.0,
 ];
 
+/// The 2x2 maxima of `2·LANES` columns of two rows (each row as two vectors) into one vector:
+/// the pooling step shared by the pooling kernel and the kernels that pool their outputs in
+/// registers. `max` does not propagate NaN as pooling must: callers check for it.
+pub(crate) struct Max2x2<V> {
+    zero: V,
+    even_offsets: V,
+    /// A window's second, third and fourth inputs' offsets from its first, as floats.
+    right: V,
+    below: V,
+    below_right: V,
+}
+
+impl<V: Vector> Max2x2<V> {
+    /// The maxima alone: the larger of each two rows, then of each pair of columns.
+    #[inline(always)]
+    pub fn of(top: [V; 2], bottom: [V; 2]) -> V {
+        let (even, odd) = top[0].max(bottom[0]).deinterleave(top[1].max(bottom[1]));
+        even.max(odd)
+    }
+
+    /// For the index arithmetic of input rows `width` floats long.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    pub unsafe fn new(width: usize) -> Max2x2<V> {
+        assert!(V::LANES <= EVEN_OFFSETS.len());
+        // SAFETY: the caller's contract; `EVEN_OFFSETS` holds at least `LANES` floats.
+        unsafe {
+            Max2x2 {
+                zero: V::zero(),
+                even_offsets: V::load(EVEN_OFFSETS.as_ptr()),
+                right: V::splat(1.0),
+                below: V::splat(width as f32),
+                below_right: V::splat(width as f32 + 1.0),
+            }
+        }
+    }
+
+    /// The maxima and, as whole floats, the index of each one's input: the first of its
+    /// window's four (in row-major order) equal to the maximum, as PyTorch's rule picks it when
+    /// nothing is NaN. `first` is the index of the first window's top-left input; indices are
+    /// exact below 2^24.
+    #[inline(always)]
+    pub fn with_index(&self, top: [V; 2], bottom: [V; 2], first: usize) -> (V, V) {
+        let (a, b) = top[0].deinterleave(top[1]);
+        let (c, d) = bottom[0].deinterleave(bottom[1]);
+        let best = a.max(b).max(c.max(d));
+        let at = c.select_equal(best, self.below, self.below_right);
+        let at = b.select_equal(best, self.right, at);
+        let at = a.select_equal(best, self.zero, at);
+        // SAFETY: holding `self.zero` proves the CPU supports `V` (see `Vector`).
+        let first = unsafe { V::splat(first as f32) };
+        (best, first.add(self.even_offsets).add(at).to_u32_bits())
+    }
+}
+
 impl<const WITH_INDEX: bool> VectorKernel for Max2x2Planes<'_, WITH_INDEX> {
     type Output = ();
 
@@ -365,19 +423,8 @@ impl<const WITH_INDEX: bool> VectorKernel for Max2x2Planes<'_, WITH_INDEX> {
         // The caller checked whole planes; a 2x2 window without padding fits in the input.
         assert!(2 * out_width <= width && 2 * s.out_height <= s.in_height);
         assert!(!WITH_INDEX || (idx.len() == out.len() && s.in_plane() < 1 << 24));
-        assert!(lanes <= EVEN_OFFSETS.len());
-        // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
-        // `EVEN_OFFSETS` holds at least `lanes` floats (asserted).
-        let (zero, even_offsets) = unsafe { (V::zero(), V::load(EVEN_OFFSETS.as_ptr())) };
-        // The offsets of a window's second, third and fourth inputs from its first.
-        // SAFETY: as above.
-        let (right, below, below_right) = unsafe {
-            (
-                V::splat(1.0),
-                V::splat(width as f32),
-                V::splat(width as f32 + 1.0),
-            )
-        };
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        let (zero, window) = unsafe { (V::zero(), Max2x2::<V>::new(width)) };
         let mut idx_planes = idx.chunks_exact_mut(s.out_plane().max(1));
         for (x, out) in x
             .chunks_exact(s.in_plane())
@@ -410,22 +457,12 @@ impl<const WITH_INDEX: bool> VectorKernel for Max2x2Planes<'_, WITH_INDEX> {
                         let [t0, t1, b0, b1] = outputs!(@read $load, t, b $(, $masks)?);
                         check = t0.add(t1).add(b0).add(b1).mul_add(zero, check);
                         if WITH_INDEX {
-                            let (a, b) = t0.deinterleave(t1);
-                            let (c, d) = b0.deinterleave(b1);
-                            let best = a.max(b).max(c.max(d));
+                            let first = 2 * oh * width + 2 * j;
+                            let (best, index) = window.with_index([t0, t1], [b0, b1], first);
                             best.store_first(row.as_mut_ptr().add(j), n);
-                            // The first of a, b, c, d equal to the maximum.
-                            let at = c.select_equal(best, below, below_right);
-                            let at = b.select_equal(best, right, at);
-                            let at = a.select_equal(best, zero, at);
-                            let first = V::splat((2 * oh * width + 2 * j) as f32);
-                            let index = first.add(even_offsets).add(at);
-                            index
-                                .to_u32_bits()
-                                .store_first(idx_row.as_mut_ptr().add(j) as *mut f32, n);
+                            index.store_first(idx_row.as_mut_ptr().add(j) as *mut f32, n);
                         } else {
-                            let (even, odd) = t0.max(b0).deinterleave(t1.max(b1));
-                            even.max(odd).store_first(row.as_mut_ptr().add(j), n);
+                            Max2x2::of([t0, t1], [b0, b1]).store_first(row.as_mut_ptr().add(j), n);
                         }
                     }};
                     (@read load, $t:expr, $b:expr) => {

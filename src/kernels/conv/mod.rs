@@ -26,6 +26,10 @@
 //!   backward-data and (for small images) filter-gradient passes; an image holding an
 //!   infinity or NaN takes one of the paths above.
 //!
+//! - **pooled rows** (`pooled_rows.rs`), for the forward of convolution + ReLU + 2x2 max
+//!   pooling with at most four input channels (a network's first layer): register tiles of two
+//!   output rows, pooled before they are stored, bit for bit the shifted kernel and the pooling.
+//!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
 //!
@@ -37,6 +41,7 @@ mod epilogue;
 mod gradient_gemm;
 mod parallel;
 mod pointwise;
+mod pooled_rows;
 mod shape;
 mod shifted;
 mod wide;
@@ -53,6 +58,7 @@ use crate::kernels::scratch::with_scratch;
 use crate::util::simd::{self, dispatch};
 use epilogue::Epilogue;
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks, valid_columns};
+use pooled_rows::PooledRows;
 pub use shape::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
     output_extent,
@@ -234,6 +240,10 @@ pub(crate) fn conv2d_relu_max_pool2d_pass(
     );
     let pooled_len = per_call * s.out_channels * pooled.out_plane();
     let calls = s.batch / per_call;
+    // Few input channels: pooled in registers, an image at a time (not Winograd's path, so
+    // one image per call).
+    let in_registers = PooledRows::new(weight, bias, &s, &pooled);
+    let image_in = s.in_channels * s.in_plane();
     filled_by_chunk_pairs(
         pooled_len,
         if with_indices { pooled_len } else { 0 },
@@ -241,7 +251,14 @@ pub(crate) fn conv2d_relu_max_pool2d_pass(
         parallel_over_images(calls),
         |call, out, indices| {
             let pool = &pooled;
-            let indices = with_indices.then_some(indices);
+            let mut indices = with_indices.then_some(indices);
+            if let Some(kernel) = &in_registers {
+                debug_assert_eq!(per_call, 1);
+                let x = &input[call * image_in..(call + 1) * image_in];
+                if kernel.image(x, out, indices.as_deref_mut()) {
+                    return;
+                }
+            }
             images(call * per_call, Outputs::Pooled { pool, out, indices })
         },
     )
