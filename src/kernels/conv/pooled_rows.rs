@@ -20,7 +20,7 @@ use super::shape::{Conv2dShape, ConvPath};
 use crate::kernels::pool::{Max2x2, Pool2dShape, Pool2dSpec};
 use crate::kernels::scratch::with_scratch;
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
-use crate::util::simd::{self, Level, dispatch};
+use crate::util::simd::{self, Level, copy_row, dispatch};
 
 /// Input channels up to which this kernel beats the wide path's GEMM (whose depth grows with
 /// them while this kernel's register tile does not).
@@ -201,7 +201,7 @@ impl Bordered {
             let image = &x[c * s.in_height * s.in_width..][..s.in_height * s.in_width];
             for r in 0..height {
                 let src = &image[r * s.in_width..][..width];
-                plane[(top + r) * self.row_len + left..][..width].copy_from_slice(src);
+                copy_row(&mut plane[(top + r) * self.row_len + left..][..width], src);
             }
         }
         // Finite floats order as their bit patterns without the sign. Every input counts,
