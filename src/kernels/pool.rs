@@ -398,13 +398,23 @@ impl<V: Vector> Max2x2<V> {
     pub fn with_index(&self, top: [V; 2], bottom: [V; 2], first: usize) -> (V, V) {
         let (a, b) = top[0].deinterleave(top[1]);
         let (c, d) = bottom[0].deinterleave(bottom[1]);
-        let best = a.max(b).max(c.max(d));
-        let at = c.select_equal(best, self.below, self.below_right);
-        let at = b.select_equal(best, self.right, at);
-        let at = a.select_equal(best, self.zero, at);
+        let (best, at) = self.window([a, b, c, d]);
         // SAFETY: holding `self.zero` proves the CPU supports `V` (see `Vector`).
         let first = unsafe { V::splat(first as f32) };
         (best, first.add(self.even_offsets).add(at).to_u32_bits())
+    }
+
+    /// The maxima of windows whose four inputs (top left, top right, bottom left, bottom
+    /// right) are the lanes of `window`, and the offset of each one's input from its window's
+    /// first, as a float: the first of the four equal to the maximum (PyTorch's rule when
+    /// nothing is NaN).
+    #[inline(always)]
+    pub fn window(&self, window: [V; 4]) -> (V, V) {
+        let [a, b, c, d] = window;
+        let best = a.max(b).max(c.max(d));
+        let at = c.select_equal(best, self.below, self.below_right);
+        let at = b.select_equal(best, self.right, at);
+        (best, a.select_equal(best, self.zero, at))
     }
 }
 

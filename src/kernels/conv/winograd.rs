@@ -36,6 +36,7 @@ use super::shape::{Conv2dShape, ConvActivation};
 
 use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
+use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, with_vector};
 
@@ -559,12 +560,8 @@ impl VectorKernel for OutputTransform<'_, '_> {
         assert!(row_stride >= tiles && m.len() >= (POINTS * block_rows - 1) * row_stride + tiles);
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
         let pooled = matches!(destination, Destination::Pooled { .. });
-        // A window's inputs from its first: right, below, below right (the pool's offsets).
         // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-        let (zero, right, below, below_right) = unsafe {
-            let w = g.out_width as f32;
-            (V::zero(), V::splat(1.0), V::splat(w), V::splat(w + 1.0))
-        };
+        let (zero, window) = unsafe { (V::zero(), Max2x2::<V>::new(g.out_width)) };
         let mut check = zero;
         for (i, o) in channels.enumerate() {
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
@@ -590,10 +587,7 @@ impl VectorKernel for OutputTransform<'_, '_> {
                         // The pool's rule on the window [y00 y01; y10 y11]: the maximum, and
                         // the first input equal to it. A NaN makes the caller redo the images
                         // through the planes and the pool's exact rule.
-                        let best = y00.max(y01).max(y10.max(y11));
-                        let at = y10.select_equal(best, below, below_right);
-                        let at = y01.select_equal(best, right, at);
-                        let at = y00.select_equal(best, zero, at);
+                        let (best, at) = window.window([y00, y01, y10, y11]);
                         check = y00.add(y01).add(y10).add(y11).mul_add(zero, check);
                         best.store_first(upper.as_mut_ptr().add(t), n);
                         at.store_first(lower.as_mut_ptr().add(t), n);
