@@ -1075,7 +1075,8 @@ fn winograd_pooled_in_registers_equals_the_separate_passes() {
     }
 }
 
-/// Layers with few input channels pool in registers (`pooled_rows.rs`): bit for bit the
+/// Layers with few input channels pool in registers with AVX-512 (`pooled_rows.rs`; the
+/// narrower instruction sets take the separate passes, checked here too): bit for bit the
 /// separate passes, indices included, for one to four channels, 3x3 and other filters,
 /// asymmetric padding, odd output sizes, rows narrower and wider than a vector tile, output
 /// channels not a multiple of the register block; a NaN or an infinity in the input and

@@ -27,8 +27,9 @@
 //!   infinity or NaN takes one of the paths above.
 //!
 //! - **pooled rows** (`pooled_rows.rs`), for the forward of convolution + ReLU + 2x2 max
-//!   pooling with at most four input channels (a network's first layer): register tiles of two
-//!   output rows, pooled before they are stored, bit for bit the shifted kernel and the pooling.
+//!   pooling with at most four input channels (a network's first layer), with AVX-512: tiles
+//!   of two output rows, pooled before they are stored, bit for bit the shifted kernel and the
+//!   pooling.
 //!
 //! Backward-data is `cols_grad = Wᵀ · dY` then col2im (contiguous adds); backward-filter is
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
