@@ -42,7 +42,7 @@ pub(super) struct PooledRows {
     packed: Vec<f32>,
     /// The bias, zero without one and past the last channel (sums start from it).
     bias: Vec<f32>,
-    /// Where the image's planes are copied (for the vector width in use).
+    /// Where the image's planes are copied.
     layout: Bordered,
     shape: Conv2dShape,
     pooled: Pool2dShape,
@@ -230,51 +230,51 @@ impl VectorKernel for Tiles<'_, '_> {
     fn run<V: Vector>(self) {
         // `new` took AVX-512 only, whose vectors `with_vector` then runs.
         assert_eq!(V::LANES, LANES, "pooled_rows: tiles laid out for AVX-512");
-        self.all::<V, BLOCK>()
+        self.all::<V>()
     }
 }
 
 impl Tiles<'_, '_> {
     /// Every tile, a pooled row at a time.
     #[inline(always)]
-    fn all<V: Vector, const B: usize>(mut self) {
-        let blocks = self.kernel.shape.out_channels.div_ceil(B);
+    fn all<V: Vector>(mut self) {
+        let blocks = self.kernel.shape.out_channels.div_ceil(BLOCK);
         for py in 0..self.kernel.pooled.out_height {
             for t in 0..self.layout.tiles {
                 for block in 0..blocks {
-                    self.tile::<V, B>(block, py, t);
+                    self.tile::<V>(block, py, t);
                 }
             }
         }
     }
 
-    /// Output channels `B·block..B·(block + 1)` (those that exist) of pooled row `py`,
+    /// Output channels `BLOCK·block..BLOCK·(block + 1)` (those that exist) of pooled row `py`,
     /// column tile `t`.
     #[inline(always)]
-    fn tile<V: Vector, const B: usize>(&mut self, block: usize, py: usize, t: usize) {
+    fn tile<V: Vector>(&mut self, block: usize, py: usize, t: usize) {
         let (k, layout) = (self.kernel, self.layout);
         let s = &k.shape;
         let lanes = V::LANES;
         let (kh, kw) = (s.kernel_height, s.kernel_width);
         let depth = s.in_channels * kh * kw;
         let column = t * 2 * lanes;
-        let weights = &k.packed[block * depth * B..(block + 1) * depth * B];
-        let bias = &k.bias[block * B..(block + 1) * B];
+        let weights = &k.packed[block * depth * BLOCK..(block + 1) * depth * BLOCK];
+        let bias = &k.bias[block * BLOCK..(block + 1) * BLOCK];
         // The tile's first input row: its taps read at `layout.taps` from there.
         let first = 2 * py * layout.row_len + column;
         // Within the planes: the furthest tap's loads end at its next row's second vector.
         let last_tap = layout.taps.last().copied().unwrap_or(0);
         let rows = &self.planes[first..first + last_tap + layout.row_len + 2 * lanes];
         // SAFETY: `with_vector` runs this with a vector type the CPU supports.
-        let mut acc = [[[unsafe { V::zero() }; 2]; 2]; B];
+        let mut acc = [[[unsafe { V::zero() }; 2]; 2]; BLOCK];
         // (A loop, not `array::from_fn`: its closure would not inherit the instruction set.)
         for (acc, &b) in acc.iter_mut().zip(bias) {
             // SAFETY: as above.
             *acc = [[unsafe { V::splat(b) }; 2]; 2];
         }
-        for (&offset, w) in layout.taps.iter().zip(weights.chunks_exact(B)) {
+        for (&offset, w) in layout.taps.iter().zip(weights.chunks_exact(BLOCK)) {
             // SAFETY: the loads end `offset + row_len + 2·lanes` floats from the start of
-            // `rows` (the taps ascend), within it; `w` holds `B` floats.
+            // `rows` (the taps ascend), within it; `w` holds `BLOCK` floats.
             unsafe {
                 let p = rows.as_ptr().add(offset);
                 let q = p.add(layout.row_len);
@@ -295,9 +295,9 @@ impl Tiles<'_, '_> {
         let plane = pooled.out_plane();
         let at = py * pooled.out_width + t * lanes;
         let n = (pooled.out_width - t * lanes).min(lanes);
-        let channels = (s.out_channels - block * B).min(B);
+        let channels = (s.out_channels - block * BLOCK).min(BLOCK);
         for (b, [top, bottom]) in acc.into_iter().enumerate().take(channels) {
-            let o = block * B + b;
+            let o = block * BLOCK + b;
             let dst = &mut self.out[o * plane + at..][..n];
             match self.indices.as_deref_mut() {
                 None => {
