@@ -87,6 +87,10 @@ pub(crate) trait Vector: Copy {
     /// lanes likewise (`[x0, x2, …]`, `[x1, x3, …]` of the `2·LANES` floats `self ++ b`).
     fn deinterleave(self, b: Self) -> (Self, Self);
 
+    /// The lanes of `self` moved down by one, the first lane of `next` in the last:
+    /// `[x1, x2, …, x(LANES−1), next0]`, the window one float further along `self ++ next`.
+    fn slide_one(self, next: Self) -> Self;
+
     /// [`crate::kernels::relu`] of each lane: zero below zero, NaN and `-0.0` kept.
     fn relu(self) -> Self;
 
@@ -210,6 +214,10 @@ impl Vector for Scalar {
     #[inline(always)]
     fn deinterleave(self, b: Self) -> (Self, Self) {
         (self, b)
+    }
+    #[inline(always)]
+    fn slide_one(self, next: Self) -> Self {
+        next
     }
     #[inline(always)]
     fn relu(self) -> Self {
@@ -523,6 +531,14 @@ mod x86 {
             }
         }
         #[inline(always)]
+        fn slide_one(self, next: Self) -> Self {
+            unsafe {
+                // `next ++ self` as 32 lanes, shifted down by one and the low 16 kept.
+                let (low, high) = (_mm512_castps_si512(self.0), _mm512_castps_si512(next.0));
+                Avx512(_mm512_castsi512_ps(_mm512_alignr_epi32::<1>(high, low)))
+            }
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             unsafe {
                 let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
@@ -668,6 +684,18 @@ mod x86 {
             }
         }
         #[inline(always)]
+        fn slide_one(self, next: Self) -> Self {
+            unsafe {
+                // `alignr` shifts within 128-bit halves: pair each half of `self` with the half
+                // that follows it (`self`'s high half, `next`'s low half), then shift by 4 bytes.
+                let following = _mm256_permute2f128_ps::<0x21>(self.0, next.0);
+                Avx2(_mm256_castsi256_ps(_mm256_alignr_epi8::<4>(
+                    _mm256_castps_si256(following),
+                    _mm256_castps_si256(self.0),
+                )))
+            }
+        }
+        #[inline(always)]
         fn relu(self) -> Self {
             unsafe {
                 let zero = _mm256_setzero_ps();
@@ -765,10 +793,10 @@ mod tests {
     }
 
     impl VectorKernel for Shuffle<'_> {
-        type Output = [Vec<f32>; 6];
+        type Output = [Vec<f32>; 7];
         #[inline(always)]
-        fn run<V: Vector>(self) -> [Vec<f32>; 6] {
-            let mut out: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0.0; self.a.len()]);
+        fn run<V: Vector>(self) -> [Vec<f32>; 7] {
+            let mut out: [Vec<f32>; 7] = std::array::from_fn(|_| vec![0.0; self.a.len()]);
             // SAFETY: `with_vector` runs this only with a type the CPU supports; every pointer is
             // `LANES` floats inside a slice of whole vectors.
             unsafe {
@@ -783,6 +811,7 @@ mod tests {
                     even.store(out[3].as_mut_ptr().add(at));
                     odd.store(out[4].as_mut_ptr().add(at));
                     a.max(b).store(out[5].as_mut_ptr().add(at));
+                    a.slide_one(b).store(out[6].as_mut_ptr().add(at));
                 }
             }
             out
@@ -793,7 +822,7 @@ mod tests {
     fn interleaving_pairs_lanes_and_deinterleaving_undoes_it() {
         let a: Vec<f32> = (0..32).map(|i| i as f32).collect();
         let b: Vec<f32> = (0..32).map(|i| 100.0 + i as f32).collect();
-        let [difference, lo, hi, even, odd, max] = with_vector(Shuffle { a: &a, b: &b });
+        let [difference, lo, hi, even, odd, max, slid] = with_vector(Shuffle { a: &a, b: &b });
         assert!(difference.iter().all(|&d| d == -100.0));
         assert_eq!(max, b);
         assert_eq!(with_vector(Shuffle { a: &b, b: &a })[5], b);
@@ -809,6 +838,10 @@ mod tests {
             let pairs: Vec<f32> = (start..start + lanes).flat_map(|i| [a[i], b[i]]).collect();
             assert_eq!(&lo[start..start + lanes], &pairs[..lanes]);
             assert_eq!(&hi[start..start + lanes], &pairs[lanes..]);
+            // Slid by one: a1 … a(lanes−1) b0.
+            let window: Vec<f32> = (start + 1..start + lanes).map(|i| a[i]).collect();
+            assert_eq!(&slid[start..start + lanes - 1], &window[..]);
+            assert_eq!(slid[start + lanes - 1], b[start]);
         }
     }
 

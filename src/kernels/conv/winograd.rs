@@ -38,7 +38,7 @@ use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, deinterleave, load, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, load, with_vector};
 
 /// Points of the transformed domain per tile (4x4).
 pub(super) const POINTS: usize = 16;
@@ -274,14 +274,13 @@ pub(super) fn convolve_images(
     let wp = g.width();
     let most_tiles = g.block_rows * g.grid_columns;
     let lens = [
-        (2 * g.block_rows + 2) * wp, // padded input rows of one channel
-        4 * 2 * most_tiles + SLACK,  // its four column combinations
-        2 * (most_tiles + SLACK),    // their even and odd columns
+        (2 * g.block_rows + 2) * wp + SLACK, // padded input rows of one channel
+        4 * 2 * most_tiles + SLACK,          // its four column combinations
         POINTS * g.depth * images * most_tiles + SLACK, // V
         POINTS * block_rows * images * most_tiles + SLACK, // M of a block of output channels
-        2 * 2 * most_tiles + 2 * SLACK, // two output rows of each tile row
+        2 * 2 * most_tiles + 2 * SLACK,      // two output rows of each tile row
     ];
-    with_scratch_parts(lens, |[padded, columns, halves, v, m, rows]| {
+    with_scratch_parts(lens, |[padded, columns, v, m, rows]| {
         for first in (0..g.tile_rows).step_by(g.block_rows) {
             let count = (g.tile_rows - first).min(g.block_rows);
             let tiles = count * g.grid_columns;
@@ -295,7 +294,6 @@ pub(super) fn convolve_images(
                     count,
                     padded,
                     columns,
-                    halves,
                     v: &mut v[n * tiles..],
                     row_stride: row,
                 });
@@ -346,11 +344,9 @@ pub(super) fn convolve_images(
 /// `v[(ξ·depth + c)·row_stride + t]` (`row_stride >= tiles`). Returns whether every input it
 /// read was finite.
 ///
-/// In MNIST inference's profile a third of this transform's time sits on the copy of the
-/// image's rows into `padded`, waiting on their first read. Measured level, call by call (Zen 4,
-/// 2 threads): reading the image with masked loads instead of the copy and shifting the split
-/// columns by a tile in registers instead of reloading `halves` (+1-2% with AVX-512, -1% to
-/// level with AVX2); prefetching the next channel's rows.
+/// On Zen 4 a third of this transform's time sat on the copy of the image's rows into
+/// `padded`, waiting on their first read; reading the image with masked loads instead of the
+/// copy, and prefetching the next channel's rows, measured level there.
 struct InputTransform<'a> {
     x: &'a [f32],
     g: &'a Geometry,
@@ -358,7 +354,6 @@ struct InputTransform<'a> {
     count: usize,
     padded: &'a mut [f32],
     columns: &'a mut [f32],
-    halves: &'a mut [f32],
     v: &'a mut [f32],
     row_stride: usize,
 }
@@ -375,7 +370,6 @@ impl VectorKernel for InputTransform<'_> {
             count,
             padded,
             columns,
-            halves,
             v,
             row_stride,
         } = self;
@@ -392,16 +386,36 @@ impl VectorKernel for InputTransform<'_> {
         let zero = check;
         for c in 0..g.depth {
             // The padded rows this block reads, zero outside the image (cropped where the grid
-            // ends before the image does); the zeros were written once for every channel.
+            // ends before the image does); the rows of padding were zeroed once for every
+            // channel. An image row is written as whole vectors on the grid the column
+            // combinations read (the image shifted by `left` in a masked load, zeros around
+            // it), so that each read finds one store to forward from: a copy to `left` floats
+            // further stalled every read on a store forwarding that fails.
             let x = &x[c * plane..(c + 1) * plane];
-            for (i, row) in padded[..rows_read * wp].chunks_exact_mut(wp).enumerate() {
-                if let Some(r) = (2 * first + i)
+            for i in 0..rows_read {
+                let Some(r) = (2 * first + i)
                     .checked_sub(g.top)
                     .filter(|&r| r < g.in_height)
-                {
-                    let (row, x) = (&mut row[left..left + width], &x[r * g.in_width..][..width]);
-                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-                    unsafe { copy::<V>(row, x) };
+                else {
+                    continue;
+                };
+                let source = x[r * g.in_width..][..width].as_ptr();
+                for col in (0..wp).step_by(V::LANES) {
+                    // Lanes `l` with `0 <= col + l - left < width` hold the image.
+                    let image = zero.lanes_between(
+                        left.saturating_sub(col),
+                        (left + width).saturating_sub(col),
+                    );
+                    // SAFETY: `with_vector` runs this only with a vector type the CPU
+                    // supports; the lanes of `image` read `source[col + l - left]`, inside
+                    // the row's `width` floats (the others are not read, so the pointer may
+                    // lie before the row); `padded` holds `rows_read·wp + SLACK` floats, and
+                    // a vector past the row's end writes zeros into the next row before that
+                    // row is written, or into the zeros of padding.
+                    unsafe {
+                        let p = source.wrapping_add(col).wrapping_sub(left);
+                        V::load_masked(p, image).store(padded.as_mut_ptr().add(i * wp + col));
+                    }
                 }
             }
             // Column combinations Bᵀ·d of each tile row: four rows of `wp` per tile row, as
@@ -432,24 +446,22 @@ impl VectorKernel for InputTransform<'_> {
                 }
             }
             // Row combinations ·B: with `e`, `o` the even and odd columns of a row, tile `t`
-            // reads e[t], o[t], e[t + 1], o[t + 1].
-            let (even, odd) = halves.split_at_mut(tiles + SLACK);
+            // reads e[t], o[t], e[t + 1], o[t + 1]. All in registers: the columns split by
+            // shuffles, the window one tile along slid in from the next vector. (Reloading
+            // split columns one float off from where they were just stored stalled on the
+            // failed store forwarding: half of this transform's time on a Sapphire Rapids.)
             for k in 0..4 {
                 let row = &columns[k * 2 * tiles..(k + 1) * 2 * tiles];
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-                unsafe { deinterleave::<V>(row, even, odd) };
-                // The spare tile of the last row reads one past the end.
-                even[tiles] = 0.0;
-                odd[tiles] = 0.0;
+                let (mut e0, mut o0) = unsafe { split_columns::<V>(row, 0) };
                 for t in (0..tiles).step_by(V::LANES) {
                     let n = (tiles - t).min(V::LANES);
-                    // SAFETY: `even` and `odd` hold `tiles + 1` floats; `v` holds `tiles` from
-                    // each (point, channel)'s row start, `row_stride` apart (asserted above).
+                    // SAFETY: as above.
+                    let (e_next, o_next) = unsafe { split_columns::<V>(row, t + V::LANES) };
+                    let (e1, o1) = (e0.slide_one(e_next), o0.slide_one(o_next));
+                    // SAFETY: `v` holds `tiles` floats from each (point, channel)'s row start,
+                    // `row_stride` apart (asserted above), `n` of them from `t`.
                     unsafe {
-                        let e0 = load::<V>(even.as_ptr().add(t), n);
-                        let e1 = load::<V>(even.as_ptr().add(t + 1), n);
-                        let o0 = load::<V>(odd.as_ptr().add(t), n);
-                        let o1 = load::<V>(odd.as_ptr().add(t + 1), n);
                         let point = v.as_mut_ptr().add((4 * k * g.depth + c) * row_stride + t);
                         let next = g.depth * row_stride;
                         e0.sub(e1).store_first(point, n);
@@ -457,10 +469,35 @@ impl VectorKernel for InputTransform<'_> {
                         e1.sub(o0).store_first(point.add(2 * next), n);
                         o0.sub(o1).store_first(point.add(3 * next), n);
                     }
+                    (e0, o0) = (e_next, o_next);
                 }
             }
         }
         !check.sum().is_nan()
+    }
+}
+
+/// The even and odd columns of tiles `t..t + LANES` of a flattened row of tiles (two columns
+/// each), zero past the row's end (where the spare tile of the last tile row reads one past).
+/// A function, not a closure: a closure is not compiled for the caller's instruction set.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn split_columns<V: Vector>(row: &[f32], t: usize) -> (V, V) {
+    let at = (2 * t).min(row.len());
+    let n = row.len() - at;
+    // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
+    // `at + LANES`, all within the row.
+    unsafe {
+        let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
+        let hi = if n > V::LANES {
+            load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
+        } else {
+            V::zero()
+        };
+        lo.deinterleave(hi)
     }
 }
 
