@@ -404,14 +404,21 @@ impl<V: Vector> Max2x2<V> {
         (best, first.add(self.even_offsets).add(at).to_u32_bits())
     }
 
+    /// The maxima of windows whose four inputs are the lanes of `window`, as [`Max2x2::window`]
+    /// computes them, without the index (for inference).
+    #[inline(always)]
+    pub fn maximum([a, b, c, d]: [V; 4]) -> V {
+        a.max(b).max(c.max(d))
+    }
+
     /// The maxima of windows whose four inputs (top left, top right, bottom left, bottom
     /// right) are the lanes of `window`, and the offset of each one's input from its window's
     /// first, as a float: the first of the four equal to the maximum (PyTorch's rule when
     /// nothing is NaN).
     #[inline(always)]
     pub fn window(&self, window: [V; 4]) -> (V, V) {
-        let [a, b, c, d] = window;
-        let best = a.max(b).max(c.max(d));
+        let best = Self::maximum(window);
+        let [a, b, c, _] = window;
         let at = c.select_equal(best, self.below, self.below_right);
         let at = b.select_equal(best, self.right, at);
         (best, a.select_equal(best, self.zero, at))

@@ -624,6 +624,13 @@ impl VectorKernel for OutputTransform<'_, '_> {
         );
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
         let pooled = matches!(destination, Destination::Pooled { .. });
+        let indexed = matches!(
+            destination,
+            Destination::Pooled {
+                indices: Some(_),
+                ..
+            }
+        );
         // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
         let (zero, window) = unsafe { (V::zero(), Max2x2::<V>::new(g.out_width)) };
         let mut check = zero;
@@ -651,8 +658,14 @@ impl VectorKernel for OutputTransform<'_, '_> {
                         // The pool's rule on the window [y00 y01; y10 y11]: the maximum, and
                         // the first input equal to it. A NaN makes the caller redo the images
                         // through the planes and the pool's exact rule.
-                        let (best, at) = window.window([y00, y01, y10, y11]);
                         check = y00.add(y01).add(y10).add(y11).mul_add(zero, check);
+                        if !indexed {
+                            // Inference: the maxima alone.
+                            let best = Max2x2::maximum([y00, y01, y10, y11]);
+                            best.store_first(upper.as_mut_ptr().add(t), n);
+                            continue;
+                        }
+                        let (best, at) = window.window([y00, y01, y10, y11]);
                         best.store_first(upper.as_mut_ptr().add(t), n);
                         at.store_first(lower.as_mut_ptr().add(t), n);
                         continue;
