@@ -789,7 +789,8 @@ mod tests {
         }
     }
 
-    /// `a − b`, then `a` and `b` interleaved and split back, and `max(a, b)`, vector by vector.
+    /// `a − b`, then `a` and `b` interleaved and split back, `max(a, b)`, and `a` slid by one
+    /// lane onto `b`, vector by vector.
     struct Shuffle<'a> {
         a: &'a [f32],
         b: &'a [f32],

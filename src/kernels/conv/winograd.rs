@@ -345,8 +345,7 @@ pub(super) fn convolve_images(
 
 /// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
 /// `v[ξ·point_stride + c·row_stride + t]` (`row_stride >= tiles`, `point_stride >=
-/// depth·row_stride`). Returns whether every input it
-/// read was finite.
+/// depth·row_stride`). Returns whether every input it read was finite.
 ///
 /// On Zen 4 a third of this transform's time sat on the copy of the image's rows into
 /// `padded`, waiting on their first read; reading the image with masked loads instead of the
@@ -500,7 +499,8 @@ fn spread(len: usize) -> usize {
 
 /// The even and odd columns of tiles `t..t + LANES` of a flattened row of tiles (two columns
 /// each), zero past the row's end (where the spare tile of the last tile row reads one past).
-/// A function, not a closure: a closure is not compiled for the caller's instruction set.
+/// A function, not a closure: a closure the compiler did not inline ran without the
+/// caller's target features, each shuffle a call (S2's forward lost a quarter).
 ///
 /// # Safety
 ///
