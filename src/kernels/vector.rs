@@ -265,6 +265,28 @@ pub(crate) unsafe fn load<V: Vector>(p: *const f32, n: usize) -> V {
     }
 }
 
+/// The even and odd floats of `row[at..at + 2·LANES]`, as two vectors, zero past the row's end
+/// (`at` at most the row's length).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn split_pairs<V: Vector>(row: &[f32], at: usize) -> (V, V) {
+    let n = row.len() - at;
+    // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
+    // `at + LANES`, all within the row.
+    unsafe {
+        let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
+        let hi = if n > V::LANES {
+            load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
+        } else {
+            V::zero()
+        };
+        lo.deinterleave(hi)
+    }
+}
+
 /// Splits the `2·m` floats of `row` into its even and odd ones, the first `m` floats of `even`
 /// and `odd`.
 ///
@@ -276,18 +298,11 @@ pub(crate) unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd:
     let m = row.len() / 2;
     assert!(row.len() == 2 * m && even.len() >= m && odd.len() >= m);
     for at in (0..2 * m).step_by(2 * V::LANES) {
-        let n = 2 * m - at;
-        let pairs = (n / 2).min(V::LANES);
-        // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
-        // `at + LANES`; `pairs` of `even` and `odd` from `at / 2`, all within the slices.
+        let pairs = ((2 * m - at) / 2).min(V::LANES);
+        // SAFETY: the caller's contract; `at < 2m`; `pairs` of `even` and `odd` from `at / 2`,
+        // within the slices.
         unsafe {
-            let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
-            let hi = if n > V::LANES {
-                load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
-            } else {
-                V::zero()
-            };
-            let (e, o) = lo.deinterleave(hi);
+            let (e, o) = split_pairs::<V>(row, at);
             e.store_first(even.as_mut_ptr().add(at / 2), pairs);
             o.store_first(odd.as_mut_ptr().add(at / 2), pairs);
         }

@@ -38,7 +38,7 @@ use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, load, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, load, split_pairs, with_vector};
 
 /// Points of the transformed domain per tile (4x4).
 pub(super) const POINTS: usize = 16;
@@ -461,12 +461,17 @@ impl VectorKernel for InputTransform<'_> {
             // failed store forwarding: half of this transform's time on a Sapphire Rapids.)
             for k in 0..4 {
                 let row = &columns[k * 2 * tiles..(k + 1) * 2 * tiles];
+                // The even and odd columns of tiles `t..t + LANES`, zero past the row's end
+                // (where the spare tile of the last tile row reads one past). A function, not
+                // a closure: a closure left uninlined ran without the target features, each
+                // shuffle a call (S2's forward lost a quarter).
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-                let (mut e0, mut o0) = unsafe { split_columns::<V>(row, 0) };
+                let (mut e0, mut o0) = unsafe { split_pairs::<V>(row, 0) };
                 for t in (0..tiles).step_by(V::LANES) {
                     let n = (tiles - t).min(V::LANES);
-                    // SAFETY: as above.
-                    let (e_next, o_next) = unsafe { split_columns::<V>(row, t + V::LANES) };
+                    // SAFETY: as above; the start is clamped to the row.
+                    let (e_next, o_next) =
+                        unsafe { split_pairs::<V>(row, (2 * (t + V::LANES)).min(row.len())) };
                     let (e1, o1) = (e0.slide_one(e_next), o0.slide_one(o_next));
                     // SAFETY: `v` holds `tiles` floats from each (point, channel)'s row start,
                     // points `point_stride` and channels `row_stride` apart (asserted above),
@@ -495,31 +500,6 @@ impl VectorKernel for InputTransform<'_> {
 /// 4 KiB; its backward-data twice that), an odd number of lines spreads them over 16 sets.
 fn spread(len: usize) -> usize {
     (len.div_ceil(16) | 1) * 16
-}
-
-/// The even and odd columns of tiles `t..t + LANES` of a flattened row of tiles (two columns
-/// each), zero past the row's end (where the spare tile of the last tile row reads one past).
-/// A function, not a closure: a closure the compiler did not inline ran without the
-/// caller's target features, each shuffle a call (S2's forward lost a quarter).
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instruction set.
-#[inline(always)]
-unsafe fn split_columns<V: Vector>(row: &[f32], t: usize) -> (V, V) {
-    let at = (2 * t).min(row.len());
-    let n = row.len() - at;
-    // SAFETY: the caller's contract; `n.min(LANES)` floats of `row` from `at`, the rest from
-    // `at + LANES`, all within the row.
-    unsafe {
-        let lo = load::<V>(row.as_ptr().add(at), n.min(V::LANES));
-        let hi = if n > V::LANES {
-            load::<V>(row.as_ptr().add(at + V::LANES), n - V::LANES)
-        } else {
-            V::zero()
-        };
-        lo.deinterleave(hi)
-    }
 }
 
 /// Copies `src` into `dst` (equal lengths) a vector at a time: the rows here are short, where
