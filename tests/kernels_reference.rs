@@ -459,9 +459,10 @@ fn register_tile_paths_match_the_reference() {
 
 #[test]
 fn forward_straight_into_the_output_skips_the_grid_columns() {
-    // With AVX-512, output rows of at least a vector (16) are computed in place from the wide
-    // grid's phase planes, a vector that crosses a row boundary loading its far lanes a gap
-    // further on: rows of exactly a vector, one more, just under two vectors, rows whose
+    // With AVX-512, output rows of at least a vector (16) are computed on the wide grid and
+    // stored straight into the output, a vector that crosses a row boundary storing its lanes
+    // of the next row a gap short and the grid's extra columns nowhere: rows of exactly a
+    // vector, one more, just under two vectors, rows whose
     // boundaries fall in many lanes, gaps of 0, 1 and 2 columns (stride 1 and 2, wide padding,
     // dilation) and a partial last tile.
     let mut rng = StdRng::seed_from_u64(53);

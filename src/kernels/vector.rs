@@ -63,6 +63,15 @@ pub(crate) trait Vector: Copy {
     /// The first `n` floats (at most `LANES`) from `p` are writable.
     unsafe fn store_first(self, p: *mut f32, n: usize);
 
+    /// Writes the lanes of `mask` to their places from `p` (the others are not written). For
+    /// the few stores at the end of a register tile: AVX2's masked store is slow on AMD CPUs
+    /// (see [`Vector::store_first`]).
+    ///
+    /// # Safety
+    ///
+    /// The lanes of `mask` from `p` are writable.
+    unsafe fn store_masked(self, p: *mut f32, mask: Self::Mask);
+
     /// `self · b + c`, one rounding.
     fn mul_add(self, b: Self, c: Self) -> Self;
 
@@ -108,13 +117,6 @@ pub(crate) trait Vector: Copy {
 
     /// The lanes `from..to` (none when `from >= to`; `to` at most `LANES` counts).
     fn lanes_between(self, from: usize, to: usize) -> Self::Mask;
-
-    /// The lanes of `mask` read from `p` (the others not read), the other lanes of `self`.
-    ///
-    /// # Safety
-    ///
-    /// As [`Vector::load_masked`].
-    unsafe fn load_masked_into(self, p: *const f32, mask: Self::Mask) -> Self;
 
     /// The sum of the lanes.
     fn sum(self) -> f32;
@@ -178,9 +180,11 @@ impl Vector for Scalar {
         Scalar(if mask { unsafe { *p } } else { 0.0 })
     }
     #[inline(always)]
-    unsafe fn load_masked_into(self, p: *const f32, mask: bool) -> Self {
-        // SAFETY: the caller's contract.
-        if mask { Scalar(unsafe { *p }) } else { self }
+    unsafe fn store_masked(self, p: *mut f32, mask: bool) {
+        if mask {
+            // SAFETY: the caller's contract.
+            unsafe { *p = self.0 }
+        }
     }
     #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
@@ -494,8 +498,8 @@ mod x86 {
             Avx512(unsafe { _mm512_maskz_loadu_ps(mask, p) })
         }
         #[inline(always)]
-        unsafe fn load_masked_into(self, p: *const f32, mask: __mmask16) -> Self {
-            Avx512(unsafe { _mm512_mask_loadu_ps(self.0, mask, p) })
+        unsafe fn store_masked(self, p: *mut f32, mask: __mmask16) {
+            unsafe { _mm512_mask_storeu_ps(p, mask, self.0) }
         }
         #[inline(always)]
         unsafe fn store_first(self, p: *mut f32, n: usize) {
@@ -624,9 +628,8 @@ mod x86 {
             Avx2(unsafe { _mm256_maskload_ps(p, _mm256_castps_si256(mask)) })
         }
         #[inline(always)]
-        unsafe fn load_masked_into(self, p: *const f32, mask: __m256) -> Self {
-            let loaded = unsafe { Self::load_masked(p, mask) };
-            Avx2(unsafe { _mm256_blendv_ps(self.0, loaded.0, mask) })
+        unsafe fn store_masked(self, p: *mut f32, mask: __m256) {
+            unsafe { _mm256_maskstore_ps(p, _mm256_castps_si256(mask), self.0) }
         }
         #[inline(always)]
         unsafe fn store_first(self, p: *mut f32, n: usize) {

@@ -162,10 +162,12 @@ impl PackedRows {
     }
 }
 
-/// Where output column `p` of [`shifted_gemm`] reads its source: column `p` itself
-/// ([`Gaps::NONE`]), or, for an output of rows `row` long read from a source whose rows are
-/// `row + gap` long, column `p + ⌊p / row⌋ · gap`: a wide grid computed straight into the
-/// narrow output, so the grid's extra columns are neither computed nor copied out.
+/// Where grid column `p` of [`shifted_gemm`] is stored: at `p` itself ([`Gaps::NONE`]), or, for
+/// a grid whose rows are `row + gap` columns long of which the first `row` are outputs, at
+/// `p − ⌊p / (row + gap)⌋ · gap` (the other `gap` columns of each row not at all): a wide grid
+/// computed straight into the narrow output, so its extra columns are never copied out. The
+/// extra columns are computed (the tiles read the grid as it lies, with no masked loads in
+/// the inner loop); only the stores at the end of each tile skip them.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Gaps {
     pub row: usize,
@@ -173,26 +175,37 @@ pub(super) struct Gaps {
 }
 
 impl Gaps {
-    /// Output column `p` reads source column `p`.
+    /// Grid column `p` is stored at `p`.
     pub const NONE: Gaps = Gaps {
         row: usize::MAX,
         gap: 0,
     };
 
-    /// The source column of output column `p`.
+    /// The columns of one row of the grid (`usize::MAX` without gaps).
+    fn grid_row(self) -> usize {
+        self.row.saturating_add(self.gap)
+    }
+
+    /// The grid column of output column `p`.
     fn source(self, p: usize) -> usize {
         p + p / self.row * self.gap
     }
 
+    /// Where grid column `p` is stored (if it is an output).
+    fn destination(self, p: usize) -> usize {
+        p - p / self.grid_row() * self.gap
+    }
+
     /// Whether [`shifted_gemm`] takes these gaps on this CPU: a vector of its tile crosses at
-    /// most one boundary between rows.
+    /// most one boundary between rows, and holds the gap of one row at most.
     pub fn supported(self) -> bool {
         self.gap == 0 || self.row >= vector_lanes()
     }
 }
 
 /// `out[i·out_stride + p] = epilogue(Σ_k a[i, k] · src[offsets[k] + gaps.source(p)])` for
-/// `i < a.rows`, `p < n` (`gaps` [`Gaps::NONE`]: `src[offsets[k] + p]`).
+/// `i < a.rows`, `p < n` (`gaps` [`Gaps::NONE`]: `src[offsets[k] + p]`): computed over the
+/// grid columns `0..=gaps.source(n - 1)`, gaps included.
 ///
 /// # Panics
 ///
@@ -236,8 +249,9 @@ pub(super) fn shifted_gemm(
     // the padded planes a chunk reads stays in cache while all the blocks use it.
     let parallel = !crate::util::threads::inside_split() && rayon::current_num_threads() > 1;
     let chunk = column_chunk(a.depth);
-    for first in (0..n).step_by(chunk) {
-        let columns = first..(first + chunk).min(n);
+    let grid_columns = gaps.source(n - 1) + 1;
+    for first in (0..grid_columns).step_by(chunk) {
+        let columns = first..(first + chunk).min(grid_columns);
         let blocks: Vec<_> = out
             .chunks_mut(a.block_rows * out_stride)
             .take(a.blocks())
@@ -413,10 +427,10 @@ enum Prefetch {
 const STEPS_AHEAD: usize = 8;
 
 /// One block of `rows` output rows (at most `stride`, the rows the block was packed with) over
-/// output columns `columns`, tile by tile. The caller checked that every read
-/// `src[offsets[k] + gaps.source(p)]` (`p` in `columns`) and every write
-/// `out_block[i·out_stride + p]` (`i < rows`) is in bounds, the gaps are supported, and the
-/// epilogue's bias (if any) has `rows` values.
+/// grid columns `columns`, tile by tile. The caller checked that every read
+/// `src[offsets[k] + p]` (`p` in `columns`) and every write
+/// `out_block[i·out_stride + gaps.destination(p)]` (`i < rows`) is in bounds, the gaps are
+/// supported, and the epilogue's bias (if any) has `rows` values.
 #[allow(clippy::too_many_arguments)]
 fn block_product(
     block: &[f32],
@@ -431,7 +445,10 @@ fn block_product(
     epilogue: Epilogue<'_>,
     prefetch: Prefetch,
 ) {
-    debug_assert!(columns.is_empty() || (rows - 1) * out_stride + columns.end <= out_block.len());
+    debug_assert!(
+        columns.is_empty()
+            || (rows - 1) * out_stride + gaps.destination(columns.end - 1) < out_block.len()
+    );
     debug_assert!(epilogue.bias.is_none_or(|bias| bias.len() == rows));
     debug_assert!(rows <= stride && block.len() == offsets.len() * stride);
     debug_assert!(gaps.supported());
@@ -466,13 +483,40 @@ struct BlockProduct<'a> {
     prefetch: Prefetch,
 }
 
-/// Where one vector of a tile reads each step's source row: from `start` for its first `split`
-/// lanes, `gap` further on for the rest (the lanes past a boundary between output rows; none
-/// when `split >= LANES`).
+/// Where one vector of a tile stores its lanes: lanes `..split` from `start`, lanes
+/// `resume..` (those of the next row of the grid) `gap` floats short of their own place, the
+/// lanes between them (a row's extra grid columns) nowhere; `count` lanes hold columns. Without
+/// gaps, `split` and `resume` are at least `count`: all lanes from `start`.
 #[derive(Clone, Copy)]
-struct VectorSource {
+struct VectorTarget {
     start: usize,
     split: usize,
+    resume: usize,
+    count: usize,
+}
+
+impl VectorTarget {
+    /// The target of the `count` lanes from grid column `p`.
+    #[inline(always)]
+    fn new(gaps: Gaps, p: usize, count: usize) -> VectorTarget {
+        if gaps.gap == 0 {
+            // No divisions (by `usize::MAX`) once per vector of every tile of the gapless
+            // products, some of them short (backward-data phases of depth 128).
+            return VectorTarget {
+                start: p,
+                split: usize::MAX,
+                resume: usize::MAX,
+                count,
+            };
+        }
+        let column = p % gaps.grid_row();
+        VectorTarget {
+            start: gaps.destination(p),
+            split: gaps.row.saturating_sub(column),
+            resume: gaps.grid_row() - column,
+            count,
+        }
+    }
 }
 
 impl VectorKernel for BlockProduct<'_> {
@@ -481,25 +525,17 @@ impl VectorKernel for BlockProduct<'_> {
     #[inline(always)]
     fn run<V: Vector>(self) {
         let span = tile_vectors(V::LANES) * V::LANES;
-        let gaps = self.gaps;
         for first in self.columns.clone().step_by(span) {
             let columns = (self.columns.end - first).min(span);
-            let source = |v: usize| {
-                let p = first + v * V::LANES;
-                VectorSource {
-                    start: gaps.source(p),
-                    // `row` is `usize::MAX` without gaps: no boundary, and no overflow.
-                    split: (p / gaps.row + 1) * gaps.row - p,
-                }
-            };
+            let count = |v: usize| columns.saturating_sub(v * V::LANES).min(V::LANES);
+            let target = |v: usize| VectorTarget::new(self.gaps, first + v * V::LANES, count(v));
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports; every
-            // read `src[offsets[k] + gaps.source(first + j)]` and write
-            // `out_block[i·out_stride + first + j]` has `j < columns` (a partial tile goes
-            // through masks), within the bounds the caller checked.
+            // read `src[offsets[k] + first + j]` and write
+            // `out_block[i·out_stride + gaps.destination(first + j)]` has `j < columns` (a
+            // partial tile goes through masks), within the bounds the caller checked.
             unsafe {
-                let src = self.src.as_ptr();
-                let out = self.out_block.as_mut_ptr().add(first);
-                let count = |v: usize| columns.saturating_sub(v * V::LANES).min(V::LANES);
+                let src = self.src.as_ptr().add(first);
+                let out = self.out_block.as_mut_ptr();
                 macro_rules! rows {
                     ($vecs:literal, $full:literal, $gaps:literal, $at:expr) => {
                         match self.rows {
@@ -516,21 +552,17 @@ impl VectorKernel for BlockProduct<'_> {
                 }
                 macro_rules! gapped {
                     ($vecs:literal, $full:literal, $at:expr) => {
-                        if gaps.gap == 0 {
+                        if self.gaps.gap == 0 {
                             rows!($vecs, $full, false, $at)
                         } else {
                             rows!($vecs, $full, true, $at)
                         }
                     };
                 }
-                let two = [(source(0), count(0)), (source(1), count(1))];
-                let one = [(source(0), count(0))];
+                let two = [target(0), target(1)];
+                let one = [target(0)];
                 if span == 3 * V::LANES && columns > 2 * V::LANES {
-                    let three = [
-                        (source(0), count(0)),
-                        (source(1), count(1)),
-                        (source(2), count(2)),
-                    ];
+                    let three = [target(0), target(1), target(2)];
                     if columns == span {
                         gapped!(3, true, three)
                     } else {
@@ -551,17 +583,16 @@ impl VectorKernel for BlockProduct<'_> {
 }
 
 impl BlockProduct<'_> {
-    /// One register tile: `ROWS` output rows by `VECS` vectors of columns, all of them when
-    /// `FULL`, else the first `at[v].1` lanes of vector `v` (read masked, written with
-    /// [`Vector::store_first`]). Vector `v` reads each step's row from `at[v].0` (and, with
-    /// `GAPS`, the lanes past its split a gap further on).
+    /// One register tile: `ROWS` output rows by `VECS` vectors of grid columns from `src`, all
+    /// of their lanes when `FULL`, else the first `at[v].count` of vector `v` (read masked).
+    /// Vector `v` stores its lanes where `at[v]` says (all from `at[v].start` unless `GAPS`).
     ///
     /// # Safety
     ///
     /// The CPU supports `V`'s instruction set; `block` holds `offsets.len()` columns of
     /// `stride` weights (`ROWS <= stride`); every (enabled) lane `j` of
-    /// `src + offsets[k] + at[v].0.start + j` (plus the gap from the split on) and of
-    /// `out + i·out_stride + v·LANES + j` (`i < ROWS`) is in bounds.
+    /// `src + offsets[k] + v·LANES + j` is readable, and every place `at[v]` stores to from
+    /// `out + i·out_stride` (`i < ROWS`) writable.
     #[inline(always)]
     unsafe fn tile<
         V: Vector,
@@ -573,14 +604,12 @@ impl BlockProduct<'_> {
         &self,
         src: *const f32,
         out: *mut f32,
-        at: [(VectorSource, usize); VECS],
+        at: [VectorTarget; VECS],
     ) {
         debug_assert!(ROWS <= self.stride && self.block.len() == self.offsets.len() * self.stride);
         // SAFETY: the caller's contract; masked-off lanes are neither read nor written; step
         // `k`'s weights are `stride` floats from the block's start, of which the first `ROWS`
-        // are read. In a full tile the plain load of a gapped vector reads its lanes past the
-        // split short of where they belong (overwritten by the second load): inside the span
-        // the caller checked, which runs to the last lane's true place.
+        // are read.
         unsafe {
             let mut acc = [[V::zero(); VECS]; ROWS];
             if let Some(bias) = self.epilogue.bias {
@@ -588,20 +617,12 @@ impl BlockProduct<'_> {
                     *acc = [V::splat(b); VECS];
                 }
             }
-            let gap = self.gaps.gap;
-            let starts: [usize; VECS] = std::array::from_fn(|v| at[v].0.start);
-            let crossing: [bool; VECS] = std::array::from_fn(|v| at[v].0.split < V::LANES);
-            // The lanes read from `start` (all valid ones without gaps) and those read a gap on.
-            // Plain loops, not `array::from_fn`: its closure is called through a generic of
+            // A plain loop, not `array::from_fn`: its closure is called through a generic of
             // `core` compiled without this kernel's target features, where AVX2's mask
             // intrinsics became calls (a third of Winograd's AVX2 forward on MNIST's conv2).
-            let mut near = [V::zero().first_lanes(0); VECS];
-            let mut far = near;
+            let mut valid = [V::zero().first_lanes(0); VECS];
             for v in 0..VECS {
-                let (source, count) = at[v];
-                let end = if GAPS { source.split.min(count) } else { count };
-                near[v] = V::zero().first_lanes(end);
-                far[v] = V::zero().lanes_between(source.split, count);
+                valid[v] = V::zero().first_lanes(at[v].count);
             }
             let mut weights = self.block.as_ptr();
             for (k, &offset) in self.offsets.iter().enumerate() {
@@ -619,12 +640,12 @@ impl BlockProduct<'_> {
                     };
                     match prefetch {
                         Prefetch::NextTile => {
-                            prefetch_line(row.wrapping_add(starts[0] + VECS * V::LANES));
+                            prefetch_line(row.wrapping_add(VECS * V::LANES));
                         }
                         Prefetch::StepsAhead => {
                             if let Some(&ahead) = self.offsets.get(k + STEPS_AHEAD) {
-                                // The tile's span, gaps included, within `VECS + 1` lines.
-                                let first = src.wrapping_add(ahead + starts[0]);
+                                // The tile's span within `VECS + 1` lines.
+                                let first = src.wrapping_add(ahead);
                                 for line in 0..=VECS {
                                     prefetch_line(first.wrapping_add(line * LINE));
                                 }
@@ -633,16 +654,11 @@ impl BlockProduct<'_> {
                     }
                 }
                 let x: [V; VECS] = std::array::from_fn(|v| {
-                    let near_lanes = row.add(starts[v]);
-                    let x = if FULL {
-                        V::load(near_lanes)
+                    let lanes = row.add(v * V::LANES);
+                    if FULL {
+                        V::load(lanes)
                     } else {
-                        V::load_masked(near_lanes, near[v])
-                    };
-                    if GAPS && crossing[v] {
-                        x.load_masked_into(near_lanes.add(gap), far[v])
-                    } else {
-                        x
+                        V::load_masked(lanes, valid[v])
                     }
                 });
                 for (acc, &w) in acc.iter_mut().zip(w_step) {
@@ -656,10 +672,28 @@ impl BlockProduct<'_> {
                 let row = out.add(i * self.out_stride);
                 for v in 0..VECS {
                     let y = self.epilogue.activate(acc[v]);
-                    if FULL {
-                        y.store(row.add(v * V::LANES));
+                    let VectorTarget {
+                        start,
+                        split,
+                        resume,
+                        count,
+                    } = at[v];
+                    if GAPS {
+                        // The lanes of each row of the grid to their own places, its extra
+                        // columns nowhere: the next row's lanes are `gap` floats short of
+                        // where a plain store would put them (`wrapping_sub`: the lanes
+                        // before `resume` are not written). Two masked stores whether or not
+                        // the vector crosses a row's end: no branch keeps the tile's sums in
+                        // registers (with one, they went through the stack).
+                        y.store_first(row.add(start), split.min(count));
+                        y.store_masked(
+                            row.add(start).wrapping_sub(self.gaps.gap),
+                            V::zero().lanes_between(resume, count),
+                        );
+                    } else if FULL {
+                        y.store(row.add(start));
                     } else {
-                        y.store_first(row.add(v * V::LANES), at[v].1);
+                        y.store_first(row.add(start), count);
                     }
                 }
             }

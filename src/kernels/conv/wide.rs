@@ -603,10 +603,12 @@ pub(super) fn forward_image_shifted(
     let wide = Wide::new(s);
     let planes_len = s.group_in() * wide.padded_len;
     let offsets = wide.row_offsets(s.group_in(), wide.padded_len, |shift| shift);
-    // With AVX-512, rows at least a vector long are computed straight into the output,
-    // skipping the grid's extra columns (a vector across a row boundary loads its far lanes
-    // once more, masked): S4 forward +2.5-3% on one and two threads (Zen 4). AVX2's masked
-    // load and blend cost more than that (S4 155 -> 92 GFLOP/s): there the grid is narrowed.
+    // With AVX-512, rows at least a vector long are stored straight into the output,
+    // skipping the grid's extra columns (two masked stores per vector at the end of a tile):
+    // S4 forward +5% on two threads (Xeon, Sapphire Rapids) against loading the far lanes of
+    // a vector across a row boundary once more, masked, at every step, which itself measured
+    // +2.5-3% against narrowing the grid (Zen 4). AVX2's tiles are narrowed: stored in place
+    // they measured +1.5% here, and AVX2's masked store is slow on AMD CPUs.
     let gaps = Gaps {
         row: s.out_width,
         gap: wide.width - s.out_width,
