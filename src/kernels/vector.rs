@@ -100,6 +100,12 @@ pub(crate) trait Vector: Copy {
     /// `[x1, x2, …, x(LANES−1), next0]`, the window one float further along `self ++ next`.
     fn slide_one(self, next: Self) -> Self;
 
+    /// Every lane but `first`, `first + period`, `first + 2·period`, … (`period >= 1`).
+    fn lanes_skipping(self, first: usize, period: usize) -> Self::Mask;
+
+    /// The lanes of `keep`, in order, moved to the front; the lanes after them unspecified.
+    fn compress(self, keep: Self::Mask) -> Self;
+
     /// [`crate::kernels::relu`] of each lane: zero below zero, NaN and `-0.0` kept.
     fn relu(self) -> Self;
 
@@ -225,6 +231,14 @@ impl Vector for Scalar {
     #[inline(always)]
     fn slide_one(self, next: Self) -> Self {
         next
+    }
+    #[inline(always)]
+    fn lanes_skipping(self, first: usize, _period: usize) -> bool {
+        first != 0
+    }
+    #[inline(always)]
+    fn compress(self, _keep: bool) -> Self {
+        self
     }
     #[inline(always)]
     fn relu(self) -> Self {
@@ -444,6 +458,26 @@ mod x86 {
 
     use super::{Vector, VectorKernel};
 
+    /// For each mask of 8 lanes, the indices of its lanes in order, four bits each (lane `k`
+    /// of the result reads bits `4k..4k + 4`): [`Vector::compress`] on AVX2.
+    static COMPRESS_INDICES: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut packed, mut kept, mut lane) = (0u32, 0, 0);
+            while lane < 8 {
+                if mask >> lane & 1 == 1 {
+                    packed |= (lane as u32) << (4 * kept);
+                    kept += 1;
+                }
+                lane += 1;
+            }
+            table[mask] = packed;
+            mask += 1;
+        }
+        table
+    };
+
     /// Runs `f` with AVX-512 vectors.
     ///
     /// # Safety
@@ -551,6 +585,22 @@ mod x86 {
                     Avx512(_mm512_permutex2var_ps(self.0, odd, b.0)),
                 )
             }
+        }
+        #[inline(always)]
+        fn lanes_skipping(self, first: usize, period: usize) -> __mmask16 {
+            let mut skipped = 0u32;
+            let mut lane = first;
+            while lane < 16 {
+                skipped |= 1 << lane;
+                lane += period;
+            }
+            !(skipped as u16)
+        }
+        #[inline(always)]
+        fn compress(self, keep: __mmask16) -> Self {
+            // The register form: the memory form (`vcompressps` to memory) is microcoded and
+            // slow on AMD's Zen 4.
+            Avx512(unsafe { _mm512_maskz_compress_ps(keep, self.0) })
         }
         #[inline(always)]
         fn slide_one(self, next: Self) -> Self {
@@ -702,6 +752,33 @@ mod x86 {
                     _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
                 };
                 (Avx2(order(even)), Avx2(order(odd)))
+            }
+        }
+        #[inline(always)]
+        fn lanes_skipping(self, first: usize, period: usize) -> __m256 {
+            unsafe {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mut skipped = _mm256_setzero_si256();
+                let mut at = first;
+                while at < 8 {
+                    let here = _mm256_cmpeq_epi32(lane, _mm256_set1_epi32(at as i32));
+                    skipped = _mm256_or_si256(skipped, here);
+                    at += period;
+                }
+                _mm256_castsi256_ps(_mm256_xor_si256(skipped, _mm256_set1_epi32(-1)))
+            }
+        }
+        #[inline(always)]
+        fn compress(self, keep: __m256) -> Self {
+            unsafe {
+                // AVX2 has no compress: a permutation whose indices (four bits each, the
+                // kept lanes in order) come from a table by the mask's bits.
+                let bits = _mm256_movemask_ps(keep) as usize;
+                let packed = _mm256_set1_epi32(COMPRESS_INDICES[bits] as i32);
+                let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+                let indices =
+                    _mm256_and_si256(_mm256_srlv_epi32(packed, shifts), _mm256_set1_epi32(0xf));
+                Avx2(_mm256_permutevar8x32_ps(self.0, indices))
             }
         }
         #[inline(always)]
@@ -864,6 +941,54 @@ mod tests {
             let window: Vec<f32> = (start + 1..start + lanes).map(|i| a[i]).collect();
             assert_eq!(&slid[start..start + lanes - 1], &window[..]);
             assert_eq!(slid[start + lanes - 1], b[start]);
+        }
+    }
+
+    /// One vector of `0, 1, 2, …` without lanes `first, first + period, …`, compressed.
+    struct Compress {
+        first: usize,
+        period: usize,
+    }
+
+    impl VectorKernel for Compress {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn run<V: Vector>(self) -> Vec<f32> {
+            let lanes: Vec<f32> = (0..V::LANES).map(|i| i as f32).collect();
+            let mut out = vec![0.0; V::LANES];
+            // SAFETY: `with_vector` runs this only with a type the CPU supports; both slices
+            // hold one vector.
+            unsafe {
+                let x = V::load(lanes.as_ptr());
+                let keep = x.lanes_skipping(self.first, self.period);
+                x.compress(keep).store(out.as_mut_ptr());
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn compress_moves_the_kept_lanes_to_the_front() {
+        for (first, period) in [
+            (0, 1),
+            (0, 8),
+            (7, 8),
+            (3, 5),
+            (1, 2),
+            (15, 16),
+            (16, 4),
+            (2, 100),
+        ] {
+            let out = with_vector(Compress { first, period });
+            let kept: Vec<f32> = (0..out.len())
+                .filter(|&l| l < first || (l - first) % period != 0)
+                .map(|l| l as f32)
+                .collect();
+            assert_eq!(
+                &out[..kept.len()],
+                &kept[..],
+                "skipping {first} + k·{period}"
+            );
         }
     }
 

@@ -18,9 +18,10 @@
 //! rounding, of the same order (the reference tests hold both to the same tolerance).
 //!
 //! Layout. The padded image is read on a grid of `2·grid_columns` columns, one tile more per
-//! row than the output needs: the transforms then run over whole flattened rows of tiles with
-//! full vectors, and the spare tile of each row (which reads into the next row) is computed and
-//! dropped. The transforms are separable and vectorised along the grid: the input's column
+//! row than the output needs: the input transform then runs over whole flattened rows of tiles
+//! with full vectors, and drops the spare tile of each row (which reads into the next row) as
+//! it stores `V` ([`Vector::compress`]), so the products and the output transform see only the
+//! tiles of the output. The transforms are separable and vectorised along the grid: the input's column
 //! combinations (`Bᵀ·d`) over vectors of columns, its row combinations (`·B`) over vectors of
 //! tiles after splitting the columns into even and odd ([`Vector::deinterleave`]), and the
 //! output's the same way backwards ([`Vector::interleave`]). Large images go a block of tile
@@ -113,7 +114,7 @@ pub(super) struct Geometry {
     out_width: usize,
     /// Rows of 2x2 output tiles.
     tile_rows: usize,
-    /// Tiles per row of the grid: one more than the output needs.
+    /// Tiles per row of the grid: one more than the output needs (see [`Geometry::row_tiles`]).
     grid_columns: usize,
     /// Tile rows transformed and multiplied at a time.
     block_rows: usize,
@@ -159,11 +160,12 @@ impl Geometry {
         // A block's transformed input gets half of L2; the other half is for the filters'
         // blocks and the products' outputs streaming past.
         let budget = Caches::of_this_cpu().l2 / 2;
-        let per_tile_row = POINTS * depth * grid_columns * size_of::<f32>();
+        let per_tile_row = POINTS * depth * (grid_columns - 1) * size_of::<f32>();
         let block_rows = (budget / per_tile_row).clamp(1, tile_rows);
         // Small images side by side, so that the products' rows fill whole register tiles:
-        // MNIST's 14x14 has 56 tiles, 3.5 tiles of 16 columns, 7 of them for 4 images.
-        let tiles = tile_rows * grid_columns;
+        // MNIST's 14x14 has 49 tiles, about a register tile of 48 columns: 4 images side by
+        // side fill 4 of them and a sliver.
+        let tiles = tile_rows * (grid_columns - 1);
         let width = shifted::tile_columns();
         let waste = |k: usize| (k * tiles).next_multiple_of(width) as f64 / (k * tiles) as f64;
         let threads = rayon::current_num_threads();
@@ -201,6 +203,11 @@ impl Geometry {
     /// Columns of the padded grid.
     fn width(&self) -> usize {
         2 * self.grid_columns
+    }
+
+    /// Tiles per row of the output, as `V` and `M` hold them: the grid's without its spare.
+    fn row_tiles(&self) -> usize {
+        self.grid_columns - 1
     }
 }
 
@@ -272,21 +279,26 @@ pub(super) fn convolve_images(
     let block_rows = filter.points[0].block_rows();
     assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(block_rows));
     let wp = g.width();
-    let most_tiles = g.block_rows * g.grid_columns;
+    let grid_tiles = g.block_rows * g.grid_columns;
+    let most_tiles = g.block_rows * g.row_tiles();
     let lens = [
         (2 * g.block_rows + 2) * wp + SLACK, // padded input rows of one channel
-        4 * 2 * most_tiles + SLACK,          // its four column combinations
-        POINTS * spread(g.depth * images * most_tiles) + SLACK, // V
-        POINTS * spread(block_rows * images * most_tiles) + SLACK, // M of a block of output channels
-        2 * 2 * most_tiles + 2 * SLACK, // two output rows of each tile row
+        4 * 2 * grid_tiles + SLACK,          // its four column combinations
+        POINTS * spread(g.depth * lines(images * most_tiles)) + SLACK, // V
+        POINTS * spread(block_rows * lines(images * most_tiles)) + SLACK, // M of a block of outputs
+        2 * 2 * most_tiles + 2 * SLACK,      // two output rows of each tile row
     ];
     with_scratch_parts(lens, |[padded, columns, v, m, rows]| {
         for first in (0..g.tile_rows).step_by(g.block_rows) {
             let count = (g.tile_rows - first).min(g.block_rows);
-            let tiles = count * g.grid_columns;
-            // The images' tiles side by side along each row of `V` and `M`.
-            let row = images * tiles;
-            let (v_point, m_point) = (spread(g.depth * row), spread(block_rows * row));
+            let tiles = count * g.row_tiles();
+            // The images' tiles side by side along each row of `V` and `M`, rows whole lines
+            // apart.
+            let (row, row_stride) = (images * tiles, lines(images * tiles));
+            let (v_point, m_point) = (
+                spread(g.depth * row_stride),
+                spread(block_rows * row_stride),
+            );
             for n in 0..images {
                 let finite = with_vector(InputTransform {
                     x: &x[n * image_in..(n + 1) * image_in],
@@ -296,14 +308,14 @@ pub(super) fn convolve_images(
                     padded,
                     columns,
                     v: &mut v[n * tiles..],
-                    row_stride: row,
+                    row_stride,
                     point_stride: v_point,
                 });
                 if !finite {
                     return false;
                 }
             }
-            let offsets: Vec<usize> = (0..g.depth).map(|c| c * row).collect();
+            let offsets: Vec<usize> = (0..g.depth).map(|c| c * row_stride).collect();
             for block in 0..filter.points[0].blocks() {
                 shifted_gemm_block_batch(
                     &filter.points,
@@ -314,13 +326,13 @@ pub(super) fn convolve_images(
                     row,
                     m,
                     m_point,
-                    row,
+                    row_stride,
                 );
                 let o_first = block * block_rows;
                 for n in 0..images {
                     let finite = with_vector(OutputTransform {
                         m: &m[n * tiles..],
-                        row_stride: row,
+                        row_stride,
                         point_stride: m_point,
                         g,
                         first,
@@ -343,9 +355,10 @@ pub(super) fn convolve_images(
     })
 }
 
-/// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]`, laid out as
-/// `v[ξ·point_stride + c·row_stride + t]` (`row_stride >= tiles`, `point_stride >=
-/// depth·row_stride`). Returns whether every input it read was finite.
+/// Step 1 for tile rows `first..first + count`, every channel: `V[ξ, c, t]` for the
+/// `count·row_tiles` tiles `t` of the output, laid out as `v[ξ·point_stride + c·row_stride + t]`
+/// (`row_stride >= tiles`, `point_stride >= depth·row_stride`). Returns whether every input it
+/// read was finite.
 ///
 /// On Zen 4 a third of this transform's time sat on the copy of the image's rows into
 /// `padded`, waiting on their first read; reading the image with masked loads instead of the
@@ -379,7 +392,8 @@ impl VectorKernel for InputTransform<'_> {
             point_stride,
         } = self;
         let wp = g.width();
-        let tiles = count * g.grid_columns;
+        // The grid's tiles, spare ones included, and the output's.
+        let (grid, tiles) = (count * g.grid_columns, count * g.row_tiles());
         assert!(
             row_stride >= tiles
                 && point_stride >= g.depth * row_stride
@@ -428,7 +442,7 @@ impl VectorKernel for InputTransform<'_> {
                 }
             }
             // Column combinations Bᵀ·d of each tile row: four rows of `wp` per tile row, as
-            // `columns[k·2·tiles + i·wp + col]`.
+            // `columns[k·2·grid + i·wp + col]`.
             for i in 0..count {
                 for col in (0..wp).step_by(V::LANES) {
                     let n = (wp - col).min(V::LANES);
@@ -445,9 +459,9 @@ impl VectorKernel for InputTransform<'_> {
                         let k1 = d1.add(d2);
                         let k3 = d1.sub(d3);
                         k0.store_first(out, n);
-                        k1.store_first(out.add(2 * tiles), n);
-                        d2.sub(d1).store_first(out.add(4 * tiles), n);
-                        k3.store_first(out.add(6 * tiles), n);
+                        k1.store_first(out.add(2 * grid), n);
+                        d2.sub(d1).store_first(out.add(4 * grid), n);
+                        k3.store_first(out.add(6 * grid), n);
                         // Every input reaches k0, k1 or k3: an infinity or NaN there makes
                         // `check` NaN (a finite value times zero is zero).
                         check = k0.add(k1).add(k3).mul_add(zero, check);
@@ -459,32 +473,43 @@ impl VectorKernel for InputTransform<'_> {
             // shuffles, the window one tile along slid in from the next vector. (Reloading
             // split columns one float off from where they were just stored stalled on the
             // failed store forwarding: half of this transform's time on a Sapphire Rapids.)
+            // The spare tile of each row is dropped on the way to `V`: grid tile `t` of a
+            // vector is stored at `t − ⌊t / grid_columns⌋`, its spare ones not at all.
+            let gc = g.grid_columns;
             for k in 0..4 {
-                let row = &columns[k * 2 * tiles..(k + 1) * 2 * tiles];
+                let row = &columns[k * 2 * grid..(k + 1) * 2 * grid];
                 // The even and odd columns of tiles `t..t + LANES`, zero past the row's end
                 // (where the spare tile of the last tile row reads one past). A function, not
                 // a closure: a closure left uninlined ran without the target features, each
                 // shuffle a call (S2's forward lost a quarter).
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
                 let (mut e0, mut o0) = unsafe { split_pairs::<V>(row, 0) };
-                for t in (0..tiles).step_by(V::LANES) {
-                    let n = (tiles - t).min(V::LANES);
+                for t in (0..grid).step_by(V::LANES) {
+                    let n = (grid - t).min(V::LANES);
                     // SAFETY: as above; the start is clamped to the row.
                     let (e_next, o_next) =
                         unsafe { split_pairs::<V>(row, (2 * (t + V::LANES)).min(row.len())) };
                     let (e1, o1) = (e0.slide_one(e_next), o0.slide_one(o_next));
+                    let keep = zero.lanes_skipping(gc - 1 - t % gc, gc);
+                    let at = t - t / gc;
+                    let kept = (t + n - (t + n) / gc) - at;
                     // SAFETY: `v` holds `tiles` floats from each (point, channel)'s row start,
-                    // points `point_stride` and channels `row_stride` apart (asserted above),
-                    // `n` of them from `t`.
+                    // points `point_stride` and channels `row_stride` apart (asserted above);
+                    // the `kept` tiles of the output among grid tiles `t..t + n` go to
+                    // `at..at + kept`, within `tiles`.
                     unsafe {
                         let point = v
                             .as_mut_ptr()
-                            .add(4 * k * point_stride + c * row_stride + t);
+                            .add(4 * k * point_stride + c * row_stride + at);
                         let next = point_stride;
-                        e0.sub(e1).store_first(point, n);
-                        o0.add(e1).store_first(point.add(next), n);
-                        e1.sub(o0).store_first(point.add(2 * next), n);
-                        o0.sub(o1).store_first(point.add(3 * next), n);
+                        e0.sub(e1).compress(keep).store_first(point, kept);
+                        o0.add(e1).compress(keep).store_first(point.add(next), kept);
+                        e1.sub(o0)
+                            .compress(keep)
+                            .store_first(point.add(2 * next), kept);
+                        o0.sub(o1)
+                            .compress(keep)
+                            .store_first(point.add(3 * next), kept);
                     }
                     (e0, o0) = (e_next, o_next);
                 }
@@ -492,6 +517,13 @@ impl VectorKernel for InputTransform<'_> {
         }
         !check.sum().is_nan()
     }
+}
+
+/// A row of at least `len` floats that is whole 64-byte lines: the products' vectors of `V` and
+/// `M` then never straddle two lines (MNIST's 4 x 49 tiles, 196 floats a row unpadded, measured
+/// 6% slower on the Sapphire Rapids).
+fn lines(len: usize) -> usize {
+    len.next_multiple_of(16)
 }
 
 /// A stride of at least `len` floats that is an odd number of 64-byte lines. The 16 points of
@@ -594,8 +626,7 @@ impl VectorKernel for OutputTransform<'_, '_> {
             destination,
             image,
         } = self;
-        let wp = g.width();
-        let tiles = count * g.grid_columns;
+        let tiles = count * g.row_tiles();
         let out_plane = g.out_height * g.out_width;
         assert!(
             row_stride >= tiles
@@ -618,6 +649,19 @@ impl VectorKernel for OutputTransform<'_, '_> {
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
             let b = unsafe { V::splat(bias.map_or(0.0, |bias| bias[o])) };
             let relu = activation == ConvActivation::Relu;
+            // With an even width, the pooled plane's rows are the rows of tiles: the maxima
+            // go straight to it (`direct`: where this block's first tile lands, and how many
+            // tiles of the block have a whole window). A copy through `upper` read each row
+            // one vector's worth off the grid it was stored on, a store forwarding that fails.
+            let direct = match destination {
+                Destination::Pooled { out, .. } if g.out_width % 2 == 0 => {
+                    let (height, width) = (g.out_height / 2, g.out_width / 2);
+                    let start = image.start + o * height * width + first * width;
+                    let len = height.saturating_sub(first).min(count) * width;
+                    Some((out[start..start + len].as_mut_ptr(), len))
+                }
+                _ => None,
+            };
             for t in (0..tiles).step_by(V::LANES) {
                 let n = (tiles - t).min(V::LANES);
                 // SAFETY: `m` holds `tiles` floats from each (point, row of the block)'s start
@@ -639,15 +683,21 @@ impl VectorKernel for OutputTransform<'_, '_> {
                         // the first input equal to it. A NaN makes the caller redo the images
                         // through the planes and the pool's exact rule.
                         check = y00.add(y01).add(y10).add(y11).mul_add(zero, check);
-                        if !indexed {
+                        let best = if indexed {
+                            let (best, at) = window.window([y00, y01, y10, y11]);
+                            at.store_first(lower.as_mut_ptr().add(t), n);
+                            best
+                        } else {
                             // Inference: the maxima alone.
-                            let best = Max2x2::maximum([y00, y01, y10, y11]);
-                            best.store_first(upper.as_mut_ptr().add(t), n);
-                            continue;
+                            Max2x2::maximum([y00, y01, y10, y11])
+                        };
+                        match direct {
+                            // `wrapping_add`: past `len`, no lane is written.
+                            Some((out, len)) => {
+                                best.store_first(out.wrapping_add(t), len.saturating_sub(t).min(n))
+                            }
+                            None => best.store_first(upper.as_mut_ptr().add(t), n),
                         }
-                        let (best, at) = window.window([y00, y01, y10, y11]);
-                        best.store_first(upper.as_mut_ptr().add(t), n);
-                        at.store_first(lower.as_mut_ptr().add(t), n);
                         continue;
                     }
                     let (lo_count, hi_count) =
@@ -665,15 +715,18 @@ impl VectorKernel for OutputTransform<'_, '_> {
                 }
             }
             if let Destination::Pooled { out, indices } = destination {
-                // Each whole window's row of the tile row, without the grid's spare columns.
+                // Each whole window's row of the tile row.
                 let (height, width) = (g.out_height / 2, g.out_width / 2);
                 let plane = image.start + o * height * width;
                 for ir in (0..count).take_while(|ir| first + ir < height) {
                     let r = first + ir;
                     let row = plane + r * width..plane + (r + 1) * width;
-                    let tiles = ir * g.grid_columns..ir * g.grid_columns + width;
-                    // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-                    unsafe { copy::<V>(&mut out[row.clone()], &upper[tiles.clone()]) };
+                    let tiles = ir * g.row_tiles()..ir * g.row_tiles() + width;
+                    if direct.is_none() {
+                        // SAFETY: `with_vector` runs this only with a vector type the CPU
+                        // supports.
+                        unsafe { copy::<V>(&mut out[row.clone()], &upper[tiles.clone()]) };
+                    }
                     if let Some(indices) = indices {
                         for (j, (index, &at)) in
                             indices[row].iter_mut().zip(&lower[tiles]).enumerate()
@@ -687,7 +740,8 @@ impl VectorKernel for OutputTransform<'_, '_> {
             let Destination::Planes(out) = destination else {
                 unreachable!("pooled above")
             };
-            // Each tile row's two output rows, without the grid's spare columns.
+            // Each tile row's two output rows (without the odd last column of an odd width).
+            let row_len = 2 * g.row_tiles();
             let plane = &mut out[image.clone()][o * out_plane..(o + 1) * out_plane];
             for ir in 0..count {
                 for (half, source) in [&*upper, &*lower].into_iter().enumerate() {
@@ -696,7 +750,7 @@ impl VectorKernel for OutputTransform<'_, '_> {
                         let row = &mut plane[r * g.out_width..(r + 1) * g.out_width];
                         // SAFETY: `with_vector` runs this only with a vector type the CPU
                         // supports.
-                        unsafe { copy::<V>(row, &source[ir * wp..ir * wp + g.out_width]) };
+                        unsafe { copy::<V>(row, &source[ir * row_len..][..g.out_width]) };
                     }
                 }
             }
