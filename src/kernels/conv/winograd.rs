@@ -21,10 +21,10 @@
 //! row than the output needs: the input transform then runs over whole flattened rows of tiles
 //! with full vectors, and drops the spare tile of each row (which reads into the next row) as
 //! it stores `V` ([`Vector::compress`]), so the products and the output transform see only the
-//! tiles of the output. The transforms are separable and vectorised along the grid: the input's column
-//! combinations (`Bᵀ·d`) over vectors of columns, its row combinations (`·B`) over vectors of
-//! tiles after splitting the columns into even and odd ([`Vector::deinterleave`]), and the
-//! output's the same way backwards ([`Vector::interleave`]). Large images go a block of tile
+//! tiles of the output. The transforms are separable and vectorised along the grid: the input's
+//! column combinations (`Bᵀ·d`) over vectors of columns, its row combinations (`·B`) over
+//! vectors of tiles after splitting the columns into even and odd ([`Vector::deinterleave`]),
+//! and the output's the same way backwards ([`Vector::interleave`]). Large images go a block of tile
 //! rows at a time, so that a block's `V` stays in L2 while the 16 products read it, and each
 //! block of eight output channels is transformed out while its `M` is in L1.
 //!
@@ -156,16 +156,17 @@ impl Geometry {
         batch: usize,
     ) -> Geometry {
         let tile_rows = out_height.div_ceil(2);
-        let grid_columns = out_width.div_ceil(2) + 1;
+        let row_tiles = out_width.div_ceil(2);
+        let grid_columns = row_tiles + 1;
         // A block's transformed input gets half of L2; the other half is for the filters'
         // blocks and the products' outputs streaming past.
         let budget = Caches::of_this_cpu().l2 / 2;
-        let per_tile_row = POINTS * depth * (grid_columns - 1) * size_of::<f32>();
+        let per_tile_row = POINTS * depth * row_tiles * size_of::<f32>();
         let block_rows = (budget / per_tile_row).clamp(1, tile_rows);
         // Small images side by side, so that the products' rows fill whole register tiles:
         // MNIST's 14x14 has 49 tiles, about a register tile of 48 columns: 4 images side by
         // side fill 4 of them and a sliver.
-        let tiles = tile_rows * (grid_columns - 1);
+        let tiles = tile_rows * row_tiles;
         let width = shifted::tile_columns();
         let waste = |k: usize| (k * tiles).next_multiple_of(width) as f64 / (k * tiles) as f64;
         let threads = rayon::current_num_threads();
