@@ -652,8 +652,7 @@ impl VectorKernel for OutputTransform<'_, '_> {
             let relu = activation == ConvActivation::Relu;
             // With an even width, the pooled plane's rows are the rows of tiles: the maxima
             // go straight to it (`direct`: where this block's first tile lands, and how many
-            // tiles of the block have a whole window). A copy through `upper` read each row
-            // one vector's worth off the grid it was stored on, a store forwarding that fails.
+            // tiles of the block have a whole window), without the copy through `upper`.
             let direct = match destination {
                 Destination::Pooled { out, .. } if g.out_width % 2 == 0 => {
                     let (height, width) = (g.out_height / 2, g.out_width / 2);
