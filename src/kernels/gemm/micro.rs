@@ -72,13 +72,23 @@ pub(super) struct LeftPanel {
 
 /// Where a micro-kernel reads the right operand: depth step `p` is the `NR` floats at
 /// `ptr + p · step` (a packed panel has `step == NR`, a row-major operand read in place its row
-/// stride). Unless `ahead` is null, the `NR` floats at `ahead + p · step` are prefetched at
-/// step `p`: a hint, so they need not be readable.
+/// stride); and what it prefetches as it goes.
 #[derive(Clone, Copy)]
 pub(super) struct RightPanel {
     pub ptr: *const f32,
     pub step: usize,
-    pub ahead: *const f32,
+    pub ahead: Prefetch,
+}
+
+/// What a micro-kernel asks the CPU to fetch at each depth step `p`, besides what it reads: a
+/// hint, so the addresses need not be readable.
+#[derive(Clone, Copy)]
+pub(super) enum Prefetch {
+    /// The `NR` floats at `ahead + p · step`: a panel's own steps a few ahead, from L2.
+    Steps(*const f32),
+    /// The one cache line at `ahead + p · step`: a column of lines of a panel further on, from
+    /// memory, a line per step so that several tiles share the panel's fetch.
+    Line(*const f32),
 }
 
 /// One micro-kernel and its tile.
@@ -240,7 +250,7 @@ unsafe fn portable(kc: usize, a: LeftPanel, b: RightPanel, dst: TileDst) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{LeftPanel, RightPanel, TileDst, finish_stored, store_scalar};
+    use super::{LeftPanel, Prefetch, RightPanel, TileDst, finish_stored, store_scalar};
     use crate::kernels::vector::{Avx2, Avx512};
     use crate::util::simd::prefetch_line;
 
@@ -264,31 +274,35 @@ mod x86 {
                 const NR: usize = $vectors * $lanes;
                 let mut acc: [[$vector; $vectors]; $mr] = [[$zero(); $vectors]; $mr];
                 let (a_row, a_step, b_step) = (left.row, left.step, right.step);
-                let (mut a, mut b, mut ahead) = (left.ptr, right.ptr, right.ahead);
+                let (mut a, mut b) = (left.ptr, right.ptr);
                 if dst.col_stride == 1 {
                     // The destination's lines, read (or written) after the loop, fetched while
                     // it runs: rows of a large product are far apart and long evicted, and
                     // waiting for them at the end cost a fifth of sgemm 2048's time on a Zen 3.
                     for i in 0..dst.rows {
                         let row = dst.ptr.wrapping_add(i * dst.row_stride);
-                        prefetch_line(row);
+                        // Every line of the row: a 48-float row left its middle line to
+                        // the epilogue's loads (S5 forward +3-5% on a Zen 4).
+                        for line in (0..NR).step_by(16) {
+                            prefetch_line(row.wrapping_add(line));
+                        }
                         prefetch_line(row.wrapping_add(NR - 1));
                     }
                 }
-                // One depth step with the left operand's rows `$row` apart. (A macro, so that
-                // a packed panel's literal 1 makes every broadcast a fixed offset from one
-                // pointer: with a runtime stride the row addresses were a chain of adds as long
-                // as the step's FMA time, loop-carried.)
+                // One depth step with the left operand's rows `$row` apart, prefetching
+                // `$lines` floats (a multiple of a line) at `ahead`. (A macro, so that a packed
+                // panel's literal 1 makes every broadcast a fixed offset from one pointer: with a
+                // runtime stride the row addresses were a chain of adds as long as the step's
+                // FMA time, loop-carried. Likewise the prefetch is fixed per loop, not tested at
+                // every step.)
                 macro_rules! step {
-                    ($row:expr) => {{
-                        if !ahead.is_null() {
+                    ($row:expr, $ahead:ident, $lines:expr) => {{
+                        for line in (0..$lines).step_by(16) {
                             // A hint that never faults; the pointer is only formed, never
                             // read.
-                            for line in (0..NR).step_by(16) {
-                                prefetch_line(ahead.wrapping_add(line));
-                            }
-                            ahead = ahead.wrapping_add(b_step);
+                            prefetch_line($ahead.wrapping_add(line));
                         }
+                        $ahead = $ahead.wrapping_add(b_step);
                         let mut bv: [$vector; $vectors] = [$zero(); $vectors];
                         for (v, slot) in bv.iter_mut().enumerate() {
                             // SAFETY: `b` holds `NR` values for this step (caller's
@@ -313,22 +327,31 @@ mod x86 {
                 // first left panel also prefetches) measured +5-6% on a Sapphire Rapids against
                 // one (call by call, S5 medians 216-219 against 204-206 GFLOP/s); sgemm level.
                 macro_rules! steps {
-                    ($row:expr) => {{
+                    ($row:expr, $ahead:expr, $lines:expr) => {{
+                        let mut ahead: *const f32 = $ahead;
                         for _ in 0..kc / 2 {
-                            step!($row);
-                            step!($row);
+                            step!($row, ahead, $lines);
+                            step!($row, ahead, $lines);
                         }
                         // The last step's pointer advances are not read again.
                         #[allow(unused_assignments)]
                         if kc % 2 == 1 {
-                            step!($row);
+                            step!($row, ahead, $lines);
                         }
                     }};
                 }
+                macro_rules! prefetching {
+                    ($row:expr) => {
+                        match right.ahead {
+                            Prefetch::Steps(ahead) => steps!($row, ahead, NR),
+                            Prefetch::Line(ahead) => steps!($row, ahead, 16),
+                        }
+                    };
+                }
                 if a_row == 1 {
-                    steps!(1)
+                    prefetching!(1)
                 } else {
-                    steps!(a_row)
+                    prefetching!(a_row)
                 }
                 // Plain stores, not streaming ones: streaming the full tiles of a `beta == 0`
                 // product measured +4-5% on the pointwise convolution's forward (S5, Zen 4,

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::blocking::{Blocking, Caches};
-use super::micro::{self, LeftPanel, MicroKernel, RightPanel, TileDst};
+use super::micro::{self, LeftPanel, MicroKernel, Prefetch, RightPanel, TileDst};
 use super::{Epilogue, MatMut, MatRef};
 use crate::kernels::log_choice;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
@@ -219,7 +219,6 @@ fn best_plan(
 /// The split changes no result: every element's sum runs the same depth blocks in the same
 /// order.
 fn misaligned_columns(kernel: &MicroKernel, depth: usize, dst: &MatMut<'_>) -> usize {
-    const LINE_FLOATS: usize = 64 / size_of::<f32>();
     /// The deepest product split (a few depth blocks at most).
     const MAX_DEPTH: usize = 512;
     let same_offset = dst.rows == 1 || dst.row_stride.is_multiple_of(LINE_FLOATS);
@@ -344,6 +343,9 @@ fn product(
 /// Rows of an in-place right operand at least this many floats apart (2 KiB) are prefetched
 /// by the tiles: at most two share a page.
 const FAR_ROWS: usize = 512;
+
+/// Floats in a cache line.
+const LINE_FLOATS: usize = 64 / size_of::<f32>();
 
 /// How far ahead of the panel being computed the in-place right operand is prefetched: two
 /// panels, ~6000 cycles of a 12 x 32 tile's work times the left panels, measured better than
@@ -501,9 +503,12 @@ impl Block<'_> {
     /// apart (the planes of a pointwise convolution) is instead walked a panel at a time, each
     /// serving every left panel while it is in L2, and a panel further on is prefetched from
     /// memory meanwhile: no hardware prefetcher follows rows that far apart, and a burst of
-    /// prefetches up front only waits for memory itself (S5 forward +20-30% on a Zen 4). The
-    /// panel does not stay in L1 between left panels (S5's 256 rows of 48 floats fill it), so
-    /// the tiles after the first prefetch their own steps from L2.
+    /// prefetches up front only waits for memory itself (S5 forward +20-30% on a Zen 4 against
+    /// a burst). That fetch is shared by the first tiles of the panel, a column of lines each:
+    /// all of it in the first tile (three lines a step) left that tile's own loads queued
+    /// behind the memory requests (S5 forward +3-8% on a Zen 4, one thread or two). The panel
+    /// does not stay in L1 between left panels (S5's 256 rows of 48 floats fill it), so the
+    /// other tiles prefetch their own steps from L2.
     fn tiles(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let nr = self.kernel.nr;
         if let RhsPanels::InPlace {
@@ -511,19 +516,23 @@ impl Block<'_> {
         } = self.rhs
             && row_stride >= FAR_ROWS
         {
+            let lines = nr.div_ceil(LINE_FLOATS);
+            // Too few left panels to share the fetch: the first takes every line.
+            let shared = rows.len() >= lines;
             for jr in cols {
-                // The first left panel prefetches every row of a panel further on.
-                let next = data
+                let far = data
                     .as_ptr()
                     .wrapping_add((jr + PREFETCH_PANELS_AHEAD) * nr);
                 for (index, ir) in rows.clone().enumerate() {
-                    // The others the panel's own steps a few ahead, from L2 into L1: with
-                    // no prefetch they waited on L2 (S5 forward +7% on a Sapphire Rapids).
-                    let ahead = if index == 0 {
-                        next
+                    let ahead = if shared && index < lines {
+                        Prefetch::Line(far.wrapping_add(index * LINE_FLOATS))
+                    } else if !shared && index == 0 {
+                        Prefetch::Steps(far)
                     } else {
+                        // With no prefetch they waited on L2 (S5 forward +7% on a Sapphire
+                        // Rapids).
                         let (b, step) = self.rhs.panel(jr, nr, self.kc);
-                        b.wrapping_add(PREFETCH_STEPS_AHEAD * step)
+                        Prefetch::Steps(b.wrapping_add(PREFETCH_STEPS_AHEAD * step))
                     };
                     self.tile(ir, jr, ahead);
                 }
@@ -535,14 +544,18 @@ impl Block<'_> {
                     // first ones, which follow it in a packed block): L2's hardware prefetcher
                     // alone left the loads waiting (sgemm 2048 +3-5% on a Sapphire Rapids).
                     let (b, step) = self.rhs.panel(jr, nr, self.kc);
-                    self.tile(ir, jr, b.wrapping_add(PREFETCH_STEPS_AHEAD * step));
+                    self.tile(
+                        ir,
+                        jr,
+                        Prefetch::Steps(b.wrapping_add(PREFETCH_STEPS_AHEAD * step)),
+                    );
                 }
             }
         }
     }
 
     /// One micro-kernel call: row panel `ir` times column panel `jr`.
-    fn tile(&self, ir: usize, jr: usize, ahead: *const f32) {
+    fn tile(&self, ir: usize, jr: usize, ahead: Prefetch) {
         let (mr, nr, kc) = (self.kernel.mr, self.kernel.nr, self.kc);
         let a = self.lhs.panel(ir, mr, kc);
         let (b, b_step) = self.rhs.panel(jr, nr, kc);
