@@ -625,46 +625,67 @@ impl BlockProduct<'_> {
                 valid[v] = V::zero().first_lanes(at[v].count);
             }
             let mut weights = self.block.as_ptr();
-            for (k, &offset) in self.offsets.iter().enumerate() {
-                // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as an
-                // array: a slice of runtime length would cost a bounds test per row.
-                let w_step = &*(weights as *const [f32; ROWS]);
-                weights = weights.add(self.stride);
-                let row = src.add(offset);
-                if FULL {
-                    // Narrower tiles (AVX2) fix theirs at compile time: see `StepsAhead`.
-                    let prefetch = if V::LANES >= 16 {
-                        self.prefetch
-                    } else {
-                        Prefetch::NextTile
-                    };
-                    match prefetch {
-                        Prefetch::NextTile => {
-                            prefetch_line(row.wrapping_add(VECS * V::LANES));
+            // One depth step at `$offset`, prefetching with `$row` the step's first source.
+            macro_rules! step {
+                ($offset:expr, $row:ident => $prefetch:block) => {{
+                    // The first `ROWS` of this step's `stride` weights (`ROWS <= stride`), as
+                    // an array: a slice of runtime length would cost a bounds test per row.
+                    let w_step = &*(weights as *const [f32; ROWS]);
+                    weights = weights.add(self.stride);
+                    let $row = src.add($offset);
+                    $prefetch
+                    let x: [V; VECS] = std::array::from_fn(|v| {
+                        let lanes = $row.add(v * V::LANES);
+                        if FULL {
+                            V::load(lanes)
+                        } else {
+                            V::load_masked(lanes, valid[v])
                         }
-                        Prefetch::StepsAhead => {
-                            if let Some(&ahead) = self.offsets.get(k + STEPS_AHEAD) {
-                                // The tile's span within `VECS + 1` lines.
-                                let first = src.wrapping_add(ahead);
-                                for line in 0..=VECS {
-                                    prefetch_line(first.wrapping_add(line * LINE));
-                                }
+                    });
+                    for (acc, &w) in acc.iter_mut().zip(w_step) {
+                        let w = V::splat(w);
+                        for v in 0..VECS {
+                            acc[v] = w.mul_add(x[v], acc[v]);
+                        }
+                    }
+                }};
+            }
+            // The prefetch is fixed per loop, not chosen at every step: a test in the loop
+            // kept its operands (the choice, the offsets' length) on the stack. Partial tiles
+            // prefetch nothing; narrower tiles (AVX2) always the next tile: see `StepsAhead`.
+            let offsets = self.offsets;
+            let prefetch = match (FULL, V::LANES >= 16) {
+                (false, _) => None,
+                (true, true) => Some(self.prefetch),
+                (true, false) => Some(Prefetch::NextTile),
+            };
+            match prefetch {
+                Some(Prefetch::StepsAhead) => {
+                    let near = offsets.len().saturating_sub(STEPS_AHEAD);
+                    let later = offsets.get(STEPS_AHEAD..).unwrap_or_default();
+                    for (&offset, &ahead) in offsets[..near].iter().zip(later) {
+                        step!(offset, _row => {
+                            // The tile's span within `VECS + 1` lines.
+                            let first = src.wrapping_add(ahead);
+                            for line in 0..=VECS {
+                                prefetch_line(first.wrapping_add(line * LINE));
                             }
-                        }
+                        });
+                    }
+                    for &offset in &offsets[near..] {
+                        step!(offset, _row => {});
                     }
                 }
-                let x: [V; VECS] = std::array::from_fn(|v| {
-                    let lanes = row.add(v * V::LANES);
-                    if FULL {
-                        V::load(lanes)
-                    } else {
-                        V::load_masked(lanes, valid[v])
+                Some(Prefetch::NextTile) => {
+                    for &offset in offsets {
+                        step!(offset, row => {
+                            prefetch_line(row.wrapping_add(VECS * V::LANES));
+                        });
                     }
-                });
-                for (acc, &w) in acc.iter_mut().zip(w_step) {
-                    let w = V::splat(w);
-                    for v in 0..VECS {
-                        acc[v] = w.mul_add(x[v], acc[v]);
+                }
+                None => {
+                    for &offset in offsets {
+                        step!(offset, _row => {});
                     }
                 }
             }
