@@ -15,7 +15,10 @@ Each figure comes twice: typical (the median) and fastest (striate's fastest cri
 mean over a batch of calls, against the anchor's fastest single call: the comparison leans towards
 the anchor). A VM's vCPU can be half-taken for seconds at a time (whole runs of 150 calls at half
 speed, for PyTorch and striate alike), which moves the medians by a fifth between minutes; the
-fastest calls show the code's speed when the machine is quiet.
+fastest calls show the code's speed when the machine is quiet. The last column is the range of
+the typical ratio over the rounds, each round's two sides taken together: how far the noise of
+one sitting moves a ratio (one build read 1.11x and 1.27x ONNX Runtime in two sittings twenty
+minutes apart).
 
 Run:  bash scripts/compare_pytorch.sh      (or: python3 scripts/compare_pytorch.py after the benches)
       bash scripts/compare_pytorch.sh avx2 (both sides capped at AVX2: STRIATE_ISA for striate,
@@ -208,19 +211,28 @@ def pytorch_sgemm():
     return seconds(lambda: a @ b).map(lambda t: 2 * 2048**3 / t / 1e9)
 
 
-def row(label, ours, anchors, unit, higher_is_better=True):
-    """One line of the table: typical figures and their ratio, then the ratio of the fastest."""
+def typical_ratio(ours, anchors, higher_is_better):
+    """striate's typical figure over the best anchor's (> 1: striate ahead), or None."""
     if ours is None or not anchors:
-        return f"| {label} | {'—' if ours is None else f'{ours.typical:.1f} {unit}'} | | | |"
+        return None
+    pick = max if higher_is_better else min
+    best = pick(anchor.typical for anchor in anchors.values())
+    return ours.typical / best if higher_is_better else best / ours.typical
+
+
+def row(label, ours, anchors, unit, higher_is_better, round_ratios):
+    """One line of the table: typical figures and their ratio, then the ratio of the fastest,
+    then the range of the typical ratio over the rounds, each round's sides taken together."""
+    spread = [r for r in round_ratios if r is not None]
+    spread = f"{min(spread):.2f}–{max(spread):.2f}" if spread else ""
+    if ours is None or not anchors:
+        return f"| {label} | {'—' if ours is None else f'{ours.typical:.1f} {unit}'} | | | | |"
     pick = max if higher_is_better else min
     best_name, best = pick(anchors.items(), key=lambda kv: kv[1].typical)
     fastest = pick(anchor.fastest for anchor in anchors.values())
-
-    def ratio(ours, anchor):
-        return ours / anchor if higher_is_better else anchor / ours
-
+    ratio = fastest / ours.fastest if not higher_is_better else ours.fastest / fastest
     return (f"| {label} | {ours.typical:.1f} {unit} | {best_name} {best.typical:.1f} | "
-            f"{ratio(ours.typical, best.typical):.2f} | {ratio(ours.fastest, fastest):.2f} |")
+            f"{typical_ratio(ours, anchors, higher_is_better):.2f} | {ratio:.2f} | {spread} |")
 
 
 def best_of(rounds, better):
@@ -256,25 +268,30 @@ def main():
         })
     # Criterion's entries are (Measure of seconds, elements): the faster of each component wins.
     results = best_of(ours, lambda a, b: (per_component(min)(a[0], b[0]), a[1]))
-    step = best_of([a["step"] for a in anchors], per_component(min))
-    inference = best_of([a["inference"] for a in anchors], per_component(max))
-    sgemm = best_of([a["sgemm"] for a in anchors], per_component(max))
-    conv = best_of([a["conv"] for a in anchors], per_component(max))
+    best = {
+        "step": best_of([a["step"] for a in anchors], per_component(min)),
+        "inference": best_of([a["inference"] for a in anchors], per_component(max)),
+        "sgemm": best_of([a["sgemm"] for a in anchors], per_component(max)),
+        "conv": best_of([a["conv"] for a in anchors], per_component(max)),
+    }
 
-    def throughput(full_id, scale=1e-9):
+    def throughput(full_id, scale=1e-9, results=results):
         if full_id not in results:
             return None
         measure, elements = results[full_id]
         return measure.map(lambda t: elements / t * scale)
 
-    def millis(full_id):
+    def millis(full_id, results=results):
         return results[full_id][0].map(lambda t: t * 1e3) if full_id in results else None
 
     peak_measure = throughput("machine/fma_peak")
     peak = None if peak_measure is None else peak_measure.typical
     isa = os.environ.get("STRIATE_ISA", "widest available")
     # ONNX Runtime has no instruction-set cap: capped runs compare with PyTorch (capped) alone.
-    uncapped_ort = inference.pop("ONNX Runtime", None) if "STRIATE_ISA" in os.environ else None
+    capped = "STRIATE_ISA" in os.environ
+    uncapped_ort = best["inference"].pop("ONNX Runtime", None) if capped else None
+    for a in anchors if capped else []:
+        a["inference"].pop("ONNX Runtime", None)
     print(f"\nCPU: {cpu_model()}; {THREADS} threads; torch {torch.__version__}; "
           f"instruction set: {isa} (PyTorch: ATEN_CPU_CAPABILITY="
           f"{os.environ.get('ATEN_CPU_CAPABILITY', 'default')}, ONEDNN_MAX_CPU_ISA="
@@ -282,20 +299,34 @@ def main():
           f"best of {len(ours)} alternating round(s) per side")
     print(f"FMA peak (cargo bench --bench ops -- machine): "
           f"{'not measured' if peak is None else f'{peak:.0f} GFLOP/s'}\n")
-    print("| workload | striate | best anchor | ratio (>1: striate ahead) | ratio of the fastest |")
-    print("|---|---|---|---|---|")
-    print(row("sgemm 2048², GFLOP/s", throughput("matmul/square/2048"), sgemm, "GFLOP/s"))
-    print(row("MNIST CNN SGD step, batch 64, ms", millis("mnist_cnn/train_step_batch64"),
-              step, "ms", higher_is_better=False))
-    print(row("MNIST CNN inference, batch 256, img/s",
-              throughput("mnist_cnn/inference_batch256", 1.0), inference, "img/s"))
-    for name, *_ in CONV_CASES:
-        for pass_name in ("forward", "backward_data", "backward_filter"):
-            ours_gflops = throughput(f"conv2d/{name}/{pass_name}")
-            label = f"conv {name} {pass_name}, GFLOP/s"
-            if ours_gflops is not None and peak:
-                label += f" ({100 * ours_gflops.typical / peak:.0f}% of peak)"
-            print(row(label, ours_gflops, conv.get(f"{name}/{pass_name}", {}), "GFLOP/s"))
+    print("| workload | striate | best anchor | ratio (>1: striate ahead) | ratio of the fastest "
+          "| ratio per round |")
+    print("|---|---|---|---|---|---|")
+
+    def lines(results, anchors):
+        """(label, striate's Measure, the anchors' Measures, unit, higher is better) of each
+        line of the table, from one set of results."""
+        yield ("sgemm 2048², GFLOP/s", throughput("matmul/square/2048", results=results),
+               anchors["sgemm"], "GFLOP/s", True)
+        yield ("MNIST CNN SGD step, batch 64, ms",
+               millis("mnist_cnn/train_step_batch64", results=results), anchors["step"], "ms",
+               False)
+        yield ("MNIST CNN inference, batch 256, img/s",
+               throughput("mnist_cnn/inference_batch256", 1.0, results=results),
+               anchors["inference"], "img/s", True)
+        for name, *_ in CONV_CASES:
+            for pass_name in ("forward", "backward_data", "backward_filter"):
+                yield (f"conv {name} {pass_name}, GFLOP/s",
+                       throughput(f"conv2d/{name}/{pass_name}", results=results),
+                       anchors["conv"].get(f"{name}/{pass_name}", {}), "GFLOP/s", True)
+
+    per_round = [list(lines(r, a)) for r, a in zip(ours, anchors)]
+    for index, (label, ours_measure, line_anchors, unit, higher) in enumerate(
+            lines(results, best)):
+        if unit == "GFLOP/s" and ours_measure is not None and peak and label.startswith("conv"):
+            label += f" ({100 * ours_measure.typical / peak:.0f}% of peak)"
+        round_ratios = [typical_ratio(r[index][1], r[index][2], higher) for r in per_round]
+        print(row(label, ours_measure, line_anchors, unit, higher, round_ratios))
     if uncapped_ort is not None:
         print(f"\nONNX Runtime, which no variable caps, is left out of the inference anchors: "
               f"it ran at {uncapped_ort.typical:.1f} img/s on the CPU's widest instructions.")
