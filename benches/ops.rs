@@ -98,8 +98,8 @@ fn bench_machine(c: &mut Criterion) {
             clock / 1e9,
             rate / (threads as f64 * clock),
         );
-        // Criterion then times the winner, so the figure the comparison script reads is a
-        // measured median like every other.
+        // Criterion then times the winner; the comparison script takes its fastest sample as
+        // the ceiling (noise only slows a loop down) and prints the median beside it.
         let iterations = 200_000_000 / fastest.flops_per_iteration;
         let mut group = c.benchmark_group("machine");
         group.throughput(Throughput::Elements(
