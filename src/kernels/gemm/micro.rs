@@ -251,6 +251,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{LeftPanel, Prefetch, RightPanel, TileDst, finish_stored, store_scalar};
+    use crate::kernels::scratch::LINE;
     use crate::kernels::vector::{Avx2, Avx512};
     use crate::util::simd::prefetch_line;
 
@@ -283,7 +284,7 @@ mod x86 {
                         let row = dst.ptr.wrapping_add(i * dst.row_stride);
                         // Every line of the row: a 48-float row left its middle line to
                         // the epilogue's loads (S5 forward +3-5% on a Zen 4).
-                        for line in (0..NR).step_by(16) {
+                        for line in (0..NR).step_by(LINE) {
                             prefetch_line(row.wrapping_add(line));
                         }
                         prefetch_line(row.wrapping_add(NR - 1));
@@ -297,7 +298,7 @@ mod x86 {
                 // every step.)
                 macro_rules! step {
                     ($row:expr, $ahead:ident, $lines:expr) => {{
-                        for line in (0..$lines).step_by(16) {
+                        for line in (0..$lines).step_by(LINE) {
                             // A hint that never faults; the pointer is only formed, never
                             // read.
                             prefetch_line($ahead.wrapping_add(line));
@@ -344,7 +345,7 @@ mod x86 {
                     ($row:expr) => {
                         match right.ahead {
                             Prefetch::Steps(ahead) => steps!($row, ahead, NR),
-                            Prefetch::Line(ahead) => steps!($row, ahead, 16),
+                            Prefetch::Line(ahead) => steps!($row, ahead, LINE),
                         }
                     };
                 }

@@ -14,6 +14,7 @@ use super::blocking::{Blocking, Caches};
 use super::micro::{self, LeftPanel, MicroKernel, Prefetch, RightPanel, TileDst};
 use super::{Epilogue, MatMut, MatRef};
 use crate::kernels::log_choice;
+use crate::kernels::scratch::LINE;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
 use crate::util::simd;
 
@@ -221,12 +222,12 @@ fn best_plan(
 fn misaligned_columns(kernel: &MicroKernel, depth: usize, dst: &MatMut<'_>) -> usize {
     /// The deepest product split (a few depth blocks at most).
     const MAX_DEPTH: usize = 512;
-    let same_offset = dst.rows == 1 || dst.row_stride.is_multiple_of(LINE_FLOATS);
+    let same_offset = dst.rows == 1 || dst.row_stride.is_multiple_of(LINE);
     if dst.col_stride != 1 || !same_offset || dst.cols < 8 * kernel.nr || depth > MAX_DEPTH {
         return 0;
     }
-    let offset = dst.data.as_ptr() as usize / size_of::<f32>() % LINE_FLOATS;
-    (LINE_FLOATS - offset) % LINE_FLOATS
+    let offset = dst.data.as_ptr() as usize / size_of::<f32>() % LINE;
+    (LINE - offset) % LINE
 }
 
 /// The share of the kernel's work that lands in real elements for an `m x n` output, halved for
@@ -343,9 +344,6 @@ fn product(
 /// Rows of an in-place right operand at least this many floats apart (2 KiB) are prefetched
 /// by the tiles: at most two share a page.
 const FAR_ROWS: usize = 512;
-
-/// Floats in a cache line.
-const LINE_FLOATS: usize = 64 / size_of::<f32>();
 
 /// How far ahead of the panel being computed the in-place right operand is prefetched: two
 /// panels, ~6000 cycles of a 12 x 32 tile's work times the left panels, measured better than
@@ -516,7 +514,7 @@ impl Block<'_> {
         } = self.rhs
             && row_stride >= FAR_ROWS
         {
-            let lines = nr.div_ceil(LINE_FLOATS);
+            let lines = nr.div_ceil(LINE);
             // Too few left panels to share the fetch: the first takes every line.
             let shared = rows.len() >= lines;
             for jr in cols {
@@ -525,7 +523,7 @@ impl Block<'_> {
                     .wrapping_add((jr + PREFETCH_PANELS_AHEAD) * nr);
                 for (index, ir) in rows.clone().enumerate() {
                     let ahead = if shared && index < lines {
-                        Prefetch::Line(far.wrapping_add(index * LINE_FLOATS))
+                        Prefetch::Line(far.wrapping_add(index * LINE))
                     } else if !shared && index == 0 {
                         Prefetch::Steps(far)
                     } else {
