@@ -529,8 +529,7 @@ impl Block<'_> {
                     } else {
                         // With no prefetch they waited on L2 (S5 forward +7% on a Sapphire
                         // Rapids).
-                        let (b, step) = self.rhs.panel(jr, nr, self.kc);
-                        Prefetch::Steps(b.wrapping_add(PREFETCH_STEPS_AHEAD * step))
+                        self.own_steps_ahead(jr)
                     };
                     self.tile(ir, jr, ahead);
                 }
@@ -541,15 +540,16 @@ impl Block<'_> {
                     // The panel's own steps a few ahead (and, near its end, the next panel's
                     // first ones, which follow it in a packed block): L2's hardware prefetcher
                     // alone left the loads waiting (sgemm 2048 +3-5% on a Sapphire Rapids).
-                    let (b, step) = self.rhs.panel(jr, nr, self.kc);
-                    self.tile(
-                        ir,
-                        jr,
-                        Prefetch::Steps(b.wrapping_add(PREFETCH_STEPS_AHEAD * step)),
-                    );
+                    self.tile(ir, jr, self.own_steps_ahead(jr));
                 }
             }
         }
+    }
+
+    /// Right panel `jr`'s own steps [`PREFETCH_STEPS_AHEAD`] ahead of those being read.
+    fn own_steps_ahead(&self, jr: usize) -> Prefetch {
+        let (b, step) = self.rhs.panel(jr, self.kernel.nr, self.kc);
+        Prefetch::Steps(b.wrapping_add(PREFETCH_STEPS_AHEAD * step))
     }
 
     /// One micro-kernel call: row panel `ir` times column panel `jr`.
