@@ -296,6 +296,7 @@ fn conv2d_large_images_use_several_tiles() {
 #[test]
 fn winograd_convolutions_match_the_reference() {
     // 3x3, stride 1, 16 channels or more, on CPUs with AVX2 or AVX-512: Winograd's F(2x2, 3x3)
+    // (F(4x4, 3x3) from 28x28 outputs, and in `both_winograd_tiles_match_the_references`)
     // forward, backward-data and (batches of 2 and more) filter gradient. Odd and even output
     // sizes (a last tile half outside), rows around one and two vectors of tiles, padding 0 to
     // 2 on each side independently (backward-data pads by 2 − padding), a wide deep image that
@@ -310,6 +311,8 @@ fn winograd_convolutions_match_the_reference() {
         ([2, 64, 7, 200], 16, padding(1, 1, 0, 0)),
         // Small images several at a time (four 14x14 side by side with AVX-512 on 2 threads).
         ([8, 16, 14, 14], 32, padding(1, 1, 1, 1)),
+        // An output large enough for F(4x4, 3x3), its last tiles partly outside (30 x 33).
+        ([2, 16, 30, 33], 16, padding(1, 1, 1, 1)),
     ] {
         let spec = Conv2dSpec {
             padding,
@@ -1161,6 +1164,29 @@ fn assert_fused_pool_is_separate(
         }
     }
     assert_eq!(got_indices, want_indices, "{context}");
+}
+
+/// The Winograd tests above with F(4x4, 3x3) forced (`STRIATE_WINOGRAD_TILE`, read once per
+/// process, hence a child process): their shapes otherwise take F(2x2, 3x3), all but the one
+/// whose output is 28 pixels or more a side.
+#[test]
+fn both_winograd_tiles_match_the_references() {
+    if std::env::var_os("STRIATE_WINOGRAD_TILE").is_some() {
+        // This is the child (or the user forced a tile): the other tests cover it.
+        return;
+    }
+    let this_binary = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(&this_binary)
+        .env("STRIATE_WINOGRAD_TILE", "4")
+        .args(["winograd", "fused", "pooled"])
+        .output()
+        .expect("run the test binary again");
+    assert!(
+        output.status.success(),
+        "the Winograd reference tests fail with STRIATE_WINOGRAD_TILE=4:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Every test above, again with the kernels capped at each narrower instruction set this CPU

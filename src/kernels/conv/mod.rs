@@ -296,8 +296,8 @@ fn forward_images<'a>(
     let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.forward => {
-            winograd::Filter::forward(weight, &s)
-                .map(|filter| (filter, winograd::Geometry::forward(&s)))
+            let geometry = winograd::Geometry::forward(&s);
+            winograd::Filter::forward(weight, &s, &geometry).map(|filter| (filter, geometry))
         }
         _ => None,
     };
@@ -471,8 +471,8 @@ fn backward_data_images<'a>(
     let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.backward_data => {
-            winograd::Filter::backward_data(weight, &s)
-                .map(|filter| (filter, winograd::Geometry::backward_data(&s)))
+            let geometry = winograd::Geometry::backward_data(&s);
+            winograd::Filter::backward_data(weight, &s, &geometry).map(|filter| (filter, geometry))
         }
         _ => None,
     };

@@ -240,21 +240,30 @@ impl Conv2dShape {
                     shifted::block_rows(),
                     shifted::tile_columns()
                 );
-                fn family(winograd: bool, shifted: bool, fast: &str) -> &str {
-                    if winograd {
-                        "Winograd F(2x2, 3x3)"
-                    } else if shifted {
-                        fast
-                    } else {
-                        "im2col + GEMM"
+                fn family<'a>(winograd: Option<&'a str>, shifted: bool, fast: &'a str) -> &'a str {
+                    match winograd {
+                        Some(name) => name,
+                        None if shifted => fast,
+                        None => "im2col + GEMM",
                     }
                 }
+                use super::winograd::Geometry;
                 format!(
                     "forward {}, backward-data {}, filter gradient {}",
-                    family(winograd.forward, shifted.forward, &tile),
-                    family(winograd.backward_data, shifted.backward_data, &tile),
                     family(
-                        winograd.backward_filter,
+                        winograd.forward.then(|| Geometry::forward(self).name()),
+                        shifted.forward,
+                        &tile
+                    ),
+                    family(
+                        winograd
+                            .backward_data
+                            .then(|| Geometry::backward_data(self).name()),
+                        shifted.backward_data,
+                        &tile
+                    ),
+                    family(
+                        winograd.backward_filter.then_some("Winograd F(2x2, 3x3)"),
                         shifted.backward_filter,
                         if gradient_gemm::pays(self.group_patch()) {
                             "GEMM over a transposed dY panel"

@@ -1,23 +1,30 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for 3x3 convolutions at stride 1 (Lavin & Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", 2016): each 2x2 block of outputs is
-//! computed from the 4x4 block of inputs under it with 16 multiplications per channel pair
-//! instead of 36, a 2.25x cut in the multiply-adds of the forward pass, of the backward-data
-//! (the forward of the output gradient with the filters turned round) and of the filter
-//! gradient (the transpose, laid out channels innermost: `winograd_gradient.rs`).
+//! Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for 3x3 convolutions at stride 1
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each `m x m` block
+//! of outputs (`m` = 2 or 4) is computed from the `(m + 2)²` inputs under it with `(m + 2)²`
+//! multiplications per channel pair instead of `9·m²`: 16 instead of 36 (2.25x fewer) for
+//! F(2x2, 3x3), 36 instead of 144 (4x fewer) for F(4x4, 3x3). It serves the forward pass and the
+//! backward-data (the forward of the output gradient with the filters turned round); the filter
+//! gradient (the transpose, laid out channels innermost: `winograd_gradient.rs`) keeps F(2x2,
+//! 3x3). [`output_tile`] picks `m` per shape.
 //!
-//! For tiles `t` of 2x2 outputs, channels `c` in and `o` out, and the 16 points `ξ` of the
-//! transformed 4x4 domain:
-//! 1. **input transform**, `V[ξ, c, t] = (Bᵀ·d·B)[ξ]` of the 4x4 input block `d` of tile `t`;
+//! For tiles `t` of `m x m` outputs, channels `c` in and `o` out, and the points `ξ` of the
+//! transformed `(m + 2) x (m + 2)` domain:
+//! 1. **input transform**, `V[ξ, c, t] = (Bᵀ·d·B)[ξ]` of the input block `d` of tile `t`;
 //! 2. **filter transform**, once per call, `U[ξ, o, c] = (G·g·Gᵀ)[ξ]` of each 3x3 filter `g`;
-//! 3. **16 products** `M[ξ] = U[ξ] · V[ξ]`, `[O, C] x [C, T]`, by the shifted kernel's register
-//!    tile ([`shifted_gemm_block_batch`]) reading `V` in place;
+//! 3. **one product per point** `M[ξ] = U[ξ] · V[ξ]`, `[O, C] x [C, T]`, by the shifted kernel's
+//!    register tile ([`shifted_gemm_block_batch`]) reading `V` in place;
 //! 4. **output transform**, `Y = Aᵀ·M·A` per tile, with the bias and activation, written out.
 //!
-//! `Bᵀ` and `Aᵀ` hold only 0 and ±1 and `G` only 0, ±½ and 1, so the transforms add and
-//! subtract (the filter's halvings are exact); results differ from a direct convolution's by
-//! rounding, of the same order (the reference tests hold both to the same tolerance).
+//! F(2x2, 3x3)'s `Bᵀ` and `Aᵀ` hold only 0 and ±1 and its `G` only 0, ±½ and 1, so its
+//! transforms add and subtract (the filter's halvings are exact). F(4x4, 3x3)'s (points 0, ±1,
+//! ±2) scale by up to 8 and its `G` by sixths and twenty-fourths (transformed in f64, rounded
+//! once), so its rounding is a few times larger; both stay within the tolerance the reference
+//! tests hold direct convolutions to. F(4x4, 3x3) does 1.8x fewer multiply-adds than F(2x2,
+//! 3x3) for the same outputs, and its transforms move fewer values per output (2.25 points per
+//! output against 4).
 //!
-//! Layout. The padded image is read on a grid of `2·grid_columns` columns, one tile more per
+//! Layout (written for F(2x2, 3x3); F(4x4, 3x3) is the same with four columns per tile, split
+//! into four phases). The padded image is read on a grid of `2·grid_columns` columns, one tile more per
 //! row than the output needs: the input transform then runs over whole flattened rows of tiles
 //! with full vectors, and drops the spare tile of each row (which reads into the next row) as
 //! it stores `V` ([`Vector::compress`]), so the products and the output transform see only the
@@ -41,8 +48,46 @@ use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, load, split_pairs, with_vector};
 
-/// Points of the transformed domain per tile (4x4).
+/// Points of the transformed domain per tile of F(2x2, 3x3) (4x4): the filter gradient's
+/// tiles (`winograd_gradient.rs`), and the forward's on small outputs.
 pub(super) const POINTS: usize = 16;
+
+/// The environment variable that fixes the output tile of the forward and backward-data
+/// products: `2` for F(2x2, 3x3), `4` for F(4x4, 3x3) (otherwise chosen per shape by
+/// [`output_tile`]). The two round differently: for runs that must repeat another's bits.
+pub const TILE_VARIABLE: &str = "STRIATE_WINOGRAD_TILE";
+
+/// Output sides from which the forward and backward-data take F(4x4, 3x3): against F(2x2, 3x3)
+/// in one binary, call by call (Zen 4, 2 threads, 64 channels in and out unless said), 28x28
+/// measured +15-20% in both passes, 56x56 (VGG's 256 channels) +13-20%, 112x112 +10-40%; but
+/// 14x14 (MNIST's conv2, 32 to 64 channels) -5-10% and 7x7 (128 channels) -5-12%. Small images
+/// go several to a product (their tiles side by side), where F(4x4, 3x3)'s 16 tiles of a 14x14
+/// image fill the 48-column register tile worse than F(2x2, 3x3)'s 49, and its 36 products of
+/// a block (against 16) each pay a register tile's start and end on a shallow depth.
+const TILE_4_MIN_SIDE: usize = 28;
+
+/// The output tile (2 or 4) of the forward and backward-data products for an output of
+/// `height x width`: F(4x4, 3x3) (36 points per 16 outputs, 2.25 per output against 4) from
+/// [`TILE_4_MIN_SIDE`] on both sides. [`TILE_VARIABLE`] overrides the choice.
+pub(super) fn output_tile(height: usize, width: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        let value = std::env::var(TILE_VARIABLE).ok()?;
+        match value.trim() {
+            "2" => Some(2),
+            "4" => Some(4),
+            other => {
+                eprintln!("striate: {TILE_VARIABLE}={other} is neither 2 nor 4; ignored");
+                None
+            }
+        }
+    });
+    forced.unwrap_or(if height.min(width) >= TILE_4_MIN_SIDE {
+        4
+    } else {
+        2
+    })
+}
 
 /// Floats of slack after the work buffers that tails of vectors may touch (the widest vector).
 const SLACK: usize = 16;
@@ -51,52 +96,73 @@ const SLACK: usize = 16;
 /// packed for the shifted kernel.
 pub(super) struct Filter {
     points: Vec<PackedRows>,
+    /// The output tile the points are for (2 or 4).
+    tile: usize,
 }
 
 impl Filter {
     /// The forward's filters: rows are output channels, depth input channels. `None` if a
     /// weight (or its transform) is not finite.
-    pub fn forward(weight: &[f32], s: &Conv2dShape) -> Option<Filter> {
+    pub fn forward(weight: &[f32], s: &Conv2dShape, g: &Geometry) -> Option<Filter> {
         let c = s.in_channels;
-        Filter::new(s.out_channels, c, |o, k, tap| weight[(o * c + k) * 9 + tap])
+        Filter::new(s.out_channels, c, g.tile, |o, k, tap| {
+            weight[(o * c + k) * 9 + tap]
+        })
     }
 
     /// Backward-data's filters: rows are input channels, depth output channels, each filter
     /// turned by 180°, so that the input gradient is the forward of the output gradient.
-    pub fn backward_data(weight: &[f32], s: &Conv2dShape) -> Option<Filter> {
+    pub fn backward_data(weight: &[f32], s: &Conv2dShape, g: &Geometry) -> Option<Filter> {
         let c = s.in_channels;
-        Filter::new(c, s.out_channels, |ci, o, tap| {
+        Filter::new(c, s.out_channels, g.tile, |ci, o, tap| {
             weight[(o * c + ci) * 9 + 8 - tap]
         })
     }
 
-    /// Transforms the filter `tap(row, k, kh·3 + kw)` of every (row, depth) pair, in f64.
-    fn new(rows: usize, depth: usize, tap: impl Fn(usize, usize, usize) -> f32) -> Option<Filter> {
-        // Applies G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] to three values.
-        let g = |[a, b, c]: [f64; 3]| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
-        let mut transformed = vec![[0.0f32; POINTS]; rows * depth];
-        for i in 0..rows {
-            for k in 0..depth {
-                let taps: [f64; 9] = std::array::from_fn(|t| tap(i, k, t) as f64);
-                // G·g, column by column: four rows of three.
-                let columns: [[f64; 4]; 3] =
-                    std::array::from_fn(|col| g([taps[col], taps[3 + col], taps[6 + col]]));
-                let u = &mut transformed[i * depth + k];
-                for row in 0..4 {
-                    let points = g([columns[0][row], columns[1][row], columns[2][row]]);
-                    for (l, value) in points.into_iter().enumerate() {
-                        u[4 * row + l] = value as f32;
-                    }
-                }
-                if !u.iter().all(|v| v.is_finite()) {
-                    return None;
+    /// Transforms the filter `tap(row, k, kh·3 + kw)` of every (row, depth) pair for output
+    /// tiles of `tile` (2 or 4), in f64: point `ξ = kh'·n + kw'` of `n = tile + 2` per side.
+    fn new(
+        rows: usize,
+        depth: usize,
+        tile: usize,
+        tap: impl Fn(usize, usize, usize) -> f32,
+    ) -> Option<Filter> {
+        // G of F(2x2, 3x3), and of F(4x4, 3x3) (Lavin & Gray's, points 0, ±1, ±2, ∞).
+        const G2: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        const G4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let g: &[[f64; 3]] = if tile == 4 { &G4 } else { &G2 };
+        let n = g.len();
+        let mut transformed = vec![0.0f32; rows * depth * n * n];
+        for (pair, u) in transformed.chunks_exact_mut(n * n).enumerate() {
+            let taps: [f64; 9] = std::array::from_fn(|t| tap(pair / depth, pair % depth, t) as f64);
+            for (row, gr) in g.iter().enumerate() {
+                // Row `row` of G·g, then its products with each row of G (·Gᵀ).
+                let left: [f64; 3] =
+                    std::array::from_fn(|col| (0..3).map(|i| gr[i] * taps[3 * i + col]).sum());
+                for (l, gl) in g.iter().enumerate() {
+                    u[n * row + l] = (0..3).map(|j| left[j] * gl[j]).sum::<f64>() as f32;
                 }
             }
+            if !u.iter().all(|v| v.is_finite()) {
+                return None;
+            }
         }
-        let points = (0..POINTS)
-            .map(|p| PackedRows::new(rows, depth, |i, k| transformed[i * depth + k][p]))
+        let points = (0..n * n)
+            .map(|p| PackedRows::new(rows, depth, |i, k| transformed[(i * depth + k) * n * n + p]))
             .collect();
-        Some(Filter { points })
+        Some(Filter { points, tile })
     }
 }
 
@@ -112,7 +178,9 @@ pub(super) struct Geometry {
     left: usize,
     out_height: usize,
     out_width: usize,
-    /// Rows of 2x2 output tiles.
+    /// The side of the output tiles: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3).
+    tile: usize,
+    /// Rows of output tiles.
     tile_rows: usize,
     /// Tiles per row of the grid: one more than the output needs (see [`Geometry::row_tiles`]).
     grid_columns: usize,
@@ -155,13 +223,14 @@ impl Geometry {
         [out_height, out_width]: [usize; 2],
         batch: usize,
     ) -> Geometry {
-        let tile_rows = out_height.div_ceil(2);
-        let row_tiles = out_width.div_ceil(2);
+        let tile = output_tile(out_height, out_width);
+        let tile_rows = out_height.div_ceil(tile);
+        let row_tiles = out_width.div_ceil(tile);
         let grid_columns = row_tiles + 1;
         // A block's transformed input gets half of L2; the other half is for the filters'
         // blocks and the products' outputs streaming past.
         let budget = Caches::of_this_cpu().l2 / 2;
-        let per_tile_row = POINTS * depth * row_tiles * size_of::<f32>();
+        let per_tile_row = (tile + 2) * (tile + 2) * depth * row_tiles * size_of::<f32>();
         let block_rows = (budget / per_tile_row).clamp(1, tile_rows);
         // Small images side by side, so that the products' rows fill whole register tiles:
         // MNIST's 14x14 has 49 tiles, about a register tile of 48 columns: 4 images side by
@@ -194,6 +263,7 @@ impl Geometry {
             left,
             out_height,
             out_width,
+            tile,
             tile_rows,
             grid_columns,
             block_rows,
@@ -203,7 +273,21 @@ impl Geometry {
 
     /// Columns of the padded grid.
     fn width(&self) -> usize {
-        2 * self.grid_columns
+        self.tile * self.grid_columns
+    }
+
+    /// Points of the transformed domain per tile: `(tile + 2)²`.
+    fn points(&self) -> usize {
+        (self.tile + 2) * (self.tile + 2)
+    }
+
+    /// The name of the algorithm, for the kernels' log.
+    pub fn name(&self) -> &'static str {
+        if self.tile == 4 {
+            "Winograd F(4x4, 3x3)"
+        } else {
+            "Winograd F(2x2, 3x3)"
+        }
     }
 
     /// Tiles per row of the output, as `V` and `M` hold them: the grid's without its spare.
@@ -276,18 +360,24 @@ pub(super) fn convolve_images(
             "winograd: one index per pooled output"
         );
     }
-    assert_eq!(filter.points.len(), POINTS, "winograd: filter");
+    assert!(
+        filter.tile == g.tile && filter.points.len() == g.points(),
+        "winograd: a filter for tiles of {}, a geometry for tiles of {}",
+        filter.tile,
+        g.tile
+    );
+    let points = g.points();
     let block_rows = filter.points[0].block_rows();
     assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(block_rows));
     let wp = g.width();
     let grid_tiles = g.block_rows * g.grid_columns;
     let most_tiles = g.block_rows * g.row_tiles();
     let lens = [
-        (2 * g.block_rows + 2) * wp + SLACK, // padded input rows of one channel
-        4 * 2 * grid_tiles + SLACK,          // its four column combinations
-        POINTS * spread(g.depth * lines(images * most_tiles)) + SLACK, // V
-        POINTS * spread(block_rows * lines(images * most_tiles)) + SLACK, // M of a block of outputs
-        2 * 2 * most_tiles + 2 * SLACK,      // two output rows of each tile row
+        (g.tile * g.block_rows + 2) * wp + SLACK, // padded input rows of one channel
+        (g.tile + 2) * g.tile * grid_tiles + SLACK, // its column combinations
+        points * spread(g.depth * lines(images * most_tiles)) + SLACK, // V
+        points * spread(block_rows * lines(images * most_tiles)) + SLACK, // M of a block of outputs
+        g.tile * (g.tile * most_tiles + SLACK),   // the output rows of each tile row
     ];
     with_scratch_parts(lens, |[padded, columns, v, m, rows]| {
         for first in (0..g.tile_rows).step_by(g.block_rows) {
@@ -398,10 +488,10 @@ impl VectorKernel for InputTransform<'_> {
         assert!(
             row_stride >= tiles
                 && point_stride >= g.depth * row_stride
-                && v.len() >= (POINTS - 1) * point_stride + (g.depth - 1) * row_stride + tiles
+                && v.len() >= (g.points() - 1) * point_stride + (g.depth - 1) * row_stride + tiles
         );
         let plane = g.in_height * g.in_width;
-        let rows_read = 2 * count + 2;
+        let rows_read = g.tile * count + 2;
         let left = g.left.min(wp);
         let width = g.in_width.min(wp - left);
         padded[..rows_read * wp].fill(0.0);
@@ -417,7 +507,7 @@ impl VectorKernel for InputTransform<'_> {
             // further stalled every read on a store forwarding that fails.
             let x = &x[c * plane..(c + 1) * plane];
             for i in 0..rows_read {
-                let Some(r) = (2 * first + i)
+                let Some(r) = (g.tile * first + i)
                     .checked_sub(g.top)
                     .filter(|&r| r < g.in_height)
                 else {
@@ -441,6 +531,16 @@ impl VectorKernel for InputTransform<'_> {
                         V::load_masked(p, image).store(padded.as_mut_ptr().add(i * wp + col));
                     }
                 }
+            }
+            if g.tile == 4 {
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                // the sizes were asserted above.
+                unsafe {
+                    let target = &mut v[c * row_stride..];
+                    check =
+                        transform_4x4::<V>(padded, columns, target, g, count, point_stride, check);
+                }
+                continue;
             }
             // Column combinations Bᵀ·d of each tile row: four rows of `wp` per tile row, as
             // `columns[k·2·grid + i·wp + col]`.
@@ -518,6 +618,146 @@ impl VectorKernel for InputTransform<'_> {
         }
         !check.sum().is_nan()
     }
+}
+
+/// The constants of [`b4`]: 2, 4, −2, −4, −5.
+#[derive(Clone, Copy)]
+struct B4Constants<V>([V; 5]);
+
+impl<V: Vector> B4Constants<V> {
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        // SAFETY: the caller's contract.
+        unsafe {
+            B4Constants([
+                V::splat(2.0),
+                V::splat(4.0),
+                V::splat(-2.0),
+                V::splat(-4.0),
+                V::splat(-5.0),
+            ])
+        }
+    }
+}
+
+/// `Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0;
+/// 0 4 0 −5 0 1]` of F(4x4, 3x3) applied to six vectors.
+#[inline(always)]
+fn b4<V: Vector>([d0, d1, d2, d3, d4, d5]: [V; 6], constants: B4Constants<V>) -> [V; 6] {
+    let [two, four, minus_two, minus_four, minus_five] = constants.0;
+    let (d42, d13) = (d4.sub(d2), d1.sub(d3));
+    [
+        minus_five.mul_add(d2, four.mul_add(d0, d4)),
+        minus_four.mul_add(d1.add(d2), d3.add(d4)),
+        four.mul_add(d1.sub(d2), d4.sub(d3)),
+        minus_two.mul_add(d13, d42),
+        two.mul_add(d13, d42),
+        minus_five.mul_add(d3, four.mul_add(d1, d5)),
+    ]
+}
+
+/// The four phases of the columns of `row[at..at + 4·LANES]` (column `4t + q` in lane `t` of
+/// phase `q`), zero past the row's end (`at` at most the row's length).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn split_quads<V: Vector>(row: &[f32], at: usize) -> [V; 4] {
+    // SAFETY: the caller's contract; `split_pairs` reads within the row.
+    unsafe {
+        let (e01, o01) = split_pairs::<V>(row, at);
+        let (e23, o23) = split_pairs::<V>(row, (at + 2 * V::LANES).min(row.len()));
+        let (q0, q2) = e01.deinterleave(e23);
+        let (q1, q3) = o01.deinterleave(o23);
+        [q0, q1, q2, q3]
+    }
+}
+
+/// The input transform of F(4x4, 3x3) for one channel whose padded rows are in `padded`:
+/// `V[ξ = 6k + l, t]` into `v[ξ·point_stride + t]` for the `count` tile rows' tiles, as
+/// [`InputTransform`] does for F(2x2, 3x3). Returns `check` made NaN if a value of `V` is not
+/// finite (an input's infinity or NaN, or an overflow).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `padded` holds the `4·count + 2` padded rows of
+/// `g.width()` floats (plus [`SLACK`]), `columns` six rows of `4·count·grid_columns` (plus
+/// [`SLACK`]), and `v` the `count·row_tiles` tiles of each of the 36 points.
+#[inline(always)]
+unsafe fn transform_4x4<V: Vector>(
+    padded: &[f32],
+    columns: &mut [f32],
+    v: &mut [f32],
+    g: &Geometry,
+    count: usize,
+    point_stride: usize,
+    mut check: V,
+) -> V {
+    let wp = g.width();
+    let grid = count * g.grid_columns;
+    let len = 4 * grid;
+    // SAFETY (the whole body): the caller's contract; every access is within the sizes it
+    // promises, as noted at each.
+    unsafe {
+        let zero = V::zero();
+        let constants = B4Constants::<V>::new();
+        // Column combinations Bᵀ·d of each tile row: rows `4i..4i + 6` of `padded` give six
+        // rows of `wp`, as `columns[k·len + i·wp + col]`.
+        for i in 0..count {
+            for col in (0..wp).step_by(V::LANES) {
+                let n = (wp - col).min(V::LANES);
+                let row = padded.as_ptr().add(4 * i * wp + col);
+                // Plain loops, not `array::from_fn` or iterator adapters: their closures are
+                // compiled apart, without this kernel's target features, every intrinsic a
+                // call (this transform ran 3x slower).
+                let mut d = [zero; 6];
+                for (r, d) in d.iter_mut().enumerate() {
+                    *d = load::<V>(row.add(r * wp), n);
+                }
+                let out = columns.as_mut_ptr().add(i * wp + col);
+                for (k, combination) in b4(d, constants).iter().enumerate() {
+                    combination.store_first(out.add(k * len), n);
+                }
+            }
+        }
+        // Row combinations ·B: tile `t` reads columns `4t..4t + 6`, phases 0 to 3 of its own
+        // and 0 and 1 of the next tile, slid in from the next vector. The spare tile of each
+        // row is dropped on the way to `V`, as in F(2x2, 3x3).
+        let gc = g.grid_columns;
+        for k in 0..6 {
+            let row = &columns[k * len..(k + 1) * len];
+            let mut quads = split_quads::<V>(row, 0);
+            for t in (0..grid).step_by(V::LANES) {
+                let n = (grid - t).min(V::LANES);
+                let next = split_quads::<V>(row, (4 * (t + V::LANES)).min(len));
+                let [q0, q1, q2, q3] = quads;
+                let d = [q0, q1, q2, q3, q0.slide_one(next[0]), q1.slide_one(next[1])];
+                let points = b4(d, constants);
+                let mut sum = points[0];
+                for &p in &points[1..] {
+                    sum = sum.add(p);
+                }
+                check = sum.mul_add(zero, check);
+                let keep = zero.lanes_skipping(gc - 1 - t % gc, gc);
+                let at = t - t / gc;
+                let kept = (t + n - (t + n) / gc) - at;
+                // `v` holds `count·row_tiles` tiles from each point's row start; the `kept`
+                // tiles of the output among grid tiles `t..t + n` go to `at..at + kept`.
+                let point = v.as_mut_ptr().add(6 * k * point_stride + at);
+                for (l, value) in points.iter().enumerate() {
+                    value
+                        .compress(keep)
+                        .store_first(point.add(l * point_stride), kept);
+                }
+                quads = next;
+            }
+        }
+    }
+    check
 }
 
 /// A row of at least `len` floats that is whole 64-byte lines: the products' vectors of `V` and
@@ -632,8 +872,32 @@ impl VectorKernel for OutputTransform<'_, '_> {
         assert!(
             row_stride >= tiles
                 && point_stride >= block_rows * row_stride
-                && m.len() >= (POINTS - 1) * point_stride + (block_rows - 1) * row_stride + tiles
+                && m.len()
+                    >= (g.points() - 1) * point_stride + (block_rows - 1) * row_stride + tiles
         );
+        if g.tile == 4 {
+            let m = Points {
+                m,
+                row_stride,
+                point_stride,
+            };
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports; the
+            // sizes of `m` were asserted above, those of `rows` set by `convolve_images`.
+            return unsafe {
+                output_4x4::<V>(
+                    m,
+                    g,
+                    first,
+                    count,
+                    channels,
+                    bias,
+                    activation,
+                    rows,
+                    destination,
+                    image,
+                )
+            };
+        }
         let (upper, lower) = rows.split_at_mut(2 * tiles + SLACK);
         let pooled = matches!(destination, Destination::Pooled { .. });
         let indexed = matches!(
@@ -751,6 +1015,205 @@ impl VectorKernel for OutputTransform<'_, '_> {
                         // SAFETY: `with_vector` runs this only with a vector type the CPU
                         // supports.
                         unsafe { copy::<V>(row, &source[ir * row_len..][..g.out_width]) };
+                    }
+                }
+            }
+        }
+        !check.sum().is_nan()
+    }
+}
+
+/// A block's products `M`: point `ξ` of tile `t` of output row `i` at
+/// `m[ξ·point_stride + i·row_stride + t]`.
+struct Points<'a> {
+    m: &'a [f32],
+    row_stride: usize,
+    point_stride: usize,
+}
+
+/// `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]` of F(4x4, 3x3) applied to
+/// six vectors; `constants` are 2, 4 and 8.
+#[inline(always)]
+fn a4<V: Vector>([m0, m1, m2, m3, m4, m5]: [V; 6], [two, four, eight]: [V; 3]) -> [V; 4] {
+    let (sum12, diff12, sum34, diff34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
+    [
+        m0.add(sum12).add(sum34),
+        two.mul_add(diff34, diff12),
+        four.mul_add(sum34, sum12),
+        eight.mul_add(diff34, diff12).add(m5),
+    ]
+}
+
+/// Stores the first `count` floats of `vectors` laid end to end from `p`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set, and `count` floats from `p` are writable.
+#[inline(always)]
+unsafe fn store_run<V: Vector>(vectors: &[V], p: *mut f32, count: usize) {
+    for (q, vector) in vectors.iter().enumerate() {
+        let n = count.saturating_sub(q * V::LANES).min(V::LANES);
+        if n > 0 {
+            // SAFETY: the caller's contract; `n` floats from `q·LANES < count`.
+            unsafe { vector.store_first(p.add(q * V::LANES), n) };
+        }
+    }
+}
+
+/// Step 4 of F(4x4, 3x3), as [`OutputTransform`] for F(2x2, 3x3): `Y = Aᵀ·M·A` per tile,
+/// with the bias and activation, each tile's 4x4 outputs as four output rows (or, pooled,
+/// its four 2x2 windows as two pooled rows); then the rows inside the output to the
+/// destination. Returns `false` if a pooling window met a NaN.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `m` holds the 36 points of `count·row_tiles` tiles
+/// for each of `channels.len()` rows, and `rows` four rows of `4·count·row_tiles + SLACK`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn output_4x4<V: Vector>(
+    m: Points<'_>,
+    g: &Geometry,
+    first: usize,
+    count: usize,
+    channels: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    rows: &mut [f32],
+    destination: &mut Destination<'_>,
+    image: std::ops::Range<usize>,
+) -> bool {
+    let row_tiles = g.row_tiles();
+    let tiles = count * row_tiles;
+    let row_len = rows.len() / 4;
+    assert!(row_len >= 4 * tiles + SLACK, "winograd: output rows");
+    let pooled = matches!(destination, Destination::Pooled { .. });
+    let indexed = matches!(
+        destination,
+        Destination::Pooled {
+            indices: Some(_),
+            ..
+        }
+    );
+    let relu = activation == ConvActivation::Relu;
+    // SAFETY (the whole body): the caller's contract; each access is within the sizes it
+    // promises, as noted at each.
+    unsafe {
+        let (zero, window) = (V::zero(), Max2x2::<V>::new(g.out_width));
+        let constants = [V::splat(2.0), V::splat(4.0), V::splat(8.0)];
+        let mut check = zero;
+        for (i, o) in channels.enumerate() {
+            let b = V::splat(bias.map_or(0.0, |bias| bias[o]));
+            for t in (0..tiles).step_by(V::LANES) {
+                let n = (tiles - t).min(V::LANES);
+                // `n` tiles from `t` of each point of output row `i`.
+                let base = m.m.as_ptr().add(i * m.row_stride + t);
+                // Aᵀ·M: for each column `l` of the tiles' points, their four rows. (Plain loops:
+                // see `transform_4x4`.)
+                let mut columns = [[zero; 4]; 6];
+                for (l, column) in columns.iter_mut().enumerate() {
+                    let mut p = [zero; 6];
+                    for (k, p) in p.iter_mut().enumerate() {
+                        *p = load::<V>(base.add((6 * k + l) * m.point_stride), n);
+                    }
+                    *column = a4(p, constants);
+                }
+                // ·A: each row's four outputs.
+                let mut y = [[zero; 4]; 4];
+                for (r, y) in y.iter_mut().enumerate() {
+                    let mut row = [zero; 6];
+                    for (l, value) in row.iter_mut().enumerate() {
+                        *value = columns[l][r];
+                    }
+                    *y = a4(row, constants);
+                    for value in y.iter_mut() {
+                        *value = finish(*value, b, relu);
+                    }
+                }
+                if pooled {
+                    // Each of the tile's four windows by the pool's rule, as in F(2x2, 3x3);
+                    // pooled row `a` of the tile row gets the windows' maxima (and offsets)
+                    // of columns `2t`, `2t + 1`.
+                    for a in 0..2 {
+                        let mut best = [zero; 2];
+                        let mut at = [zero; 2];
+                        for side in 0..2 {
+                            let (top, bottom) = (y[2 * a], y[2 * a + 1]);
+                            let w = [
+                                top[2 * side],
+                                top[2 * side + 1],
+                                bottom[2 * side],
+                                bottom[2 * side + 1],
+                            ];
+                            check = w[0].add(w[1]).add(w[2]).add(w[3]).mul_add(zero, check);
+                            if indexed {
+                                (best[side], at[side]) = window.window(w);
+                            } else {
+                                best[side] = Max2x2::maximum(w);
+                            }
+                        }
+                        // Rows `a` (maxima) and `2 + a` (offsets) hold `2·tiles` floats.
+                        let (lo, hi) = best[0].interleave(best[1]);
+                        store_run(&[lo, hi], rows.as_mut_ptr().add(a * row_len + 2 * t), 2 * n);
+                        if indexed {
+                            let (lo, hi) = at[0].interleave(at[1]);
+                            let p = rows.as_mut_ptr().add((2 + a) * row_len + 2 * t);
+                            store_run(&[lo, hi], p, 2 * n);
+                        }
+                    }
+                    continue;
+                }
+                for (r, &[y0, y1, y2, y3]) in y.iter().enumerate() {
+                    // Row `r` of the tiles, `4·tiles` floats: the four columns of each tile
+                    // in turn.
+                    let (a_lo, a_hi) = y0.interleave(y2);
+                    let (b_lo, b_hi) = y1.interleave(y3);
+                    let (q0, q1) = a_lo.interleave(b_lo);
+                    let (q2, q3) = a_hi.interleave(b_hi);
+                    store_run(
+                        &[q0, q1, q2, q3],
+                        rows.as_mut_ptr().add(r * row_len + 4 * t),
+                        4 * n,
+                    );
+                }
+            }
+            if let Destination::Pooled { out, indices } = destination {
+                let (height, width) = (g.out_height / 2, g.out_width / 2);
+                let plane = image.start + o * height * width;
+                for ir in 0..count {
+                    for a in 0..2 {
+                        let r = 2 * (first + ir) + a;
+                        if r >= height {
+                            break;
+                        }
+                        let row = plane + r * width..plane + (r + 1) * width;
+                        let source = ir * 2 * row_tiles;
+                        // The pooled row's `width <= 2·row_tiles` windows of this tile row.
+                        let maxima = &rows[a * row_len + source..][..width];
+                        copy::<V>(&mut out[row.clone()], maxima);
+                        if let Some(indices) = indices {
+                            let offsets = &rows[(2 + a) * row_len + source..][..width];
+                            for (j, (index, &at)) in
+                                indices[row].iter_mut().zip(offsets).enumerate()
+                            {
+                                *index = (2 * (r * g.out_width + j)) as u32 + at as u32;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let Destination::Planes(out) = destination else {
+                unreachable!("pooled above")
+            };
+            let out_plane = g.out_height * g.out_width;
+            let plane = &mut out[image.clone()][o * out_plane..(o + 1) * out_plane];
+            for ir in 0..count {
+                for part in 0..4 {
+                    let r = 4 * (first + ir) + part;
+                    if r < g.out_height {
+                        let source = &rows[part * row_len + ir * 4 * row_tiles..][..g.out_width];
+                        copy::<V>(&mut plane[r * g.out_width..(r + 1) * g.out_width], source);
                     }
                 }
             }
