@@ -41,7 +41,8 @@ fn bench_train_step(c: &mut Criterion) {
     // which cost the CPU a microcode assist each: the step took twice as long (Sapphire
     // Rapids). That is this bench's artefact, not a real run's, and PyTorch's side of
     // `scripts/compare_pytorch.py` runs about a hundred steps from its initial state; so do
-    // these. (`striate::flush_denormals` is the cure where a real run meets them.)
+    // these. (striate has no flush-to-zero switch yet; a real run that meets subnormals pays
+    // the same assists.)
     const RESTART: u64 = 100;
     let mut steps = 0u64;
     for (name, detect) in [
