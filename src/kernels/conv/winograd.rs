@@ -16,10 +16,9 @@
 //! 4. **output transform**, `Y = Aᵀ·M·A` per tile, with the bias and activation, written out.
 //!
 //! F(2x2, 3x3)'s `Bᵀ` and `Aᵀ` hold only 0 and ±1 and its `G` only 0, ±½ and 1, so its
-//! transforms add and subtract (the filter's halvings are exact). F(4x4, 3x3)'s (points 0, ±1,
-//! ±2) scale by up to 8 and its `G` by sixths and twenty-fourths (transformed in f64, rounded
-//! once), so its rounding is a few times larger; both stay within the tolerance the reference
-//! tests hold direct convolutions to. F(4x4, 3x3) does 1.8x fewer multiply-adds than F(2x2,
+//! transforms add and subtract. F(4x4, 3x3)'s (points 0, ±1, ±2) scale by up to 8 and its `G`
+//! by sixths and twenty-fourths, so its rounding is a few times larger; both stay within the
+//! tolerance the reference tests hold direct convolutions to. F(4x4, 3x3) does 1.8x fewer multiply-adds than F(2x2,
 //! 3x3) for the same outputs, and its transforms move fewer values per output (2.25 points per
 //! output against 4).
 //!
@@ -197,6 +196,7 @@ impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> 
         unsafe {
             let zero = V::zero();
             let mut check = zero;
+            // A vector's lanes of each tap (16: the widest vector's).
             let mut taps = [[0.0f32; 16]; 9];
             for first in (0..pairs).step_by(V::LANES) {
                 let count = (pairs - first).min(V::LANES);
