@@ -1166,55 +1166,54 @@ fn assert_fused_pool_is_separate(
     assert_eq!(got_indices, want_indices, "{context}");
 }
 
-/// The Winograd tests above with F(4x4, 3x3) forced (`STRIATE_WINOGRAD_TILE`, read once per
-/// process, hence a child process): their shapes otherwise take F(2x2, 3x3), all but the one
-/// whose output is 28 pixels or more a side.
+/// Runs this test binary again with `variable=value` (read once per process, hence a child
+/// process) and `args`, and panics with its output unless every test it runs passes.
+fn rerun_with(variable: &str, value: &str, args: &[&str]) {
+    let this_binary = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(&this_binary)
+        .env(variable, value)
+        .env("RUST_TEST_THREADS", "1")
+        .args(args)
+        .output()
+        .expect("run the test binary again");
+    assert!(
+        output.status.success(),
+        "the kernel reference tests fail with {variable}={value}:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The Winograd tests above with F(4x4, 3x3) forced (`STRIATE_WINOGRAD_TILE`): their shapes
+/// otherwise take F(2x2, 3x3), all but the one whose output is 28 pixels or more a side.
 #[test]
 fn both_winograd_tiles_match_the_references() {
     if std::env::var_os("STRIATE_WINOGRAD_TILE").is_some() {
         // This is the child (or the user forced a tile): the other tests cover it.
         return;
     }
-    let this_binary = std::env::current_exe().expect("the test binary's path");
-    let output = std::process::Command::new(&this_binary)
-        .env("STRIATE_WINOGRAD_TILE", "4")
-        .args(["winograd", "fused", "pooled"])
-        .output()
-        .expect("run the test binary again");
-    assert!(
-        output.status.success(),
-        "the Winograd reference tests fail with STRIATE_WINOGRAD_TILE=4:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    rerun_with(
+        "STRIATE_WINOGRAD_TILE",
+        "4",
+        &["winograd", "fused", "pooled"],
     );
 }
 
 /// Every test above, again with the kernels capped at each narrower instruction set this CPU
-/// has (`STRIATE_ISA`, read once per process, hence a child process): the AVX2 and portable
-/// paths — micro-kernels, direct and im2col convolutions, pooling — are proven against the same
-/// references on a machine that would otherwise only ever run its AVX-512 code.
+/// has (`STRIATE_ISA`): the AVX2 and portable paths — micro-kernels, direct and im2col
+/// convolutions, pooling — are proven against the same references on a machine that would
+/// otherwise only ever run its AVX-512 code.
 #[test]
 fn narrower_instruction_sets_match_the_references_too() {
     if std::env::var_os("STRIATE_ISA").is_some() {
         // This is the child (or the user forced a level): the other tests cover it.
         return;
     }
-    let this_binary = std::env::current_exe().expect("the test binary's path");
     for isa in ["avx2", "baseline"] {
-        let output = std::process::Command::new(&this_binary)
-            .env("STRIATE_ISA", isa)
-            .env("RUST_TEST_THREADS", "1")
-            .args([
-                "--skip",
-                "narrower_instruction_sets_match_the_references_too",
-            ])
-            .output()
-            .expect("run the test binary again");
-        assert!(
-            output.status.success(),
-            "the kernel reference tests fail with STRIATE_ISA={isa}:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let skip = [
+            "--skip",
+            "narrower_instruction_sets_match_the_references_too",
+        ];
+        rerun_with("STRIATE_ISA", isa, &skip);
     }
 }
