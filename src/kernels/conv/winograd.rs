@@ -47,8 +47,8 @@ use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
 use crate::kernels::vector::{Vector, VectorKernel, load, split_pairs, with_vector};
 
-/// Points of the transformed domain per tile of F(2x2, 3x3) (4x4): the filter gradient's
-/// tiles (`winograd_gradient.rs`), and the forward's on small outputs.
+/// Points of the transformed domain per tile of F(2x2, 3x3) (4x4), the filter gradient's tiles
+/// (`winograd_gradient.rs`); the forward and backward-data take theirs from [`Geometry`].
 pub(super) const POINTS: usize = 16;
 
 /// The environment variable that fixes the output tile of the forward and backward-data
