@@ -91,7 +91,62 @@ pub(super) struct PackedRows {
     block_rows: usize,
 }
 
+/// Where each element of a `[rows, depth]` matrix lies in its [`PackedRows`], for code that
+/// writes the packed values directly ([`PackedRows::from_packed`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PackedLayout {
+    pub rows: usize,
+    pub depth: usize,
+    block_rows: usize,
+}
+
+impl PackedLayout {
+    /// The layout of a `[rows, depth]` matrix on this CPU.
+    pub fn new(rows: usize, depth: usize) -> PackedLayout {
+        PackedLayout {
+            rows,
+            depth,
+            block_rows: block_rows(),
+        }
+    }
+
+    /// Floats of one block: `depth · block_rows`.
+    fn block_len(&self) -> usize {
+        self.depth * self.block_rows
+    }
+
+    /// Floats of the packed matrix, padding rows included.
+    pub fn len(&self) -> usize {
+        self.rows.div_ceil(self.block_rows) * self.block_len()
+    }
+
+    /// The element `(row, k)` at packed position `q`; `row >= rows` is a padding row (zero).
+    #[inline(always)]
+    pub fn element(&self, q: usize) -> (usize, usize) {
+        let (block, within) = (q / self.block_len(), q % self.block_len());
+        (
+            block * self.block_rows + within % self.block_rows,
+            within / self.block_rows,
+        )
+    }
+}
+
 impl PackedRows {
+    /// The matrix whose packed values (`layout.len()` of them, padding rows zero) are `data`.
+    ///
+    /// # Panics
+    ///
+    /// If `data` does not hold `layout.len()` floats.
+    pub fn from_packed(data: Vec<f32>, layout: PackedLayout) -> PackedRows {
+        assert_eq!(data.len(), layout.len(), "PackedRows: packed values");
+        PackedRows {
+            data,
+            rows: layout.rows,
+            depth: layout.depth,
+            block_rows: layout.block_rows,
+        }
+    }
+
     /// Packs the matrix whose element `(i, k)` is `value(i, k)`, in blocks for this CPU.
     ///
     /// Called alone (not inside a rayon task) on a large matrix, the blocks are packed in
@@ -105,9 +160,8 @@ impl PackedRows {
     ) -> PackedRows {
         /// Values below which a parallel split costs more than it saves.
         const PARALLEL_MIN: usize = 16 * 1024;
-        let block_rows = block_rows();
-        let block_len = depth * block_rows;
-        let len = rows.div_ceil(block_rows) * block_len;
+        let layout = PackedLayout::new(rows, depth);
+        let (block_rows, block_len, len) = (layout.block_rows, layout.block_len(), layout.len());
         let mut data = Vec::with_capacity(len);
         let pack_block = |b: usize, block: &mut [std::mem::MaybeUninit<f32>]| {
             for (k, column) in block.chunks_exact_mut(block_rows).enumerate() {

@@ -39,9 +39,11 @@
 //! value do not use this path ([`Filter::forward`] returns `None`), and an image with one
 //! reports it ([`convolve_image`] returns `false`) for the caller to compute it directly.
 
+use std::mem::MaybeUninit;
+
 use super::shape::{Conv2dShape, ConvActivation};
 
-use super::shifted::{self, PackedRows, shifted_gemm_block_batch};
+use super::shifted::{self, PackedLayout, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
@@ -121,44 +123,75 @@ impl Filter {
 
     /// Transforms the filter `tap(row, k, kh·3 + kw)` of every (row, depth) pair for output
     /// tiles of `tile` (2 or 4): point `ξ = kh'·n + kw'` of `n = tile + 2` per side.
+    ///
+    /// The transform writes each point's values where its packing puts them, a vector of
+    /// packed positions at a time, and splits the positions over threads when called alone.
+    /// Transformed into a point-major array, then packed, it was 8-9% of VGG's 56x56 with
+    /// F(4x4, 3x3) on two threads (Zen 4), the transform on one thread.
     fn new(
         rows: usize,
         depth: usize,
         tile: usize,
-        tap: impl Fn(usize, usize, usize) -> f32,
+        tap: impl Fn(usize, usize, usize) -> f32 + Sync,
     ) -> Option<Filter> {
-        let n = tile + 2;
-        let pairs = rows * depth;
-        let mut points = vec![0.0f32; n * n * pairs];
-        let finite = with_vector(FilterTransform {
-            pairs,
-            depth,
-            tile,
-            tap,
-            points: &mut points,
-        });
+        /// Packed values per task: below this a split costs more than it saves.
+        const CHUNK: usize = 4096;
+        let points = (tile + 2) * (tile + 2);
+        let layout = PackedLayout::new(rows, depth);
+        let len = layout.len();
+        let mut packed: Vec<Vec<f32>> = (0..points).map(|_| Vec::with_capacity(len)).collect();
+        // Task `c` fills positions `c·CHUNK..` of every point.
+        let mut tasks: Vec<Vec<&mut [MaybeUninit<f32>]>> =
+            (0..len.div_ceil(CHUNK)).map(|_| Vec::new()).collect();
+        for point in &mut packed {
+            let chunks = point.spare_capacity_mut()[..len].chunks_mut(CHUNK);
+            for (task, chunk) in tasks.iter_mut().zip(chunks) {
+                task.push(chunk);
+            }
+        }
+        let transform = |(c, points): (usize, Vec<&mut [MaybeUninit<f32>]>)| {
+            with_vector(FilterTransform {
+                layout,
+                first: c * CHUNK,
+                tile,
+                tap: &tap,
+                points,
+            })
+        };
+        let finite = if tasks.len() > 1 && !crate::util::threads::inside_split() {
+            use rayon::prelude::*;
+            tasks.into_par_iter().enumerate().all(transform)
+        } else {
+            tasks.into_iter().enumerate().all(transform)
+        };
         if !finite {
             return None;
         }
-        let points = points
-            .chunks_exact(pairs.max(1))
-            .map(|values| PackedRows::new(rows, depth, |i, k| values[i * depth + k]))
+        let points = packed
+            .into_iter()
+            .map(|mut data| {
+                // SAFETY: every task ran (all returned `true`), and they wrote each of the
+                // `len` positions of every point.
+                unsafe { data.set_len(len) };
+                PackedRows::from_packed(data, layout)
+            })
             .collect();
         Some(Filter { points, tile })
     }
 }
 
-/// `U = G·g·Gᵀ` of every pair's 3x3 filter `g` (`tap(row, k, t)`), a vector of pairs at a
-/// time, into `points[ξ·pairs + pair]`: each point's values contiguous for its packing.
-/// Returns whether every value is finite. In f64 pair by pair, then packed from every `n²`-th
-/// value, this was 13% of VGG's 256-channel 56x56 forward with F(4x4, 3x3) (Zen 4, 2 threads);
-/// in f32 the values round a few times instead of once, far below Winograd's own rounding.
+/// `U = G·g·Gᵀ` of the 3x3 filter `g` (`tap(row, k, t)`) of each (row, k) pair that packed
+/// positions `first..` hold, a vector of positions at a time, into `points[ξ]` (as many
+/// positions as each holds, each written; padding rows zero). Returns whether every value is
+/// finite. In f64 pair by pair, then packed from every `n²`-th value, this was 13% of VGG's
+/// 256-channel 56x56 forward with F(4x4, 3x3) (Zen 4, 2 threads); in f32 the values round a
+/// few times instead of once, far below Winograd's own rounding.
 struct FilterTransform<'a, T> {
-    pairs: usize,
-    depth: usize,
+    layout: PackedLayout,
+    first: usize,
     tile: usize,
-    tap: T,
-    points: &'a mut [f32],
+    tap: &'a T,
+    points: Vec<&'a mut [MaybeUninit<f32>]>,
 }
 
 impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> {
@@ -182,29 +215,38 @@ impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> 
             [0.0, 0.0, 1.0],
         ];
         let FilterTransform {
-            pairs,
-            depth,
+            layout,
+            first,
             tile,
             tap,
-            points,
+            mut points,
         } = self;
         let g: &[[f32; 3]] = if tile == 4 { &G4 } else { &G2 };
         let n = g.len();
-        assert_eq!(points.len(), n * n * pairs, "winograd: filter points");
+        let len = points.first().map_or(0, |point| point.len());
+        assert!(
+            points.len() == n * n && points.iter().all(|point| point.len() == len),
+            "winograd: filter points"
+        );
         // SAFETY (the whole body): `with_vector` runs this only with a vector type the CPU
-        // supports; each store writes `count <= pairs - first` floats from `ξ·pairs + first`.
+        // supports; each store writes `count <= len - at` floats from `at` of a point's `len`.
         unsafe {
             let zero = V::zero();
             let mut check = zero;
             // A vector's lanes of each tap (16: the widest vector's).
             let mut taps = [[0.0f32; 16]; 9];
-            for first in (0..pairs).step_by(V::LANES) {
-                let count = (pairs - first).min(V::LANES);
-                // The nine taps of `count` pairs, a vector per tap (plain loops: see
-                // `transform_4x4`).
-                for (lane, pair) in (first..first + count).enumerate() {
+            for at in (0..len).step_by(V::LANES) {
+                let count = (len - at).min(V::LANES);
+                // The nine taps of the pairs at `count` positions, a vector per tap, zero for
+                // padding rows (plain loops: see `transform_4x4`).
+                for lane in 0..count {
+                    let (row, k) = layout.element(first + at + lane);
                     for (t, taps) in taps.iter_mut().enumerate() {
-                        taps[lane] = tap(pair / depth, pair % depth, t);
+                        taps[lane] = if row < layout.rows {
+                            tap(row, k, t)
+                        } else {
+                            0.0
+                        };
                     }
                 }
                 let mut g_taps = [zero; 9];
@@ -225,8 +267,8 @@ impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> 
                             u = V::splat(coefficient).mul_add(left[j], u);
                         }
                         check = u.mul_add(zero, check);
-                        let at = (row * n + l) * pairs + first;
-                        u.store_first(points.as_mut_ptr().add(at), count);
+                        let point = points[row * n + l].as_mut_ptr().cast::<f32>();
+                        u.store_first(point.add(at), count);
                     }
                 }
             }
