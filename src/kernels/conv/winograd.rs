@@ -126,8 +126,9 @@ impl Filter {
     ///
     /// The transform writes each point's values where its packing puts them, a vector of
     /// packed positions at a time, and splits the positions over threads when called alone.
-    /// Transformed into a point-major array, then packed, it was 8-9% of VGG's 56x56 with
-    /// F(4x4, 3x3) on two threads (Zen 4), the transform on one thread.
+    /// Transformed into a point-major array, then packed, it was 7-8% of the samples of VGG's
+    /// 56x56 forward and backward-data with F(4x4, 3x3) on two threads (Zen 4), the transform
+    /// on one thread; now 3.5%, on both.
     fn new(
         rows: usize,
         depth: usize,
