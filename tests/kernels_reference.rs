@@ -648,6 +648,20 @@ fn depthwise_rows_wide_enough_for_vector_blocks() {
         (33, [1, 1], Padding2d::symmetric(1, 1), 1),
         (48, [1, 1], Padding2d::symmetric(2, 2), 1),
         (57, [2, 2], Padding2d::symmetric(1, 3), 3),
+        // Multiplier 1 reads the planes in place in both correlations: dilated columns, and
+        // padding wider than the kernel spans (backward-data's border then negative).
+        (35, [1, 3], Padding2d::symmetric(1, 2), 1),
+        (
+            26,
+            [1, 1],
+            Padding2d {
+                top: 3,
+                bottom: 0,
+                left: 1,
+                right: 4,
+            },
+            1,
+        ),
     ] {
         let spec = Conv2dSpec {
             padding,
