@@ -333,18 +333,82 @@ impl CorrelatePlane<'_> {
     }
 }
 
-/// `out` `[rows, cols]` = the 3x3 correlation (rows undilated, columns `dw` apart) of `plane`
-/// `[in_rows, in_cols]` set at `(top, left)` in a zero border, read straight from the plane:
-/// the tile skips the input rows outside it and masks off the lanes of the columns outside it,
-/// so no bordered copy is written. The copy cost a 512-bit store per 16 floats, on a Zen 4
-/// one every two cycles: about 20% of the depthwise S6 forward.
-struct CorrelateInPlace<'a> {
+/// A plane `[rows, cols]` set at `(top, left)` in a zero border, as the 3x3 taps (rows
+/// undilated, columns `dw` apart) of a grid read it in place: grid position `(y, x)` with tap
+/// `(kh, kw)` reads plane `(y + kh − top, x + kw·dw − left)`. The rows outside the plane are
+/// skipped (their zeros add nothing) and the lanes of the columns outside it masked off.
+#[derive(Clone, Copy)]
+struct PlaneInBorder<'a> {
     plane: &'a [f32],
-    in_dims: (usize, usize),
-    /// Where the plane's `(0, 0)` sits on the grid of the taps: output `(oh, ow)` reads plane
-    /// `(oh + kh − top, ow + kw·dw − left)`.
+    dims: (usize, usize),
     at: (isize, isize),
     dw: usize,
+}
+
+impl<'a> PlaneInBorder<'a> {
+    fn new(plane: &'a [f32], dims: (usize, usize), at: (isize, isize), dw: usize) -> Self {
+        assert_eq!(
+            plane.len(),
+            dims.0 * dims.1,
+            "direct conv: plane of the wrong size"
+        );
+        PlaneInBorder {
+            plane,
+            dims,
+            at,
+            dw,
+        }
+    }
+
+    /// For each column tap `kw` and vector `c` of `C` from grid column `x`, the lanes whose
+    /// plane column `x + c·LANES + lane + kw·dw − left` is inside the plane.
+    #[inline(always)]
+    fn masks<V: Vector, const C: usize>(&self, x: usize) -> [[V::Mask; C]; 3] {
+        let lanes = V::LANES as isize;
+        let cols = self.dims.1 as isize;
+        std::array::from_fn(|kw| {
+            std::array::from_fn(|c| {
+                let first = (x + c * V::LANES + kw * self.dw) as isize - self.at.1;
+                let from = (-first).clamp(0, lanes) as usize;
+                let to = (cols - first).clamp(0, lanes) as usize;
+                // SAFETY: masks are made only inside a kernel run for a supported `V`.
+                unsafe { V::zero() }.lanes_between(from, to)
+            })
+        })
+    }
+
+    /// Where grid row `y`'s tap row `kh = 0` starts for grid column `x` (plane column
+    /// `x − left`, possibly outside the plane: only masked lanes read there), or `None` when
+    /// that row is outside the plane.
+    #[inline(always)]
+    fn row(&self, y: usize, x: usize) -> Option<*const f32> {
+        let row = y as isize - self.at.0;
+        (0..self.dims.0 as isize).contains(&row).then(|| {
+            self.plane
+                .as_ptr()
+                .wrapping_offset(row * self.dims.1 as isize + x as isize - self.at.1)
+        })
+    }
+
+    /// The vector `offset` floats from `start`, the lanes of `mask` only.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`; `start` is a [`PlaneInBorder::row`] at `x`, and `offset` and
+    /// `mask` are `c·LANES + kw·dw` and [`PlaneInBorder::masks`]`(x)[kw][c]`, which keep the
+    /// read inside that row of the plane.
+    #[inline(always)]
+    unsafe fn load<V: Vector>(&self, start: *const f32, offset: usize, mask: V::Mask) -> V {
+        // SAFETY: the caller's contract.
+        unsafe { V::load_masked(start.wrapping_add(offset), mask) }
+    }
+}
+
+/// `out` `[rows, cols]` = the 3x3 correlation of `src` with `weights`, read in place
+/// ([`PlaneInBorder`]): no bordered copy is written. The copy cost a 512-bit store per 16
+/// floats, on a Zen 4 one every two cycles: about 20% of the depthwise S6 forward.
+struct CorrelateInPlace<'a> {
+    src: PlaneInBorder<'a>,
     dims: (usize, usize),
     weights: &'a [f32],
     epilogue: Epilogue<'a>,
@@ -361,9 +425,7 @@ impl VectorKernel for CorrelateInPlace<'_> {
         let (rows, cols) = self.dims;
         let lanes = V::LANES;
         assert!(
-            self.weights.len() == 9
-                && self.out.len() == rows * cols
-                && self.plane.len() == self.in_dims.0 * self.in_dims.1,
+            self.weights.len() == 9 && self.out.len() == rows * cols,
             "direct conv: operands do not match the plane's dimensions"
         );
         // SAFETY: `with_vector` runs this kernel only with a vector type the CPU supports; the
@@ -398,7 +460,7 @@ impl CorrelateInPlace<'_> {
         let tiles = tile_starts(rows, row_block).count() * tile_starts(cols, span).count();
         let mut tile_index = 0;
         for ow in tile_starts(cols, span) {
-            let masks = self.masks::<V, C>(ow);
+            let masks = self.src.masks::<V, C>(ow);
             for oh in tile_starts(rows, row_block) {
                 prefetch_share(self.ahead, tile_index, tiles);
                 tile_index += 1;
@@ -416,23 +478,6 @@ impl CorrelateInPlace<'_> {
         }
     }
 
-    /// For each column tap `kw` and vector `c` of a tile at output column `ow`, the lanes whose
-    /// input column `ow + c·LANES + lane + kw·dw − left` is inside the plane.
-    #[inline(always)]
-    fn masks<V: Vector, const C: usize>(&self, ow: usize) -> [[V::Mask; C]; 3] {
-        let lanes = V::LANES as isize;
-        let in_cols = self.in_dims.1 as isize;
-        std::array::from_fn(|kw| {
-            std::array::from_fn(|c| {
-                let first = (ow + c * V::LANES + kw * self.dw) as isize - self.at.1;
-                let from = (-first).clamp(0, lanes) as usize;
-                let to = (in_cols - first).clamp(0, lanes) as usize;
-                // SAFETY: masks are made only inside a kernel run for a supported `V`.
-                unsafe { V::zero() }.lanes_between(from, to)
-            })
-        })
-    }
-
     /// The `R x C` vectors of outputs at `(oh, ow)`: each vector of the `R + 2` input rows the
     /// tile spans is loaded once (masked) and feeds the up to three output rows that read it;
     /// input rows outside the plane are skipped, as their zeros add nothing.
@@ -447,28 +492,18 @@ impl CorrelateInPlace<'_> {
         w: &[V; 9],
         masks: &[[V::Mask; C]; 3],
     ) -> [[V; C]; R] {
-        let (in_rows, in_cols) = self.in_dims;
         // SAFETY: the caller's contract.
         let mut acc = [[unsafe { V::zero() }; C]; R];
         for i in 0..R + 2 {
-            let row = (oh + i) as isize - self.at.0;
-            if row < 0 || row >= in_rows as isize {
+            let Some(start) = self.src.row(oh + i, ow) else {
                 continue;
-            }
-            // Wrapping: for the first and last columns this points outside the plane, where
-            // only masked-off lanes would read.
-            let start = self
-                .plane
-                .as_ptr()
-                .wrapping_offset(row * in_cols as isize + ow as isize - self.at.1);
+            };
             for kw in 0..3 {
-                // SAFETY: the lanes of `masks[kw][c]` are plane columns `0..in_cols` of row
-                // `row`, which is inside the plane (checked above); the CPU supports `V`.
+                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
+                // CPU supports `V`.
                 let x: [V; C] = std::array::from_fn(|c| unsafe {
-                    V::load_masked(
-                        start.wrapping_add(c * V::LANES + kw * self.dw),
-                        masks[kw][c],
-                    )
+                    self.src
+                        .load(start, c * V::LANES + kw * self.src.dw, masks[kw][c])
                 });
                 for kh in 0..3 {
                     if i >= kh && i - kh < R {
@@ -522,14 +557,25 @@ unsafe fn store_tile<V: Vector, const R: usize, const C: usize>(
 /// through a lane mask (a zeroed gradient instead would turn an infinite input into NaN).
 struct FilterPlane<'a> {
     g: &'a [f32],
-    src: &'a [f32],
-    width: usize,
+    src: FilterSource<'a>,
     dims: (usize, usize),
-    shifts: &'a [usize],
     sums: &'a mut [f32],
     /// What the next call reads first (the next image's input and gradient planes),
     /// prefetched into L2 a share per block of rows ([`prefetch_share`]).
     ahead: [&'a [f32]; 2],
+}
+
+/// Where the filter gradient reads the input plane its taps shift over.
+#[derive(Clone, Copy)]
+enum FilterSource<'a> {
+    /// A bordered copy `src`, rows `width` apart, read at the taps' `shifts`.
+    Bordered {
+        src: &'a [f32],
+        width: usize,
+        shifts: &'a [usize],
+    },
+    /// The plane itself, for 3x3 taps with undilated rows ([`reads_in_place`]).
+    InPlace(PlaneInBorder<'a>),
 }
 
 impl VectorKernel for FilterPlane<'_> {
@@ -538,16 +584,27 @@ impl VectorKernel for FilterPlane<'_> {
     #[inline(always)]
     fn run<V: Vector>(self) {
         let (rows, cols) = self.dims;
-        assert!(self.g.len() == rows * cols && self.sums.len() == self.shifts.len());
-        let max_shift = self.shifts.iter().copied().max().unwrap_or(0);
-        let reach = (rows.max(1) - 1) * self.width + cols.div_ceil(V::LANES) * V::LANES + max_shift;
-        assert!(
-            reach <= self.src.len(),
-            "direct conv: bordered buffer too short"
-        );
-        if let Some(dw) = three_by_three(self.shifts, self.width) {
+        assert!(self.g.len() == rows * cols);
+        let (src, width, shifts) = match self.src {
+            FilterSource::InPlace(plane) => {
+                assert!(self.sums.len() == 9);
+                // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
+                // the tiles read the plane through its masks and row checks.
+                let sums = unsafe { self.sums_3x3::<V, true>(plane.dw) };
+                for (o, s) in self.sums.iter_mut().zip(sums) {
+                    *o += s;
+                }
+                return;
+            }
+            FilterSource::Bordered { src, width, shifts } => (src, width, shifts),
+        };
+        assert!(self.sums.len() == shifts.len());
+        let max_shift = shifts.iter().copied().max().unwrap_or(0);
+        let reach = (rows.max(1) - 1) * width + cols.div_ceil(V::LANES) * V::LANES + max_shift;
+        assert!(reach <= src.len(), "direct conv: bordered buffer too short");
+        if let Some(dw) = three_by_three(shifts, width) {
             // SAFETY: as below; the 3x3 kernel reads the same positions.
-            let sums = unsafe { self.sums_3x3::<V>(dw) };
+            let sums = unsafe { self.sums_3x3::<V, false>(dw) };
             for (o, s) in self.sums.iter_mut().zip(sums) {
                 *o += s;
             }
@@ -556,15 +613,14 @@ impl VectorKernel for FilterPlane<'_> {
         for ahead in self.ahead {
             prefetch(ahead);
         }
-        let mut shift_blocks = self.shifts.chunks_exact(TAP_BLOCK);
+        let mut shift_blocks = shifts.chunks_exact(TAP_BLOCK);
         let mut sum_blocks = self.sums.chunks_exact_mut(TAP_BLOCK);
         for (block, out) in (&mut shift_blocks).zip(&mut sum_blocks) {
             let block: &[usize; TAP_BLOCK] = block.try_into().expect("a block of taps");
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports; reads
             // of `src` stay within `reach` (checked above), of `g` within its rows.
-            let block_sums = unsafe {
-                filter_block::<V, TAP_BLOCK>(self.g, self.src, self.width, self.dims, block)
-            };
+            let block_sums =
+                unsafe { filter_block::<V, TAP_BLOCK>(self.g, src, width, self.dims, block) };
             for (o, s) in out.iter_mut().zip(block_sums) {
                 *o += s;
             }
@@ -575,9 +631,7 @@ impl VectorKernel for FilterPlane<'_> {
             .zip(shift_blocks.remainder())
         {
             // SAFETY: as above.
-            *o += unsafe {
-                filter_block::<V, 1>(self.g, self.src, self.width, self.dims, &[shift])[0]
-            };
+            *o += unsafe { filter_block::<V, 1>(self.g, src, width, self.dims, &[shift])[0] };
         }
     }
 }
@@ -589,14 +643,15 @@ impl FilterPlane<'_> {
     ///
     /// # Safety
     ///
-    /// As [`filter_block`], and [`three_by_three`] of the taps is `Some(dw)`.
+    /// As [`filter_block`]; `IN_PLACE` says whether the source is [`FilterSource::InPlace`],
+    /// and a bordered source's taps are 3x3 ([`three_by_three`] is `Some(dw)`).
     #[inline(always)]
-    unsafe fn sums_3x3<V: Vector>(&self, dw: usize) -> [f32; 9] {
+    unsafe fn sums_3x3<V: Vector, const IN_PLACE: bool>(&self, dw: usize) -> [f32; 9] {
         let (rows, cols) = self.dims;
         let lanes = V::LANES;
         let whole = cols / lanes * lanes;
         let rest = cols - whole;
-        // SAFETY: the caller's contract; a partial vector of `g` is copied out through a buffer.
+        // SAFETY: the caller's contract; a partial vector of `g` is read through its mask.
         unsafe {
             let mut acc = [V::zero(); 9];
             let mask = V::zero().first_lanes(rest);
@@ -612,16 +667,16 @@ impl FilterPlane<'_> {
                 row_block += 1;
                 for ow in (0..whole).step_by(lanes) {
                     if block == ROWS {
-                        self.rows_3x3::<V, ROWS, false>(&mut acc, oh, ow, dw, lanes, full);
+                        self.rows_3x3::<V, ROWS, false, IN_PLACE>(&mut acc, oh, ow, dw, full);
                     } else {
-                        self.rows_3x3::<V, 1, false>(&mut acc, oh, ow, dw, lanes, full);
+                        self.rows_3x3::<V, 1, false, IN_PLACE>(&mut acc, oh, ow, dw, full);
                     }
                 }
                 if rest > 0 {
                     if block == ROWS {
-                        self.rows_3x3::<V, ROWS, true>(&mut acc, oh, whole, dw, rest, mask);
+                        self.rows_3x3::<V, ROWS, true, IN_PLACE>(&mut acc, oh, whole, dw, mask);
                     } else {
-                        self.rows_3x3::<V, 1, true>(&mut acc, oh, whole, dw, rest, mask);
+                        self.rows_3x3::<V, 1, true, IN_PLACE>(&mut acc, oh, whole, dw, mask);
                     }
                 }
                 oh += block;
@@ -631,19 +686,20 @@ impl FilterPlane<'_> {
     }
 
     /// Adds the products of gradient rows `oh..oh + R` at column `ow` into the tap sums: one
-    /// vector per row, or when `PARTIAL` the first `columns` through `mask`.
+    /// vector per row, or when `PARTIAL` the lanes of `mask` (the row's last columns; a
+    /// masked load, where a copy through a spill buffer stalled on store forwarding: the S6
+    /// filter gradient +30% on a Zen 4).
     ///
     /// # Safety
     ///
     /// As [`FilterPlane::sums_3x3`].
     #[inline(always)]
-    unsafe fn rows_3x3<V: Vector, const R: usize, const PARTIAL: bool>(
+    unsafe fn rows_3x3<V: Vector, const R: usize, const PARTIAL: bool, const IN_PLACE: bool>(
         &self,
         acc: &mut [V; 9],
         oh: usize,
         ow: usize,
         dw: usize,
-        columns: usize,
         mask: V::Mask,
     ) {
         let cols = self.dims.1;
@@ -652,28 +708,45 @@ impl FilterPlane<'_> {
             let g: [V; R] = std::array::from_fn(|r| {
                 let at = self.g.as_ptr().add((oh + r) * cols + ow);
                 if PARTIAL {
-                    let mut spill = [0.0f32; 16];
-                    std::ptr::copy_nonoverlapping(at, spill.as_mut_ptr(), columns);
-                    V::load(spill.as_ptr())
+                    V::load_masked(at, mask)
                 } else {
                     V::load(at)
                 }
             });
-            let base = self.src.as_ptr().add(oh * self.width + ow);
-            for i in 0..R + 2 {
-                for kw in 0..3 {
-                    let x = V::load(base.add(i * self.width + kw * dw));
-                    for kh in 0..3 {
-                        if i >= kh && i - kh < R {
-                            let t = kh * 3 + kw;
-                            acc[t] = if PARTIAL {
-                                g[i - kh].mul_add_masked(x, acc[t], mask)
-                            } else {
-                                g[i - kh].mul_add(x, acc[t])
-                            };
+            // Input row `i` of the tile, column tap `kw`, into the sums of the gradient rows
+            // that meet it.
+            let mut add = |i: usize, kw: usize, x: V| {
+                for kh in 0..3 {
+                    if i >= kh && i - kh < R {
+                        let t = kh * 3 + kw;
+                        acc[t] = if PARTIAL {
+                            g[i - kh].mul_add_masked(x, acc[t], mask)
+                        } else {
+                            g[i - kh].mul_add(x, acc[t])
+                        };
+                    }
+                }
+            };
+            match (IN_PLACE, self.src) {
+                (false, FilterSource::Bordered { src, width, .. }) => {
+                    let base = src.as_ptr().add(oh * width + ow);
+                    for i in 0..R + 2 {
+                        for kw in 0..3 {
+                            add(i, kw, V::load(base.add(i * width + kw * dw)));
                         }
                     }
                 }
+                (true, FilterSource::InPlace(plane)) => {
+                    let masks = plane.masks::<V, 1>(ow);
+                    for i in 0..R + 2 {
+                        if let Some(start) = plane.row(oh + i, ow) {
+                            for (kw, [mask]) in masks.into_iter().enumerate() {
+                                add(i, kw, plane.load(start, kw * dw, mask));
+                            }
+                        }
+                    }
+                }
+                _ => unreachable!("IN_PLACE names the source"),
             }
         }
     }
@@ -782,10 +855,12 @@ pub(super) fn forward_image(
             let c = o / multiplier;
             let next = x.get((c + 1) * s.in_plane()..(c + 2) * s.in_plane());
             with_vector(CorrelateInPlace {
-                plane: &x[c * s.in_plane()..(c + 1) * s.in_plane()],
-                in_dims: (s.in_height, s.in_width),
-                at: (p.top as isize, p.left as isize),
-                dw: s.spec.dilation[1],
+                src: PlaneInBorder::new(
+                    &x[c * s.in_plane()..(c + 1) * s.in_plane()],
+                    (s.in_height, s.in_width),
+                    (p.top as isize, p.left as isize),
+                    s.spec.dilation[1],
+                ),
                 dims: out_dims,
                 weights: &weight[o * 9..(o + 1) * 9],
                 epilogue: epilogue(o),
@@ -842,10 +917,12 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
         for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
             let next = gy.get((c + 1) * s.out_plane()..(c + 2) * s.out_plane());
             with_vector(CorrelateInPlace {
-                plane: &gy[c * s.out_plane()..(c + 1) * s.out_plane()],
-                in_dims: (s.out_height, s.out_width),
-                at: (grid.top, grid.left),
-                dw: s.spec.dilation[1],
+                src: PlaneInBorder::new(
+                    &gy[c * s.out_plane()..(c + 1) * s.out_plane()],
+                    (s.out_height, s.out_width),
+                    (grid.top, grid.left),
+                    s.spec.dilation[1],
+                ),
                 dims: (s.in_height, s.in_width),
                 weights: &reversed[c * 9..(c + 1) * 9],
                 epilogue: Epilogue::default(),
@@ -941,12 +1018,25 @@ fn filter_gradient(
     let grid = Bordered::forward(s);
     let shifts = grid.shifts(s, 1);
     let out_dims = (s.out_height, s.out_width);
-    with_scratch_parts([grid.len()], |[bordered]| {
+    let in_place = reads_in_place(s);
+    with_scratch_parts([if in_place { 0 } else { grid.len() }], |[bordered]| {
         bordered.fill(0.0);
         for n in images {
             for c in channels.clone() {
                 let plane = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];
-                grid.copy_in(plane, bordered);
+                let src = if in_place {
+                    let p = s.spec.padding;
+                    let at = (p.top as isize, p.left as isize);
+                    let dims = (s.in_height, s.in_width);
+                    FilterSource::InPlace(PlaneInBorder::new(plane, dims, at, s.spec.dilation[1]))
+                } else {
+                    grid.copy_in(plane, bordered);
+                    FilterSource::Bordered {
+                        src: grid.grid(bordered),
+                        width: grid.width,
+                        shifts: &shifts,
+                    }
+                };
                 // The same channel of the next image: the next planes this task reads, a
                 // share by each output channel's call.
                 let next = ((n + 1) * s.in_channels + c) * s.in_plane();
@@ -961,10 +1051,8 @@ fn filter_gradient(
                     let local = (o - first_channel * multiplier) * taps;
                     with_vector(FilterPlane {
                         g,
-                        src: grid.grid(bordered),
-                        width: grid.width,
+                        src,
                         dims: out_dims,
-                        shifts: &shifts,
                         sums: &mut gw[local..local + taps],
                         ahead: [
                             share_of(next_input, k, multiplier),
