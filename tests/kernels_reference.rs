@@ -682,6 +682,31 @@ fn depthwise_rows_wide_enough_for_vector_blocks() {
 }
 
 #[test]
+fn depthwise_image_alone_splits_its_channels_over_threads() {
+    // Batch 1 with enough work: the direct path splits the image's channels over the pool
+    // (unevenly when the channels do not divide by the threads), multiplier 1 and 2.
+    let mut rng = StdRng::seed_from_u64(17);
+    for (channels, multiplier) in [(13, 1), (6, 2)] {
+        let spec = Conv2dSpec {
+            padding: Padding2d::symmetric(1, 1),
+            groups: channels,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(
+            &[1, channels, 100, 100],
+            &[channels * multiplier, 1, 3, 3],
+            spec,
+        );
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(
+                e < 1e-4,
+                "{channels} channels x{multiplier}: {name} error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn conv2d_kernels_propagate_infinities_and_nans_as_the_reference() {
     // A few infinite and NaN inputs and output gradients: every output the reference makes
     // NaN or infinite must be so, with the same sign, and no other (PyTorch's sums are plain

@@ -32,6 +32,7 @@ use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::{LINE, with_scratch_parts};
 use crate::kernels::vector::{Vector, VectorKernel, with_vector};
 use crate::util::simd::{self, Level, copy_row, line_share, prefetch, prefetch_share};
+use crate::util::threads::{inside_split, split};
 
 /// The widest vector's floats: the zero tail of a bordered buffer, which the tiles of rows
 /// narrower than a vector read past the last row.
@@ -843,15 +844,57 @@ pub(super) fn forward_image(
     s: &Conv2dShape,
     out: &mut [f32],
 ) {
-    let epilogue = |o: usize| Epilogue { bias, activation }.rows(o, 1);
     if !is_stride_one(s) {
         strided_forward_image(x, weight, s, out);
         return super::add_bias_and_activate(out, bias, activation, s);
     }
+    let per_channel = s.group_out() * s.out_plane();
+    let tasks = channel_tasks(s);
+    if tasks == 1 {
+        return forward_channels(x, weight, bias, activation, s, 0, out);
+    }
+    // An image alone (batch 1, or fewer images than threads): its channels are the work to
+    // split. The images of a batch split one level up, and this then runs on one thread.
+    let channels = s.in_channels.div_ceil(tasks);
+    split(|| {
+        out.par_chunks_mut(channels * per_channel)
+            .enumerate()
+            .for_each(|(t, out)| {
+                forward_channels(x, weight, bias, activation, s, t * channels, out)
+            })
+    });
+}
+
+/// How many tasks one image's channels split into: one inside a split (the caller keeps the
+/// threads busy) or when the image is too little work to pay for waking the pool (under a
+/// million multiply-adds, about 10 µs on one core), else one per thread.
+fn channel_tasks(s: &Conv2dShape) -> usize {
+    let threads = rayon::current_num_threads();
+    let work = s.out_channels * s.out_plane() * s.kernel_height * s.kernel_width;
+    if threads < 2 || inside_split() || s.in_channels < threads || work < 1 << 20 {
+        1
+    } else {
+        threads
+    }
+}
+
+/// Forward of input channels `first..` (as many as `out` holds the outputs of), with the bias
+/// and activation applied as each plane is stored.
+fn forward_channels(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    s: &Conv2dShape,
+    first: usize,
+    out: &mut [f32],
+) {
+    let epilogue = |o: usize| Epilogue { bias, activation }.rows(o, 1);
     let (multiplier, out_dims) = (s.group_out(), (s.out_height, s.out_width));
+    let outputs = first * multiplier..first * multiplier + out.len() / s.out_plane();
     if reads_in_place(s) {
         let p = s.spec.padding;
-        for (o, out_plane) in out.chunks_exact_mut(s.out_plane()).enumerate() {
+        for (o, out_plane) in outputs.zip(out.chunks_exact_mut(s.out_plane())) {
             let c = o / multiplier;
             let next = x.get((c + 1) * s.in_plane()..(c + 2) * s.in_plane());
             with_vector(CorrelateInPlace {
@@ -875,22 +918,24 @@ pub(super) fn forward_image(
     let taps = shifts.len();
     with_scratch_parts([grid.len()], |[bordered]| {
         bordered.fill(0.0);
-        for (c, plane) in x.chunks_exact(s.in_plane()).enumerate() {
-            grid.copy_in(plane, bordered);
+        for (planes, c) in out
+            .chunks_exact_mut(multiplier * s.out_plane())
+            .zip(first..)
+        {
+            grid.copy_in(&x[c * s.in_plane()..(c + 1) * s.in_plane()], bordered);
             // The next plane, into L2 while this one computes (into L1 it would evict the
             // bordered plane and the output), a share of it by each output channel's call.
             let next = x
                 .get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
                 .unwrap_or(&[]);
-            for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
-                let w = &weight[o * taps..(o + 1) * taps];
-                let out_plane = &mut out[o * s.out_plane()..(o + 1) * s.out_plane()];
+            for (k, out_plane) in planes.chunks_exact_mut(s.out_plane()).enumerate() {
+                let o = c * multiplier + k;
                 with_vector(CorrelatePlane {
                     src: grid.grid(bordered),
                     grid: &grid,
                     dims: out_dims,
                     shifts: &shifts,
-                    weights: w,
+                    weights: &weight[o * taps..(o + 1) * taps],
                     epilogue: epilogue(o),
                     out: out_plane,
                     ahead: share_of(next, k, multiplier),
