@@ -957,8 +957,8 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
         .chunks_exact(s.kernel_height * s.kernel_width)
         .flat_map(|taps| taps.iter().rev().copied())
         .collect();
+    let grid = Bordered::backward_data(s);
     if multiplier == 1 && reads_in_place(s) {
-        let grid = Bordered::backward_data(s);
         for (c, gx_plane) in gx.chunks_exact_mut(s.in_plane()).enumerate() {
             let next = gy.get((c + 1) * s.out_plane()..(c + 2) * s.out_plane());
             with_vector(CorrelateInPlace {
@@ -977,7 +977,6 @@ pub(super) fn backward_data_image(gy: &[f32], weight: &[f32], s: &Conv2dShape, g
         }
         return;
     }
-    let grid = Bordered::backward_data(s);
     let shifts = grid.shifts(s, multiplier);
     let per_channel = shifts.len();
     let in_dims = (s.in_height, s.in_width);
