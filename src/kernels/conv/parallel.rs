@@ -30,18 +30,25 @@ pub(super) fn sum_over_image_chunks(
     }
     let threads = rayon::current_num_threads();
     let per_thread = batch.div_ceil(threads);
-    let partials: Vec<Vec<f32>> = split(|| {
-        (0..threads)
-            .into_par_iter()
-            .map(|t| {
-                let mut partial = vec![0.0f32; out.len()];
-                f(
-                    (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch),
-                    &mut partial,
-                );
-                partial
-            })
-            .collect()
+    let images = |t: usize| (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch);
+    // The first thread's images go straight into `out` (zeroed above); the others into
+    // private buffers added after it in thread order.
+    let len = out.len();
+    let mut partials: Vec<Vec<f32>> = Vec::new();
+    split(|| {
+        rayon::join(
+            || f(images(0), out),
+            || {
+                partials = (1..threads)
+                    .into_par_iter()
+                    .map(|t| {
+                        let mut partial = vec![0.0f32; len];
+                        f(images(t), &mut partial);
+                        partial
+                    })
+                    .collect()
+            },
+        )
     });
     for partial in &partials {
         for (o, p) in out.iter_mut().zip(partial) {

@@ -77,7 +77,9 @@ pub(super) fn accumulate_filter_gradient(
                 };
                 (gy, x_g(first + n))
             };
-            filter_gradient_gemm(og, &offsets, plane, images.len(), image, gw);
+            filter_gradient_gemm(og, cg, gw, |gemm| {
+                gemm.add_images(&offsets, plane, images.len(), image)
+            });
             continue;
         }
         for n in images.clone() {

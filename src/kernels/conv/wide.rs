@@ -739,8 +739,8 @@ pub(super) fn accumulate_filter_gradient_shifted(
     with_scratch_parts([chunk * planes_len, chunk * grid_len], |[planes, grids]| {
         for g in 0..s.spec.groups {
             let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
-            for first in images.clone().step_by(chunk) {
-                let count = chunk.min(images.end - first);
+            // Pads and widens group `g` of images `first..first + count` side by side.
+            let prepare = |first: usize, count: usize, planes: &mut [f32], grids: &mut [f32]| {
                 for m in 0..count {
                     let n_image = first + m;
                     let x = &input[n_image * image_in..(n_image + 1) * image_in];
@@ -749,19 +749,28 @@ pub(super) fn accumulate_filter_gradient_shifted(
                     let grid = &mut grids[m * grid_len..(m + 1) * grid_len];
                     wide.widen_group(s, gy, g, 0, s.out_height, grid);
                 }
-                if gradient_gemm::pays(k) {
-                    let (planes, grids) = (&*planes, &*grids);
-                    let image = |m: usize| {
-                        let gy = GradientRows {
-                            data: &grids[m * grid_len..(m + 1) * grid_len],
-                            rows: og,
-                            row_stride: wide.out_len,
-                        };
-                        (gy, &planes[m * planes_len..(m + 1) * planes_len])
-                    };
-                    filter_gradient_gemm(og, &offsets, wide.out_len, count, image, gw_g);
-                    continue;
-                }
+            };
+            if gradient_gemm::pays(k) {
+                filter_gradient_gemm(og, k, gw_g, |gemm| {
+                    for first in images.clone().step_by(chunk) {
+                        let count = chunk.min(images.end - first);
+                        prepare(first, count, planes, grids);
+                        let (planes, grids) = (&*planes, &*grids);
+                        gemm.add_images(&offsets, wide.out_len, count, |m| {
+                            let gy = GradientRows {
+                                data: &grids[m * grid_len..(m + 1) * grid_len],
+                                rows: og,
+                                row_stride: wide.out_len,
+                            };
+                            (gy, &planes[m * planes_len..(m + 1) * planes_len])
+                        });
+                    }
+                });
+                continue;
+            }
+            for first in images.clone().step_by(chunk) {
+                let count = chunk.min(images.end - first);
+                prepare(first, count, planes, grids);
                 let grad = Rows {
                     data: grids,
                     rows: og,
@@ -874,30 +883,39 @@ fn accumulate_filter_gradient_narrow(
     with_scratch_parts([chunk * narrow.image_len], |[copies]| {
         for g in 0..s.spec.groups {
             let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
-            for first in images.clone().step_by(chunk) {
-                let count = chunk.min(images.end - first);
+            // Copies group `g` of images `first..first + count` side by side.
+            let prepare = |first: usize, count: usize, copies: &mut [f32]| {
                 for m in 0..count {
                     let x = &input[(first + m) * image_in..(first + m + 1) * image_in];
                     let copy = &mut copies[m * narrow.image_len..(m + 1) * narrow.image_len];
                     narrow.copy_group(s, x, g, copy);
                 }
-                if gradient_gemm::pays(k) {
-                    let copies = &*copies;
-                    let image = |m: usize| {
-                        let at = (first + m) * image_out + g * og * s.out_plane();
-                        let gy = GradientRows {
-                            data: &grad_output[at..at + og * s.out_plane()],
-                            rows: og,
-                            row_stride: s.out_plane(),
-                        };
-                        (
-                            gy,
-                            &copies[m * narrow.image_len..(m + 1) * narrow.image_len],
-                        )
-                    };
-                    filter_gradient_gemm(og, &offsets, s.out_plane(), count, image, gw_g);
-                    continue;
-                }
+            };
+            if gradient_gemm::pays(k) {
+                filter_gradient_gemm(og, k, gw_g, |gemm| {
+                    for first in images.clone().step_by(chunk) {
+                        let count = chunk.min(images.end - first);
+                        prepare(first, count, copies);
+                        let copies = &*copies;
+                        gemm.add_images(&offsets, s.out_plane(), count, |m| {
+                            let at = (first + m) * image_out + g * og * s.out_plane();
+                            let gy = GradientRows {
+                                data: &grad_output[at..at + og * s.out_plane()],
+                                rows: og,
+                                row_stride: s.out_plane(),
+                            };
+                            (
+                                gy,
+                                &copies[m * narrow.image_len..(m + 1) * narrow.image_len],
+                            )
+                        });
+                    }
+                });
+                continue;
+            }
+            for first in images.clone().step_by(chunk) {
+                let count = chunk.min(images.end - first);
+                prepare(first, count, copies);
                 let grad = Rows {
                     data: &grad_output[first * image_out + g * og * s.out_plane()..],
                     rows: og,
