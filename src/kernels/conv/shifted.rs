@@ -14,8 +14,9 @@
 use super::epilogue::Epilogue;
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::LINE;
-use crate::kernels::vector::{Vector, VectorKernel, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level, prefetch_line};
+use std::mem::MaybeUninit;
 
 /// Output rows per register tile and per block of [`PackedRows`], by [`tile_vectors`] vectors
 /// of columns: 8 with AVX-512 (by three vectors: 24 accumulators of 32 registers), 6 with AVX2
@@ -91,6 +92,46 @@ pub(super) struct PackedRows {
     block_rows: usize,
 }
 
+/// Packed values below which packing in parallel costs more than it saves.
+pub(super) const PARALLEL_PACK_MIN: usize = 16 * 1024;
+
+/// One block of [`PackedRows::from_row_major`]: `block[k·block_rows + i] = rows[i·depth + k]`
+/// for the rows given, zero for the rest of the block's rows (the last block's padding).
+struct TransposeRows<'a> {
+    rows: &'a [f32],
+    depth: usize,
+    block_rows: usize,
+    block: &'a mut [MaybeUninit<f32>],
+}
+
+impl VectorKernel for TransposeRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let (depth, width) = (self.depth, self.block_rows);
+        let lines = self.rows.len() / depth.max(1);
+        assert!(width <= V::LANES && lines <= width && self.block.len() == depth * width);
+        let (src, out) = (self.rows.as_ptr(), self.block.as_mut_ptr().cast::<f32>());
+        for p in (0..depth).step_by(V::LANES) {
+            let count = (depth - p).min(V::LANES);
+            // SAFETY: `with_vector` runs this only with a vector type the CPU supports; row
+            // `r < lines` holds depth steps `p .. p + count <= depth`, and each column
+            // `p + m < depth` stores its `width` floats at `(p + m)·width`, within the block
+            // (asserted above); writing through a pointer into uninitialised memory is sound.
+            unsafe {
+                transpose_block::<V>(
+                    lines,
+                    count,
+                    width,
+                    |r| src.add(r * depth + p),
+                    |m| out.add((p + m) * width),
+                );
+            }
+        }
+    }
+}
+
 /// Where each element of a `[rows, depth]` matrix lies in its [`PackedRows`], for code that
 /// writes the packed values directly ([`PackedRows::from_packed`]).
 #[derive(Clone, Copy, Debug)]
@@ -110,8 +151,9 @@ impl PackedLayout {
         }
     }
 
-    /// Floats of one block: `depth · block_rows`.
-    fn block_len(&self) -> usize {
+    /// Floats of one block: `depth · block_rows`. Block `b` is one run of them, holding rows
+    /// `b·block_rows..` column by column: element `(b·block_rows + i, k)` at `k·block_rows + i`.
+    pub fn block_len(&self) -> usize {
         self.depth * self.block_rows
     }
 
@@ -147,32 +189,35 @@ impl PackedRows {
         }
     }
 
-    /// Packs the matrix whose element `(i, k)` is `value(i, k)`, in blocks for this CPU.
+    /// Packs the row-major `[rows, depth]` `matrix`: each block of rows is a transpose of
+    /// `block_rows` rows, done by vector blocks in registers (the forward's weights of
+    /// ResNet's stride-2 convolution took 1% of the pass packed a value at a time).
     ///
-    /// Called alone (not inside a rayon task) on a large matrix, the blocks are packed in
-    /// parallel: the weights are packed once per call before the parallel images, and packed
-    /// serially (after zero-filling the buffer) they were 2-5% of the wall time of ResNet's
-    /// stride-2 convolution on two threads.
-    pub fn new(
-        rows: usize,
-        depth: usize,
-        value: impl Fn(usize, usize) -> f32 + Sync,
-    ) -> PackedRows {
-        /// Values below which a parallel split costs more than it saves.
-        const PARALLEL_MIN: usize = 16 * 1024;
+    /// # Panics
+    ///
+    /// If `matrix` does not hold `rows · depth` floats.
+    pub fn from_row_major(matrix: &[f32], rows: usize, depth: usize) -> PackedRows {
+        assert_eq!(
+            matrix.len(),
+            rows * depth,
+            "PackedRows: a [rows, depth] matrix"
+        );
         let layout = PackedLayout::new(rows, depth);
         let (block_rows, block_len, len) = (layout.block_rows, layout.block_len(), layout.len());
+        // Not zeroed first: every value is written (a zero-filled buffer put a memset of 1% of
+        // the stride-2 forward back).
         let mut data = Vec::with_capacity(len);
-        let pack_block = |b: usize, block: &mut [std::mem::MaybeUninit<f32>]| {
-            for (k, column) in block.chunks_exact_mut(block_rows).enumerate() {
-                for (i, v) in column.iter_mut().enumerate() {
-                    let row = b * block_rows + i;
-                    v.write(if row < rows { value(row, k) } else { 0.0 });
-                }
-            }
+        let pack_block = |b: usize, block: &mut [MaybeUninit<f32>]| {
+            let first = b * block_rows;
+            with_vector(TransposeRows {
+                rows: &matrix[first * depth..(first + block_rows).min(rows) * depth],
+                depth,
+                block_rows,
+                block,
+            })
         };
         let spare = &mut data.spare_capacity_mut()[..len];
-        if len >= PARALLEL_MIN && !crate::util::threads::inside_split() {
+        if len >= PARALLEL_PACK_MIN && !crate::util::threads::inside_split() {
             use rayon::prelude::*;
             spare
                 .par_chunks_mut(block_len.max(1))
@@ -183,15 +228,10 @@ impl PackedRows {
                 pack_block(b, block);
             }
         }
-        // SAFETY: `pack_block` wrote every one of the first `len` values (a value or a zero
-        // padding row for each row of each block, each column of `depth`).
+        // SAFETY: `TransposeRows` wrote all `block_len` values of every block (zeros in the
+        // rows past the matrix's last).
         unsafe { data.set_len(len) };
-        PackedRows {
-            data,
-            rows,
-            depth,
-            block_rows,
-        }
+        PackedRows::from_packed(data, layout)
     }
 
     /// The rows of one block (see [`block_rows`]).
@@ -999,6 +1039,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packs_every_row_and_column_with_zero_padding_rows() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 or AVX2 on this CPU");
+            return;
+        }
+        // Depths shorter than a vector, not a multiple of one, and several; a lone row, a
+        // partial last block; and a matrix large enough to be packed in parallel.
+        for (rows, depth) in [(1, 3), (11, 7), (17, 37), (9, 16), (40, 600)] {
+            let matrix: Vec<f32> = (0..rows * depth).map(|q| q as f32 + 1.0).collect();
+            let packed = PackedRows::from_row_major(&matrix, rows, depth);
+            let layout = PackedLayout::new(rows, depth);
+            assert_eq!(packed.data.len(), layout.len());
+            for (q, &got) in packed.data.iter().enumerate() {
+                let (row, k) = layout.element(q);
+                let want = if row < rows {
+                    matrix[row * depth + k]
+                } else {
+                    0.0
+                };
+                assert_eq!(got, want, "[{rows}, {depth}] at ({row}, {k})");
+            }
+        }
+    }
+
+    #[test]
     fn matches_the_naive_sum() {
         if !available() {
             eprintln!("skipped: no AVX-512 or AVX2 on this CPU");
@@ -1013,6 +1078,7 @@ mod tests {
         // starts).
         let (rows, depth) = (11, 7);
         let a = |i: usize, k: usize| ((i * 7 + k * 3) % 11) as f32 - 5.0;
+        let matrix: Vec<f32> = (0..rows * depth).map(|q| a(q / depth, q % depth)).collect();
         let offsets: Vec<usize> = (0..depth).map(|k| k * 13 + k % 3).collect();
         let lanes = vector_lanes();
         for (n, gaps) in [40, 45, 61, 77, 93].into_iter().flat_map(|n| {
@@ -1043,7 +1109,7 @@ mod tests {
             ] {
                 let mut out = vec![f32::NAN; (rows - 1) * out_stride + n];
                 shifted_gemm(
-                    &PackedRows::new(rows, depth, a),
+                    &PackedRows::from_row_major(&matrix, rows, depth),
                     &offsets,
                     &src,
                     gaps,
