@@ -682,6 +682,69 @@ fn depthwise_rows_wide_enough_for_vector_blocks() {
 }
 
 #[test]
+fn strided_depthwise_rows_wide_enough_for_vector_blocks() {
+    // At strides above 1 the direct path reads phase planes (every `sh`-th row and `sw`-th
+    // column of the padded plane): the copy splits a row's columns a vector pair at a time at
+    // `sw = 2` (input widths of several vectors, even and odd, any left padding), one at a time
+    // otherwise; 3x3, 5x5 and even filters, dilation, unequal strides, multipliers 1 and 2.
+    let mut rng = StdRng::seed_from_u64(18);
+    for (width, kernel, stride, dilation, padding, multiplier) in [
+        (56, 3, [2, 2], [1, 1], Padding2d::symmetric(1, 1), 1),
+        (57, 3, [2, 2], [1, 1], Padding2d::symmetric(1, 1), 2),
+        (70, 5, [2, 2], [1, 1], Padding2d::symmetric(2, 2), 1),
+        (
+            45,
+            3,
+            [2, 2],
+            [1, 2],
+            Padding2d {
+                top: 0,
+                bottom: 2,
+                left: 2,
+                right: 0,
+            },
+            1,
+        ),
+        (64, 2, [2, 2], [1, 1], Padding2d::symmetric(0, 0), 1),
+        (66, 3, [3, 3], [1, 1], Padding2d::symmetric(1, 1), 1),
+        (
+            50,
+            3,
+            [1, 2],
+            [2, 1],
+            Padding2d {
+                top: 1,
+                bottom: 0,
+                left: 0,
+                right: 1,
+            },
+            2,
+        ),
+        (49, 5, [2, 1], [1, 1], Padding2d::symmetric(2, 2), 1),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            stride,
+            dilation,
+            groups: 3,
+        };
+        let height = [7, 12, 9, 17][width % 4];
+        let s = Conv2dShape::new(
+            &[2, 3, height, width],
+            &[3 * multiplier, 1, kernel, kernel],
+            spec,
+        );
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(
+                e < 1e-4,
+                "width {width} {kernel}x{kernel} stride {stride:?} {dilation:?} {padding:?}: \
+                 {name} error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn depthwise_image_alone_splits_its_channels_over_threads() {
     // Batch 1 with enough work: the direct path splits the image's channels over the pool
     // (unevenly when the channels do not divide by the threads), multiplier 1 and 2.

@@ -388,29 +388,6 @@ fn in_groups(
     }
 }
 
-/// `out[o, ..] = activation(out[o, ..] + bias[o])` over one image's output planes (nothing to do
-/// without a bias or an activation).
-fn add_bias_and_activate(
-    out: &mut [f32],
-    bias: Option<&[f32]>,
-    activation: ConvActivation,
-    s: &Conv2dShape,
-) {
-    if bias.is_none() && activation == ConvActivation::Identity {
-        return;
-    }
-    for (o, plane) in out.chunks_mut(s.out_plane()).enumerate() {
-        let b = bias.map_or(0.0, |bias| bias[o]);
-        dispatch(
-            #[inline(always)]
-            || match activation {
-                ConvActivation::Identity => plane.iter_mut().for_each(|y| *y += b),
-                ConvActivation::Relu => plane.iter_mut().for_each(|y| *y = super::relu(*y + b)),
-            },
-        );
-    }
-}
-
 // ------------------------------------------------------------------------------------ backward
 
 /// Convolution backward with respect to the input: `grad_input = convᵀ(grad_output, weight)`.
