@@ -2,7 +2,8 @@
 //! (`2·N·Cout·Hout·Wout·Cin·KH·KW/groups` per pass), which criterion prints as elem/s.
 //!
 //! Shapes (issue 3): S1 mnist-conv1, S2 mnist-conv2, S3 vgg-conv3, S4 resnet-down,
-//! S5 pointwise, S6 depthwise; and 2x2 max pooling on `[64, 32, 28, 28]`.
+//! S5 pointwise, S6 depthwise, and S7 depthwise at stride 2 (MobileNet's downsampling); and
+//! 2x2 max pooling on `[64, 32, 28, 28]`.
 
 use std::hint::black_box;
 
@@ -26,7 +27,7 @@ struct Case {
     groups: usize,
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     Case {
         name: "S1_mnist_conv1",
         input: [64, 1, 28, 28],
@@ -79,6 +80,15 @@ const CASES: [Case; 6] = [
         kernel: 3,
         padding: 1,
         stride: 1,
+        groups: 128,
+    },
+    Case {
+        name: "S7_depthwise_s2",
+        input: [8, 128, 56, 56],
+        out_channels: 128,
+        kernel: 3,
+        padding: 1,
+        stride: 2,
         groups: 128,
     },
 ];
