@@ -1021,7 +1021,9 @@ mod tests {
         // Into a buffer of NaNs (scratch holds whatever the last kernel left): each pixel at
         // its phase position, zero everywhere else, at strides 1 to 3, asymmetric and wide
         // padding, dilation, and an image narrower than the stride. (Zeroing only the
-        // positions without pixels, instead of the whole planes first, measured no faster.)
+        // positions without pixels, instead of the whole planes first, measured 2.5% slower on
+        // ResNet's stride-2 forward: the memset's full-line stores spare the copy its reads for
+        // ownership.)
         for (input, kernel, padding, stride, dilation) in [
             ([5, 7], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
             ([6, 9], [3, 3], [1, 1, 1, 1], [2, 2], [1, 1]),
