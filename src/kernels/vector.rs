@@ -327,6 +327,35 @@ pub(crate) unsafe fn deinterleave<V: Vector>(row: &[f32], even: &mut [f32], odd:
     }
 }
 
+/// [`deinterleave`] into two runs of one buffer: the even floats of `row` (`2·m` of them) to
+/// `buffer[even_at..]`, the odd ones to `buffer[odd_at..]` (a row split into its column phases).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set.
+///
+/// # Panics
+///
+/// If the two runs of `m` floats overlap or leave `buffer`.
+#[inline(always)]
+pub(crate) unsafe fn deinterleave_within<V: Vector>(
+    row: &[f32],
+    buffer: &mut [f32],
+    even_at: usize,
+    odd_at: usize,
+) {
+    let m = row.len() / 2;
+    let (even, odd) = if even_at < odd_at {
+        let (low, high) = buffer.split_at_mut(odd_at);
+        (&mut low[even_at..], &mut high[..m])
+    } else {
+        let (low, high) = buffer.split_at_mut(even_at);
+        (&mut high[..m], &mut low[odd_at..odd_at + m])
+    };
+    // SAFETY: the caller's contract; `deinterleave` checks the runs hold `m` floats each.
+    unsafe { deinterleave::<V>(row, even, odd) }
+}
+
 /// Transposes the `LANES x LANES` block in the first `LANES` vectors: `log2(LANES)` rounds of
 /// interleaving row `i` with row `i + LANES/2` (each round shuffles the index bits once).
 #[inline(always)]

@@ -32,7 +32,7 @@ use super::epilogue::Epilogue;
 use super::parallel::sum_over_image_chunks;
 use super::shape::{Conv2dShape, ConvActivation};
 use crate::kernels::scratch::{LINE, with_scratch_parts};
-use crate::kernels::vector::{Vector, VectorKernel, deinterleave, interleave, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, deinterleave_within, interleave, with_vector};
 use crate::util::simd::{self, Level, copy_row, line_share, prefetch, prefetch_share};
 use crate::util::threads::{inside_split, split};
 
@@ -248,15 +248,9 @@ impl VectorKernel for CopyPhases<'_> {
                 // Columns 0, 2, ... and 1, 3, ...: a pair of runs in different phase planes.
                 let pairs = count0.min(count1);
                 let (start0, start1) = (row_offset + at0, row_offset + at1);
-                let (even, odd) = if start0 < start1 {
-                    let (low, high) = self.buffer.split_at_mut(start1);
-                    (&mut low[start0..start0 + pairs], &mut high[..pairs])
-                } else {
-                    let (low, high) = self.buffer.split_at_mut(start0);
-                    (&mut high[..pairs], &mut low[start1..start1 + pairs])
-                };
+                let pair_row = &row[..2 * pairs];
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-                unsafe { deinterleave::<V>(&row[..2 * pairs], even, odd) };
+                unsafe { deinterleave_within::<V>(pair_row, self.buffer, start0, start1) };
                 for i in pairs..count0 {
                     self.buffer[start0 + i] = row[2 * i];
                 }

@@ -21,7 +21,7 @@ use super::shifted::{
 };
 use crate::kernels::gemm::{MatMut, MatRef, gemm, gemm_with_epilogue};
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, deinterleave, interleave, with_vector};
+use crate::kernels::vector::{Vector, VectorKernel, deinterleave_within, interleave, with_vector};
 use crate::util::simd::{copy_row, dispatch};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -269,20 +269,13 @@ impl VectorKernel for SplitColumns<'_> {
         let w = self.s.in_width;
         let pairs = w / 2;
         for (h, row) in self.plane.chunks_exact(w).enumerate() {
+            // The two runs lie in different phase planes (or rows of one), apart.
             let even_at = self.wide.row_phase_offset(self.s, h, 0);
             let odd_at = self.wide.row_phase_offset(self.s, h, 1);
-            // The two runs lie in different phase planes (or rows of one), apart.
-            let (even, odd) = if even_at < odd_at {
-                let (low, high) = self.padded.split_at_mut(odd_at);
-                (&mut low[even_at..], &mut high[..pairs])
-            } else {
-                let (low, high) = self.padded.split_at_mut(even_at);
-                (&mut high[..], &mut low[odd_at..odd_at + pairs])
-            };
             // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-            unsafe { deinterleave::<V>(&row[..2 * pairs], even, odd) };
+            unsafe { deinterleave_within::<V>(&row[..2 * pairs], self.padded, even_at, odd_at) };
             if w % 2 == 1 {
-                even[pairs] = row[w - 1];
+                self.padded[even_at + pairs] = row[w - 1];
             }
         }
     }
