@@ -449,6 +449,35 @@ pub(crate) unsafe fn transpose_into_panel<V: Vector>(
     }
 }
 
+/// [`transpose_into_panel`] as a kernel for [`with_vector`]: the one place the GEMM's packing
+/// and the filter gradient's panels (of `dY`, and of its transposed sums) call it from.
+pub(crate) struct TransposeIntoPanel<'a> {
+    pub src: &'a [f32],
+    pub stride: usize,
+    pub lines: usize,
+    pub depth: usize,
+    pub width: usize,
+    pub out: &'a mut [f32],
+}
+
+impl VectorKernel for TransposeIntoPanel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let TransposeIntoPanel {
+            src,
+            stride,
+            lines,
+            depth,
+            width,
+            out,
+        } = self;
+        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
+        unsafe { transpose_into_panel::<V>(src, stride, lines, depth, width, out) }
+    }
+}
+
 /// The inverse of [`deinterleave`]: fills the `2·m` floats of `row` with the first `m` floats
 /// of `even` and `odd` in turn, `[e0, o0, e1, o1, …]`.
 ///

@@ -17,7 +17,7 @@
 
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::{with_scratch, with_scratch_parts};
-use crate::kernels::vector::{Vector, VectorKernel, transpose_into_panel, with_vector};
+use crate::kernels::vector::{TransposeIntoPanel, Vector, VectorKernel, with_vector};
 use crate::util::simd::{Level, level};
 use std::ops::Range;
 
@@ -96,45 +96,19 @@ pub(super) fn filter_gradient_gemm<R>(
 fn add_transposed(sums: &[f32], stride: usize, grad_weight: &mut [f32], columns: usize) {
     let rows = grad_weight.len() / columns.max(1);
     with_scratch(rows * columns, |transposed| {
-        with_vector(TransposeSums {
-            sums,
+        // `transposed[i·columns + j] = sums[j·stride + i]`.
+        with_vector(TransposeIntoPanel {
+            src: sums,
             stride,
-            columns,
-            rows,
-            transposed,
+            lines: columns,
+            depth: rows,
+            width: columns,
+            out: transposed,
         });
         for (gw, t) in grad_weight.iter_mut().zip(&*transposed) {
             *gw += t;
         }
     })
-}
-
-/// `transposed[i·columns + j] = sums[j·stride + i]` for `i < rows`, `j < columns`.
-struct TransposeSums<'a> {
-    sums: &'a [f32],
-    stride: usize,
-    columns: usize,
-    rows: usize,
-    transposed: &'a mut [f32],
-}
-
-impl VectorKernel for TransposeSums<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<V: Vector>(self) {
-        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-        unsafe {
-            transpose_into_panel::<V>(
-                self.sums,
-                self.stride,
-                self.columns,
-                self.rows,
-                self.columns,
-                self.transposed,
-            )
-        }
-    }
 }
 
 /// The filter gradient's sums during [`filter_gradient_gemm`].
@@ -190,11 +164,14 @@ impl FilterGradientGemm<'_> {
             );
             for first in (0..len).step_by(chunk) {
                 let depth = first..(first + chunk).min(len);
-                with_vector(PackPanel {
-                    gy: &gy,
-                    depth: depth.clone(),
-                    stride,
-                    panel: self.panel,
+                // `panel[(p − depth.start)·stride + i] = dY[i, p]`, zero for `rows <= i < stride`.
+                with_vector(TransposeIntoPanel {
+                    src: &gy.data[depth.start..],
+                    stride: gy.row_stride,
+                    lines: rows,
+                    depth: depth.len(),
+                    width: stride,
+                    out: self.panel,
                 });
                 with_vector(PanelProduct {
                     panel: self.panel,
@@ -230,29 +207,6 @@ fn chunk_positions(stride: usize, lanes: usize) -> usize {
 /// 3 x 4 on the pointwise S5, which left no register spare.
 fn tile_shape(lanes: usize) -> (usize, usize) {
     if lanes >= 16 { (4, 6) } else { (2, 6) }
-}
-
-/// Copies positions `depth` of the output gradient, transposed, into `panel`:
-/// `panel[(p − depth.start)·stride + i] = dY[i, p]`, zero for `rows <= i < stride`.
-struct PackPanel<'a, 'b> {
-    gy: &'a GradientRows<'b>,
-    depth: Range<usize>,
-    stride: usize,
-    panel: &'a mut [f32],
-}
-
-impl VectorKernel for PackPanel<'_, '_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<V: Vector>(self) {
-        let gy = &self.gy.data[self.depth.start..];
-        let (rows, row_stride, positions) = (self.gy.rows, self.gy.row_stride, self.depth.len());
-        // SAFETY: `with_vector` runs this only with a vector type the CPU supports.
-        unsafe {
-            transpose_into_panel::<V>(gy, row_stride, rows, positions, self.stride, self.panel)
-        }
-    }
 }
 
 /// `sums[j·stride + i] += Σ_(p in depth) panel[(p − depth.start)·stride + i] · src[offsets[j] + p]`.
