@@ -1026,6 +1026,79 @@ fn max_pool_2x2_matches_naive_reference_at_every_width() {
     }
 }
 
+/// Max pooling with other windows than 2x2 (ResNet's 3x3 stride 2 padded by 1 among them) at
+/// every row width around the vector lengths, with strides, padding, dilation and `ceil_mode`:
+/// values and indices exactly PyTorch's rule (the first maximum in row-major order, NaN
+/// replacing), with ties, and with NaN and infinities in some planes.
+#[test]
+fn max_pool_general_windows_match_pytorch_rule_at_every_width() {
+    let mut rng = StdRng::seed_from_u64(102);
+    for in_width in 1..=70 {
+        let (spec, in_height) = loop {
+            let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
+            let spec = Pool2dSpec {
+                kernel,
+                stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
+                padding: [
+                    rng.random_range(0..=kernel[0] / 2),
+                    rng.random_range(0..=kernel[1] / 2),
+                ],
+                dilation: [rng.random_range(1..=2), rng.random_range(1..=2)],
+                ceil_mode: rng.random_bool(0.5),
+            };
+            let in_height = rng.random_range(1..=9);
+            let fits = |a: usize, side: usize| {
+                side + 2 * spec.padding[a] > spec.dilation[a] * (spec.kernel[a] - 1)
+            };
+            if fits(0, in_height) && fits(1, in_width) {
+                break (spec, in_height);
+            }
+        };
+        let shape = [2, 3, in_height, in_width];
+        let s = Pool2dShape::new("max_pool2d", &shape, spec);
+        let mut x = random_vec(shape.iter().product(), &mut rng);
+        if in_width % 2 == 0 {
+            // Few distinct values: windows with ties, whose argmax is the first maximum.
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        }
+        let plane = in_height * in_width;
+        // Plane 1 holds a NaN, plane 3 a negative infinity, plane 4 a positive one.
+        x[plane + rng.random_range(0..plane)] = f32::NAN;
+        x[3 * plane + rng.random_range(0..plane)] = f32::NEG_INFINITY;
+        x[4 * plane + rng.random_range(0..plane)] = f32::INFINITY;
+        let out_len: usize = s.output_shape().iter().product();
+        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
+        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
+        let mut values_only = vec![0.0; out_len];
+        max_pool2d_forward(&x, &s, &mut values_only, None);
+        for p in 0..6 {
+            for oh in 0..s.out_height {
+                for ow in 0..s.out_width {
+                    let (inside, _) = window(&s, oh, ow);
+                    let at = |&(h, w): &(usize, usize)| h * in_width + w;
+                    let mut want_index = at(&inside[0]);
+                    for tap in &inside[1..] {
+                        let (value, best) = (x[p * plane + at(tap)], x[p * plane + want_index]);
+                        if value > best || value.is_nan() {
+                            want_index = at(tap);
+                        }
+                    }
+                    let want = x[p * plane + want_index];
+                    let o = (p * s.out_height + oh) * s.out_width + ow;
+                    let case = format!("{s:?}, plane {p}, ({oh}, {ow})");
+                    assert_eq!(idx[o], want_index as u32, "{case}: argmax");
+                    for (path, got) in [("values only", values_only[o]), ("indexed", y[o])] {
+                        assert!(
+                            got == want || (got.is_nan() && want.is_nan()),
+                            "{case}, {path}: {got} != {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn avg_pool2d_matches_naive_reference() {
     let mut rng = StdRng::seed_from_u64(100);
