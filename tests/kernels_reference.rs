@@ -313,6 +313,12 @@ fn winograd_convolutions_match_the_reference() {
         ([8, 16, 14, 14], 32, padding(1, 1, 1, 1)),
         // An output large enough for F(4x4, 3x3), its last tiles partly outside (30 x 33).
         ([2, 16, 30, 33], 16, padding(1, 1, 1, 1)),
+        // Single images, their output channels split over the threads: three blocks of
+        // channels (two to one thread, one to the other), a last block of three channels, and
+        // F(4x4, 3x3).
+        ([1, 16, 14, 14], 24, padding(1, 1, 1, 1)),
+        ([1, 20, 5, 33], 19, padding(2, 0, 0, 2)),
+        ([1, 16, 30, 33], 16, padding(1, 1, 1, 1)),
     ] {
         let spec = Conv2dSpec {
             padding,
@@ -320,9 +326,17 @@ fn winograd_convolutions_match_the_reference() {
         };
         let s = Conv2dShape::new(&input, &[out_channels, input[1], 3, 3], spec);
         if let ConvPath::Wide { winograd, .. } = s.path {
-            // Not on a CPU without AVX2, nor with more threads than images: then this checks
-            // the other paths on these shapes.
+            // Not on a CPU without AVX2: then this checks the other paths on these shapes.
             assert_eq!(winograd.forward, winograd.backward_data, "{s:?}");
+            let batch_of_two = [2, input[1], input[2], input[3]];
+            let pair = Conv2dShape::new(&batch_of_two, &[out_channels, input[1], 3, 3], spec);
+            let ConvPath::Wide { winograd: pair, .. } = pair.path else {
+                panic!("{s:?}: another path for two images than for one")
+            };
+            // (With F(4x4, 3x3) forced, the small single images have too few tiles.)
+            if std::env::var_os("STRIATE_WINOGRAD_TILE").is_none() {
+                assert_eq!(winograd.forward, pair.forward, "{s:?}: one image as two");
+            }
         }
         for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
             assert!(e < 1e-4, "{input:?} {padding:?}: {name} error {e:.2e}");
@@ -1225,6 +1239,9 @@ fn winograd_pooled_in_registers_equals_the_separate_passes() {
         ([2, 17, 9, 31], 16, padding(0, 2, 2, 1)),
         ([3, 20, 5, 33], 19, padding(2, 0, 0, 2)),
         ([2, 64, 7, 200], 16, padding(1, 1, 0, 0)),
+        // Single images, their output channels split over the threads.
+        ([1, 32, 14, 14], 64, padding(1, 1, 1, 1)),
+        ([1, 20, 5, 33], 19, padding(2, 0, 0, 2)),
     ]
     .into_iter()
     .enumerate()

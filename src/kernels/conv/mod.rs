@@ -21,10 +21,11 @@
 //!   the filter gradient; with AVX-512 also backward-data at any stride (a gather per phase
 //!   plane over the zero-extended output gradient).
 //!
-//! - **Winograd** F(2x2, 3x3) (`winograd.rs`) for 3x3 convolutions at stride 1 with 16 channels
-//!   or more on each side, on AVX2 and AVX-512: 2.25x fewer multiply-adds in the forward,
-//!   backward-data and (for small images) filter-gradient passes; an image holding an
-//!   infinity or NaN takes one of the paths above.
+//! - **Winograd** F(2x2, 3x3) and F(4x4, 3x3) (`winograd.rs`) for 3x3 convolutions at stride 1
+//!   with 16 channels or more on each side and enough tiles in the batch to pay for the
+//!   filter's transform, on AVX2 and AVX-512: 2.25x (4x) fewer multiply-adds in the forward
+//!   and backward-data, F(2x2, 3x3) in the filter gradient when every thread has images of its
+//!   own; an image holding an infinity or NaN takes one of the paths above.
 //!
 //! - **pooled rows** (`pooled_rows.rs`), for the forward of convolution + ReLU + 2x2 max
 //!   pooling with at most four input channels (a network's first layer), with AVX-512: tiles
@@ -35,7 +36,8 @@
 //! `dW = Σ_n dY_n · cols_nᵀ`, with the columns rebuilt tile by tile rather than stored.
 //!
 //! Parallelism is one level: over images when there are at least as many as threads (each task
-//! owns its image's output, so writes are disjoint by construction), otherwise inside the GEMM.
+//! owns its image's output, so writes are disjoint by construction), otherwise inside the GEMM
+//! or, for Winograd, over blocks of an image's output channels.
 
 mod direct;
 mod epilogue;
@@ -50,6 +52,7 @@ mod winograd;
 mod winograd_gradient;
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -301,20 +304,23 @@ fn forward_images<'a>(
         }
         _ => None,
     };
-    let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward)
-        .then(|| wide::pack_forward(weight, &s));
+    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward);
+    let packed = fallback_packing(winograd.is_some(), shifted, || {
+        wide::pack_forward(weight, &s)
+    });
     // Every path applies the bias and activation as it stores the outputs (the direct path
     // to each plane while it is in cache).
     let image = move |n: usize, out: &mut [f32]| {
         let x = &input[n * image_in..(n + 1) * image_in];
         let epilogue = Epilogue { bias, activation };
-        match (s.path, &packed) {
-            (ConvPath::Direct, _) => direct::forward_image(x, weight, bias, activation, &s, out),
-            (ConvPath::Pointwise, _) => pointwise::forward_image(x, weight, &s, epilogue, out),
-            (ConvPath::Wide { .. }, Some(packed)) => {
+        match s.path {
+            ConvPath::Direct => direct::forward_image(x, weight, bias, activation, &s, out),
+            ConvPath::Pointwise => pointwise::forward_image(x, weight, &s, epilogue, out),
+            ConvPath::Wide { .. } if shifted => {
+                let packed = packed.get_or_init(|| wide::pack_forward(weight, &s));
                 wide::forward_image_shifted(x, packed, &s, epilogue, out)
             }
-            (ConvPath::Wide { .. }, None) => wide::forward_image(x, weight, &s, epilogue, out),
+            ConvPath::Wide { .. } => wide::forward_image(x, weight, &s, epilogue, out),
         }
     };
     let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
@@ -357,6 +363,18 @@ fn forward_images<'a>(
         }
     };
     (per_call, run)
+}
+
+/// The shifted kernel's packed weights (`pack`) when it computes the images: packed now, before
+/// the images spread over threads (the packing splits over them itself), unless Winograd
+/// computes them; then only if an image needs the fallback (an infinity or NaN), on first use.
+/// A single image's inference would otherwise pack every weight for nothing.
+fn fallback_packing<T>(winograd: bool, shifted: bool, pack: impl FnOnce() -> T) -> OnceLock<T> {
+    let packed = OnceLock::new();
+    if shifted && !winograd {
+        let _ = packed.set(pack());
+    }
+    packed
 }
 
 /// Fills `out` with the results of the images from `first` on, as many as it holds (`len`
@@ -453,17 +471,20 @@ fn backward_data_images<'a>(
         }
         _ => None,
     };
-    let packed = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
-        .then(|| wide::GatherWeights::new(weight, &s));
+    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data);
+    let packed = fallback_packing(winograd.is_some(), shifted, || {
+        wide::GatherWeights::new(weight, &s)
+    });
     let image = move |n: usize, gx: &mut [f32]| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
-        match (s.path, &packed) {
-            (ConvPath::Direct, _) => direct::backward_data_image(gy, weight, &s, gx),
-            (ConvPath::Pointwise, _) => pointwise::backward_data_image(gy, weight, &s, gx),
-            (ConvPath::Wide { .. }, Some(packed)) => {
+        match s.path {
+            ConvPath::Direct => direct::backward_data_image(gy, weight, &s, gx),
+            ConvPath::Pointwise => pointwise::backward_data_image(gy, weight, &s, gx),
+            ConvPath::Wide { .. } if shifted => {
+                let packed = packed.get_or_init(|| wide::GatherWeights::new(weight, &s));
                 wide::backward_data_image_shifted(gy, packed, &s, gx)
             }
-            (ConvPath::Wide { .. }, None) => wide::backward_data_image(gy, weight, &s, gx),
+            ConvPath::Wide { .. } => wide::backward_data_image(gy, weight, &s, gx),
         }
     };
     let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);

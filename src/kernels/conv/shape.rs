@@ -2,7 +2,7 @@
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
 use super::parallel::parallel_over_images;
-use super::{gradient_gemm, shifted};
+use super::{gradient_gemm, shifted, winograd};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -359,18 +359,18 @@ impl Conv2dShape {
         // The shifted kernel fills a register tile of `block_rows` rows: output channels
         // forward and for the filter gradient, input channels backward.
         let tile = |rows: usize| rows >= shifted::block_rows() && shifted::available();
-        // Winograd computes an image on one thread: with fewer images than threads (a single
-        // image's inference) the shifted kernel, which splits an image over threads, is faster
-        // on a machine with more than a few cores.
-        let winograd = self.winograd_fits()
-            && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1);
+        let winograd = self.winograd_fits();
+        // The filter gradient's Winograd computes an image on one thread: with fewer images
+        // than threads (a single image) the shifted kernel, which splits an image over
+        // threads, is faster.
+        let over_images = parallel_over_images(self.batch) || rayon::current_num_threads() == 1;
         let p = self.spec.padding;
         ConvPath::Wide {
             winograd: WinogradPasses {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
                 backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
-                backward_filter: winograd,
+                backward_filter: winograd && over_images,
             },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
@@ -379,14 +379,15 @@ impl Conv2dShape {
                 backward_data: tile(self.group_in()) && shifted::wide_tiles(),
                 backward_filter: self.group_out() >= shifted::REDUCE_MIN_ROWS
                     && shifted::reduce_available()
-                    && (parallel_over_images(self.batch) || rayon::current_num_threads() == 1),
+                    && over_images,
             },
         }
     }
 
-    /// Whether Winograd's F(2x2, 3x3) can compute this convolution (`winograd.rs`): 3x3
-    /// filters, stride 1, no dilation, one group, a vector instruction set, and enough channels
-    /// on both sides that the products, not the transforms, dominate.
+    /// Whether Winograd's F(2x2, 3x3) or F(4x4, 3x3) can compute this convolution
+    /// (`winograd.rs`): 3x3 filters, stride 1, no dilation, one group, a vector instruction set,
+    /// enough channels on both sides that the products, not the transforms, dominate, and
+    /// enough tiles in the batch to pay for the filter's transform.
     fn winograd_fits(&self) -> bool {
         let unit = [1, 1];
         self.kernel_height == 3
@@ -397,6 +398,14 @@ impl Conv2dShape {
             && self.in_channels >= WINOGRAD_MIN_CHANNELS
             && self.out_channels >= WINOGRAD_MIN_CHANNELS
             && shifted::available()
+            && self.batch * self.winograd_tiles() >= WINOGRAD_MIN_TILES
+    }
+
+    /// Winograd's output tiles per image of the forward (and of the backward-data, whose
+    /// outputs have the input's size: the same at stride 1 with the usual padding).
+    fn winograd_tiles(&self) -> usize {
+        let tile = winograd::output_tile(self.out_height, self.out_width);
+        self.out_height.div_ceil(tile) * self.out_width.div_ceil(tile)
     }
 
     /// Panics unless each `(what, length)` holds the values its role needs for this shape:
@@ -441,6 +450,13 @@ pub enum ConvPath {
 
 /// Channels in and out below which Winograd's transforms cost more than they save.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Output tiles per call below which Winograd's filter transform (once per call, `(m + 2)²/9`
+/// times the weight's size) costs more than its products save. A single image on two threads
+/// of a Zen 4, against the shifted kernel: 512 channels at 7x7 (16 tiles of F(2x2, 3x3)) 0.58x
+/// forward and 0.75x backward-data; 256 at 14x14 (49 tiles) 1.3x; 128 at 28x28 (49 tiles of
+/// F(4x4, 3x3)) 2.4x forward; 64 at 56x56 1.9x and 2.2x.
+const WINOGRAD_MIN_TILES: usize = 32;
 
 /// Which passes of a [`ConvPath::Wide`] convolution use Winograd's F(2x2, 3x3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

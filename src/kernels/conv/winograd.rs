@@ -32,7 +32,9 @@
 //! vectors of tiles after splitting the columns into even and odd ([`Vector::deinterleave`]),
 //! and the output's the same way backwards ([`Vector::interleave`]). Large images go a block of tile
 //! rows at a time, so that a block's `V` stays in L2 while the 16 products read it, and each
-//! block of eight output channels is transformed out while its `M` is in L1.
+//! block of eight output channels is transformed out while its `M` is in L1. With fewer images
+//! than threads (a single image's inference), each thread takes a run of those blocks of output
+//! channels for the whole image, transforming the input itself.
 //!
 //! Infinities and NaN: the transforms mix the inputs of a tile, so an infinity would spill
 //! into outputs a direct convolution computes finite (`∞ − ∞`). Filters with a non-finite
@@ -40,7 +42,11 @@
 //! reports it ([`convolve_image`] returns `false`) for the caller to compute it directly.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
+use rayon::prelude::*;
+
+use super::parallel::parallel_over_images;
 use super::shape::{Conv2dShape, ConvActivation};
 
 use super::shifted::{self, PackedLayout, PackedRows, shifted_gemm_block_batch};
@@ -300,6 +306,10 @@ pub(super) struct Geometry {
     block_rows: usize,
     /// Images [`convolve_images`] takes at a time (a divisor of the batch).
     pub images: usize,
+    /// Whether [`convolve_images`] splits an image's output channels over the threads: when
+    /// the caller cannot give every thread images of its own (fewer images than threads, as in
+    /// a single image's inference).
+    split_channels: bool,
 }
 
 impl Geometry {
@@ -380,6 +390,7 @@ impl Geometry {
             grid_columns,
             block_rows,
             images,
+            split_channels: threads > 1 && !parallel_over_images(batch),
         }
     }
 
@@ -425,7 +436,7 @@ pub(super) enum Destination<'a> {
     },
 }
 
-impl Destination<'_> {
+impl<'a> Destination<'a> {
     /// Floats per image.
     fn image_len(&self, g: &Geometry) -> usize {
         match self {
@@ -437,6 +448,34 @@ impl Destination<'_> {
     fn len(&self) -> usize {
         match self {
             Destination::Planes(out) | Destination::Pooled { out, .. } => out.len(),
+        }
+    }
+
+    /// One image's destination as the destinations of its groups of `rows` output channels
+    /// (the last group may be smaller).
+    fn split_channels(self, g: &Geometry, rows: usize) -> Vec<Destination<'a>> {
+        match self {
+            Destination::Planes(out) => out
+                .chunks_mut((rows * g.out_height * g.out_width).max(1))
+                .map(Destination::Planes)
+                .collect(),
+            Destination::Pooled { out, indices } => {
+                let group = (rows * (g.out_height / 2) * (g.out_width / 2)).max(1);
+                match indices {
+                    None => out
+                        .chunks_mut(group)
+                        .map(|out| Destination::Pooled { out, indices: None })
+                        .collect(),
+                    Some(indices) => out
+                        .chunks_mut(group)
+                        .zip(indices.chunks_mut(group))
+                        .map(|(out, indices)| Destination::Pooled {
+                            out,
+                            indices: Some(indices),
+                        })
+                        .collect(),
+                }
+            }
         }
     }
 }
@@ -452,7 +491,7 @@ pub(super) fn convolve_images(
     g: &Geometry,
     bias: Option<&[f32]>,
     activation: ConvActivation,
-    mut destination: Destination<'_>,
+    destination: Destination<'_>,
 ) -> bool {
     let image_in = g.depth * g.in_height * g.in_width;
     let image_out = destination.image_len(g);
@@ -478,9 +517,53 @@ pub(super) fn convolve_images(
         filter.tile,
         g.tile
     );
+    let blocks = filter.points[0].blocks();
+    assert_eq!(blocks, g.rows.div_ceil(filter.points[0].block_rows()));
+    if images == 1 && g.split_channels && blocks > 1 {
+        // One image on several threads: each takes a run of blocks of output channels, their
+        // planes and their bias, and transforms the whole input itself (in parallel with the
+        // others: no thread waits on a shared transform).
+        let block_rows = filter.points[0].block_rows();
+        let per_part = blocks.div_ceil(rayon::current_num_threads().min(blocks));
+        let parts = destination.split_channels(g, per_part * block_rows);
+        return parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(part, destination)| {
+                let run = part * per_part..((part + 1) * per_part).min(blocks);
+                let rows = run.start * block_rows..(run.end * block_rows).min(g.rows);
+                let bias = bias.map(|bias| &bias[rows]);
+                convolve_blocks(x, filter, g, run, bias, activation, destination)
+            })
+            .collect::<Vec<bool>>()
+            .into_iter()
+            .all(|finite| finite);
+    }
+    convolve_blocks(x, filter, g, 0..blocks, bias, activation, destination)
+}
+
+/// [`convolve_images`] for the output channels of the filter's blocks `blocks`, whose planes (or
+/// pooled planes) `destination` holds for each image and whose bias `bias` holds.
+fn convolve_blocks(
+    x: &[f32],
+    filter: &Filter,
+    g: &Geometry,
+    blocks: Range<usize>,
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    mut destination: Destination<'_>,
+) -> bool {
+    let image_in = g.depth * g.in_height * g.in_width;
+    let images = x.len() / image_in.max(1);
+    let image_out = destination.len() / images.max(1);
     let points = g.points();
     let block_rows = filter.points[0].block_rows();
-    assert_eq!(filter.points[0].blocks(), g.rows.div_ceil(block_rows));
+    let first_row = blocks.start * block_rows;
+    let rows_here = (blocks.end * block_rows).min(g.rows) - first_row;
+    assert!(
+        bias.is_none_or(|bias| bias.len() == rows_here),
+        "winograd: a bias for {rows_here} output channels"
+    );
     let wp = g.width();
     let grid_tiles = g.block_rows * g.grid_columns;
     let most_tiles = g.block_rows * g.row_tiles();
@@ -519,7 +602,7 @@ pub(super) fn convolve_images(
                 }
             }
             let offsets: Vec<usize> = (0..g.depth).map(|c| c * row_stride).collect();
-            for block in 0..filter.points[0].blocks() {
+            for block in blocks.clone() {
                 shifted_gemm_block_batch(
                     &filter.points,
                     block,
@@ -531,7 +614,7 @@ pub(super) fn convolve_images(
                     m_point,
                     row_stride,
                 );
-                let o_first = block * block_rows;
+                let o_first = block * block_rows - first_row;
                 for n in 0..images {
                     let finite = with_vector(OutputTransform {
                         m: &m[n * tiles..],
@@ -540,7 +623,7 @@ pub(super) fn convolve_images(
                         g,
                         first,
                         count,
-                        channels: o_first..(o_first + block_rows).min(g.rows),
+                        channels: o_first..(o_first + block_rows).min(rows_here),
                         block_rows,
                         bias,
                         activation,
