@@ -2,7 +2,7 @@
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
 use super::parallel::parallel_over_images;
-use super::{gradient_gemm, shifted, winograd};
+use super::{gradient_gemm, shifted, winograd, winograd_gradient};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
 
 /// Zero padding on each side of the two spatial axes.
@@ -370,7 +370,7 @@ impl Conv2dShape {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
                 backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
-                backward_filter: winograd && over_images,
+                backward_filter: winograd && over_images && winograd_gradient::pays(self),
             },
             shifted: ShiftedPasses {
                 forward: tile(self.group_out()),
