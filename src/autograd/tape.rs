@@ -352,7 +352,7 @@ impl Tape {
         self.watch_forward(self.len(), &value, &input_nodes, Leaf::No, || {
             op_name(&backward)
         });
-        let requires_grad = self.records && self.any_requires_grad(inputs);
+        let requires_grad = self.will_record(inputs);
         let (parents, backward): (Box<[usize]>, Option<Box<dyn Backward>>) = if requires_grad {
             (input_nodes.into_boxed_slice(), Some(Box::new(backward)))
         } else {
@@ -365,6 +365,13 @@ impl Tape {
             requires_grad,
             leaf: Leaf::No,
         })
+    }
+
+    /// Whether an op of these inputs will be recorded for a backward pass: the tape records
+    /// and one of them needs a gradient. An op tests this before saving costly intermediates
+    /// for a backward pass that will not run.
+    pub(crate) fn will_record(&self, inputs: &[Var<'_>]) -> bool {
+        self.records && self.any_requires_grad(inputs)
     }
 
     /// Whether any of these vars needs a gradient; an op can test this before saving costly

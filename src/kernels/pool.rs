@@ -457,7 +457,8 @@ impl<const WITH_INDEX: bool> VectorKernel for MaxPoolPlanes<'_, WITH_INDEX> {
             } else {
                 &mut []
             };
-            if !all_finite::<V>(x) {
+            // (Inlined here, inside the vector kernel's instruction set.)
+            if !crate::util::simd::all_finite(x) {
                 max_pool_plane(x, s, out, WITH_INDEX.then_some(idx));
                 continue;
             }
@@ -516,23 +517,6 @@ impl<const WITH_INDEX: bool> VectorKernel for MaxPoolPlanes<'_, WITH_INDEX> {
             }
         }
     }
-}
-
-/// Whether every float of `x` is finite: `x·0` is NaN exactly at an infinity or NaN.
-#[inline(always)]
-fn all_finite<V: Vector>(x: &[f32]) -> bool {
-    // SAFETY: the callers run inside `with_vector`, with a vector type the CPU supports.
-    let mut check = unsafe { V::zero() };
-    let zero = check;
-    let mut chunks = x.chunks_exact(V::LANES);
-    for chunk in &mut chunks {
-        // SAFETY: a whole vector of `x`.
-        check = unsafe { V::load(chunk.as_ptr()) }.mul_add(zero, check);
-    }
-    let rest = chunks.remainder();
-    // SAFETY: the mask covers the remainder's floats.
-    let tail = unsafe { V::load_masked(rest.as_ptr(), zero.first_lanes(rest.len())) };
-    !tail.mul_add(zero, check).sum().is_nan()
 }
 
 /// One input row into its column phases within `phase_row`: each of `runs` (first input column,

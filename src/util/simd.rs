@@ -316,6 +316,72 @@ pub fn sum(x: &[f32]) -> f32 {
     fold_lanes(acc) + tail
 }
 
+/// Partial sums of the f64 reductions below: four AVX-512 vectors of doubles in flight, so the
+/// adds' latency is hidden.
+const F64_LANES: usize = 32;
+
+/// `Σ term(x_i)` in f64 with [`F64_LANES`] independent partial sums (so the loop vectorises and
+/// hides the add latency), folded pairwise, then the tail in order. Call inside [`dispatch`].
+#[inline(always)]
+fn sum_f64_of(x: &[f32], term: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; F64_LANES];
+    let mut chunks = x.chunks_exact(F64_LANES);
+    for c in &mut chunks {
+        for l in 0..F64_LANES {
+            acc[l] += term(c[l]);
+        }
+    }
+    let mut width = F64_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    chunks.remainder().iter().fold(acc[0], |s, &v| s + term(v))
+}
+
+/// `Σ x_i` in f64 (exact sums of many floats, as batch statistics need). Call inside
+/// [`dispatch`].
+#[inline(always)]
+pub fn sum_f64(x: &[f32]) -> f64 {
+    sum_f64_of(x, |v| v as f64)
+}
+
+/// `Σ (x_i − mean)²` in f64: a variance's numerator about a known mean (no cancellation).
+/// Call inside [`dispatch`].
+#[inline(always)]
+pub fn squared_deviations_f64(x: &[f32], mean: f64) -> f64 {
+    sum_f64_of(x, |v| {
+        let d = v as f64 - mean;
+        d * d
+    })
+}
+
+/// `Σ a_i·b_i` with each product in f32 and the sum in f64. Call inside [`dispatch`].
+#[inline(always)]
+pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "dot_f64: lengths");
+    let mut acc = [0.0f64; F64_LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(F64_LANES), b.chunks_exact(F64_LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..F64_LANES {
+            acc[l] += (x[l] * y[l]) as f64;
+        }
+    }
+    let mut width = F64_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(acc[0], |s, (&x, &y)| s + (x * y) as f64)
+}
+
 /// Whether every value is finite, exactly (no sum that could overflow): the largest exponent
 /// field, an integer maximum the compiler vectorises, is all ones only for infinities and NaN.
 /// Call inside [`dispatch`] for the widest vectors.
