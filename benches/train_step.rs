@@ -1,5 +1,8 @@
 //! One SGD step of the MNIST CNN at batch 64 (forward, backward, momentum update) and
-//! inference at batch 256: the figures a user of `examples/mnist.rs` feels.
+//! inference at batch 256: the figures a user of `examples/mnist.rs` feels. Then the same for
+//! ResNet-18 on 224x224 images (a step at batch 8, inference of a single image): the figures of
+//! a user of the model zoo, where batch norm, residual adds, strided and 1x1 convolutions and
+//! a single image's parallelism count beside the 3x3 kernels.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -8,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use striate::io::{load_state_dict, state_dict};
-use striate::models::mnist_cnn;
+use striate::models::{mnist_cnn, resnet18};
 use striate::nn::Module;
 use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig};
 use striate::{Tape, Tensor};
@@ -84,7 +87,42 @@ fn bench_train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train_step);
+fn bench_resnet18(c: &mut Criterion) {
+    striate::keep_freed_memory();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut model = resnet18(1000, &mut rng);
+    let mut optimizer = Sgd::new(SgdConfig {
+        learning_rate: 0.01,
+        momentum: Some(Momentum::classic(0.9)),
+        ..Default::default()
+    });
+    let images = Tensor::rand_uniform(&[8, 3, 224, 224], -2.0, 2.0, &mut rng);
+    let labels: Vec<usize> = (0..8).map(|i| i * 100).collect();
+    let mut group = c.benchmark_group("resnet18");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(8));
+    group.bench_function("train_step_batch8", |bench| {
+        bench.iter(|| {
+            let grads = {
+                let tape = Tape::training();
+                let loss = model
+                    .forward(tape.input(images.clone()))
+                    .cross_entropy(&labels);
+                black_box(loss.item());
+                loss.backward()
+            };
+            optimizer.step(&mut model, &grads);
+        })
+    });
+    let image = Tensor::rand_uniform(&[1, 3, 224, 224], -2.0, 2.0, &mut rng);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("inference_batch1", |bench| {
+        bench.iter(|| black_box(model.predict(&image)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_train_step, bench_resnet18);
 
 fn main() {
     // The bench's thread joins striate's pool, as a training program's main thread does

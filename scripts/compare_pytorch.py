@@ -207,6 +207,55 @@ def pytorch_mnist():
     return step, inference
 
 
+def pytorch_resnet18():
+    """{"step": {anchor: ms}, "inference": {anchor: ms}}: ResNet-18 (torchvision's, random
+    weights) on 224x224 images, an SGD step at batch 8 and inference of a single image, in
+    NCHW and channels-last, and the single image in ONNX Runtime. torch.compile is left out:
+    compiling ResNet-18's step takes minutes on two cores. Empty without torchvision."""
+    try:
+        import torchvision
+    except ImportError:
+        print("note: ResNet-18 skipped (pip install torchvision)")
+        return {}, {}
+    torch.manual_seed(0)
+    step, inference = {}, {}
+    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
+        model = torchvision.models.resnet18().to(memory_format=layout)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(8, 3, 224, 224).to(memory_format=layout)
+        labels = torch.arange(8) * 100
+
+        def train_step(model=model, sgd=sgd, x=x):
+            sgd.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), labels).backward()
+            sgd.step()
+
+        step[f"PyTorch {layout_name}"] = seconds(train_step, 3.0).map(lambda t: t * 1e3)
+        image = torch.randn(1, 3, 224, 224).to(memory_format=layout)
+        model.eval()
+        with torch.inference_mode():
+            inference[f"PyTorch {layout_name}"] = seconds(lambda: model(image)).map(
+                lambda t: t * 1e3)
+    try:
+        import onnxruntime as ort
+
+        path = ROOT / "target/compare_resnet18.onnx"
+        model = torchvision.models.resnet18().eval()
+        torch.onnx.export(model, torch.randn(1, 3, 224, 224), str(path), dynamo=False,
+                          input_names=["x"], opset_version=17)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        image = torch.randn(1, 3, 224, 224).numpy()
+        inference["ONNX Runtime"] = seconds(lambda: session.run(None, {"x": image})).map(
+            lambda t: t * 1e3)
+    except Exception as error:  # noqa: BLE001
+        print(f"note: ONNX Runtime's ResNet-18 skipped ({type(error).__name__}: "
+              f"{str(error)[:120]})")
+    return step, inference
+
+
 def pytorch_sgemm():
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
     return seconds(lambda: a @ b).map(lambda t: 2 * 2048**3 / t / 1e9)
@@ -262,8 +311,10 @@ def main():
         ours.append(criterion_results())
         print(f"== round {round_index + 1}: PyTorch and ONNX Runtime", flush=True)
         step, inference = pytorch_mnist()
+        resnet_step, resnet_inference = pytorch_resnet18()
         anchors.append({
             "step": step, "inference": inference, "sgemm": {"MKL via PyTorch": pytorch_sgemm()},
+            "resnet_step": resnet_step, "resnet_inference": resnet_inference,
             "conv": {f"{name}/{pass_name}": value
                      for (name, pass_name), value in pytorch_conv().items()},
         })
@@ -273,6 +324,9 @@ def main():
         "step": best_of([a["step"] for a in anchors], per_component(min)),
         "inference": best_of([a["inference"] for a in anchors], per_component(max)),
         "sgemm": best_of([a["sgemm"] for a in anchors], per_component(max)),
+        "resnet_step": best_of([a["resnet_step"] for a in anchors], per_component(min)),
+        "resnet_inference": best_of([a["resnet_inference"] for a in anchors],
+                                    per_component(min)),
         "conv": best_of([a["conv"] for a in anchors], per_component(max)),
     }
 
@@ -294,8 +348,11 @@ def main():
     # ONNX Runtime has no instruction-set cap: capped runs compare with PyTorch (capped) alone.
     capped = "STRIATE_ISA" in os.environ
     uncapped_ort = best["inference"].pop("ONNX Runtime", None) if capped else None
+    if capped:
+        best["resnet_inference"].pop("ONNX Runtime", None)
     for a in anchors if capped else []:
         a["inference"].pop("ONNX Runtime", None)
+        a["resnet_inference"].pop("ONNX Runtime", None)
     print(f"\nCPU: {cpu_model()}; {THREADS} threads; torch {torch.__version__}; "
           f"instruction set: {isa} (PyTorch: ATEN_CPU_CAPABILITY="
           f"{os.environ.get('ATEN_CPU_CAPABILITY', 'default')}, ONEDNN_MAX_CPU_ISA="
@@ -319,6 +376,12 @@ def main():
         yield ("MNIST CNN inference, batch 256, img/s",
                throughput("mnist_cnn/inference_batch256", 1.0, results=results),
                anchors["inference"], "img/s", True)
+        yield ("ResNet-18 SGD step, batch 8 of 224², ms",
+               millis("resnet18/train_step_batch8", results=results), anchors["resnet_step"],
+               "ms", False)
+        yield ("ResNet-18 inference, 1 image of 224², ms",
+               millis("resnet18/inference_batch1", results=results),
+               anchors["resnet_inference"], "ms", False)
         for name, *_ in CONV_CASES:
             for pass_name in ("forward", "backward_data", "backward_filter"):
                 yield (f"conv {name} {pass_name}, GFLOP/s",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # striate against PyTorch and ONNX Runtime in one sitting on this machine: scripts/compare_pytorch.py
 # alternates striate's criterion benches (the FMA peak, sgemm 2048, the six conv shapes, the MNIST
-# CNN step and inference; ROUNDS times, default 2) with the same workloads in PyTorch
-# (NCHW, channels-last, torch.compile) and ONNX Runtime and prints one table of ratios with the
-# CPU model. Needs: pip install torch onnx onnxruntime. Do not run it while the machine builds.
+# CNN step and inference, ResNet-18's step and single-image inference; ROUNDS times, default 2)
+# with the same workloads in PyTorch (NCHW, channels-last, torch.compile) and ONNX Runtime and
+# prints one table of ratios with the CPU model. Needs: pip install torch torchvision onnx
+# onnxruntime. Do not run it while the machine builds.
 #
 #   bash scripts/compare_pytorch.sh        # each side on the widest instructions it finds
 #   bash scripts/compare_pytorch.sh avx2   # both sides capped at AVX2 (and FMA)
@@ -22,5 +23,5 @@ esac
 quick="--warm-up-time 2 --measurement-time 5"
 export STRIATE_BENCHES="cargo bench --bench ops -- $quick 'machine/fma_peak|matmul/square/2048' \
  && cargo bench --bench conv -- $quick 'conv2d/' \
- && cargo bench --bench train_step -- $quick 'train_step_batch64\$|inference_batch256'"
+ && cargo bench --bench train_step -- $quick 'train_step_batch64\$|inference_batch256|resnet18/'"
 python3 scripts/compare_pytorch.py
