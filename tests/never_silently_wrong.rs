@@ -384,3 +384,83 @@ fn a_schedule_and_a_plateau_compose_instead_of_the_schedule_erasing_the_plateau(
         "{with_step:?}"
     );
 }
+
+/// The convolution of `conv`'s weights on `x` with the weights read as plain inputs, which the
+/// kernels never cache: the reference for a layer whose prepared weights they keep.
+fn convolved_as_inputs(conv: &striate::nn::Conv2d, x: &Tensor) -> Tensor {
+    let tape = Tape::inference();
+    let weight = tape.input(conv.weight.value().clone());
+    let bias = conv.bias.as_ref().map(|b| tape.input(b.value().clone()));
+    tape.input(x.clone())
+        .conv2d(weight, bias, conv.config().spec())
+        .value()
+}
+
+/// Inference keeps a layer's prepared weights (packed for the shifted kernel, transformed for
+/// Winograd) from one call to the next, keyed by the parameter's version: every way of
+/// writing a weight (`value_mut`, `set_value`, an optimizer's step, loading a state dict) must
+/// show in the next prediction, and a frozen layer inside a training step must use its own
+/// current weights. Shapes for Winograd (one image split over the threads, and a batch) and for
+/// the shifted kernel (stride 2).
+#[test]
+fn prepared_weights_follow_every_write_to_a_parameter() {
+    use striate::nn::Conv2dConfig;
+    let mut rng = rng();
+    for (input, out_channels, stride) in [
+        ([1, 16, 14, 14], 24, 1),
+        ([4, 16, 14, 14], 16, 1),
+        ([2, 16, 15, 15], 16, 2),
+    ] {
+        let mut conv = Conv2dConfig::new(input[1], out_channels, 3)
+            .padding(1)
+            .stride(stride)
+            .init(&mut rng);
+        let x = Tensor::rand_uniform(&input, -1.0, 1.0, &mut rng);
+        let case = format!("input {input:?}, stride {stride}");
+        let check = |conv: &striate::nn::Conv2d, step: &str| {
+            let want = convolved_as_inputs(conv, &x);
+            for call in 0..2 {
+                let got = conv.predict(&x);
+                assert!(
+                    got.as_slice() == want.as_slice(),
+                    "{case}, {step}, call {call}: not the convolution of the current weights"
+                );
+            }
+        };
+        check(&conv, "fresh");
+        let doubled = conv.weight.value().map(|v| 2.0 * v);
+        *conv.weight.value_mut() = doubled;
+        check(&conv, "after value_mut");
+        conv.weight.value_mut().as_slice_mut()[5] += 1.0;
+        check(&conv, "after a write through as_slice_mut");
+        let halved = conv.weight.value().map(|v| 0.5 * v);
+        conv.weight.set_value(halved);
+        check(&conv, "after set_value");
+        let grads = {
+            let tape = Tape::training();
+            conv.forward(tape.input(x.clone())).sum().backward()
+        };
+        let mut optimizer = sgd();
+        optimizer.step(&mut conv, &grads);
+        check(&conv, "after an optimizer step");
+        let state = striate::io::state_dict(&conv);
+        let mut other = Conv2dConfig::new(input[1], out_channels, 3)
+            .padding(1)
+            .stride(stride)
+            .init(&mut rng);
+        check(&other, "another layer");
+        striate::io::load_state_dict(&mut other, &state).unwrap();
+        check(&other, "after load_state_dict");
+        // Frozen inside a training step: its weight is cached there too.
+        conv.weight.set_requires_grad(false);
+        let trained_input = {
+            let tape = Tape::training();
+            let input = tape.variable(x.clone());
+            conv.forward(input).value()
+        };
+        assert!(
+            trained_input.as_slice() == convolved_as_inputs(&conv, &x).as_slice(),
+            "{case}, frozen in a training step: not the convolution of its weights"
+        );
+    }
+}

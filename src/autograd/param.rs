@@ -49,6 +49,14 @@ pub struct Param {
     name: String,
     value: Tensor,
     requires_grad: bool,
+    /// Changes whenever the value may change ([`Param::version`]).
+    version: u64,
+}
+
+/// A number for a new value of some parameter, never given twice in this process.
+fn fresh_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Param {
@@ -59,6 +67,7 @@ impl Param {
             name: name.into(),
             value,
             requires_grad: true,
+            version: fresh_version(),
         }
     }
 
@@ -80,7 +89,16 @@ impl Param {
 
     /// The value, mutably (copy-on-write if a tape still shares it).
     pub fn value_mut(&mut self) -> &mut Tensor {
+        self.version = fresh_version();
         &mut self.value
+    }
+
+    /// A number that identifies the current value: a new one, never given before in this
+    /// process, each time the value may change ([`Param::value_mut`], [`Param::set_value`]), and
+    /// the same in a clone until either changes. The kernels key the weights they prepare (packed,
+    /// transformed) by it, so a frozen or inference-time weight is prepared once.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Replaces the value, keeping the id.
@@ -101,6 +119,7 @@ impl Param {
             );
         }
         self.value = value;
+        self.version = fresh_version();
     }
 
     /// The value's shape.

@@ -44,8 +44,9 @@ pub trait Backward: fmt::Debug {
 enum Leaf {
     /// Produced by an op, or a constant input.
     No,
-    /// A trainable parameter read with [`Tape::param`].
-    Param(ParamId),
+    /// A trainable parameter read with [`Tape::param`], and the version of the value read
+    /// ([`Param::version`]).
+    Param(ParamId, u64),
     /// A leaf whose gradient the caller asked for with [`Tape::variable`].
     Variable,
 }
@@ -169,7 +170,7 @@ impl Tape {
             return;
         }
         let nearest = match leaf {
-            Leaf::Param(id) => Some(id),
+            Leaf::Param(id, _) => Some(id),
             _ => parents
                 .iter()
                 .rev()
@@ -291,7 +292,7 @@ impl Tape {
         self.watch_forward(self.len(), &value, &[], leaf, || {
             match leaf {
                 Leaf::No => "input",
-                Leaf::Param(_) => "param",
+                Leaf::Param(..) => "param",
                 Leaf::Variable => "variable",
             }
             .to_string()
@@ -321,7 +322,7 @@ impl Tape {
         self.leaf(
             param.value().clone(),
             param.requires_grad(),
-            Leaf::Param(param.id()),
+            Leaf::Param(param.id(), param.version()),
         )
     }
 
@@ -389,6 +390,16 @@ impl Tape {
         self.nodes.borrow()[node].value.shape().to_vec()
     }
 
+    /// For a parameter's leaf that gets no gradient (on an inference tape, or frozen): its
+    /// identity and the version of its value, by which derived forms of it can be cached.
+    pub(crate) fn frozen_param(&self, node: usize) -> Option<(ParamId, u64)> {
+        let nodes = self.nodes.borrow();
+        match nodes[node].leaf {
+            Leaf::Param(id, version) if !nodes[node].requires_grad => Some((id, version)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn requires_grad(&self, node: usize) -> bool {
         self.nodes.borrow()[node].requires_grad
     }
@@ -454,7 +465,7 @@ impl Tape {
         let mut earliest_leaf = std::collections::HashMap::new();
         if on_ready.is_some() {
             for (index, node) in nodes[..=root].iter().enumerate().rev() {
-                if let Leaf::Param(id) = node.leaf {
+                if let Leaf::Param(id, _) = node.leaf {
                     earliest_leaf.insert(id, index);
                 }
             }
@@ -469,7 +480,7 @@ impl Tape {
                 continue;
             };
             match nodes[index].leaf {
-                Leaf::Param(id) => {
+                Leaf::Param(id, _) => {
                     gradients.accumulate_param(id, grad);
                     if let Some(on_ready) = on_ready.as_mut()
                         && earliest_leaf.get(&id) == Some(&index)
@@ -522,7 +533,7 @@ impl Tape {
         let mut out = String::new();
         for (i, node) in nodes.iter().enumerate() {
             let op = match (&node.backward, node.leaf) {
-                (_, Leaf::Param(id)) => format!("param#{}", id.as_u64()),
+                (_, Leaf::Param(id, _)) => format!("param#{}", id.as_u64()),
                 (_, Leaf::Variable) => "variable".to_string(),
                 (Some(rule), _) => format!("{rule:?}")
                     .split([' ', '{', '('])

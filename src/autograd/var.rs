@@ -88,6 +88,17 @@ impl<'t> Var<'t> {
         self.tape.requires_grad(self.node)
     }
 
+    /// For a parameter's value that gets no gradient (read on an inference tape, or frozen):
+    /// which parameter and value it is, so that kernels can keep what they derive from it.
+    pub(crate) fn frozen_weight(&self) -> Option<crate::kernels::conv::WeightIdentity> {
+        self.tape.frozen_param(self.node).map(|(id, version)| {
+            crate::kernels::conv::WeightIdentity {
+                param: id.as_u64(),
+                version,
+            }
+        })
+    }
+
     /// The same value as a new constant leaf: no gradient flows back through it.
     pub fn detach(&self) -> Var<'t> {
         self.tape.input(self.value())

@@ -4,7 +4,7 @@ use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
-    conv2d_forward_fused_to_vec, conv2d_relu_max_pool2d_pass,
+    conv2d_forward_prepared, conv2d_relu_max_pool2d_pass,
 };
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
 use crate::kernels::relu_passes_gradient;
@@ -153,9 +153,10 @@ impl<'t> Var<'t> {
         activation: ConvActivation,
     ) -> Var<'t> {
         let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
-        let output = conv2d_forward_fused_to_vec(
+        let output = conv2d_forward_prepared(
             input.as_slice(),
             weight_value.as_slice(),
+            weight.frozen_weight(),
             bias_value.as_ref().map(|b| b.as_slice()),
             activation,
             &shape,
@@ -216,6 +217,7 @@ impl<'t> Var<'t> {
         let (output, indices) = conv2d_relu_max_pool2d_pass(
             input.as_slice(),
             weight_value.as_slice(),
+            weight.frozen_weight(),
             bias_value.as_ref().map(|b| b.as_slice()),
             &shape,
             pool,

@@ -45,6 +45,7 @@ mod gradient_gemm;
 mod parallel;
 mod pointwise;
 mod pooled_rows;
+mod prepared;
 mod shape;
 mod shifted;
 mod wide;
@@ -52,7 +53,7 @@ mod winograd;
 mod winograd_gradient;
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -63,6 +64,8 @@ use crate::util::simd::{self, dispatch};
 use epilogue::Epilogue;
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks, valid_columns};
 use pooled_rows::PooledRows;
+pub(crate) use prepared::WeightIdentity;
+use prepared::{Form, prepared};
 pub use shape::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
     output_extent,
@@ -115,7 +118,7 @@ pub fn conv2d_forward_fused(
     output: &mut [f32],
 ) {
     shape.expect_lengths("conv2d_forward", &[("output", output.len())]);
-    let (per_call, images) = forward_images(input, weight, bias, activation, shape);
+    let (per_call, images) = forward_images(input, weight, None, bias, activation, shape);
     let image_out = shape.out_channels * shape.out_plane();
     for_each_image(
         output,
@@ -147,7 +150,21 @@ pub fn conv2d_forward_fused_to_vec(
     activation: ConvActivation,
     shape: &Conv2dShape,
 ) -> Vec<f32> {
-    let (per_call, images) = forward_images(input, weight, bias, activation, shape);
+    conv2d_forward_prepared(input, weight, None, bias, activation, shape)
+}
+
+/// [`conv2d_forward_fused_to_vec`] of a weight that, with an identity, is a parameter's value
+/// that cannot change while it is in use: its packed or transformed forms are kept for the
+/// next call (`prepared.rs`).
+pub(crate) fn conv2d_forward_prepared(
+    input: &[f32],
+    weight: &[f32],
+    identity: Option<WeightIdentity>,
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+) -> Vec<f32> {
+    let (per_call, images) = forward_images(input, weight, identity, bias, activation, shape);
     let image_out = shape.out_channels * shape.out_plane();
     let calls = shape.batch / per_call;
     filled_by_chunks(
@@ -189,7 +206,7 @@ pub fn conv2d_relu_max_pool2d_to_vec(
     shape: &Conv2dShape,
     pool: Pool2dSpec,
 ) -> Vec<f32> {
-    conv2d_relu_max_pool2d_pass(input, weight, bias, shape, pool, false).0
+    conv2d_relu_max_pool2d_pass(input, weight, None, bias, shape, pool, false).0
 }
 
 /// As [`conv2d_relu_max_pool2d_to_vec`], for training: also returns the argmax of each
@@ -222,7 +239,7 @@ pub fn conv2d_relu_max_pool2d_with_indices_to_vec(
     shape: &Conv2dShape,
     pool: Pool2dSpec,
 ) -> (Vec<f32>, Vec<u32>) {
-    conv2d_relu_max_pool2d_pass(input, weight, bias, shape, pool, true)
+    conv2d_relu_max_pool2d_pass(input, weight, None, bias, shape, pool, true)
 }
 
 /// The fused convolution + ReLU + max pooling: the pooled values, and the argmax indices
@@ -230,13 +247,15 @@ pub fn conv2d_relu_max_pool2d_with_indices_to_vec(
 pub(crate) fn conv2d_relu_max_pool2d_pass(
     input: &[f32],
     weight: &[f32],
+    identity: Option<WeightIdentity>,
     bias: Option<&[f32]>,
     shape: &Conv2dShape,
     pool: Pool2dSpec,
     with_indices: bool,
 ) -> (Vec<f32>, Vec<u32>) {
     let s = *shape;
-    let (per_call, images) = forward_images(input, weight, bias, ConvActivation::Relu, shape);
+    let (per_call, images) =
+        forward_images(input, weight, identity, bias, ConvActivation::Relu, shape);
     let pooled = Pool2dShape::new(
         "conv2d_relu_max_pool2d",
         &[1, s.out_channels, s.out_height, s.out_width],
@@ -286,6 +305,7 @@ enum Outputs<'a> {
 fn forward_images<'a>(
     input: &'a [f32],
     weight: &'a [f32],
+    identity: Option<WeightIdentity>,
     bias: Option<&'a [f32]>,
     activation: ConvActivation,
     shape: &Conv2dShape,
@@ -300,14 +320,27 @@ fn forward_images<'a>(
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.forward => {
             let geometry = winograd::Geometry::forward(&s);
-            winograd::Filter::forward(weight, &s, &geometry).map(|filter| (filter, geometry))
+            let form = Form::WinogradForward {
+                tile: geometry.tile(),
+            };
+            let bytes = weight.len() / 9 * geometry.points() * size_of::<f32>();
+            let filter = prepared(identity, form, bytes, || {
+                winograd::Filter::forward(weight, &s, &geometry).map(Arc::new)
+            });
+            Option::clone(&filter).map(|filter| (filter, geometry))
         }
         _ => None,
     };
     let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward);
-    let packed = fallback_packing(winograd.is_some(), shifted, || {
-        wide::pack_forward(weight, &s)
-    });
+    let pack = move || {
+        let form = Form::ShiftedForward {
+            groups: s.spec.groups,
+        };
+        prepared(identity, form, size_of_val(weight), || {
+            wide::pack_forward(weight, &s)
+        })
+    };
+    let packed = fallback_packing(winograd.is_some(), shifted, pack);
     // Every path applies the bias and activation as it stores the outputs (the direct path
     // to each plane while it is in cache).
     let image = move |n: usize, out: &mut [f32]| {
@@ -317,7 +350,7 @@ fn forward_images<'a>(
             ConvPath::Direct => direct::forward_image(x, weight, bias, activation, &s, out),
             ConvPath::Pointwise => pointwise::forward_image(x, weight, &s, epilogue, out),
             ConvPath::Wide { .. } if shifted => {
-                let packed = packed.get_or_init(|| wide::pack_forward(weight, &s));
+                let packed = packed.get_or_init(pack);
                 wide::forward_image_shifted(x, packed, &s, epilogue, out)
             }
             ConvPath::Wide { .. } => wide::forward_image(x, weight, &s, epilogue, out),

@@ -394,13 +394,18 @@ impl Geometry {
         }
     }
 
+    /// The side of the output tiles (2 or 4).
+    pub fn tile(&self) -> usize {
+        self.tile
+    }
+
     /// Columns of the padded grid.
     fn width(&self) -> usize {
         self.tile * self.grid_columns
     }
 
     /// Points of the transformed domain per tile: `(tile + 2)²`.
-    fn points(&self) -> usize {
+    pub fn points(&self) -> usize {
         (self.tile + 2) * (self.tile + 2)
     }
 
