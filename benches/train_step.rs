@@ -16,6 +16,27 @@ use striate::nn::Module;
 use striate::optim::{Momentum, Optimizer, Sgd, SgdConfig};
 use striate::{Tape, Tensor};
 
+/// One SGD step of `model` on `images`: forward, cross-entropy, backward (with anomaly
+/// detection if `detect`), update.
+fn sgd_step(
+    model: &mut impl Module,
+    optimizer: &mut Sgd,
+    images: &Tensor,
+    labels: &[usize],
+    detect: bool,
+) {
+    let grads = {
+        let tape = Tape::training();
+        tape.detect_anomaly(detect);
+        let loss = model
+            .forward(tape.input(images.clone()))
+            .cross_entropy(labels);
+        black_box(loss.item());
+        loss.backward()
+    };
+    optimizer.step(model, &grads);
+}
+
 fn bench_train_step(c: &mut Criterion) {
     // As a training program would: keep freed buffers for the next iteration.
     striate::keep_freed_memory();
@@ -62,16 +83,7 @@ fn bench_train_step(c: &mut Criterion) {
                     }
                     steps += 1;
                     let start = Instant::now();
-                    let grads = {
-                        let tape = Tape::training();
-                        tape.detect_anomaly(detect);
-                        let loss = model
-                            .forward(tape.input(images.clone()))
-                            .cross_entropy(&labels);
-                        black_box(loss.item());
-                        loss.backward()
-                    };
-                    optimizer.step(&mut model, &grads);
+                    sgd_step(&mut model, &mut optimizer, &images, &labels, detect);
                     timed += start.elapsed();
                 }
                 timed
@@ -102,17 +114,7 @@ fn bench_resnet18(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(8));
     group.bench_function("train_step_batch8", |bench| {
-        bench.iter(|| {
-            let grads = {
-                let tape = Tape::training();
-                let loss = model
-                    .forward(tape.input(images.clone()))
-                    .cross_entropy(&labels);
-                black_box(loss.item());
-                loss.backward()
-            };
-            optimizer.step(&mut model, &grads);
-        })
+        bench.iter(|| sgd_step(&mut model, &mut optimizer, &images, &labels, false))
     });
     let image = Tensor::rand_uniform(&[1, 3, 224, 224], -2.0, 2.0, &mut rng);
     group.throughput(Throughput::Elements(1));
