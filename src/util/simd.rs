@@ -320,6 +320,19 @@ pub fn sum(x: &[f32]) -> f32 {
 /// adds' latency is hidden.
 const F64_LANES: usize = 32;
 
+/// The sum of the partial sums, halving pairwise (so the adds vectorise).
+#[inline(always)]
+fn fold_f64_lanes(mut acc: [f64; F64_LANES]) -> f64 {
+    let mut width = F64_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
 /// `Σ term(x_i)` in f64 with [`F64_LANES`] independent partial sums (so the loop vectorises and
 /// hides the add latency), folded pairwise, then the tail in order. Call inside [`dispatch`].
 #[inline(always)]
@@ -331,14 +344,10 @@ fn sum_f64_of(x: &[f32], term: impl Fn(f32) -> f64) -> f64 {
             acc[l] += term(c[l]);
         }
     }
-    let mut width = F64_LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    chunks.remainder().iter().fold(acc[0], |s, &v| s + term(v))
+    chunks
+        .remainder()
+        .iter()
+        .fold(fold_f64_lanes(acc), |s, &v| s + term(v))
 }
 
 /// `Σ x_i` in f64 (exact sums of many floats, as batch statistics need). Call inside
@@ -369,17 +378,10 @@ pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
             acc[l] += (x[l] * y[l]) as f64;
         }
     }
-    let mut width = F64_LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
     ca.remainder()
         .iter()
         .zip(cb.remainder())
-        .fold(acc[0], |s, (&x, &y)| s + (x * y) as f64)
+        .fold(fold_f64_lanes(acc), |s, (&x, &y)| s + (x * y) as f64)
 }
 
 /// Whether every value is finite, exactly (no sum that could overflow): the largest exponent
