@@ -384,6 +384,29 @@ pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
         .fold(fold_f64_lanes(acc), |s, (&x, &y)| s + (x * y) as f64)
 }
 
+/// `Σ a_i·b_i` with 64 independent partial sums (as [`sum`]), folded pairwise. Call inside
+/// [`dispatch`].
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 64;
+    assert_eq!(a.len(), b.len(), "dot: lengths");
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            // (Not `mul_add`: without FMA, as on the portable baseline, it is a library call.)
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    fold_lanes(acc) + tail
+}
+
 /// Whether every value is finite, exactly (no sum that could overflow): the largest exponent
 /// field, an integer maximum the compiler vectorises, is all ones only for infinities and NaN.
 /// Call inside [`dispatch`] for the widest vectors.
