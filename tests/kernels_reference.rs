@@ -872,23 +872,29 @@ fn conv2d_kernels_propagate_infinities_and_nans_as_the_reference() {
     }
 }
 
+/// A pooling window of 1 to 4 a side, stride 1 to 3, padding up to half the window, dilation 1
+/// to 2 if `dilated`, either rounding.
+fn random_pool_spec(rng: &mut StdRng, dilated: bool) -> Pool2dSpec {
+    let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
+    Pool2dSpec {
+        kernel,
+        stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
+        padding: [
+            rng.random_range(0..=kernel[0] / 2),
+            rng.random_range(0..=kernel[1] / 2),
+        ],
+        dilation: if dilated {
+            [rng.random_range(1..=2), rng.random_range(1..=2)]
+        } else {
+            [1, 1]
+        },
+        ceil_mode: rng.random_bool(0.5),
+    }
+}
+
 fn random_pool(rng: &mut StdRng, dilated: bool) -> ([usize; 4], Pool2dSpec) {
     loop {
-        let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
-        let spec = Pool2dSpec {
-            kernel,
-            stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
-            padding: [
-                rng.random_range(0..=kernel[0] / 2),
-                rng.random_range(0..=kernel[1] / 2),
-            ],
-            dilation: if dilated {
-                [rng.random_range(1..=2), rng.random_range(1..=2)]
-            } else {
-                [1, 1]
-            },
-            ceil_mode: rng.random_bool(0.5),
-        };
+        let spec = random_pool_spec(rng, dilated);
         let shape = [
             rng.random_range(1..=3),
             rng.random_range(1..=3),
@@ -1049,17 +1055,7 @@ fn max_pool_general_windows_match_pytorch_rule_at_every_width() {
     let mut rng = StdRng::seed_from_u64(102);
     for in_width in 1..=70 {
         let (spec, in_height) = loop {
-            let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
-            let spec = Pool2dSpec {
-                kernel,
-                stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
-                padding: [
-                    rng.random_range(0..=kernel[0] / 2),
-                    rng.random_range(0..=kernel[1] / 2),
-                ],
-                dilation: [rng.random_range(1..=2), rng.random_range(1..=2)],
-                ceil_mode: rng.random_bool(0.5),
-            };
+            let spec = random_pool_spec(&mut rng, true);
             let in_height = rng.random_range(1..=9);
             let fits = |a: usize, side: usize| {
                 side + 2 * spec.padding[a] > spec.dilation[a] * (spec.kernel[a] - 1)

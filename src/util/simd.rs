@@ -287,14 +287,15 @@ pub(crate) unsafe fn par_fill_new(
     out
 }
 
-/// The sum of 64 partial sums, halving pairwise (so the adds vectorise).
+/// The sum of `N` partial sums (a power of two), halving pairwise (so the adds vectorise).
 #[inline(always)]
-fn fold_lanes(mut acc: [f32; 64]) -> f32 {
-    let mut width = acc.len();
+fn fold_lanes<T: Copy + std::ops::AddAssign, const N: usize>(mut acc: [T; N]) -> T {
+    let mut width = N;
     while width > 1 {
         width /= 2;
         for l in 0..width {
-            acc[l] += acc[l + width];
+            let upper = acc[l + width];
+            acc[l] += upper;
         }
     }
     acc[0]
@@ -320,19 +321,6 @@ pub fn sum(x: &[f32]) -> f32 {
 /// adds' latency is hidden.
 const F64_LANES: usize = 32;
 
-/// The sum of the partial sums, halving pairwise (so the adds vectorise).
-#[inline(always)]
-fn fold_f64_lanes(mut acc: [f64; F64_LANES]) -> f64 {
-    let mut width = F64_LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0]
-}
-
 /// `Σ term(x_i)` in f64 with [`F64_LANES`] independent partial sums (so the loop vectorises and
 /// hides the add latency), folded pairwise, then the tail in order. Call inside [`dispatch`].
 #[inline(always)]
@@ -347,7 +335,7 @@ fn sum_f64_of(x: &[f32], term: impl Fn(f32) -> f64) -> f64 {
     chunks
         .remainder()
         .iter()
-        .fold(fold_f64_lanes(acc), |s, &v| s + term(v))
+        .fold(fold_lanes(acc), |s, &v| s + term(v))
 }
 
 /// `Σ x_i` in f64 (exact sums of many floats, as batch statistics need). Call inside
@@ -381,7 +369,7 @@ pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
     ca.remainder()
         .iter()
         .zip(cb.remainder())
-        .fold(fold_f64_lanes(acc), |s, (&x, &y)| s + (x * y) as f64)
+        .fold(fold_lanes(acc), |s, (&x, &y)| s + (x * y) as f64)
 }
 
 /// `Σ a_i·b_i` with 64 independent partial sums (as [`sum`]), folded pairwise. Call inside
