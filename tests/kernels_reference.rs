@@ -933,6 +933,17 @@ fn window(s: &Pool2dShape, oh: usize, ow: usize) -> (Vec<(usize, usize)>, usize)
     (inside, padded)
 }
 
+/// Max pooling of `x` as training runs it (values and argmax) and as inference does (values
+/// alone).
+fn max_pool_both_ways(x: &[f32], s: &Pool2dShape) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    let out_len: usize = s.output_shape().iter().product();
+    let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
+    max_pool2d_forward(x, s, &mut y, Some(&mut idx));
+    let mut values_only = vec![0.0; out_len];
+    max_pool2d_forward(x, s, &mut values_only, None);
+    (y, idx, values_only)
+}
+
 #[test]
 fn max_pool2d_matches_naive_reference() {
     let mut rng = StdRng::seed_from_u64(99);
@@ -944,21 +955,17 @@ fn max_pool2d_matches_naive_reference() {
         };
         let s = Pool2dShape::new("max_pool2d", &shape, spec);
         let x = random_vec(shape.iter().product(), &mut rng);
-        let out_len: usize = s.output_shape().iter().product();
-        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
-        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
-        let mut values_only = vec![0.0; out_len];
-        max_pool2d_forward(&x, &s, &mut values_only, None);
+        let (y, idx, values_only) = max_pool_both_ways(&x, &s);
         assert_eq!(
             values_only, y,
             "config {config}: inference values differ from training values"
         );
-        let gy = random_vec(out_len, &mut rng);
+        let gy = random_vec(y.len(), &mut rng);
         let mut gx = vec![f32::NAN; x.len()];
         max_pool2d_backward(&gy, &idx, &s, &mut gx);
 
         let plane = s.in_height * s.in_width;
-        let mut y_ref = vec![0.0f64; out_len];
+        let mut y_ref = vec![0.0f64; y.len()];
         let mut gx_ref = vec![0.0f64; x.len()];
         for p in 0..s.batch * s.channels {
             for oh in 0..s.out_height {
@@ -1007,11 +1014,7 @@ fn max_pool_2x2_matches_naive_reference_at_every_width() {
         // Plane 1 holds a NaN, plane 4 an infinity (a window of ∞ and finite values is ∞).
         x[plane + rng.random_range(0..plane)] = f32::NAN;
         x[4 * plane + rng.random_range(0..plane)] = f32::INFINITY;
-        let out_len: usize = s.output_shape().iter().product();
-        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
-        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
-        let mut values_only = vec![0.0; out_len];
-        max_pool2d_forward(&x, &s, &mut values_only, None);
+        let (y, idx, values_only) = max_pool_both_ways(&x, &s);
         let (oh_n, ow_n) = (s.out_height, s.out_width);
         for p in 0..shape[0] * shape[1] {
             for oh in 0..oh_n {
@@ -1076,11 +1079,7 @@ fn max_pool_general_windows_match_pytorch_rule_at_every_width() {
         x[plane + rng.random_range(0..plane)] = f32::NAN;
         x[3 * plane + rng.random_range(0..plane)] = f32::NEG_INFINITY;
         x[4 * plane + rng.random_range(0..plane)] = f32::INFINITY;
-        let out_len: usize = s.output_shape().iter().product();
-        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
-        max_pool2d_forward(&x, &s, &mut y, Some(&mut idx));
-        let mut values_only = vec![0.0; out_len];
-        max_pool2d_forward(&x, &s, &mut values_only, None);
+        let (y, idx, values_only) = max_pool_both_ways(&x, &s);
         for p in 0..6 {
             for oh in 0..s.out_height {
                 for ow in 0..s.out_width {
