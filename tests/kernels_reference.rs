@@ -475,6 +475,90 @@ fn register_tile_paths_match_the_reference() {
 }
 
 #[test]
+fn channel_blocked_forward_matches_the_reference() {
+    // The forward on channel blocks (output channels in the lanes, AVX-512): strides 2 and
+    // [3, 2], asymmetric padding and dilation; channels that fill no block, one block and a
+    // part of one (in and out, so the last tile's channels and the last block's lanes are
+    // partial); rows of 14 pixels and more (tiles of 14 by 32 channels), their remainders, and
+    // shorter rows (tiles of 7 by 64); batch 1 (its blocks split over threads) and 3. (1x1
+    // kernels at stride 2 take it only when forced, below.)
+    let mut rng = StdRng::seed_from_u64(37);
+    // (Unless `STRIATE_CONV_BLOCKED` forces the choice: then it reruns with the other path.)
+    let chosen = striate::kernels::instruction_set() == "avx512"
+        && std::env::var_os("STRIATE_CONV_BLOCKED").is_none();
+    for (input, weight, padding, stride, dilation) in [
+        (
+            [2, 64, 56, 56],
+            [128, 64, 3, 3],
+            padding(1, 1, 1, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [1, 16, 20, 31],
+            [40, 16, 3, 3],
+            padding(1, 0, 2, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [3, 21, 15, 30],
+            [17, 21, 3, 2],
+            padding(0, 2, 1, 0),
+            [3, 2],
+            [2, 1],
+        ),
+        (
+            [1, 48, 14, 14],
+            [96, 48, 2, 2],
+            padding(0, 0, 0, 0),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 33, 9, 13],
+            [70, 33, 3, 3],
+            padding(1, 1, 1, 1),
+            [2, 2],
+            [1, 2],
+        ),
+        (
+            [1, 32, 7, 7],
+            [80, 32, 3, 3],
+            padding(2, 1, 1, 2),
+            [2, 2],
+            [1, 1],
+        ),
+    ] {
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            ..Default::default()
+        };
+        let s = passes_match_reference(input, weight, spec, &mut rng);
+        if chosen {
+            assert!(
+                matches!(
+                    s.path,
+                    ConvPath::Wide {
+                        blocked_forward: true,
+                        ..
+                    }
+                ),
+                "{input:?} {weight:?} {spec:?}: {:?}",
+                s.path
+            );
+        }
+        if s.out_height >= 2 && s.out_width >= 2 {
+            let [x, w, b, _] = random_operands(&s, &mut rng);
+            let context = format!("{input:?} {weight:?}");
+            assert_fused_pool_is_separate(&x, &w, &b, &s, Pool2dSpec::square(2), &context);
+        }
+    }
+}
+
+#[test]
 fn forward_straight_into_the_output_skips_the_grid_columns() {
     // With AVX-512, output rows of at least a vector (16) are computed on the wide grid and
     // stored straight into the output, a vector that crosses a row boundary storing its lanes
@@ -798,6 +882,8 @@ fn conv2d_kernels_propagate_infinities_and_nans_as_the_reference() {
         ([2, 16, 10, 14], [16, 16, 3, 3], same(1), 1, 1), // Winograd, one image at a time
         ([8, 16, 14, 14], [16, 16, 3, 3], same(1), 1, 1), // Winograd, several at a time
         ([2, 8, 9, 9], [8, 8, 3, 3], same(1), 2, 1),  // general, stride 2
+        ([2, 16, 9, 30], [20, 16, 3, 3], same(1), 2, 1), // channel blocks, tiles past the row
+        ([1, 16, 8, 8], [40, 16, 3, 3], same(1), 2, 1), // channel blocks, 7-pixel tiles
         ([2, 1, 9, 10], [8, 1, 3, 3], same(1), 1, 1), // wide grid, register tiles (conv1)
         ([2, 3, 7, 10], [5, 3, 3, 3], same(1), 1, 1), // wide grid, im2col + GEMM
         ([2, 8, 6, 10], [5, 8, 1, 1], same(0), 1, 1), // pointwise
@@ -1384,6 +1470,28 @@ fn both_winograd_tiles_match_the_references() {
         "4",
         &["winograd", "fused", "pooled"],
     );
+}
+
+/// The convolution tests above again with the channel-blocked forward forced wherever it fits
+/// (`STRIATE_CONV_BLOCKED=1`: also 1x1 kernels at stride 2 and the random shapes with 16
+/// channels or more) and nowhere (`0`: the shifted kernel on the shapes it would otherwise
+/// leave to channel blocks).
+#[test]
+fn forward_with_and_without_channel_blocks_matches_the_references() {
+    if std::env::var_os("STRIATE_CONV_BLOCKED").is_some() {
+        // This is the child (or the user forced the choice): the other tests cover it.
+        return;
+    }
+    for value in ["0", "1"] {
+        let tests = [
+            "conv2d",
+            "register_tile",
+            "channel_blocked",
+            "fused",
+            "infinities",
+        ];
+        rerun_with("STRIATE_CONV_BLOCKED", value, &tests);
+    }
 }
 
 /// Every test above, again with the kernels capped at each narrower instruction set this CPU

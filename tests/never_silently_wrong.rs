@@ -396,12 +396,38 @@ fn convolved_as_inputs(conv: &striate::nn::Conv2d, x: &Tensor) -> Tensor {
         .value()
 }
 
+/// One layer's weights prepared for images of two sizes, used in turn: the channel-blocked
+/// forward packs them for tiles of 32 output channels on rows of 14 pixels or more and of 64 on
+/// shorter rows. With 40 output channels both packings have the same length, so only the key
+/// of the prepared form tells them apart.
+#[test]
+fn prepared_weights_are_kept_per_layout() {
+    use striate::nn::Conv2dConfig;
+    let mut rng = rng();
+    let conv = Conv2dConfig::new(16, 40, 3)
+        .padding(1)
+        .stride(2)
+        .init(&mut rng);
+    let wide = Tensor::rand_uniform(&[1, 16, 30, 30], -1.0, 1.0, &mut rng);
+    let narrow = Tensor::rand_uniform(&[1, 16, 12, 12], -1.0, 1.0, &mut rng);
+    for round in 0..2 {
+        for x in [&wide, &narrow] {
+            let got = conv.predict(x);
+            assert!(
+                got.as_slice() == convolved_as_inputs(&conv, x).as_slice(),
+                "round {round}, input {:?}: not the convolution of the layer's weights",
+                x.shape()
+            );
+        }
+    }
+}
+
 /// Inference keeps a layer's prepared weights (packed for the shifted kernel, transformed for
 /// Winograd) from one call to the next, keyed by the parameter's version: every way of
 /// writing a weight (`value_mut`, `set_value`, an optimizer's step, loading a state dict) must
 /// show in the next prediction, and a frozen layer inside a training step must use its own
 /// current weights. Shapes for Winograd (one image split over the threads, and a batch) and for
-/// the shifted kernel (stride 2).
+/// the stride-2 forward (on channel blocks with AVX-512, the shifted kernel otherwise).
 #[test]
 fn prepared_weights_follow_every_write_to_a_parameter() {
     use striate::nn::Conv2dConfig;

@@ -2,7 +2,7 @@
 //! backward-data and backward-filter, with per-axis stride, asymmetric padding, dilation, groups
 //! and an optional bias.
 //!
-//! Four paths ([`ConvPath`]), chosen once per shape in [`Conv2dShape::new`] and used by all
+//! The paths ([`ConvPath`]), chosen once per shape in [`Conv2dShape::new`] and used by all
 //! three passes:
 //! - **pointwise** (1x1, stride 1, no padding): the input planes already are the GEMM's right
 //!   operand, `Y_n = W · X_n`, with no copy at all (`pointwise.rs`);
@@ -27,6 +27,11 @@
 //!   and backward-data, F(2x2, 3x3) in the filter gradient when every thread has images of its
 //!   own; an image holding an infinity or NaN takes one of the paths above.
 //!
+//! - **channel blocks** (`blocked.rs`), the forward on AVX-512 CPUs wherever Winograd is not
+//!   chosen, with 16 channels or more on each side and a kernel at least as large as the
+//!   stride: the image copied into padded blocks of 16 channels, register tiles of output
+//!   channels in the lanes by pixels broadcast from the blocks, so a stride costs nothing.
+//!
 //! - **pooled rows** (`pooled_rows.rs`), for the forward of convolution + ReLU + 2x2 max
 //!   pooling with at most four input channels (a network's first layer), with AVX-512: tiles
 //!   of two output rows, pooled before they are stored, bit for bit the shifted kernel and the
@@ -39,6 +44,7 @@
 //! owns its image's output, so writes are disjoint by construction), otherwise inside the GEMM
 //! or, for Winograd, over blocks of an image's output channels.
 
+mod blocked;
 mod direct;
 mod epilogue;
 mod gradient_gemm;
@@ -320,7 +326,7 @@ fn forward_images<'a>(
     let winograd = match s.path {
         ConvPath::Wide { winograd, .. } if winograd.forward => {
             let geometry = winograd::Geometry::forward(&s);
-            let form = Form::WinogradForward {
+            let form = Form::Winograd {
                 tile: geometry.tile(),
             };
             let bytes = weight.len() / 9 * geometry.points() * size_of::<f32>();
@@ -331,9 +337,26 @@ fn forward_images<'a>(
         }
         _ => None,
     };
-    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward);
+    let blocked = matches!(
+        s.path,
+        ConvPath::Wide {
+            blocked_forward: true,
+            ..
+        }
+    )
+    .then(|| {
+        let blocked = blocked::Blocked::new(&s);
+        let bytes = blocked.packed_len(&s) * size_of::<f32>();
+        let form = Form::Blocked {
+            tile_channels: blocked.tile_channels(),
+        };
+        let packed = prepared(identity, form, bytes, || blocked.pack(weight, &s));
+        (blocked, packed)
+    });
+    let shifted =
+        matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward) && blocked.is_none();
     let pack = move || {
-        let form = Form::ShiftedForward {
+        let form = Form::Shifted {
             groups: s.spec.groups,
         };
         prepared(identity, form, size_of_val(weight), || {
@@ -346,6 +369,9 @@ fn forward_images<'a>(
     let image = move |n: usize, out: &mut [f32]| {
         let x = &input[n * image_in..(n + 1) * image_in];
         let epilogue = Epilogue { bias, activation };
+        if let Some((blocked, packed)) = &blocked {
+            return blocked::forward_image(x, packed, &s, blocked, epilogue, out);
+        }
         match s.path {
             ConvPath::Direct => direct::forward_image(x, weight, bias, activation, &s, out),
             ConvPath::Pointwise => pointwise::forward_image(x, weight, &s, epilogue, out),
@@ -582,7 +608,9 @@ pub fn conv2d_backward_filter(
         ConvPath::Pointwise => sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
             pointwise::accumulate_filter_gradient(input, grad_output, &s, images, partial)
         }),
-        ConvPath::Wide { shifted, winograd } => {
+        ConvPath::Wide {
+            shifted, winograd, ..
+        } => {
             let (image_in, image_out) =
                 (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
             let fast = |images: Range<usize>, partial: &mut [f32]| {

@@ -25,9 +25,12 @@ pub(crate) struct WeightIdentity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Form {
     /// The shifted kernel's packed forward weights, for this many groups.
-    ShiftedForward { groups: usize },
+    Shifted { groups: usize },
+    /// The channel-blocked forward's packed weights (`blocked.rs`), for tiles of this many
+    /// output channels (the layout depends on it; the length does not always).
+    Blocked { tile_channels: usize },
     /// Winograd's forward filters, for output tiles of this side.
-    WinogradForward { tile: usize },
+    Winograd { tile: usize },
 }
 
 struct Entry {
@@ -140,14 +143,12 @@ mod tests {
             param: u64::MAX - 1,
             version: 7,
         };
-        let form = Form::ShiftedForward { groups: 1 };
+        let form = Form::Shifted { groups: 1 };
         let a = prepared(Some(first), form, 4, || vec![1.0f32]);
         let b = prepared(Some(first), form, 4, || vec![2.0f32]);
         assert_eq!((*a).clone(), vec![1.0], "cached");
         assert_eq!((*b).clone(), vec![1.0], "cached");
-        let other_form = prepared(Some(first), Form::WinogradForward { tile: 2 }, 4, || {
-            vec![3.0f32]
-        });
+        let other_form = prepared(Some(first), Form::Winograd { tile: 2 }, 4, || vec![3.0f32]);
         assert_eq!(*other_form, vec![3.0], "another form of the same weight");
         let next = WeightIdentity {
             version: 8,

@@ -1,6 +1,7 @@
 //! A convolution's hyperparameters ([`Conv2dSpec`], [`Padding2d`]), every size derived and
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
+use super::blocked::Blocked;
 use super::parallel::parallel_over_images;
 use super::{gradient_gemm, shifted, winograd, winograd_gradient};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
@@ -234,12 +235,17 @@ impl Conv2dShape {
         let passes = match self.path {
             ConvPath::Direct => "every pass direct (per-plane multiply-adds)".to_string(),
             ConvPath::Pointwise => "every pass a GEMM on the planes in place".to_string(),
-            ConvPath::Wide { shifted, winograd } => {
+            ConvPath::Wide {
+                shifted,
+                winograd,
+                blocked_forward,
+            } => {
                 let tile = format!(
                     "shifted GEMM ({} x {} tiles)",
                     shifted::block_rows(),
                     shifted::tile_columns()
                 );
+                let blocked_tile = Blocked::new(self).describe();
                 fn family<'a>(winograd: Option<&'a str>, shifted: bool, fast: &'a str) -> &'a str {
                     match winograd {
                         Some(name) => name,
@@ -250,11 +256,15 @@ impl Conv2dShape {
                 use super::winograd::Geometry;
                 format!(
                     "forward {}, backward-data {}, filter gradient {}",
-                    family(
-                        winograd.forward.then(|| Geometry::forward(self).name()),
-                        shifted.forward,
-                        &tile
-                    ),
+                    if blocked_forward {
+                        &blocked_tile
+                    } else {
+                        family(
+                            winograd.forward.then(|| Geometry::forward(self).name()),
+                            shifted.forward,
+                            &tile,
+                        )
+                    },
                     family(
                         winograd
                             .backward_data
@@ -366,6 +376,7 @@ impl Conv2dShape {
         let over_images = parallel_over_images(self.batch) || rayon::current_num_threads() == 1;
         let p = self.spec.padding;
         ConvPath::Wide {
+            blocked_forward: !winograd && Blocked::chosen(self),
             winograd: WinogradPasses {
                 forward: winograd,
                 // As the forward of the output gradient padded by `2 − padding`.
@@ -440,6 +451,9 @@ pub enum ConvPath {
     /// the passes marked in `shifted`, the AVX-512 or AVX2 kernel reading the planes in place
     /// (`shifted.rs`).
     Wide {
+        /// Whether the forward runs on channel blocks, output channels in the lanes
+        /// (`blocked.rs`), instead of the shifted kernel.
+        blocked_forward: bool,
         /// Which passes use the shifted kernel.
         shifted: ShiftedPasses,
         /// Which passes use Winograd's F(2x2, 3x3) (`winograd.rs`) instead; the shifted

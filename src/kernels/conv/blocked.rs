@@ -1,0 +1,507 @@
+//! The forward with output channels in the vector lanes, on channel-blocked images (the layout
+//! oneDNN calls `nChw16c`), for AVX-512 CPUs.
+//!
+//! Each image is copied once into blocks of one vector's width of channels, padded:
+//! `[C/B][H + pads][W + pads][B]` with `B` lanes. A register tile holds `P` output pixels of one
+//! row by `R` vectors of output channels. Each step loads the `R` weight vectors of one input
+//! channel and tap, and multiplies them by that channel's value at each of the `P` pixels,
+//! broadcast from the block. The pixels lie at constant offsets (the column stride is a
+//! compile-time constant), so a stride costs nothing.
+//!
+//! The shifted kernel keeps pixels in the lanes instead, so a stride-2 convolution there needs a
+//! phase split of every plane and a wide grid with a discarded column per row. On ResNet's
+//! downsampling (64 → 128 channels, 56 → 28) those were 7% of the forward on a Zen 4.
+//! A 7x7 plane fills 7 of a tile's 16 lanes per row; here 7 pixels fill a tile exactly.
+//!
+//! The finished tile is transposed back to NCHW as it is stored, after bias and activation.
+//! The copy in and the transposes out are the price: on ResNet's downsampling the copy took
+//! 4.5% of the forward, the weights' packing 1% and the tile's loop most of the rest, at about
+//! the FMA peak.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::epilogue::Epilogue;
+use super::shape::Conv2dShape;
+use crate::kernels::scratch::with_scratch;
+use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
+use crate::util::simd::{Level, level};
+use crate::util::threads::inside_split;
+
+/// The environment variable that decides where this path computes the forward: `1` wherever
+/// it fits ([`Blocked::fits`]), `0` nowhere (the shifted kernel instead). The two round
+/// differently: for runs that must repeat another's bits, and for tests of either path.
+pub const BLOCKED_VARIABLE: &str = "STRIATE_CONV_BLOCKED";
+
+/// The lanes of the vectors this path runs on: AVX-512's.
+const LANES: usize = 16;
+
+/// Floats in a tile's staging buffer: `P · R · LANES` of the largest tile.
+const STAGING: usize = 28 * LANES;
+
+/// The sizes of one convolution's blocked forward: the blocked image and the register tile.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Blocked {
+    /// Blocks of [`LANES`] input channels (the last padded with zero channels).
+    in_blocks: usize,
+    /// Rows of a padded block.
+    height: usize,
+    /// Pixels in a row of a padded block.
+    width: usize,
+    /// Output pixels per tile (`P`).
+    pixels: usize,
+    /// Vectors of output channels per tile (`R`).
+    vectors: usize,
+}
+
+impl Blocked {
+    /// Whether this path can compute the forward of `s` on this CPU: AVX-512, one group, a
+    /// column stride of 1 or 2, and at least a vector of channels on each side (fewer would
+    /// leave lanes of every step empty).
+    pub fn fits(s: &Conv2dShape) -> bool {
+        level() == Level::Avx512
+            && s.spec.groups == 1
+            && matches!(s.spec.stride[1], 1 | 2)
+            && s.in_channels >= LANES
+            && s.out_channels >= LANES
+    }
+
+    /// Whether this path computes the forward of `s` (where Winograd does not): wherever it
+    /// fits, unless the kernel is smaller than the stride (a 1x1 convolution at stride 2 reads
+    /// a quarter of the input, and the blocked copy would transpose all of it: 0.93x the
+    /// shifted kernel on ResNet's 1x1 downsampling). [`BLOCKED_VARIABLE`] overrides the choice.
+    ///
+    /// Against the shifted kernel in one binary, alternated (Zen 4, 2 threads, batch 8,
+    /// GFLOP/s): ResNet's 3x3 stride-2 downsampling 64 → 128 channels 206 vs 190, 128 → 256
+    /// 196 vs 173, 256 → 512 (7x7 outputs) 179 vs 151; 5x5 at stride 1 with 64 channels on
+    /// 28x28 216 vs 195. A single image, its weights prepared once: ResNet-18's inference
+    /// 17.3-17.9 ms against 18.6-18.8.
+    pub fn chosen(s: &Conv2dShape) -> bool {
+        static FORCED: OnceLock<Option<bool>> = OnceLock::new();
+        let forced = *FORCED.get_or_init(|| {
+            let value = std::env::var(BLOCKED_VARIABLE).ok()?;
+            match value.trim() {
+                "0" => Some(false),
+                "1" => Some(true),
+                other => {
+                    eprintln!("striate: {BLOCKED_VARIABLE}={other} is neither 0 nor 1; ignored");
+                    None
+                }
+            }
+        });
+        let [sh, sw] = s.spec.stride;
+        let reads_every_pixel = s.kernel_height >= sh && s.kernel_width >= sw;
+        Blocked::fits(s) && forced.unwrap_or(reads_every_pixel)
+    }
+
+    /// The blocked image's sizes and the register tile for `s`.
+    pub fn new(s: &Conv2dShape) -> Blocked {
+        let p = s.spec.padding;
+        // Tiles of 14 pixels by 32 channels, or on rows shorter than 14 (a 7x7 plane) 7 by 64:
+        // 28 sums either way, of AVX-512's 32 registers.
+        let (pixels, vectors) = if s.out_width >= 14 { (14, 2) } else { (7, 4) };
+        Blocked {
+            in_blocks: s.in_channels.div_ceil(LANES),
+            height: s.in_height + p.top + p.bottom,
+            width: s.in_width + p.left + p.right,
+            pixels,
+            vectors,
+        }
+    }
+
+    /// The path and its register tile, for the log of kernel choices.
+    pub fn describe(&self) -> String {
+        let (pixels, channels) = (self.pixels, self.tile_channels());
+        format!("channel blocks ({pixels} pixels x {channels} channels tiles)")
+    }
+
+    /// Floats in one padded block of channels.
+    fn block_len(&self) -> usize {
+        self.height * self.width * LANES
+    }
+
+    /// Floats of an image's blocked copy: the blocks, then room for the last tile's pixels past
+    /// the end of a row (computed, never stored).
+    fn image_len(&self, s: &Conv2dShape) -> usize {
+        self.in_blocks * self.block_len() + self.pixels * s.spec.stride[1] * LANES
+    }
+
+    /// Output channels per tile.
+    pub fn tile_channels(&self) -> usize {
+        self.vectors * LANES
+    }
+
+    /// Floats of the packed weights, [`Blocked::pack`]'s length.
+    pub fn packed_len(&self, s: &Conv2dShape) -> usize {
+        s.out_channels.div_ceil(self.tile_channels()) * self.weight_block_len(s)
+    }
+
+    /// Floats of the packed weights of one tile's output channels.
+    fn weight_block_len(&self, s: &Conv2dShape) -> usize {
+        self.in_blocks * s.kernel_height * s.kernel_width * LANES * self.tile_channels()
+    }
+
+    /// The weights `[O, C, KH, KW]` packed for the tiles: per block of [`Blocked::tile_channels`]
+    /// output channels, `[C/B][KH][KW][B][R·B]` (the order the tile reads them), zero for the
+    /// channels past `O` and `C`.
+    pub fn pack(&self, weight: &[f32], s: &Conv2dShape) -> Vec<f32> {
+        let (c_in, taps) = (s.in_channels, s.kernel_height * s.kernel_width);
+        let width = self.tile_channels();
+        let block_len = self.weight_block_len(s);
+        let mut packed = vec![0.0; self.packed_len(s)];
+        let fill = |(ob, block): (usize, &mut [f32])| {
+            let first = ob * width;
+            with_vector(PackBlock {
+                weight: &weight[first * c_in * taps..],
+                outputs: width.min(s.out_channels - first),
+                depth: c_in * taps,
+                taps,
+                width,
+                block,
+            })
+        };
+        let parallel = !inside_split() && packed.len() >= super::shifted::PARALLEL_PACK_MIN;
+        let chunks = packed.par_chunks_mut(block_len).enumerate();
+        if parallel {
+            chunks.for_each(fill);
+        } else {
+            chunks.collect::<Vec<_>>().into_iter().for_each(fill);
+        }
+        packed
+    }
+}
+
+/// One block of [`Blocked::pack`]: the `outputs` rows of `weight` (`depth = C·KH·KW` floats
+/// each) transposed into `block`, `[C/B][KH·KW][B][width]`, a 16 x 16 block at a time (the
+/// rows are read in order; a float at a time, the scattered writes made a single image's pack
+/// as slow as its products).
+struct PackBlock<'a> {
+    weight: &'a [f32],
+    outputs: usize,
+    depth: usize,
+    taps: usize,
+    width: usize,
+    block: &'a mut [f32],
+}
+
+impl VectorKernel for PackBlock<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let PackBlock {
+            weight,
+            outputs,
+            depth,
+            taps,
+            width,
+            block,
+        } = self;
+        assert_eq!(V::LANES, LANES);
+        assert!(outputs <= width && weight.len() >= outputs * depth);
+        assert!(block.len() >= depth.div_ceil(taps * LANES) * taps * LANES * width);
+        let (src, dst) = (weight.as_ptr(), block.as_mut_ptr());
+        for j in (0..outputs).step_by(LANES) {
+            // Where column `k = c·T + t` (input channel `c`, tap `t`) of the rows goes:
+            // `((c/B·T + t)·B + c%B)·width`, followed along `k` without dividing.
+            let (mut c, mut t) = (0, 0);
+            for k in (0..depth).step_by(LANES) {
+                let count = (depth - k).min(LANES);
+                let mut places = [0usize; LANES];
+                for place in &mut places[..count] {
+                    *place = ((c / LANES * taps + t) * LANES + c % LANES) * width + j;
+                    t += 1;
+                    if t == taps {
+                        (c, t) = (c + 1, 0);
+                    }
+                }
+                // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r` reads
+                // `count` floats of output `j + r < outputs` from `k + count <= depth`
+                // (asserted `weight` holds them); column `m` writes `LANES` floats from
+                // `places[m]`, whose output `j + LANES <= width` (width is a multiple of
+                // `LANES`), inside the asserted block.
+                unsafe {
+                    transpose_block::<V>(
+                        (outputs - j).min(LANES),
+                        count,
+                        LANES,
+                        |r| src.add((j + r) * depth + k),
+                        |m| dst.add(places[m]),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The forward of one image `x` (`[C, H, W]`) into `out` (`[O, OH, OW]`) with `packed` from
+/// [`Blocked::pack`]: blocked copy, then the tiles of each block of output channels, split over
+/// the threads when called outside a split (a single image).
+pub(super) fn forward_image(
+    x: &[f32],
+    packed: &[f32],
+    s: &Conv2dShape,
+    blocked: &Blocked,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        level(),
+        Level::Avx512,
+        "conv2d blocked forward: AVX-512 only"
+    );
+    let channels = blocked.tile_channels();
+    let plane = s.out_plane();
+    assert_eq!(x.len(), s.in_channels * s.in_plane());
+    assert_eq!(out.len(), s.out_channels * plane);
+    assert_eq!(packed.len(), blocked.packed_len(s));
+    with_scratch(blocked.image_len(s), |image| {
+        with_vector(FillBlocks {
+            x,
+            s,
+            blocked,
+            image: &mut *image,
+        });
+        let image = &*image;
+        let run = |(ob, out): (usize, &mut [f32])| {
+            let first = ob * channels;
+            let count = out.len() / plane;
+            let len = blocked.weight_block_len(s);
+            with_vector(Tiles {
+                image,
+                weights: &packed[ob * len..(ob + 1) * len],
+                s,
+                blocked,
+                epilogue: epilogue.rows(first, count),
+                out,
+            })
+        };
+        let blocks = out.par_chunks_mut(channels * plane).enumerate();
+        if !inside_split() && rayon::current_num_threads() > 1 {
+            blocks.for_each(run);
+        } else {
+            blocks.collect::<Vec<_>>().into_iter().for_each(run);
+        }
+    })
+}
+
+/// Copies an image `[C, H, W]` into its padded channel blocks, a transposed 16 x 16 block at a
+/// time; the border, the channels past `C` and the room after the blocks are zero.
+struct FillBlocks<'a> {
+    x: &'a [f32],
+    s: &'a Conv2dShape,
+    blocked: &'a Blocked,
+    image: &'a mut [f32],
+}
+
+impl VectorKernel for FillBlocks<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let FillBlocks {
+            x,
+            s,
+            blocked,
+            image,
+        } = self;
+        assert_eq!(V::LANES, LANES);
+        let (h, w) = (s.in_height, s.in_width);
+        let (top, left) = (s.spec.padding.top, s.spec.padding.left);
+        let row_len = blocked.width * LANES;
+        let (blocks, rest) = image.split_at_mut(blocked.in_blocks * blocked.block_len());
+        rest.fill(0.0);
+        for (cb, block) in blocks.chunks_exact_mut(blocked.block_len()).enumerate() {
+            let first = cb * LANES;
+            let rows = LANES.min(s.in_channels - first);
+            block[..top * row_len].fill(0.0);
+            block[(top + h) * row_len..].fill(0.0);
+            for y in 0..h {
+                let row = &mut block[(top + y) * row_len..(top + y + 1) * row_len];
+                row[..left * LANES].fill(0.0);
+                row[(left + w) * LANES..].fill(0.0);
+                let dst = row[left * LANES..(left + w) * LANES].as_mut_ptr();
+                for x0 in (0..w).step_by(LANES) {
+                    let count = LANES.min(w - x0);
+                    // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
+                    // rows` reads `count` floats of channel `first + r < C` from column `x0` of
+                    // row `y`, inside `x` (`x0 + count <= w`); column `m < count` writes the
+                    // `LANES` floats of pixel `x0 + m < w`, inside the row's unpadded part.
+                    unsafe {
+                        transpose_block::<V>(
+                            rows,
+                            count,
+                            LANES,
+                            |r| x[(first + r) * h * w + y * w + x0..].as_ptr(),
+                            |m| dst.add((x0 + m) * LANES),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tiles of one block of output channels: every row of output pixels, [`Blocked`]'s `P`
+/// pixels at a time.
+struct Tiles<'a> {
+    image: &'a [f32],
+    weights: &'a [f32],
+    s: &'a Conv2dShape,
+    blocked: &'a Blocked,
+    epilogue: Epilogue<'a>,
+    /// The block's output planes, `[count, OH, OW]`.
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for Tiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        if V::LANES != LANES {
+            unreachable!("conv2d blocked forward: vectors of {} lanes", V::LANES);
+        }
+        match (self.blocked.pixels, self.s.spec.stride[1]) {
+            (14, 1) => self.rows::<V, 14, 2, 1>(),
+            (14, 2) => self.rows::<V, 14, 2, 2>(),
+            (7, 1) => self.rows::<V, 7, 4, 1>(),
+            (7, 2) => self.rows::<V, 7, 4, 2>(),
+            (pixels, stride) => unreachable!("no tile of {pixels} pixels at stride {stride}"),
+        }
+    }
+}
+
+impl Tiles<'_> {
+    #[inline(always)]
+    fn rows<V: Vector, const P: usize, const R: usize, const SW: usize>(self) {
+        let Tiles {
+            image,
+            weights,
+            s,
+            blocked,
+            epilogue,
+            out,
+        } = self;
+        assert!(P <= LANES && P * R * LANES <= STAGING && R == blocked.vectors);
+        let (oh_count, ow_count) = (s.out_height, s.out_width);
+        let plane = oh_count * ow_count;
+        let channels = out.len() / plane;
+        assert!(channels <= R * LANES);
+        let [dh, dw] = s.spec.dilation;
+        let row_len = blocked.width * LANES;
+        let taps: Vec<usize> = (0..s.kernel_height)
+            .flat_map(|kh| (0..s.kernel_width).map(move |kw| kh * dh * row_len + kw * dw * LANES))
+            .collect();
+        // The last float any tile reads, pixels past the row included.
+        let last_row = (oh_count - 1) * s.spec.stride[0] * row_len;
+        let last_pixel = (ow_count.div_ceil(P) * P - 1) * SW * LANES;
+        let reach = (blocked.in_blocks - 1) * blocked.block_len()
+            + last_row
+            + taps.last().copied().unwrap_or(0)
+            + last_pixel
+            + LANES;
+        assert!(
+            reach <= image.len(),
+            "conv2d blocked forward: tile reads past the image"
+        );
+        assert_eq!(
+            weights.len(),
+            blocked.in_blocks * taps.len() * LANES * R * LANES
+        );
+        let mut bias = [0.0f32; STAGING];
+        if let Some(b) = epilogue.bias {
+            bias[..channels].copy_from_slice(b);
+        }
+        let mut staging = [0.0f32; STAGING];
+        let out = out.as_mut_ptr();
+        for oh in 0..oh_count {
+            let row = oh * s.spec.stride[0] * row_len;
+            for ow in (0..ow_count).step_by(P) {
+                // SAFETY: `with_vector` runs this with a type the CPU supports; every read of
+                // the tile is below `reach <= image.len()` (asserted) and of the weights within
+                // their asserted length.
+                let sums = unsafe {
+                    tile::<V, P, R, SW>(
+                        image[row + ow * SW * LANES..].as_ptr(),
+                        weights.as_ptr(),
+                        blocked.in_blocks,
+                        blocked.block_len(),
+                        &taps,
+                    )
+                };
+                for (p, sums) in sums.iter().enumerate() {
+                    for (r, &sum) in sums.iter().enumerate() {
+                        let at = (p * R + r) * LANES;
+                        // SAFETY: as above; `at + LANES <= P·R·LANES <= STAGING` (asserted).
+                        unsafe {
+                            let y = epilogue.activate(sum.add(V::load(bias[r * LANES..].as_ptr())));
+                            y.store(staging[at..].as_mut_ptr());
+                        }
+                    }
+                }
+                let pixels = P.min(ow_count - ow);
+                for r in 0..R {
+                    let count = channels.saturating_sub(r * LANES).min(LANES);
+                    if count == 0 {
+                        break;
+                    }
+                    let staged = staging.as_ptr();
+                    // SAFETY: as above. Row `p < P` reads `count` floats of the staged tile;
+                    // column `m < count` writes `pixels` floats of channel `r·LANES + m <
+                    // channels` from pixel `(oh, ow)`: `ow + pixels <= OW`, inside its plane.
+                    unsafe {
+                        transpose_block::<V>(
+                            P,
+                            count,
+                            pixels,
+                            |p| staged.add((p * R + r) * LANES),
+                            |m| out.add((r * LANES + m) * plane + oh * ow_count + ow),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sums of one tile: `P` pixels, `SW` apart, by `R` vectors of output channels, over every
+/// block of input channels and tap: `sums[p][r] = Σ_{cb, t, c} x[cb·block + taps[t] + p·SW·B +
+/// c] · w[((cb·T + t)·B + c)·R·B + r·B ..]`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set, whose vectors have [`LANES`] lanes; every `x` and `w`
+/// read above is in bounds.
+#[inline(always)]
+unsafe fn tile<V: Vector, const P: usize, const R: usize, const SW: usize>(
+    x: *const f32,
+    w: *const f32,
+    in_blocks: usize,
+    block: usize,
+    taps: &[usize],
+) -> [[V; R]; P] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut sums = [[V::zero(); R]; P];
+        let mut w = w;
+        for cb in 0..in_blocks {
+            let x = x.add(cb * block);
+            for &tap in taps {
+                let x = x.add(tap);
+                for c in 0..LANES {
+                    let weights: [V; R] = std::array::from_fn(|r| V::load(w.add(r * LANES)));
+                    for (p, sums) in sums.iter_mut().enumerate() {
+                        let value = V::splat(*x.add(p * SW * LANES + c));
+                        for (sum, &weight) in sums.iter_mut().zip(&weights) {
+                            *sum = value.mul_add(weight, *sum);
+                        }
+                    }
+                    w = w.add(R * LANES);
+                }
+            }
+        }
+        sums
+    }
+}
