@@ -5,9 +5,9 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use striate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, conv2d_backward_data,
-    conv2d_backward_filter, conv2d_forward, conv2d_forward_fused, conv2d_relu_max_pool2d_to_vec,
-    conv2d_relu_max_pool2d_with_indices_to_vec,
+    BlockedPasses, Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d,
+    conv2d_backward_data, conv2d_backward_filter, conv2d_forward, conv2d_forward_fused,
+    conv2d_relu_max_pool2d_to_vec, conv2d_relu_max_pool2d_with_indices_to_vec,
 };
 use striate::kernels::pool::{
     AvgDivisor, Pool2dShape, Pool2dSpec, avg_pool2d_backward, avg_pool2d_forward,
@@ -475,13 +475,15 @@ fn register_tile_paths_match_the_reference() {
 }
 
 #[test]
-fn channel_blocked_forward_matches_the_reference() {
-    // The forward on channel blocks (output channels in the lanes, AVX-512): strides 2 and
-    // [3, 2], asymmetric padding and dilation; channels that fill no block, one block and a
-    // part of one (in and out, so the last tile's channels and the last block's lanes are
-    // partial); rows of 14 pixels and more (tiles of 14 by 32 channels), their remainders, and
-    // shorter rows (tiles of 7 by 64); batch 1 (its blocks split over threads) and 3. (1x1
-    // kernels at stride 2 take it only when forced, below.)
+fn channel_blocked_passes_match_the_reference() {
+    // The forward and backward-data on channel blocks (AVX-512): strides 2 and [3, 2],
+    // asymmetric padding and dilation; channels that fill no block, one block and a part of
+    // one (in and out, so the last tile's channels and the last block's lanes are partial);
+    // rows of 14 pixels and more (tiles of 14 by 32 channels), their remainders, and shorter
+    // rows (tiles of 7 by 64); batch 1 (its tiles split over threads) and 3. Backward-data
+    // goes a column phase of an input row at a time: phases of 1, 2 and 4 taps, and with a
+    // 2x2 kernel at stride 3 rows that no tap reaches (zero). The forward of a kernel smaller
+    // than its stride keeps the shifted kernel unless forced (below).
     let mut rng = StdRng::seed_from_u64(37);
     // (Unless `STRIATE_CONV_BLOCKED` forces the choice: then it reruns with the other path.)
     let chosen = striate::kernels::instruction_set() == "avx512"
@@ -529,6 +531,13 @@ fn channel_blocked_forward_matches_the_reference() {
             [2, 2],
             [1, 1],
         ),
+        (
+            [2, 16, 11, 13],
+            [24, 16, 2, 2],
+            padding(0, 1, 1, 0),
+            [3, 2],
+            [1, 1],
+        ),
     ] {
         let spec = Conv2dSpec {
             stride,
@@ -538,14 +547,13 @@ fn channel_blocked_forward_matches_the_reference() {
         };
         let s = passes_match_reference(input, weight, spec, &mut rng);
         if chosen {
+            let forward = weight[2] >= stride[0] && weight[3] >= stride[1];
+            let want = BlockedPasses {
+                forward,
+                backward_data: true,
+            };
             assert!(
-                matches!(
-                    s.path,
-                    ConvPath::Wide {
-                        blocked_forward: true,
-                        ..
-                    }
-                ),
+                matches!(s.path, ConvPath::Wide { blocked, .. } if blocked == want),
                 "{input:?} {weight:?} {spec:?}: {:?}",
                 s.path
             );
@@ -1472,10 +1480,10 @@ fn both_winograd_tiles_match_the_references() {
     );
 }
 
-/// The convolution tests above again with the channel-blocked forward forced wherever it fits
-/// (`STRIATE_CONV_BLOCKED=1`: also 1x1 kernels at stride 2 and the random shapes with 16
-/// channels or more) and nowhere (`0`: the shifted kernel on the shapes it would otherwise
-/// leave to channel blocks).
+/// The convolution tests above again with the channel-blocked forward and backward-data forced
+/// wherever they fit (`STRIATE_CONV_BLOCKED=1`: also the forward of 1x1 kernels at stride 2)
+/// and nowhere (`0`: the shifted kernel, and its gather backward, on the shapes they would
+/// otherwise leave to channel blocks).
 #[test]
 fn forward_with_and_without_channel_blocks_matches_the_references() {
     if std::env::var_os("STRIATE_CONV_BLOCKED").is_some() {
@@ -1487,6 +1495,7 @@ fn forward_with_and_without_channel_blocks_matches_the_references() {
             "conv2d",
             "register_tile",
             "channel_blocked",
+            "gather",
             "fused",
             "infinities",
         ];

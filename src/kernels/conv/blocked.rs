@@ -1,5 +1,6 @@
-//! The forward with output channels in the vector lanes, on channel-blocked images (the layout
-//! oneDNN calls `nChw16c`), for AVX-512 CPUs.
+//! The forward and backward-data with channels in the vector lanes, on channel-blocked images
+//! (the layout oneDNN calls `nChw16c`), for AVX-512 CPUs. The forward is described here; the
+//! backward-data, which runs the same register tile, at [`BlockedGradient`].
 //!
 //! Each image is copied once into blocks of one vector's width of channels, padded:
 //! `[C/B][H + pads][W + pads][B]` with `B` lanes. A register tile holds `P` output pixels of one
@@ -24,15 +25,32 @@ use rayon::prelude::*;
 
 use super::epilogue::Epilogue;
 use super::shape::Conv2dShape;
-use crate::kernels::scratch::with_scratch;
+use crate::kernels::scratch::{with_scratch, with_scratch_parts};
 use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level};
 use crate::util::threads::inside_split;
 
-/// The environment variable that decides where this path computes the forward: `1` wherever
-/// it fits ([`Blocked::fits`]), `0` nowhere (the shifted kernel instead). The two round
-/// differently: for runs that must repeat another's bits, and for tests of either path.
+/// The environment variable that decides where this path computes the forward and the
+/// backward-data: `1` wherever it fits ([`Blocked::fits`]), `0` nowhere (the shifted kernel
+/// instead). The two round differently: for runs that must repeat another's bits, and for
+/// tests of either path.
 pub const BLOCKED_VARIABLE: &str = "STRIATE_CONV_BLOCKED";
+
+/// [`BLOCKED_VARIABLE`]'s value, if set to one.
+fn forced_choice() -> Option<bool> {
+    static FORCED: OnceLock<Option<bool>> = OnceLock::new();
+    *FORCED.get_or_init(|| {
+        let value = std::env::var(BLOCKED_VARIABLE).ok()?;
+        match value.trim() {
+            "0" => Some(false),
+            "1" => Some(true),
+            other => {
+                eprintln!("striate: {BLOCKED_VARIABLE}={other} is neither 0 nor 1; ignored");
+                None
+            }
+        }
+    })
+}
 
 /// The lanes of the vectors this path runs on: AVX-512's.
 const LANES: usize = 16;
@@ -78,21 +96,9 @@ impl Blocked {
     /// 28x28 216 vs 195. A single image, its weights prepared once: ResNet-18's inference
     /// 17.3-17.9 ms against 18.6-18.8.
     pub fn chosen(s: &Conv2dShape) -> bool {
-        static FORCED: OnceLock<Option<bool>> = OnceLock::new();
-        let forced = *FORCED.get_or_init(|| {
-            let value = std::env::var(BLOCKED_VARIABLE).ok()?;
-            match value.trim() {
-                "0" => Some(false),
-                "1" => Some(true),
-                other => {
-                    eprintln!("striate: {BLOCKED_VARIABLE}={other} is neither 0 nor 1; ignored");
-                    None
-                }
-            }
-        });
         let [sh, sw] = s.spec.stride;
         let reads_every_pixel = s.kernel_height >= sh && s.kernel_width >= sw;
-        Blocked::fits(s) && forced.unwrap_or(reads_every_pixel)
+        Blocked::fits(s) && forced_choice().unwrap_or(reads_every_pixel)
     }
 
     /// The blocked image's sizes and the register tile for `s`.
@@ -268,8 +274,11 @@ pub(super) fn forward_image(
     with_scratch(blocked.image_len(s), |image| {
         with_vector(FillBlocks {
             x,
-            s,
-            blocked,
+            channels: s.in_channels,
+            size: [s.in_height, s.in_width],
+            before: [s.spec.padding.top, s.spec.padding.left],
+            blocks: blocked.in_blocks,
+            padded: [blocked.height, blocked.width],
             image: &mut *image,
         });
         let image = &*image;
@@ -300,12 +309,19 @@ pub(super) fn forward_image(
     })
 }
 
-/// Copies an image `[C, H, W]` into its padded channel blocks, a transposed 16 x 16 block at a
-/// time; the border, the channels past `C` and the room after the blocks are zero.
+/// Copies planes `[channels, H, W]` into padded channel blocks `[blocks][PH][PW][LANES]`, a
+/// transposed 16 x 16 block at a time: plane pixel `(y, x)` at `(before[0] + y, before[1] +
+/// x)`. The border, the channels past `channels` and the room after the blocks are zero.
 struct FillBlocks<'a> {
     x: &'a [f32],
-    s: &'a Conv2dShape,
-    blocked: &'a Blocked,
+    channels: usize,
+    /// `[H, W]`.
+    size: [usize; 2],
+    /// Rows above and columns left of the planes in a block.
+    before: [usize; 2],
+    blocks: usize,
+    /// `[PH, PW]`.
+    padded: [usize; 2],
     image: &'a mut [f32],
 }
 
@@ -316,19 +332,23 @@ impl VectorKernel for FillBlocks<'_> {
     fn run<V: Vector>(self) {
         let FillBlocks {
             x,
-            s,
-            blocked,
+            channels,
+            size: [h, w],
+            before: [top, left],
+            blocks,
+            padded: [height, width],
             image,
         } = self;
         assert_eq!(V::LANES, LANES);
-        let (h, w) = (s.in_height, s.in_width);
-        let (top, left) = (s.spec.padding.top, s.spec.padding.left);
-        let row_len = blocked.width * LANES;
-        let (blocks, rest) = image.split_at_mut(blocked.in_blocks * blocked.block_len());
+        assert!(top + h <= height && left + w <= width && blocks * LANES >= channels);
+        assert!(x.len() >= channels * h * w);
+        let row_len = width * LANES;
+        let block_len = height * row_len;
+        let (filled, rest) = image.split_at_mut(blocks * block_len);
         rest.fill(0.0);
-        for (cb, block) in blocks.chunks_exact_mut(blocked.block_len()).enumerate() {
+        for (cb, block) in filled.chunks_exact_mut(block_len).enumerate() {
             let first = cb * LANES;
-            let rows = LANES.min(s.in_channels - first);
+            let rows = LANES.min(channels.saturating_sub(first));
             block[..top * row_len].fill(0.0);
             block[(top + h) * row_len..].fill(0.0);
             for y in 0..h {
@@ -339,9 +359,10 @@ impl VectorKernel for FillBlocks<'_> {
                 for x0 in (0..w).step_by(LANES) {
                     let count = LANES.min(w - x0);
                     // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
-                    // rows` reads `count` floats of channel `first + r < C` from column `x0` of
-                    // row `y`, inside `x` (`x0 + count <= w`); column `m < count` writes the
-                    // `LANES` floats of pixel `x0 + m < w`, inside the row's unpadded part.
+                    // rows` reads `count` floats of channel `first + r < channels` from column
+                    // `x0` of row `y`, inside `x` (asserted; `x0 + count <= w`); column `m <
+                    // count` writes the `LANES` floats of pixel `x0 + m < w`, inside the row's
+                    // unpadded part.
                     unsafe {
                         transpose_block::<V>(
                             rows,
@@ -516,5 +537,395 @@ unsafe fn tile<V: Vector, const P: usize, const R: usize, const SW: usize>(
             }
         }
         sums
+    }
+}
+
+// ------------------------------------------------------------------------------ backward-data
+
+/// The sizes of one convolution's backward-data on channel blocks: the output gradient copied
+/// into padded blocks of [`LANES`] channels, and register tiles of `P` pixels of one column
+/// phase of an input row by `R` vectors of input channels.
+///
+/// Input pixel `(y, x)` takes tap `(kh, kw)` from `dY[oh, ow]` where `y + pad = oh·sh + kh·dh`:
+/// only the taps with `kh·dh ≡ y + pad (mod sh)` count, and along a column phase `x = px +
+/// sw·p` consecutive pixels read consecutive columns of `dY`. So each phase of each row is a
+/// stride-1 product over its taps, run by the forward's tile, with the weights packed per
+/// class of taps (transposed: input channels in the lanes). The tiles write the input gradient
+/// in blocks, transposed to NCHW at the end.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BlockedGradient {
+    /// Blocks of [`LANES`] output channels of `dY`.
+    grad_blocks: usize,
+    /// Rows above and columns left of `dY` in a padded block.
+    before: [usize; 2],
+    /// `[rows, columns]` of a padded block.
+    padded: [usize; 2],
+    /// Output pixels per tile (`P`).
+    pixels: usize,
+    /// Vectors of input channels per tile (`R`).
+    vectors: usize,
+}
+
+impl BlockedGradient {
+    /// Whether this path computes the backward-data of `s` (where Winograd does not): wherever
+    /// it fits ([`Blocked::fits`]), unless [`BLOCKED_VARIABLE`] says otherwise.
+    ///
+    /// Against the shifted kernel's gather in one binary, alternated (Zen 4, 2 threads, batch
+    /// 8, GFLOP/s): ResNet's 3x3 stride-2 downsampling 64 → 128 channels 206 vs 197 and 209
+    /// vs 202, 128 → 256 201 vs 180, 256 → 512 144 vs 138; its 1x1 downsampling 64 → 128 level
+    /// (120 vs 117), 256 → 512 129 vs 108; 5x5 at stride 1 on 28x28 216 vs 206. A single
+    /// image splits its tiles of input channels over the threads, which the gather does not:
+    /// 128 → 256 at stride 2 147 vs 87, 512 channels at 7x7 87 vs 68.
+    pub fn chosen(s: &Conv2dShape) -> bool {
+        Blocked::fits(s) && forced_choice().unwrap_or(true)
+    }
+
+    /// The blocks' sizes and the register tile for `s`.
+    pub fn new(s: &Conv2dShape) -> BlockedGradient {
+        let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+        let p = s.spec.padding;
+        // `oh = (y + top − kh·dh) / sh` reaches down to `−⌈(KH−1)·dh / sh⌉` and up to
+        // `(H − 1 + top) / sh`; the rows outside `0..OH` are the zero border.
+        let top = ((s.kernel_height - 1) * dh).div_ceil(sh);
+        let left = ((s.kernel_width - 1) * dw).div_ceil(sw);
+        let bottom = ((s.in_height - 1 + p.top) / sh + 1).saturating_sub(s.out_height);
+        let right = ((s.in_width - 1 + p.left) / sw + 1).saturating_sub(s.out_width);
+        let phase_width = s.in_width.div_ceil(sw);
+        let (pixels, vectors) = if phase_width >= 14 { (14, 2) } else { (7, 4) };
+        BlockedGradient {
+            grad_blocks: s.out_channels.div_ceil(LANES),
+            before: [top, left],
+            padded: [top + s.out_height + bottom, left + s.out_width + right],
+            pixels,
+            vectors,
+        }
+    }
+
+    /// The path and its register tile, for the log of kernel choices.
+    pub fn describe(&self) -> String {
+        let (pixels, channels) = (self.pixels, self.tile_channels());
+        format!("channel blocks ({pixels} pixels x {channels} channels tiles)")
+    }
+
+    fn block_len(&self) -> usize {
+        self.padded[0] * self.padded[1] * LANES
+    }
+
+    /// Floats of the blocked `dY`, with room for the last tile's pixels past a row.
+    fn image_len(&self) -> usize {
+        self.grad_blocks * self.block_len() + self.pixels * LANES
+    }
+
+    fn tile_channels(&self) -> usize {
+        self.vectors * LANES
+    }
+
+    /// Tiles of input channels.
+    fn in_tiles(&self, s: &Conv2dShape) -> usize {
+        s.in_channels.div_ceil(self.tile_channels())
+    }
+
+    /// The kernel rows (or columns) of each class `r < stride`: the `k` with `k·dilation ≡ r`.
+    fn classes(kernel: usize, stride: usize, dilation: usize) -> Vec<Vec<usize>> {
+        let mut classes = vec![Vec::new(); stride];
+        for k in 0..kernel {
+            classes[k * dilation % stride].push(k);
+        }
+        classes
+    }
+
+    /// Where each class `(ry, rx)` of taps starts in a tile's packed weights.
+    fn class_offsets(&self, s: &Conv2dShape) -> Vec<usize> {
+        let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+        let rows = Self::classes(s.kernel_height, sh, dh);
+        let columns = Self::classes(s.kernel_width, sw, dw);
+        let step = self.grad_blocks * LANES * self.tile_channels();
+        let mut offsets = Vec::with_capacity(sh * sw + 1);
+        let mut at = 0;
+        for ry in &rows {
+            for rx in &columns {
+                offsets.push(at);
+                at += ry.len() * rx.len() * step;
+            }
+        }
+        offsets.push(at);
+        offsets
+    }
+
+    /// Floats of the packed weights, [`BlockedGradient::pack`]'s length.
+    pub fn packed_len(&self, s: &Conv2dShape) -> usize {
+        let tile = self.grad_blocks * s.kernel_height * s.kernel_width * LANES;
+        self.in_tiles(s) * tile * self.tile_channels()
+    }
+
+    /// The weights `[O, C, KH, KW]` packed for the tiles: per tile of input channels, per class
+    /// `(ry, rx)`, `[O/B][taps of the class][B][R·B]`, input channels in the last axis (zero
+    /// past `O` and `C`).
+    pub fn pack(&self, weight: &[f32], s: &Conv2dShape) -> Vec<f32> {
+        let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+        let (kh_count, kw_count) = (s.kernel_height, s.kernel_width);
+        let taps = kh_count * kw_count;
+        let (c_in, width) = (s.in_channels, self.tile_channels());
+        let rows = Self::classes(kh_count, sh, dh);
+        let columns = Self::classes(kw_count, sw, dw);
+        let tile_len = self.packed_len(s) / self.in_tiles(s);
+        let mut packed = vec![0.0; self.packed_len(s)];
+        let fill = |(ct, tile): (usize, &mut [f32])| {
+            let channels = width.min(c_in - ct * width);
+            let mut at = 0;
+            for ry in &rows {
+                for rx in &columns {
+                    for ob in 0..self.grad_blocks {
+                        for &kh in ry {
+                            for &kw in rx {
+                                for lane in 0..LANES {
+                                    let o = ob * LANES + lane;
+                                    if o < s.out_channels {
+                                        let first = (o * c_in + ct * width) * taps + kh * kw_count;
+                                        for (j, v) in tile[at..at + channels].iter_mut().enumerate()
+                                        {
+                                            *v = weight[first + j * taps + kw];
+                                        }
+                                    }
+                                    at += width;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let parallel = !inside_split() && packed.len() >= super::shifted::PARALLEL_PACK_MIN;
+        let chunks = packed.par_chunks_mut(tile_len).enumerate();
+        if parallel {
+            chunks.for_each(fill);
+        } else {
+            chunks.collect::<Vec<_>>().into_iter().for_each(fill);
+        }
+        packed
+    }
+}
+
+/// The input gradient of one image (`gy` `[O, OH, OW]` into `gx` `[C, H, W]`, overwritten)
+/// with `packed` from [`BlockedGradient::pack`]: blocked copy of `gy`, then per tile of input
+/// channels its tiles and their transposition into `gx`, the tiles of input channels split
+/// over the threads when called outside a split (a single image).
+pub(super) fn backward_data_image(
+    gy: &[f32],
+    packed: &[f32],
+    s: &Conv2dShape,
+    blocked: &BlockedGradient,
+    gx: &mut [f32],
+) {
+    assert_eq!(
+        level(),
+        Level::Avx512,
+        "conv2d blocked backward-data: AVX-512 only"
+    );
+    let (plane, width) = (s.in_plane(), blocked.tile_channels());
+    assert_eq!(gy.len(), s.out_channels * s.out_plane());
+    assert_eq!(gx.len(), s.in_channels * plane);
+    assert_eq!(packed.len(), blocked.packed_len(s));
+    let tiles = blocked.in_tiles(s);
+    let tile_len = packed.len() / tiles;
+    with_scratch_parts(
+        [blocked.image_len(), tiles * width * plane],
+        |[image, blocks]| {
+            with_vector(FillBlocks {
+                x: gy,
+                channels: s.out_channels,
+                size: [s.out_height, s.out_width],
+                before: blocked.before,
+                blocks: blocked.grad_blocks,
+                padded: blocked.padded,
+                image: &mut *image,
+            });
+            let image = &*image;
+            let offsets = blocked.class_offsets(s);
+            let run = |(ct, (gx, blocks)): (usize, (&mut [f32], &mut [f32]))| {
+                with_vector(GradientTiles {
+                    image,
+                    weights: &packed[ct * tile_len..(ct + 1) * tile_len],
+                    class_offsets: &offsets,
+                    s,
+                    blocked,
+                    out: &mut *blocks,
+                });
+                with_vector(ToPlanes {
+                    blocks,
+                    size: [s.in_height, s.in_width],
+                    planes: gx,
+                });
+            };
+            let tasks = gx
+                .par_chunks_mut(width * plane)
+                .zip(blocks.par_chunks_mut(width * plane));
+            if !inside_split() && rayon::current_num_threads() > 1 {
+                tasks.enumerate().for_each(run);
+            } else {
+                tasks
+                    .enumerate()
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .for_each(run);
+            }
+        },
+    )
+}
+
+/// The inverse of [`FillBlocks`] without a border: blocks `[planes / LANES][H][W][LANES]` (the
+/// last block's lanes past `planes` ignored) into planes `[planes, H, W]`.
+struct ToPlanes<'a> {
+    blocks: &'a [f32],
+    /// `[H, W]`.
+    size: [usize; 2],
+    planes: &'a mut [f32],
+}
+
+impl VectorKernel for ToPlanes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let ToPlanes {
+            blocks,
+            size: [h, w],
+            planes,
+        } = self;
+        assert_eq!(V::LANES, LANES);
+        let plane = h * w;
+        let channels = planes.len() / plane;
+        assert!(blocks.len() >= channels.div_ceil(LANES) * plane * LANES);
+        let dst = planes.as_mut_ptr();
+        for cb in 0..channels.div_ceil(LANES) {
+            let count = LANES.min(channels - cb * LANES);
+            let block = &blocks[cb * plane * LANES..(cb + 1) * plane * LANES];
+            for y in 0..h {
+                for x0 in (0..w).step_by(LANES) {
+                    let pixels = LANES.min(w - x0);
+                    // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
+                    // pixels` reads `count <= LANES` floats of pixel `(y, x0 + r)` in the block;
+                    // column `m < count` writes `pixels` floats of plane `cb·LANES + m <
+                    // channels` from `(y, x0)`, `x0 + pixels <= w`.
+                    unsafe {
+                        transpose_block::<V>(
+                            pixels,
+                            count,
+                            pixels,
+                            |r| block[((y * w) + x0 + r) * LANES..].as_ptr(),
+                            |m| dst.add((cb * LANES + m) * plane + y * w + x0),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tiles of one tile of input channels: every column phase of every input row, into its
+/// blocks `out` (`[R][H][W][LANES]`).
+struct GradientTiles<'a> {
+    image: &'a [f32],
+    weights: &'a [f32],
+    class_offsets: &'a [usize],
+    s: &'a Conv2dShape,
+    blocked: &'a BlockedGradient,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for GradientTiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        if V::LANES != LANES {
+            unreachable!(
+                "conv2d blocked backward-data: vectors of {} lanes",
+                V::LANES
+            );
+        }
+        match self.blocked.pixels {
+            14 => self.rows::<V, 14, 2>(),
+            7 => self.rows::<V, 7, 4>(),
+            pixels => unreachable!("no tile of {pixels} pixels"),
+        }
+    }
+}
+
+impl GradientTiles<'_> {
+    #[inline(always)]
+    fn rows<V: Vector, const P: usize, const R: usize>(self) {
+        let GradientTiles {
+            image,
+            weights,
+            class_offsets,
+            s,
+            blocked,
+            out,
+        } = self;
+        assert!(P <= LANES && R == blocked.vectors);
+        let (h, w) = (s.in_height, s.in_width);
+        let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+        let (pad_top, pad_left) = (s.spec.padding.top, s.spec.padding.left);
+        let [top, left] = blocked.before;
+        let row_len = blocked.padded[1] * LANES;
+        let block_len = blocked.block_len();
+        assert_eq!(out.len(), R * h * w * LANES);
+        assert_eq!(*class_offsets.last().unwrap(), weights.len());
+        let rows = BlockedGradient::classes(s.kernel_height, sh, dh);
+        let columns = BlockedGradient::classes(s.kernel_width, sw, dw);
+        let mut taps = Vec::with_capacity(s.kernel_height * s.kernel_width);
+        let out = out.as_mut_ptr();
+        for y in 0..h {
+            let ry = (y + pad_top) % sh;
+            for px in 0..sw.min(w) {
+                let rx = (px + pad_left) % sw;
+                taps.clear();
+                for &kh in &rows[ry] {
+                    // Divisible by `sh`: `kh·dh ≡ y + pad_top`.
+                    let oh = (y + pad_top + top * sh - kh * dh) / sh;
+                    for &kw in &columns[rx] {
+                        let ow = (px + pad_left + left * sw - kw * dw) / sw;
+                        taps.push(oh * row_len + ow * LANES);
+                    }
+                }
+                let class = ry * sw + rx;
+                let w_class = &weights[class_offsets[class]..class_offsets[class + 1]];
+                assert_eq!(
+                    w_class.len(),
+                    blocked.grad_blocks * taps.len() * LANES * R * LANES
+                );
+                let count = (w - px).div_ceil(sw);
+                let farthest = taps.iter().max().copied().unwrap_or(0)
+                    + (blocked.grad_blocks - 1) * block_len
+                    + count.div_ceil(P) * P * LANES;
+                assert!(
+                    taps.is_empty() || farthest <= image.len(),
+                    "conv2d blocked backward-data: tile reads past the gradient"
+                );
+                for first in (0..count).step_by(P) {
+                    // SAFETY: `with_vector` runs this with a type the CPU supports; every read
+                    // is below `farthest <= image.len()` (asserted) and within `w_class`
+                    // (its length asserted).
+                    let sums = unsafe {
+                        tile::<V, P, R, 1>(
+                            image[first * LANES..].as_ptr(),
+                            w_class.as_ptr(),
+                            blocked.grad_blocks,
+                            block_len,
+                            &taps,
+                        )
+                    };
+                    for (p, sums) in sums.iter().enumerate().take(count - first) {
+                        let x = px + sw * (first + p);
+                        for (r, sum) in sums.iter().enumerate() {
+                            // SAFETY: as above; block `r < R`, pixel `(y, x)` with `x < w`:
+                            // inside `out` (its length asserted).
+                            unsafe { sum.store(out.add(((r * h + y) * w + x) * LANES)) };
+                        }
+                    }
+                }
+            }
+        }
     }
 }

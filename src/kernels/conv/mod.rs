@@ -27,10 +27,11 @@
 //!   and backward-data, F(2x2, 3x3) in the filter gradient when every thread has images of its
 //!   own; an image holding an infinity or NaN takes one of the paths above.
 //!
-//! - **channel blocks** (`blocked.rs`), the forward on AVX-512 CPUs wherever Winograd is not
-//!   chosen, with 16 channels or more on each side and a kernel at least as large as the
-//!   stride: the image copied into padded blocks of 16 channels, register tiles of output
-//!   channels in the lanes by pixels broadcast from the blocks, so a stride costs nothing.
+//! - **channel blocks** (`blocked.rs`), on AVX-512 CPUs wherever Winograd is not chosen, with
+//!   16 channels or more on each side: the forward (of a kernel at least as large as the
+//!   stride) copies the image into padded blocks of 16 channels and runs register tiles of
+//!   output channels in the lanes by pixels broadcast from the blocks, so a stride costs
+//!   nothing; backward-data runs the same tile over each column phase of an input row.
 //!
 //! - **pooled rows** (`pooled_rows.rs`), for the forward of convolution + ReLU + 2x2 max
 //!   pooling with at most four input channels (a network's first layer), with AVX-512: tiles
@@ -73,8 +74,8 @@ use pooled_rows::PooledRows;
 pub(crate) use prepared::WeightIdentity;
 use prepared::{Form, prepared};
 pub use shape::{
-    Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses, WinogradPasses,
-    output_extent,
+    BlockedPasses, Conv2dShape, Conv2dSpec, ConvActivation, ConvPath, Padding2d, ShiftedPasses,
+    WinogradPasses, output_extent,
 };
 
 // ------------------------------------------------------------------------------------ forward
@@ -340,7 +341,7 @@ fn forward_images<'a>(
     let blocked = matches!(
         s.path,
         ConvPath::Wide {
-            blocked_forward: true,
+            blocked: BlockedPasses { forward: true, .. },
             ..
         }
     )
@@ -530,12 +531,22 @@ fn backward_data_images<'a>(
         }
         _ => None,
     };
-    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data);
+    let blocked =
+        matches!(s.path, ConvPath::Wide { blocked, .. } if blocked.backward_data).then(|| {
+            let blocked = blocked::BlockedGradient::new(&s);
+            let packed = blocked.pack(weight, &s);
+            (blocked, packed)
+        });
+    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
+        && blocked.is_none();
     let packed = fallback_packing(winograd.is_some(), shifted, || {
         wide::GatherWeights::new(weight, &s)
     });
     let image = move |n: usize, gx: &mut [f32]| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
+        if let Some((blocked, packed)) = &blocked {
+            return blocked::backward_data_image(gy, packed, &s, blocked, gx);
+        }
         match s.path {
             ConvPath::Direct => direct::backward_data_image(gy, weight, &s, gx),
             ConvPath::Pointwise => pointwise::backward_data_image(gy, weight, &s, gx),

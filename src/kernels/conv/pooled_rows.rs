@@ -67,8 +67,8 @@ impl PooledRows {
         // The shifted kernel's forward is the one whose sums these repeat.
         let shifted = matches!(
             s.path,
-            ConvPath::Wide { shifted, winograd, blocked_forward }
-                if shifted.forward && !winograd.forward && !blocked_forward
+            ConvPath::Wide { shifted, winograd, blocked }
+                if shifted.forward && !winograd.forward && !blocked.forward
         );
         let fits = shifted
             && pooled.spec == Pool2dSpec::square(2)

@@ -1,7 +1,7 @@
 //! A convolution's hyperparameters ([`Conv2dSpec`], [`Padding2d`]), every size derived and
 //! validated once ([`Conv2dShape`]), and the kernel family chosen for it ([`ConvPath`]).
 
-use super::blocked::Blocked;
+use super::blocked::{Blocked, BlockedGradient};
 use super::parallel::parallel_over_images;
 use super::{gradient_gemm, shifted, winograd, winograd_gradient};
 use crate::tensor::check::{contract_violation, expect_len, shape_str};
@@ -238,7 +238,7 @@ impl Conv2dShape {
             ConvPath::Wide {
                 shifted,
                 winograd,
-                blocked_forward,
+                blocked,
             } => {
                 let tile = format!(
                     "shifted GEMM ({} x {} tiles)",
@@ -246,6 +246,7 @@ impl Conv2dShape {
                     shifted::tile_columns()
                 );
                 let blocked_tile = Blocked::new(self).describe();
+                let blocked_gradient_tile = BlockedGradient::new(self).describe();
                 fn family<'a>(winograd: Option<&'a str>, shifted: bool, fast: &'a str) -> &'a str {
                     match winograd {
                         Some(name) => name,
@@ -256,7 +257,7 @@ impl Conv2dShape {
                 use super::winograd::Geometry;
                 format!(
                     "forward {}, backward-data {}, filter gradient {}",
-                    if blocked_forward {
+                    if blocked.forward {
                         &blocked_tile
                     } else {
                         family(
@@ -265,13 +266,17 @@ impl Conv2dShape {
                             &tile,
                         )
                     },
-                    family(
-                        winograd
-                            .backward_data
-                            .then(|| Geometry::backward_data(self).name()),
-                        shifted.backward_data,
-                        &tile
-                    ),
+                    if blocked.backward_data {
+                        &blocked_gradient_tile
+                    } else {
+                        family(
+                            winograd
+                                .backward_data
+                                .then(|| Geometry::backward_data(self).name()),
+                            shifted.backward_data,
+                            &tile,
+                        )
+                    },
                     family(
                         winograd.backward_filter.then_some("Winograd F(2x2, 3x3)"),
                         shifted.backward_filter,
@@ -375,12 +380,16 @@ impl Conv2dShape {
         // threads, is faster.
         let over_images = parallel_over_images(self.batch) || rayon::current_num_threads() == 1;
         let p = self.spec.padding;
+        // As the forward of the output gradient padded by `2 − padding`.
+        let winograd_data = winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2;
         ConvPath::Wide {
-            blocked_forward: !winograd && Blocked::chosen(self),
+            blocked: BlockedPasses {
+                forward: !winograd && Blocked::chosen(self),
+                backward_data: !winograd_data && BlockedGradient::chosen(self),
+            },
             winograd: WinogradPasses {
                 forward: winograd,
-                // As the forward of the output gradient padded by `2 − padding`.
-                backward_data: winograd && p.top.max(p.bottom).max(p.left).max(p.right) <= 2,
+                backward_data: winograd_data,
                 backward_filter: winograd && over_images && winograd_gradient::pays(self),
             },
             shifted: ShiftedPasses {
@@ -451,9 +460,8 @@ pub enum ConvPath {
     /// the passes marked in `shifted`, the AVX-512 or AVX2 kernel reading the planes in place
     /// (`shifted.rs`).
     Wide {
-        /// Whether the forward runs on channel blocks, output channels in the lanes
-        /// (`blocked.rs`), instead of the shifted kernel.
-        blocked_forward: bool,
+        /// Which passes run on channel blocks (`blocked.rs`) instead of the shifted kernel.
+        blocked: BlockedPasses,
         /// Which passes use the shifted kernel.
         shifted: ShiftedPasses,
         /// Which passes use Winograd's F(2x2, 3x3) (`winograd.rs`) instead; the shifted
@@ -482,6 +490,16 @@ pub struct WinogradPasses {
     /// The filter gradient, channels innermost (every thread with images of its own, as the
     /// forward).
     pub backward_filter: bool,
+}
+
+/// Which passes of a [`ConvPath::Wide`] convolution run on channel blocks, channels in the
+/// vector lanes (AVX-512).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockedPasses {
+    /// Forward: output channels in the lanes.
+    pub forward: bool,
+    /// Backward-data: input channels in the lanes, a column phase of an input row at a time.
+    pub backward_data: bool,
 }
 
 /// Which passes of a [`ConvPath::Wide`] convolution read the padded planes in place.
