@@ -272,15 +272,14 @@ pub(super) fn forward_image(
     assert_eq!(out.len(), s.out_channels * plane);
     assert_eq!(packed.len(), blocked.packed_len(s));
     with_scratch(blocked.image_len(s), |image| {
-        with_vector(FillBlocks {
+        fill_blocks(
             x,
-            channels: s.in_channels,
-            size: [s.in_height, s.in_width],
-            before: [s.spec.padding.top, s.spec.padding.left],
-            blocks: blocked.in_blocks,
-            padded: [blocked.height, blocked.width],
-            image: &mut *image,
-        });
+            s.in_channels,
+            [s.in_height, s.in_width],
+            [s.spec.padding.top, s.spec.padding.left],
+            [blocked.height, blocked.width],
+            image,
+        );
         let image = &*image;
         let taps = blocked.taps(s);
         let run = |(ob, out): (usize, &mut [f32])| {
@@ -309,69 +308,93 @@ pub(super) fn forward_image(
     })
 }
 
-/// Copies planes `[channels, H, W]` into padded channel blocks `[blocks][PH][PW][LANES]`, a
-/// transposed 16 x 16 block at a time: plane pixel `(y, x)` at `(before[0] + y, before[1] +
-/// x)`. The border, the channels past `channels` and the room after the blocks are zero.
-struct FillBlocks<'a> {
-    x: &'a [f32],
+/// Copies planes `[channels, H, W]` into padded channel blocks `[blocks][PH][PW][LANES]`: plane
+/// pixel `(y, x)` at `(before[0] + y, before[1] + x)`. The border, the channels past `channels`
+/// and the room after the blocks are zero. The blocks split over the threads when called
+/// outside a split (a single image: its copy was a tenth of a stride-2 layer's forward).
+fn fill_blocks(
+    x: &[f32],
     channels: usize,
-    /// `[H, W]`.
     size: [usize; 2],
-    /// Rows above and columns left of the planes in a block.
     before: [usize; 2],
-    blocks: usize,
-    /// `[PH, PW]`.
     padded: [usize; 2],
-    image: &'a mut [f32],
+    image: &mut [f32],
+) {
+    let blocks = channels.div_ceil(LANES);
+    let block_len = padded[0] * padded[1] * LANES;
+    let plane = size[0] * size[1];
+    assert!(x.len() >= channels * plane && image.len() >= blocks * block_len);
+    let (filled, rest) = image.split_at_mut(blocks * block_len);
+    rest.fill(0.0);
+    let fill = |(cb, block): (usize, &mut [f32])| {
+        let first = cb * LANES;
+        let count = LANES.min(channels - first);
+        with_vector(FillBlock {
+            planes: &x[first * plane..(first + count) * plane],
+            size,
+            before,
+            padded,
+            block,
+        })
+    };
+    let chunks = filled.par_chunks_mut(block_len).enumerate();
+    if !inside_split() && rayon::current_num_threads() > 1 && blocks > 1 {
+        chunks.for_each(fill);
+    } else {
+        chunks.collect::<Vec<_>>().into_iter().for_each(fill);
+    }
 }
 
-impl VectorKernel for FillBlocks<'_> {
+/// One block of [`fill_blocks`]: up to [`LANES`] planes, a transposed 16 x 16 block at a time.
+struct FillBlock<'a> {
+    planes: &'a [f32],
+    /// `[H, W]`.
+    size: [usize; 2],
+    /// Rows above and columns left of the planes in the block.
+    before: [usize; 2],
+    /// `[PH, PW]`.
+    padded: [usize; 2],
+    block: &'a mut [f32],
+}
+
+impl VectorKernel for FillBlock<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run<V: Vector>(self) {
-        let FillBlocks {
-            x,
-            channels,
+        let FillBlock {
+            planes,
             size: [h, w],
             before: [top, left],
-            blocks,
             padded: [height, width],
-            image,
+            block,
         } = self;
         assert_eq!(V::LANES, LANES);
-        assert!(top + h <= height && left + w <= width && blocks * LANES >= channels);
-        assert!(x.len() >= channels * h * w);
+        let rows = planes.len() / (h * w).max(1);
+        assert!(top + h <= height && left + w <= width && rows <= LANES);
         let row_len = width * LANES;
-        let block_len = height * row_len;
-        let (filled, rest) = image.split_at_mut(blocks * block_len);
-        rest.fill(0.0);
-        for (cb, block) in filled.chunks_exact_mut(block_len).enumerate() {
-            let first = cb * LANES;
-            let rows = LANES.min(channels.saturating_sub(first));
-            block[..top * row_len].fill(0.0);
-            block[(top + h) * row_len..].fill(0.0);
-            for y in 0..h {
-                let row = &mut block[(top + y) * row_len..(top + y + 1) * row_len];
-                row[..left * LANES].fill(0.0);
-                row[(left + w) * LANES..].fill(0.0);
-                let dst = row[left * LANES..(left + w) * LANES].as_mut_ptr();
-                for x0 in (0..w).step_by(LANES) {
-                    let count = LANES.min(w - x0);
-                    // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
-                    // rows` reads `count` floats of channel `first + r < channels` from column
-                    // `x0` of row `y`, inside `x` (asserted; `x0 + count <= w`); column `m <
-                    // count` writes the `LANES` floats of pixel `x0 + m < w`, inside the row's
-                    // unpadded part.
-                    unsafe {
-                        transpose_block::<V>(
-                            rows,
-                            count,
-                            LANES,
-                            |r| x[(first + r) * h * w + y * w + x0..].as_ptr(),
-                            |m| dst.add((x0 + m) * LANES),
-                        );
-                    }
+        assert_eq!(block.len(), height * row_len);
+        block[..top * row_len].fill(0.0);
+        block[(top + h) * row_len..].fill(0.0);
+        for y in 0..h {
+            let row = &mut block[(top + y) * row_len..(top + y + 1) * row_len];
+            row[..left * LANES].fill(0.0);
+            row[(left + w) * LANES..].fill(0.0);
+            let dst = row[left * LANES..(left + w) * LANES].as_mut_ptr();
+            for x0 in (0..w).step_by(LANES) {
+                let count = LANES.min(w - x0);
+                // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r < rows`
+                // reads `count` floats of plane `r` from column `x0` of row `y`, inside
+                // `planes` (`x0 + count <= w`); column `m < count` writes the `LANES` floats of
+                // pixel `x0 + m < w`, inside the row's unpadded part.
+                unsafe {
+                    transpose_block::<V>(
+                        rows,
+                        count,
+                        LANES,
+                        |r| planes[r * h * w + y * w + x0..].as_ptr(),
+                        |m| dst.add((x0 + m) * LANES),
+                    );
                 }
             }
         }
@@ -731,15 +754,14 @@ pub(super) fn backward_data_image(
     with_scratch_parts(
         [blocked.image_len(), tiles * width * plane],
         |[image, blocks]| {
-            with_vector(FillBlocks {
-                x: gy,
-                channels: s.out_channels,
-                size: [s.out_height, s.out_width],
-                before: blocked.before,
-                blocks: blocked.grad_blocks,
-                padded: blocked.padded,
-                image: &mut *image,
-            });
+            fill_blocks(
+                gy,
+                s.out_channels,
+                [s.out_height, s.out_width],
+                blocked.before,
+                blocked.padded,
+                image,
+            );
             let image = &*image;
             let offsets = blocked.class_offsets(s);
             let run = |(ct, (gx, blocks)): (usize, (&mut [f32], &mut [f32]))| {
@@ -773,7 +795,7 @@ pub(super) fn backward_data_image(
     )
 }
 
-/// The inverse of [`FillBlocks`] without a border: blocks `[planes / LANES][H][W][LANES]` (the
+/// The inverse of [`fill_blocks`] without a border: blocks `[planes / LANES][H][W][LANES]` (the
 /// last block's lanes past `planes` ignored) into planes `[planes, H, W]`.
 struct ToPlanes<'a> {
     blocks: &'a [f32],
