@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::epilogue::Epilogue;
 use super::shape::Conv2dShape;
-use crate::kernels::scratch::{with_scratch, with_scratch_parts};
+use crate::kernels::scratch::with_scratch;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level};
 use crate::util::threads::inside_split;
@@ -176,14 +176,25 @@ impl Blocked {
                 block,
             })
         };
-        let parallel = !inside_split() && packed.len() >= super::shifted::PARALLEL_PACK_MIN;
-        let chunks = packed.par_chunks_mut(block_len).enumerate();
-        if parallel {
-            chunks.for_each(fill);
-        } else {
-            chunks.collect::<Vec<_>>().into_iter().for_each(fill);
-        }
+        let parallel = packed.len() >= super::shifted::PARALLEL_PACK_MIN;
+        for_each_chunk(&mut packed, block_len, parallel, fill);
         packed
+    }
+}
+
+/// Runs `f` on each chunk of `len` floats of `data` (the last may be shorter) with its index:
+/// over the threads if `parallel` and called outside a split (a single image; a batch already
+/// has an image per thread), otherwise in order on this thread.
+fn for_each_chunk(
+    data: &mut [f32],
+    len: usize,
+    parallel: bool,
+    f: impl Fn((usize, &mut [f32])) + Sync + Send,
+) {
+    if parallel && !inside_split() && rayon::current_num_threads() > 1 {
+        data.par_chunks_mut(len).enumerate().for_each(f);
+    } else {
+        data.chunks_mut(len).enumerate().for_each(f);
     }
 }
 
@@ -298,13 +309,7 @@ pub(super) fn forward_image(
         };
         // Output channels outer: a block's weights stay in L2 while its rows go by. (Rows
         // outer, the input's rows in cache across the blocks, measured level on S4.)
-        if !inside_split() && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(channels * plane)
-                .enumerate()
-                .for_each(run);
-        } else {
-            out.chunks_mut(channels * plane).enumerate().for_each(run);
-        }
+        for_each_chunk(out, channels * plane, true, run);
     })
 }
 
@@ -337,12 +342,7 @@ fn fill_blocks(
             block,
         })
     };
-    let chunks = filled.par_chunks_mut(block_len).enumerate();
-    if !inside_split() && rayon::current_num_threads() > 1 && blocks > 1 {
-        chunks.for_each(fill);
-    } else {
-        chunks.collect::<Vec<_>>().into_iter().for_each(fill);
-    }
+    for_each_chunk(filled, block_len, blocks > 1, fill);
 }
 
 /// One block of [`fill_blocks`]: up to [`LANES`] planes, a transposed 16 x 16 block at a time.
@@ -722,13 +722,8 @@ impl BlockedGradient {
                 tile,
             })
         };
-        let parallel = !inside_split() && packed.len() >= super::shifted::PARALLEL_PACK_MIN;
-        let chunks = packed.par_chunks_mut(tile_len).enumerate();
-        if parallel {
-            chunks.for_each(fill);
-        } else {
-            chunks.collect::<Vec<_>>().into_iter().for_each(fill);
-        }
+        let parallel = packed.len() >= super::shifted::PARALLEL_PACK_MIN;
+        for_each_chunk(&mut packed, tile_len, parallel, fill);
         packed
     }
 }
@@ -821,48 +816,36 @@ pub(super) fn backward_data_image(
     assert_eq!(packed.len(), blocked.packed_len(s));
     let tiles = blocked.in_tiles(s);
     let tile_len = packed.len() / tiles;
-    with_scratch_parts(
-        [blocked.image_len(), tiles * width * plane],
-        |[image, blocks]| {
-            fill_blocks(
-                gy,
-                s.out_channels,
-                [s.out_height, s.out_width],
-                blocked.before,
-                blocked.padded,
-                image,
-            );
-            let image = &*image;
-            let offsets = blocked.class_offsets(s);
-            let run = |(ct, (gx, blocks)): (usize, (&mut [f32], &mut [f32]))| {
+    with_scratch(blocked.image_len(), |image| {
+        fill_blocks(
+            gy,
+            s.out_channels,
+            [s.out_height, s.out_width],
+            blocked.before,
+            blocked.padded,
+            image,
+        );
+        let image = &*image;
+        let offsets = blocked.class_offsets(s);
+        // Each tile of input channels in blocks of the task's own thread, then into `gx`.
+        for_each_chunk(gx, width * plane, true, |(ct, gx)| {
+            with_scratch(width * plane, |blocks| {
                 with_vector(GradientTiles {
                     image,
                     weights: &packed[ct * tile_len..(ct + 1) * tile_len],
                     class_offsets: &offsets,
                     s,
                     blocked,
-                    out: &mut *blocks,
+                    out: &mut blocks[..width * plane],
                 });
                 with_vector(ToPlanes {
                     blocks,
                     size: [s.in_height, s.in_width],
                     planes: gx,
                 });
-            };
-            let tasks = gx
-                .par_chunks_mut(width * plane)
-                .zip(blocks.par_chunks_mut(width * plane));
-            if !inside_split() && rayon::current_num_threads() > 1 {
-                tasks.enumerate().for_each(run);
-            } else {
-                tasks
-                    .enumerate()
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .for_each(run);
-            }
-        },
-    )
+            })
+        });
+    })
 }
 
 /// The inverse of [`fill_blocks`] without a border: blocks `[planes / LANES][H][W][LANES]` (the
