@@ -567,6 +567,40 @@ fn channel_blocked_passes_match_the_reference() {
 }
 
 #[test]
+fn channel_blocked_passes_match_the_reference_on_random_shapes() {
+    // The random shapes above have too few channels for the channel blocks: these have 16 to 40
+    // in and 16 to 72 out, one group, a column stride of 1 or 2 and a row stride of 1 to 3,
+    // kernels of 1 to 5 (some smaller than the stride), padding 0 to 3, dilation 1 or 2, and
+    // images from a single pixel up (every pass against the reference; on AVX-512 the forward
+    // and backward-data take the blocks wherever they fit).
+    let mut rng = StdRng::seed_from_u64(41);
+    let mut tested = 0;
+    while tested < 24 {
+        let kernel = [rng.random_range(1..=5), rng.random_range(1..=5)];
+        let dilation = [rng.random_range(1..=2), rng.random_range(1..=2)];
+        let pad = |rng: &mut StdRng| rng.random_range(0..=3);
+        let padding = padding(pad(&mut rng), pad(&mut rng), pad(&mut rng), pad(&mut rng));
+        let size = [rng.random_range(1..=17), rng.random_range(1..=33)];
+        let span = |axis: usize| dilation[axis] * (kernel[axis] - 1);
+        if size[0] + padding.top + padding.bottom <= span(0)
+            || size[1] + padding.left + padding.right <= span(1)
+        {
+            continue;
+        }
+        let (c_in, c_out) = (rng.random_range(16..=40), rng.random_range(16..=72));
+        let spec = Conv2dSpec {
+            stride: [rng.random_range(1..=3), rng.random_range(1..=2)],
+            padding,
+            dilation,
+            ..Default::default()
+        };
+        let input = [rng.random_range(1..=2), c_in, size[0], size[1]];
+        passes_match_reference(input, [c_out, c_in, kernel[0], kernel[1]], spec, &mut rng);
+        tested += 1;
+    }
+}
+
+#[test]
 fn forward_straight_into_the_output_skips_the_grid_columns() {
     // With AVX-512, output rows of at least a vector (16) are computed on the wide grid and
     // stored straight into the output, a vector that crosses a row boundary storing its lanes
