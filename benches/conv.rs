@@ -11,9 +11,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use striate::Tensor;
+use striate::kernels::blocks::ChannelBlocks;
 use striate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, Padding2d, conv2d_backward_data, conv2d_backward_filter,
-    conv2d_forward,
+    Conv2dShape, Conv2dSpec, ConvActivation, ConvInput, Padding2d, conv2d_backward_data,
+    conv2d_backward_filter, conv2d_forward, conv2d_forward_blocks, forward_runs_on_blocks,
 };
 use striate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward, max_pool2d_forward};
 
@@ -134,6 +135,27 @@ fn bench_conv(c: &mut Criterion) {
                 )
             })
         });
+        // The forward in the layout a chain of convolutions keeps (as PyTorch's channels-last
+        // input and output): channel blocks in and out, with a border of one pixel. Only where
+        // the forward runs on them; elsewhere it would convert at its edges.
+        if forward_runs_on_blocks(&shape) {
+            let blocks = ChannelBlocks::from_planes(x.as_slice(), case.input, 1);
+            group.bench_function(
+                BenchmarkId::from_parameter("forward_channel_blocks"),
+                |bench| {
+                    bench.iter(|| {
+                        conv2d_forward_blocks(
+                            ConvInput::Blocks(black_box(&blocks)),
+                            w.as_slice(),
+                            Some(b.as_slice()),
+                            ConvActivation::Identity,
+                            &shape,
+                            1,
+                        )
+                    })
+                },
+            );
+        }
         group.bench_function(BenchmarkId::from_parameter("backward_data"), |bench| {
             bench.iter(|| {
                 conv2d_backward_data(black_box(gy.as_slice()), w.as_slice(), &shape, &mut gx)

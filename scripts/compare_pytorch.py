@@ -387,6 +387,13 @@ def main():
                 yield (f"conv {name} {pass_name}, GFLOP/s",
                        throughput(f"conv2d/{name}/{pass_name}", results=results),
                        anchors["conv"].get(f"{name}/{pass_name}", {}), "GFLOP/s", True)
+                # The forward in the layout an inference chain keeps (channel blocks in and
+                # out), beside PyTorch's channels-last (channels-last in and out), where the
+                # shape runs on blocks.
+                kept = throughput(f"conv2d/{name}/forward_channel_blocks", results=results)
+                if pass_name == "forward" and kept is not None:
+                    yield (f"conv {name} forward in channel blocks, GFLOP/s", kept,
+                           anchors["conv"].get(f"{name}/forward", {}), "GFLOP/s", True)
 
     per_round = [list(lines(r, a)) for r, a in zip(ours, anchors)]
     for index, (label, ours_measure, line_anchors, unit, higher) in enumerate(

@@ -1555,3 +1555,143 @@ fn narrower_instruction_sets_match_the_references_too() {
         rerun_with("STRIATE_ISA", isa, &skip);
     }
 }
+
+#[test]
+fn forward_into_channel_blocks_matches_the_planes() {
+    // The forward that keeps activations in channel blocks (`conv2d_forward_blocks`) against
+    // the forward on planes, bit for bit: the same tiles sum in the same order, whether they
+    // read planes copied into blocks, blocks in place (a border at least the padding), or
+    // blocks copied with more border (a border smaller than the padding); and on shapes that
+    // do not run on blocks (Winograd, a 1x1 kernel at stride 2, 8 channels), converted at the
+    // edges. The border and the lanes past the channels must come out zero, even where an
+    // input holds an infinity or NaN (its products with the zero weights of those lanes
+    // would be NaN).
+    use striate::kernels::blocks::ChannelBlocks;
+    use striate::kernels::conv::{ConvInput, conv2d_forward_blocks, forward_runs_on_blocks};
+    let mut rng = StdRng::seed_from_u64(41);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut on_blocks = 0;
+    for (input, weight, padding, stride, dilation) in [
+        (
+            [2, 64, 28, 28],
+            [128, 64, 3, 3],
+            padding(1, 1, 1, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [1, 16, 20, 31],
+            [40, 16, 3, 3],
+            padding(1, 0, 2, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [3, 21, 15, 30],
+            [17, 21, 3, 2],
+            padding(0, 2, 1, 0),
+            [3, 2],
+            [2, 1],
+        ),
+        (
+            [2, 33, 9, 13],
+            [70, 33, 3, 3],
+            padding(1, 1, 1, 1),
+            [1, 1],
+            [1, 2],
+        ),
+        (
+            [1, 32, 7, 7],
+            [80, 32, 3, 3],
+            padding(2, 1, 1, 2),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 32, 12, 12],
+            [48, 32, 5, 5],
+            padding(2, 2, 2, 2),
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            [4, 32, 14, 14],
+            [32, 32, 3, 3],
+            padding(1, 1, 1, 1),
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            [2, 32, 14, 14],
+            [64, 32, 1, 1],
+            padding(0, 0, 0, 0),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 8, 9, 9],
+            [24, 8, 3, 3],
+            padding(1, 1, 1, 1),
+            [1, 1],
+            [1, 1],
+        ),
+    ] {
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            ..Default::default()
+        };
+        let s = Conv2dShape::new(&input, &weight, spec);
+        on_blocks += usize::from(forward_runs_on_blocks(&s));
+        let mut x = random_vec(input.iter().product(), &mut rng);
+        let w = random_vec(weight.iter().product(), &mut rng);
+        let b = random_vec(weight[0], &mut rng);
+        // An infinity and a NaN in the last image's first channel.
+        let last = x.len() - input[1] * input[2] * input[3];
+        x[last + 3] = f32::INFINITY;
+        x[last + 5] = f32::NAN;
+        for activation in [ConvActivation::Identity, ConvActivation::Relu] {
+            let mut planes = vec![0.0; s.output_shape().iter().product()];
+            conv2d_forward_fused(&x, &w, Some(&b), activation, &s, &mut planes);
+            for halo in [0, 1, 3] {
+                let expected = ChannelBlocks::from_planes(&planes, s.output_shape(), halo);
+                let from_planes = conv2d_forward_blocks(
+                    ConvInput::Planes(&x),
+                    &w,
+                    Some(&b),
+                    activation,
+                    &s,
+                    halo,
+                );
+                assert_eq!(
+                    bits(from_planes.as_slice()),
+                    bits(expected.as_slice()),
+                    "{input:?} {weight:?} {spec:?} {activation:?}: planes into blocks, border {halo}"
+                );
+                for input_halo in [0, 1, 2] {
+                    let blocks = ChannelBlocks::from_planes(&x, input, input_halo);
+                    let y = conv2d_forward_blocks(
+                        ConvInput::Blocks(&blocks),
+                        &w,
+                        Some(&b),
+                        activation,
+                        &s,
+                        halo,
+                    );
+                    assert_eq!(
+                        bits(y.as_slice()),
+                        bits(expected.as_slice()),
+                        "{input:?} {weight:?} {spec:?} {activation:?}: blocks with border \
+                         {input_halo} into border {halo}"
+                    );
+                }
+            }
+        }
+    }
+    if striate::kernels::instruction_set() == "avx512"
+        && std::env::var_os("STRIATE_CONV_BLOCKED").is_none()
+    {
+        assert_eq!(on_blocks, 6, "the shapes meant for the channel blocks");
+    }
+}

@@ -490,3 +490,90 @@ fn prepared_weights_follow_every_write_to_a_parameter() {
         );
     }
 }
+
+#[test]
+fn activations_kept_in_channel_blocks_give_the_same_predictions() {
+    // On an inference tape, convolutions that run on channel blocks keep their outputs so, and
+    // batch norm, ReLU and residual additions compute on them; anything else converts. The
+    // predictions must equal, bit for bit, those of a tape that keeps NCHW throughout (anomaly
+    // detection reads every value as a tensor, so it keeps none), including where an input
+    // holds a NaN.
+    use striate::models::resnet18;
+    use striate::nn::{BatchNorm2d, Conv2dConfig, MaxPool2d};
+    let mut rng = rng();
+    let bits = |t: &Tensor| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let stack = Sequential::new()
+        .push(Conv2dConfig::new(3, 16, 3).padding(1).init(&mut rng))
+        .push(Relu)
+        .push(
+            Conv2dConfig::new(16, 40, 3)
+                .stride(2)
+                .padding(1)
+                .init(&mut rng),
+        )
+        .push(BatchNorm2d::new(40))
+        .push(Relu)
+        .push(Conv2dConfig::new(40, 24, 5).padding(2).init(&mut rng))
+        .push(MaxPool2d::new(2))
+        .push(Flatten::new())
+        .push(Dense::new(24 * 4 * 4, 10, &mut rng));
+    let mut resnet = resnet18(10, &mut rng);
+    // Batch norms that do something: scales and shifts away from 1 and 0, and running
+    // statistics moved by two training passes.
+    let mut stack = stack;
+    for model in [&mut stack as &mut dyn Module, &mut resnet] {
+        model.visit_params_mut(&mut |_, param| {
+            if param.value().ndim() == 1 {
+                let len = param.value().len();
+                let noise = Tensor::rand_uniform(&[len], 0.5, 1.5, &mut rng);
+                param.set_value(noise);
+            }
+        });
+        let shape = if model.num_params() > 1_000_000 {
+            [2, 3, 64, 64]
+        } else {
+            [2, 3, 16, 16]
+        };
+        for _ in 0..2 {
+            let tape = Tape::training();
+            let x = Tensor::rand_uniform(&shape, -1.0, 2.0, &mut rng);
+            let _ = model.forward(tape.input(x));
+        }
+    }
+    let cases: [(&dyn Module, [usize; 4]); 2] =
+        [(&stack, [2, 3, 16, 16]), (&resnet, [2, 3, 64, 64])];
+    for (model, shape) in cases {
+        let mut x = Tensor::rand_uniform(&shape, -1.0, 1.0, &mut rng);
+        for with_nan in [false, true] {
+            if with_nan {
+                x.as_slice_mut()[7] = f32::NAN;
+            }
+            let kept = Tape::inference();
+            let y = model.forward(kept.input(x.clone()));
+            let nchw = Tape::inference();
+            nchw.detect_anomaly(true);
+            let expected = model.forward(nchw.input(x.clone())).value();
+            assert_eq!(
+                bits(&y.value()),
+                bits(&expected),
+                "{shape:?}, NaN {with_nan}"
+            );
+            assert_eq!(bits(&model.predict(&x)), bits(&expected));
+        }
+    }
+    // The chain keeps its blocks: convolution, batch norm, ReLU and the residual addition.
+    if striate::kernels::instruction_set() == "avx512"
+        && std::env::var_os("STRIATE_CONV_BLOCKED").is_none()
+    {
+        let conv = Conv2dConfig::new(16, 32, 3).padding(1).init(&mut rng);
+        let norm = BatchNorm2d::new(32);
+        let tape = Tape::inference();
+        let x = tape.input(Tensor::rand_uniform(&[1, 16, 10, 10], -1.0, 1.0, &mut rng));
+        let y = norm.forward(conv.forward(x)).relu();
+        let skip = tape.input(Tensor::ones(&[1, 32, 10, 10]));
+        let sum = y + skip;
+        assert!(y.in_channel_blocks() && sum.in_channel_blocks());
+        let expected: Vec<f32> = y.value().as_slice().iter().map(|v| v + 1.0).collect();
+        assert_eq!(sum.value().as_slice(), expected);
+    }
+}

@@ -1,7 +1,8 @@
 //! `Tape`: the arena (Wengert list) that records one step's operations, and `Mode`.
 
-use std::cell::{Cell, RefCell, RefMut};
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::SeedableRng;
@@ -10,6 +11,7 @@ use rand::rngs::StdRng;
 use super::anomaly::{Anomaly, Pass, first_non_finite, op_name};
 use super::param::{Param, ParamId};
 use super::var::Var;
+use crate::kernels::blocks::ChannelBlocks;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
 
@@ -51,8 +53,37 @@ enum Leaf {
     Variable,
 }
 
+/// A node's value: a tensor, or (inference only) activations kept in channel blocks between
+/// layers that compute on them, converted to NCHW the first time anything else reads them.
+enum Value {
+    Tensor(Tensor),
+    Blocks {
+        blocks: Arc<ChannelBlocks>,
+        planes: OnceCell<Tensor>,
+    },
+}
+
+impl Value {
+    /// The value as a tensor (NCHW for blocks), converted once.
+    fn tensor(&self) -> &Tensor {
+        match self {
+            Value::Tensor(tensor) => tensor,
+            Value::Blocks { blocks, planes } => planes.get_or_init(|| {
+                Tensor::from_vec(blocks.to_planes(), &blocks.shape()).expect("blocks' shape")
+            }),
+        }
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Value::Tensor(tensor) => tensor.shape().to_vec(),
+            Value::Blocks { blocks, .. } => blocks.shape().to_vec(),
+        }
+    }
+}
+
 struct Node {
-    value: Tensor,
+    value: Value,
     parents: Box<[usize]>,
     backward: Option<Box<dyn Backward>>,
     requires_grad: bool,
@@ -298,7 +329,7 @@ impl Tape {
             .to_string()
         });
         self.push(Node {
-            value,
+            value: Value::Tensor(value),
             parents: Box::new([]),
             backward: None,
             requires_grad: requires_grad && self.records,
@@ -360,12 +391,43 @@ impl Tape {
             (Box::new([]), None)
         };
         self.push(Node {
-            value,
+            value: Value::Tensor(value),
             parents,
             backward,
             requires_grad,
             leaf: Leaf::No,
         })
+    }
+
+    /// Appends the result of an inference op kept in channel blocks (see
+    /// [`Tape::keeps_blocks`]): no backward rule, since none will run.
+    pub(crate) fn record_blocks<'t>(&'t self, blocks: ChannelBlocks) -> Var<'t> {
+        debug_assert!(self.keeps_blocks());
+        self.push(Node {
+            value: Value::Blocks {
+                blocks: Arc::new(blocks),
+                planes: OnceCell::new(),
+            },
+            parents: Box::new([]),
+            backward: None,
+            requires_grad: false,
+            leaf: Leaf::No,
+        })
+    }
+
+    /// Whether ops may keep their results in channel blocks: on a tape that records no
+    /// backward pass and checks no values (anomaly detection reads every value as a tensor).
+    /// Training keeps NCHW: the filter gradient and the elementwise backward rules read it.
+    pub(crate) fn keeps_blocks(&self) -> bool {
+        !self.records && !self.anomaly.borrow().enabled
+    }
+
+    /// The node's value if it is kept in channel blocks.
+    pub(crate) fn blocks(&self, node: usize) -> Option<Arc<ChannelBlocks>> {
+        match &self.nodes.borrow()[node].value {
+            Value::Blocks { blocks, .. } => Some(Arc::clone(blocks)),
+            Value::Tensor(_) => None,
+        }
     }
 
     /// Whether an op of these inputs will be recorded for a backward pass: the tape records
@@ -383,11 +445,11 @@ impl Tape {
     }
 
     pub(crate) fn value(&self, node: usize) -> Tensor {
-        self.nodes.borrow()[node].value.clone()
+        self.nodes.borrow()[node].value.tensor().clone()
     }
 
     pub(crate) fn shape(&self, node: usize) -> Vec<usize> {
-        self.nodes.borrow()[node].value.shape().to_vec()
+        self.nodes.borrow()[node].value.shape()
     }
 
     /// For a parameter's leaf that gets no gradient (on an inference tape, or frozen): its
@@ -433,7 +495,7 @@ impl Tape {
             );
         }
         let mut nodes = self.nodes.borrow_mut();
-        let root_shape = nodes[root].value.shape().to_vec();
+        let root_shape = nodes[root].value.shape();
         let seed = match seed {
             Some(seed) => {
                 if seed.shape() != root_shape.as_slice() {
@@ -450,7 +512,7 @@ impl Tape {
                 seed.clone()
             }
             None => {
-                if nodes[root].value.len() != 1 {
+                if nodes[root].value.tensor().len() != 1 {
                     contract_violation(
                         "backward",
                         "the loss must hold exactly one element",
@@ -514,7 +576,7 @@ impl Tape {
                         };
                         let local = crate::tensor::broadcast::sum_to_shape(
                             &local,
-                            nodes[parent].value.shape(),
+                            &nodes[parent].value.shape(),
                         );
                         match &mut grads[parent] {
                             Some(existing) => existing.add_assign(&local),
@@ -544,7 +606,7 @@ impl Tape {
             };
             out.push_str(&format!(
                 "%{i} = {op} {:?} <- {:?}\n",
-                node.value.shape(),
+                &node.value.shape(),
                 node.parents
             ));
         }

@@ -59,9 +59,41 @@ impl<'t> Var<'t> {
         self.node
     }
 
-    /// The value (an O(1) clone of the stored tensor).
+    /// The value (an O(1) clone of the stored tensor; for a value kept in channel blocks, see
+    /// [`Var::in_channel_blocks`], converted to NCHW once, on the first call).
     pub fn value(&self) -> Tensor {
         self.tape.value(self.node)
+    }
+
+    /// Whether the value is kept in channel blocks ([`ChannelBlocks`]) rather than as a tensor.
+    ///
+    /// On an inference tape, convolutions whose forward runs on channel blocks (AVX-512 CPUs,
+    /// 16 channels or more) keep their outputs so when the layer that usually follows (a 3x3
+    /// convolution of as many channels) runs on them too, and batch norm, ReLU and additions
+    /// that follow keep them: the next convolution reads them in place. Anything else reads the
+    /// value through [`Var::value`], which converts it to NCHW with the same numbers. Training
+    /// tapes keep tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::nn::{Conv2dConfig, Module};
+    /// use striate::{Tape, Tensor};
+    /// use rand::SeedableRng;
+    ///
+    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let conv = Conv2dConfig::new(16, 32, 3).stride(2).padding(1).init(&mut rng);
+    /// let tape = Tape::inference();
+    /// // Its output, 7x7, is what a 3x3 convolution on channel blocks would read next.
+    /// let y = conv.forward(tape.input(Tensor::ones(&[1, 16, 14, 14]))).relu();
+    /// let on_avx512 = striate::kernels::instruction_set() == "avx512";
+    /// assert_eq!(y.in_channel_blocks(), on_avx512);
+    /// assert_eq!(y.value().shape(), [1, 32, 7, 7]); // NCHW either way
+    /// ```
+    ///
+    /// [`ChannelBlocks`]: crate::kernels::blocks::ChannelBlocks
+    pub fn in_channel_blocks(&self) -> bool {
+        self.tape.blocks(self.node).is_some()
     }
 
     /// The value's shape.

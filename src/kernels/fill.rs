@@ -33,6 +33,33 @@ pub fn filled_by_chunks(
     values
 }
 
+/// [`filled_by_chunks`] followed by `zeros` more zeros, in one allocation.
+pub(crate) fn filled_by_chunks_then_zeros(
+    chunk_len: usize,
+    chunks: usize,
+    zeros: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let len = chunk_len * chunks;
+    let mut values = Vec::<f32>::with_capacity(len + zeros);
+    let spare = &mut values.spare_capacity_mut()[..len + zeros];
+    let (body, tail) = spare.split_at_mut(len);
+    zeroed(tail);
+    if chunk_len > 0 {
+        let fill = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| f(i, zeroed(chunk));
+        if parallel {
+            split(|| body.par_chunks_mut(chunk_len).enumerate().for_each(fill));
+        } else {
+            body.chunks_mut(chunk_len).enumerate().for_each(fill);
+        }
+    }
+    // SAFETY: `zeroed` initialised the tail and every chunk of the body, which together
+    // cover `0..len + zeros`; had `f` panicked we would not be here.
+    unsafe { values.set_len(len + zeros) };
+    values
+}
+
 /// Two vectors filled chunk by chunk together, as [`filled_by_chunks`]: chunk `i` of each
 /// (`a_len` and `b_len` elements, starting at their default value) is filled by
 /// `f(i, a_chunk, b_chunk)`. For kernels with two outputs, such as max pooling's values and

@@ -7,6 +7,7 @@
 //! Every matrix product in striate goes through [`gemm::gemm`]; each kernel is benchmarked
 //! directly in `benches/` and tested against a naive reference.
 
+pub mod blocks;
 pub mod conv;
 pub mod fill;
 pub mod gemm;

@@ -1,9 +1,11 @@
 //! `add`: elementwise sum with NumPy broadcasting.
 
 use std::ops::Add;
+use std::sync::Arc;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
+use crate::kernels::blocks::ChannelBlocks;
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_zip;
 
@@ -26,9 +28,34 @@ impl<'t> Add for Var<'t> {
     ///
     /// If the shapes cannot be broadcast together.
     fn add(self, rhs: Var<'t>) -> Var<'t> {
+        if let Some(sum) = add_on_blocks(self, rhs) {
+            return sum;
+        }
         let value = broadcast_zip("add", &self.value(), &rhs.value(), |a, b| a + b);
         self.tape().record(value, &[self, rhs], AddBackward)
     }
+}
+
+/// `a + b` kept in channel blocks where the tape keeps them and one operand is (the other,
+/// of the same shape, converted to the same blocks: a residual block's shortcut).
+fn add_on_blocks<'t>(a: Var<'t>, b: Var<'t>) -> Option<Var<'t>> {
+    let tape = a.tape();
+    if !tape.keeps_blocks() || a.shape() != b.shape() {
+        return None;
+    }
+    let (x, y) = match (tape.blocks(a.node()), tape.blocks(b.node())) {
+        (None, None) => return None,
+        (Some(x), Some(y)) if x.halo() == y.halo() => (x, y),
+        (Some(x), _) => {
+            let y = ChannelBlocks::from_planes(b.value().as_slice(), x.shape(), x.halo());
+            (x, Arc::new(y))
+        }
+        (None, Some(y)) => {
+            let x = ChannelBlocks::from_planes(a.value().as_slice(), y.shape(), y.halo());
+            (Arc::new(x), y)
+        }
+    };
+    Some(tape.record_blocks(x.add(&y)))
 }
 
 #[cfg(test)]

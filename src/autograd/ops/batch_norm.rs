@@ -351,18 +351,33 @@ impl<'t> Var<'t> {
         variance: &Tensor,
         eps: f32,
     ) -> Var<'t> {
-        let input = self.value();
+        let tape = self.tape();
         let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
+        let inv_std = |channels: usize| -> Vec<f32> {
+            let inv_std = variance.as_slice().iter().map(|v| 1.0 / (v + eps).sqrt());
+            inv_std.take(channels).collect()
+        };
+        if tape.keeps_blocks()
+            && let Some(blocks) = tape.blocks(self.node())
+        {
+            // Channel blocks kept between layers: the same formula, lane by lane.
+            let channels = blocks.shape()[1];
+            let parameters = [gamma.as_ref(), beta.as_ref(), Some(mean), Some(variance)];
+            if parameters.iter().flatten().any(|p| p.shape() != [channels]) {
+                layout("batch_norm", &self.value(), &parameters);
+            }
+            let scale = gamma.map_or(vec![1.0; channels], |g| g.to_vec());
+            let shift = beta.map_or(vec![0.0; channels], |b| b.to_vec());
+            let y = blocks.normalize(mean.as_slice(), &inv_std(channels), &scale, &shift);
+            return tape.record_blocks(y);
+        }
+        let input = self.value();
         layout(
             "batch_norm",
             &input,
             &[gamma.as_ref(), beta.as_ref(), Some(mean), Some(variance)],
         );
-        let inv_std: Vec<f32> = variance
-            .as_slice()
-            .iter()
-            .map(|v| 1.0 / (v + eps).sqrt())
-            .collect();
+        let inv_std = inv_std(mean.len());
         let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
         let keep = self.tape().will_record(&inputs);
         let (output, normalized) = normalize(

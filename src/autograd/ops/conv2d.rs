@@ -3,8 +3,9 @@
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
 use crate::kernels::conv::{
-    Conv2dShape, Conv2dSpec, ConvActivation, conv2d_backward_data_to_vec, conv2d_backward_filter,
-    conv2d_forward_prepared, conv2d_relu_max_pool2d_pass,
+    Conv2dShape, Conv2dSpec, ConvActivation, ConvInput, Padding2d, conv2d_backward_data_to_vec,
+    conv2d_backward_filter, conv2d_forward_blocks_prepared, conv2d_forward_prepared,
+    conv2d_relu_max_pool2d_pass, forward_runs_on_blocks,
 };
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
 use crate::kernels::relu_passes_gradient;
@@ -152,6 +153,9 @@ impl<'t> Var<'t> {
         spec: Conv2dSpec,
         activation: ConvActivation,
     ) -> Var<'t> {
+        if let Some(output) = self.conv2d_on_blocks(weight, bias, spec, activation) {
+            return output;
+        }
         let (input, weight_value, bias_value, shape) = conv_operands(self, weight, bias, spec);
         let output = conv2d_forward_prepared(
             input.as_slice(),
@@ -247,14 +251,86 @@ impl<'t> Var<'t> {
     }
 }
 
+impl<'t> Var<'t> {
+    /// The convolution into channel blocks, kept for the next layer, where the tape keeps
+    /// them ([`Tape::keeps_blocks`](crate::Tape)) and the shape's forward runs on them; the
+    /// input is read as blocks if it is kept so, otherwise as planes. `None` elsewhere.
+    fn conv2d_on_blocks(
+        self,
+        weight: Var<'t>,
+        bias: Option<Var<'t>>,
+        spec: Conv2dSpec,
+        activation: ConvActivation,
+    ) -> Option<Var<'t>> {
+        let tape = self.tape();
+        if !tape.keeps_blocks() {
+            return None;
+        }
+        let (weight_value, bias_value, shape) = weight_operands(&self.shape(), weight, bias, spec);
+        if !forward_runs_on_blocks(&shape) {
+            return None;
+        }
+        let blocks = tape.blocks(self.node());
+        if blocks.is_none() && !next_reads_blocks(&shape) {
+            return None;
+        }
+        let planes = blocks.is_none().then(|| self.value());
+        let input = match (&blocks, &planes) {
+            (Some(blocks), _) => ConvInput::Blocks(blocks),
+            (None, Some(planes)) => ConvInput::Planes(planes.as_slice()),
+            (None, None) => unreachable!("the input is blocks or planes"),
+        };
+        let output = conv2d_forward_blocks_prepared(
+            input,
+            weight_value.as_slice(),
+            weight.frozen_weight(),
+            bias_value.as_ref().map(|b| b.as_slice()),
+            activation,
+            &shape,
+            KEPT_BORDER,
+        );
+        Some(tape.record_blocks(output))
+    }
+}
+
+/// Whether the layer that typically follows a convolution of shape `s` (in ResNet and VGG: a
+/// 3x3 convolution of as many channels, at stride 1) runs on channel blocks, so that keeping
+/// `s`'s output in blocks saves conversions rather than adding one. (Where it does not, a
+/// Winograd layer, the tiles of `s` transpose their outputs to NCHW while they are in cache;
+/// a separate conversion would cost ResNet-18's inference 2%.)
+fn next_reads_blocks(s: &Conv2dShape) -> bool {
+    let [n, o, h, w] = s.output_shape();
+    let spec = Conv2dSpec {
+        padding: Padding2d::symmetric(1, 1),
+        ..Default::default()
+    };
+    forward_runs_on_blocks(&Conv2dShape::new(&[n, o, h, w], &[o, o, 3, 3], spec))
+}
+
+/// The border of the channel blocks a convolution keeps: one pixel, a 3x3 kernel's padding,
+/// so that the next such convolution reads them in place.
+const KEPT_BORDER: usize = 1;
+
 fn conv_operands<'t>(
     input: Var<'t>,
     weight: Var<'t>,
     bias: Option<Var<'t>>,
     spec: Conv2dSpec,
 ) -> (Tensor, Tensor, Option<Tensor>, Conv2dShape) {
-    let (input, weight_value) = (input.value(), weight.value());
-    let shape = Conv2dShape::new(input.shape(), weight_value.shape(), spec);
+    let input = input.value();
+    let (weight_value, bias_value, shape) = weight_operands(input.shape(), weight, bias, spec);
+    (input, weight_value, bias_value, shape)
+}
+
+/// The weight and bias of a convolution of an input of `input_shape`, and its shape (checked).
+fn weight_operands(
+    input_shape: &[usize],
+    weight: Var<'_>,
+    bias: Option<Var<'_>>,
+    spec: Conv2dSpec,
+) -> (Tensor, Option<Tensor>, Conv2dShape) {
+    let weight_value = weight.value();
+    let shape = Conv2dShape::new(input_shape, weight_value.shape(), spec);
     let bias_value = bias.map(|b| b.value());
     if let Some(b) = &bias_value
         && b.shape() != [shape.out_channels]
@@ -269,7 +345,7 @@ fn conv_operands<'t>(
             ),
         );
     }
-    (input, weight_value, bias_value, shape)
+    (weight_value, bias_value, shape)
 }
 
 /// The tape inputs of a convolution, in the order its backward returns gradients.

@@ -18,6 +18,12 @@ impl<'t> Var<'t> {
     /// assert_eq!(y.value().as_slice(), &[0.0, 2.0]);
     /// ```
     pub fn relu(self) -> Var<'t> {
+        let tape = self.tape();
+        if tape.keeps_blocks()
+            && let Some(blocks) = tape.blocks(self.node())
+        {
+            return tape.record_blocks(blocks.relu());
+        }
         // d relu / dx = 1[y > 0] (1 at a NaN output, as PyTorch's threshold_backward)
         unary(self, "relu", kernels::relu, |_, y| {
             if kernels::relu_passes_gradient(y) {

@@ -21,14 +21,14 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use super::epilogue::Epilogue;
 use super::shape::Conv2dShape;
+#[cfg(doc)]
+use crate::kernels::blocks::ChannelBlocks;
+use crate::kernels::blocks::{blocks_to_planes, fill_blocks, for_each_chunk};
 use crate::kernels::scratch::with_scratch;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level};
-use crate::util::threads::inside_split;
 
 /// The environment variable that decides where this path computes the forward and the
 /// backward-data: `1` wherever it fits ([`Blocked::fits`]), `0` nowhere (the shifted kernel
@@ -182,22 +182,6 @@ impl Blocked {
     }
 }
 
-/// Runs `f` on each chunk of `len` floats of `data` (the last may be shorter) with its index:
-/// over the threads if `parallel` and called outside a split (a single image; a batch already
-/// has an image per thread), otherwise in order on this thread.
-fn for_each_chunk(
-    data: &mut [f32],
-    len: usize,
-    parallel: bool,
-    f: impl Fn((usize, &mut [f32])) + Sync + Send,
-) {
-    if parallel && !inside_split() && rayon::current_num_threads() > 1 {
-        data.par_chunks_mut(len).enumerate().for_each(f);
-    } else {
-        data.chunks_mut(len).enumerate().for_each(f);
-    }
-}
-
 /// One block of [`Blocked::pack`]: the `outputs` rows of `weight` (`depth = C·KH·KW` floats
 /// each) transposed into `block`, `[C/B][KH·KW][B][width]`, a 16 x 16 block at a time (the
 /// rows are read in order; a float at a time, the scattered writes made a single image's pack
@@ -261,144 +245,150 @@ impl VectorKernel for PackBlock<'_> {
     }
 }
 
-/// The forward of one image `x` (`[C, H, W]`) into `out` (`[O, OH, OW]`) with `packed` from
-/// [`Blocked::pack`]: blocked copy, then the tiles of each block of output channels, split over
-/// the threads when called outside a split (a single image).
-pub(super) fn forward_image(
-    x: &[f32],
+/// Where the blocked forward reads one image.
+pub(crate) enum Source<'a> {
+    /// Its planes `[C, H, W]`, copied into padded blocks first.
+    Planes(&'a [f32]),
+    /// Its blocks with a border of `halo` ([`ChannelBlocks`]' layout), followed by whatever
+    /// comes after it in the batch and the slack: the tiles read past a row's end. Read in place
+    /// when the border covers the padding, otherwise copied into padded blocks first.
+    Blocks { data: &'a [f32], halo: usize },
+}
+
+/// Where the blocked forward writes one image.
+pub(crate) enum Sink<'a> {
+    /// Its planes `[O, OH, OW]`, transposed from each tile.
+    Planes(&'a mut [f32]),
+    /// Its blocks with a border of `halo`, zero where nothing is written (the border and the
+    /// lanes past `O`), as [`ChannelBlocks::zeros`] makes them.
+    Blocks { data: &'a mut [f32], halo: usize },
+}
+
+/// The forward of one image with `packed` from [`Blocked::pack`]: the image in padded blocks
+/// (copied unless `source` already is), then the tiles of each block of output channels, split
+/// over the threads when called outside a split (a single image).
+pub(crate) fn forward_image(
+    source: Source<'_>,
     packed: &[f32],
     s: &Conv2dShape,
     blocked: &Blocked,
     epilogue: Epilogue<'_>,
-    out: &mut [f32],
+    sink: Sink<'_>,
 ) {
     assert_eq!(
         level(),
         Level::Avx512,
         "conv2d blocked forward: AVX-512 only"
     );
-    let channels = blocked.tile_channels();
-    let plane = s.out_plane();
-    assert_eq!(x.len(), s.in_channels * s.in_plane());
-    assert_eq!(out.len(), s.out_channels * plane);
     assert_eq!(packed.len(), blocked.packed_len(s));
-    with_scratch(blocked.image_len(s), |image| {
-        fill_blocks(
-            x,
-            s.in_channels,
-            [s.in_height, s.in_width],
-            [s.spec.padding.top, s.spec.padding.left],
-            [blocked.height, blocked.width],
-            image,
-        );
-        let image = &*image;
-        let taps = blocked.taps(s);
-        let run = |(ob, out): (usize, &mut [f32])| {
-            let first = ob * channels;
-            let count = out.len() / plane;
-            let len = blocked.weight_block_len(s);
-            with_vector(Tiles {
-                image,
-                weights: &packed[ob * len..(ob + 1) * len],
-                s,
-                blocked,
-                taps: &taps,
-                epilogue: epilogue.rows(first, count),
-                out,
-            })
-        };
-        // Output channels outer: a block's weights stay in L2 while its rows go by. (Rows
-        // outer, the input's rows in cache across the blocks, measured level on S4.)
-        for_each_chunk(out, channels * plane, true, run);
-    })
+    let p = s.spec.padding;
+    let covers = |halo: usize| halo >= p.top.max(p.bottom).max(p.left).max(p.right);
+    match source {
+        Source::Blocks { data, halo } if covers(halo) => {
+            // The blocks as they are: a block's rows and pixels are the image's with the border,
+            // and the first window starts `halo − pad` pixels in.
+            let geometry = Blocked {
+                height: s.in_height + 2 * halo,
+                width: s.in_width + 2 * halo,
+                ..*blocked
+            };
+            let origin = ((halo - p.top) * geometry.width + halo - p.left) * LANES;
+            tiles_of_image(&data[origin..], packed, s, &geometry, epilogue, sink);
+        }
+        source => with_scratch(blocked.image_len(s), |image| {
+            let (before, padded) = ([p.top, p.left], [blocked.height, blocked.width]);
+            let size = [s.in_height, s.in_width];
+            match source {
+                Source::Planes(x) => {
+                    assert_eq!(x.len(), s.in_channels * s.in_plane());
+                    fill_blocks(x, s.in_channels, size, before, padded, image);
+                }
+                Source::Blocks { data, halo } => {
+                    repad_blocks(data, blocked.in_blocks, size, halo, before, padded, image)
+                }
+            }
+            tiles_of_image(image, packed, s, blocked, epilogue, sink);
+        }),
+    }
 }
 
-/// Copies planes `[channels, H, W]` into padded channel blocks `[blocks][PH][PW][LANES]`: plane
-/// pixel `(y, x)` at `(before[0] + y, before[1] + x)`. The border, the channels past `channels`
-/// and the room after the blocks are zero. The blocks split over the threads when called
-/// outside a split (a single image: its copy was a tenth of a stride-2 layer's forward).
-fn fill_blocks(
-    x: &[f32],
-    channels: usize,
-    size: [usize; 2],
+/// Copies `blocks` blocks of `size` pixels with a border of `halo` into blocks of `padded`
+/// size, pixel `(y, x)` at `(before[0] + y, before[1] + x)`, zero around.
+fn repad_blocks(
+    source: &[f32],
+    blocks: usize,
+    [h, w]: [usize; 2],
+    halo: usize,
     before: [usize; 2],
     padded: [usize; 2],
     image: &mut [f32],
 ) {
-    let blocks = channels.div_ceil(LANES);
-    let block_len = padded[0] * padded[1] * LANES;
-    let plane = size[0] * size[1];
-    assert!(x.len() >= channels * plane && image.len() >= blocks * block_len);
-    let (filled, rest) = image.split_at_mut(blocks * block_len);
-    rest.fill(0.0);
-    let fill = |(cb, block): (usize, &mut [f32])| {
-        let first = cb * LANES;
-        let count = LANES.min(channels - first);
-        with_vector(FillBlock {
-            planes: &x[first * plane..(first + count) * plane],
-            size,
-            before,
-            padded,
-            block,
-        })
-    };
-    for_each_chunk(filled, block_len, blocks > 1, fill);
-}
-
-/// One block of [`fill_blocks`]: up to [`LANES`] planes, a transposed 16 x 16 block at a time.
-struct FillBlock<'a> {
-    planes: &'a [f32],
-    /// `[H, W]`.
-    size: [usize; 2],
-    /// Rows above and columns left of the planes in the block.
-    before: [usize; 2],
-    /// `[PH, PW]`.
-    padded: [usize; 2],
-    block: &'a mut [f32],
-}
-
-impl VectorKernel for FillBlock<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<V: Vector>(self) {
-        let FillBlock {
-            planes,
-            size: [h, w],
-            before: [top, left],
-            padded: [height, width],
-            block,
-        } = self;
-        assert_eq!(V::LANES, LANES);
-        let rows = planes.len() / (h * w).max(1);
-        assert!(top + h <= height && left + w <= width && rows <= LANES);
-        let row_len = width * LANES;
-        assert_eq!(block.len(), height * row_len);
-        block[..top * row_len].fill(0.0);
-        block[(top + h) * row_len..].fill(0.0);
+    let from_width = w + 2 * halo;
+    let from_len = (h + 2 * halo) * from_width * LANES;
+    let to_len = padded[0] * padded[1] * LANES;
+    image.fill(0.0);
+    for cb in 0..blocks {
         for y in 0..h {
-            let row = &mut block[(top + y) * row_len..(top + y + 1) * row_len];
-            row[..left * LANES].fill(0.0);
-            row[(left + w) * LANES..].fill(0.0);
-            let dst = row[left * LANES..(left + w) * LANES].as_mut_ptr();
-            for x0 in (0..w).step_by(LANES) {
-                let count = LANES.min(w - x0);
-                // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r < rows`
-                // reads `count` floats of plane `r` from column `x0` of row `y`, inside
-                // `planes` (`x0 + count <= w`); column `m < count` writes the `LANES` floats of
-                // pixel `x0 + m < w`, inside the row's unpadded part.
-                unsafe {
-                    transpose_block::<V>(
-                        rows,
-                        count,
-                        LANES,
-                        |r| planes[r * h * w + y * w + x0..].as_ptr(),
-                        |m| dst.add((x0 + m) * LANES),
-                    );
-                }
-            }
+            let from = cb * from_len + ((halo + y) * from_width + halo) * LANES;
+            let to = cb * to_len + ((before[0] + y) * padded[1] + before[1]) * LANES;
+            image[to..to + w * LANES].copy_from_slice(&source[from..from + w * LANES]);
         }
     }
+}
+
+/// The tiles of every block of output channels of one image in padded blocks of `blocked`'s
+/// geometry.
+fn tiles_of_image(
+    image: &[f32],
+    packed: &[f32],
+    s: &Conv2dShape,
+    blocked: &Blocked,
+    epilogue: Epilogue<'_>,
+    sink: Sink<'_>,
+) {
+    let channels = blocked.tile_channels();
+    let taps = blocked.taps(s);
+    let len = blocked.weight_block_len(s);
+    let run = |ob: usize, out: TileOut<'_>| {
+        let first = ob * channels;
+        let count = channels.min(s.out_channels - first);
+        with_vector(Tiles {
+            image,
+            weights: &packed[ob * len..(ob + 1) * len],
+            s,
+            blocked,
+            taps: &taps,
+            epilogue: epilogue.rows(first, count),
+            channels: count,
+            out,
+        })
+    };
+    // Output channels outer: a block's weights stay in L2 while its rows go by. (Rows outer,
+    // the input's rows in cache across the blocks, measured level on S4.)
+    match sink {
+        Sink::Planes(out) => {
+            let plane = s.out_plane();
+            assert_eq!(out.len(), s.out_channels * plane);
+            for_each_chunk(out, channels * plane, true, |(ob, out)| {
+                run(ob, TileOut::Planes(out))
+            });
+        }
+        Sink::Blocks { data, halo } => {
+            let block = (s.out_height + 2 * halo) * (s.out_width + 2 * halo) * LANES;
+            assert_eq!(data.len(), s.out_channels.div_ceil(LANES) * block);
+            for_each_chunk(data, blocked.vectors * block, true, |(ob, data)| {
+                run(ob, TileOut::Blocks { data, halo })
+            });
+        }
+    }
+}
+
+/// Where [`Tiles`] store: one tile of output channels' part of a [`Sink`].
+enum TileOut<'a> {
+    /// `[channels, OH, OW]`.
+    Planes(&'a mut [f32]),
+    /// `[channels / LANES][OH + 2·halo][OW + 2·halo][LANES]`.
+    Blocks { data: &'a mut [f32], halo: usize },
 }
 
 /// The tiles of one block of output channels: every row of output pixels, [`Blocked`]'s `P`
@@ -411,8 +401,9 @@ struct Tiles<'a> {
     /// [`Blocked::taps`].
     taps: &'a [usize],
     epilogue: Epilogue<'a>,
-    /// The block's output planes, `[count, OH, OW]`.
-    out: &'a mut [f32],
+    /// Output channels of the tile, at most `R·LANES`.
+    channels: usize,
+    out: TileOut<'a>,
 }
 
 impl VectorKernel for Tiles<'_> {
@@ -443,13 +434,29 @@ impl Tiles<'_> {
             blocked,
             taps,
             epilogue,
+            channels,
             out,
         } = self;
         assert!(P <= LANES && P * R * LANES <= STAGING && R == blocked.vectors);
         let (oh_count, ow_count) = (s.out_height, s.out_width);
         let plane = oh_count * ow_count;
-        let channels = out.len() / plane;
         assert!(channels <= R * LANES);
+        // The floats each output vector `r` and pixel `(oh, ow)` go to, as blocks: `(r·OBH +
+        // halo + oh)·OBW + halo + ow` pixels in.
+        let (planes, blocks) = match out {
+            TileOut::Planes(out) => {
+                assert_eq!(out.len(), channels * plane);
+                (Some(out.as_mut_ptr()), None)
+            }
+            TileOut::Blocks { data, halo } => {
+                let size = [oh_count + 2 * halo, ow_count + 2 * halo];
+                assert_eq!(
+                    data.len(),
+                    channels.div_ceil(LANES) * size[0] * size[1] * LANES
+                );
+                (None, Some((data.as_mut_ptr(), halo, size)))
+            }
+        };
         let row_len = blocked.width * LANES;
         // The last float any tile reads, pixels past the row included.
         let last_row = (oh_count - 1) * s.spec.stride[0] * row_len;
@@ -472,7 +479,6 @@ impl Tiles<'_> {
             bias[..channels].copy_from_slice(b);
         }
         let mut staging = [0.0f32; STAGING];
-        let out = out.as_mut_ptr();
         for oh in 0..oh_count {
             let row = oh * s.spec.stride[0] * row_len;
             for ow in (0..ow_count).step_by(P) {
@@ -488,6 +494,30 @@ impl Tiles<'_> {
                         taps,
                     )
                 };
+                let pixels = P.min(ow_count - ow);
+                if let Some((out, halo, [_, width])) = blocks {
+                    for (p, sums) in sums.iter().enumerate().take(pixels) {
+                        for (r, &sum) in sums.iter().enumerate() {
+                            let count = channels.saturating_sub(r * LANES).min(LANES);
+                            if count == 0 {
+                                break;
+                            }
+                            let at =
+                                ((r * (oh_count + 2 * halo) + halo + oh) * width + halo + ow + p)
+                                    * LANES;
+                            // SAFETY: as above; block `r` holds a channel (`count > 0`), so
+                            // it is in `out`, and pixel `(oh, ow + p)` with `ow + p < OW` is
+                            // inside it. The lanes past `count` (past `O`) are not written:
+                            // they stay zero.
+                            unsafe {
+                                let y =
+                                    epilogue.activate(sum.add(V::load(bias[r * LANES..].as_ptr())));
+                                y.store_first(out.add(at), count);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 for (p, sums) in sums.iter().enumerate() {
                     for (r, &sum) in sums.iter().enumerate() {
                         let at = (p * R + r) * LANES;
@@ -498,7 +528,7 @@ impl Tiles<'_> {
                         }
                     }
                 }
-                let pixels = P.min(ow_count - ow);
+                let out = planes.expect("planes when not blocks");
                 for r in 0..R {
                     let count = channels.saturating_sub(r * LANES).min(LANES);
                     if count == 0 {
@@ -838,63 +868,10 @@ pub(super) fn backward_data_image(
                     blocked,
                     out: &mut blocks[..width * plane],
                 });
-                with_vector(ToPlanes {
-                    blocks,
-                    size: [s.in_height, s.in_width],
-                    planes: gx,
-                });
+                blocks_to_planes(blocks, [s.in_height, s.in_width], 0, gx);
             })
         });
     })
-}
-
-/// The inverse of [`fill_blocks`] without a border: blocks `[planes / LANES][H][W][LANES]` (the
-/// last block's lanes past `planes` ignored) into planes `[planes, H, W]`.
-struct ToPlanes<'a> {
-    blocks: &'a [f32],
-    /// `[H, W]`.
-    size: [usize; 2],
-    planes: &'a mut [f32],
-}
-
-impl VectorKernel for ToPlanes<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<V: Vector>(self) {
-        let ToPlanes {
-            blocks,
-            size: [h, w],
-            planes,
-        } = self;
-        assert_eq!(V::LANES, LANES);
-        let plane = h * w;
-        let channels = planes.len() / plane;
-        assert!(blocks.len() >= channels.div_ceil(LANES) * plane * LANES);
-        let dst = planes.as_mut_ptr();
-        for cb in 0..channels.div_ceil(LANES) {
-            let count = LANES.min(channels - cb * LANES);
-            let block = &blocks[cb * plane * LANES..(cb + 1) * plane * LANES];
-            for y in 0..h {
-                for x0 in (0..w).step_by(LANES) {
-                    let pixels = LANES.min(w - x0);
-                    // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
-                    // pixels` reads `count <= LANES` floats of pixel `(y, x0 + r)` in the block;
-                    // column `m < count` writes `pixels` floats of plane `cb·LANES + m <
-                    // channels` from `(y, x0)`, `x0 + pixels <= w`.
-                    unsafe {
-                        transpose_block::<V>(
-                            pixels,
-                            count,
-                            pixels,
-                            |r| block[((y * w) + x0 + r) * LANES..].as_ptr(),
-                            |m| dst.add((cb * LANES + m) * plane + y * w + x0),
-                        );
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The tiles of one tile of input channels: every column phase of every input row, into its

@@ -64,9 +64,11 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
+use crate::kernels::blocks::ChannelBlocks;
 use crate::kernels::fill::{filled_by_chunk_pairs, filled_by_chunks};
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool_planes};
 use crate::kernels::scratch::with_scratch;
+use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd::{self, dispatch};
 use epilogue::Epilogue;
 use parallel::{for_each_image, parallel_over_images, sum_over_image_chunks, valid_columns};
@@ -180,6 +182,138 @@ pub(crate) fn conv2d_forward_prepared(
         parallel_over_images(calls),
         |call, out| images(call * per_call, Outputs::Planes(out)),
     )
+}
+
+/// Where a convolution into channel blocks reads its input.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvInput<'a> {
+    /// NCHW planes `[N, C, H, W]`.
+    Planes(&'a [f32]),
+    /// Channel blocks ([`ChannelBlocks`]).
+    Blocks(&'a ChannelBlocks),
+}
+
+/// Whether the forward of `shape` runs on channel blocks on this CPU: then
+/// [`conv2d_forward_blocks`] reads and writes them without converting. (On other shapes it
+/// converts at its edges.)
+pub fn forward_runs_on_blocks(shape: &Conv2dShape) -> bool {
+    matches!(
+        shape.path,
+        ConvPath::Wide {
+            blocked: BlockedPasses { forward: true, .. },
+            ..
+        }
+    )
+}
+
+/// Convolution forward with a fused activation, `activation(conv(input, weight) + bias)`, into
+/// channel blocks with a border of `halo` pixels: the layout in which a chain of convolutions
+/// keeps its activations, as oneDNN's `nChw16c` (see [`ChannelBlocks`]).
+///
+/// Where [`forward_runs_on_blocks`], the kernel reads the blocks in place (a border at least
+/// as wide as the padding; otherwise it copies them with more) and stores each register tile
+/// as it is; elsewhere it converts to planes and back. Equal, value for value, to
+/// [`conv2d_forward_fused`] on the planes.
+///
+/// # Panics
+///
+/// If the input's shape or a slice's length does not match `shape`.
+///
+/// # Examples
+///
+/// ```
+/// use striate::kernels::blocks::ChannelBlocks;
+/// use striate::kernels::conv::{
+///     conv2d_forward_blocks, conv2d_forward_fused, Conv2dShape, Conv2dSpec, ConvActivation, ConvInput,
+///     Padding2d,
+/// };
+///
+/// let spec = Conv2dSpec { stride: [2, 2], padding: Padding2d::symmetric(1, 1), ..Default::default() };
+/// let shape = Conv2dShape::new(&[1, 16, 8, 8], &[32, 16, 3, 3], spec);
+/// let x: Vec<f32> = (0..16 * 64).map(|i| (i as f32 * 0.1).cos()).collect();
+/// let w: Vec<f32> = (0..32 * 16 * 9).map(|i| (i as f32 * 0.3).sin()).collect();
+/// let blocks = ChannelBlocks::from_planes(&x, [1, 16, 8, 8], 1);
+/// let y = conv2d_forward_blocks(ConvInput::Blocks(&blocks), &w, None, ConvActivation::Relu, &shape, 1);
+/// let mut planes = vec![0.0; 32 * 16];
+/// conv2d_forward_fused(&x, &w, None, ConvActivation::Relu, &shape, &mut planes);
+/// assert_eq!(y.to_planes(), planes);
+/// ```
+pub fn conv2d_forward_blocks(
+    input: ConvInput<'_>,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+    halo: usize,
+) -> ChannelBlocks {
+    conv2d_forward_blocks_prepared(input, weight, None, bias, activation, shape, halo)
+}
+
+/// [`conv2d_forward_blocks`] with the packed weights kept, as [`conv2d_forward_prepared`].
+pub(crate) fn conv2d_forward_blocks_prepared(
+    input: ConvInput<'_>,
+    weight: &[f32],
+    identity: Option<WeightIdentity>,
+    bias: Option<&[f32]>,
+    activation: ConvActivation,
+    shape: &Conv2dShape,
+    halo: usize,
+) -> ChannelBlocks {
+    let s = *shape;
+    let op = "conv2d_forward_blocks";
+    s.expect_lengths(op, &[("weight", weight.len())]);
+    if let Some(bias) = bias {
+        s.expect_lengths(op, &[("bias", bias.len())]);
+    }
+    let input_shape = [s.batch, s.in_channels, s.in_height, s.in_width];
+    match input {
+        ConvInput::Planes(x) => s.expect_lengths(op, &[("input", x.len())]),
+        ConvInput::Blocks(x) if x.shape() != input_shape => contract_violation(
+            op,
+            "the input blocks' shape must be the convolution's input shape",
+            format_args!(
+                "blocks {}, shape {}",
+                shape_str(&x.shape()),
+                shape_str(&input_shape)
+            ),
+        ),
+        ConvInput::Blocks(_) => {}
+    }
+    if !forward_runs_on_blocks(&s) {
+        let planes;
+        let x = match input {
+            ConvInput::Planes(x) => x,
+            ConvInput::Blocks(x) => {
+                planes = x.to_planes();
+                &planes
+            }
+        };
+        let y = conv2d_forward_prepared(x, weight, identity, bias, activation, &s);
+        return ChannelBlocks::from_planes(&y, s.output_shape(), halo);
+    }
+    let blocked = blocked::Blocked::new(&s);
+    let form = Form::Blocked {
+        tile_channels: blocked.tile_channels(),
+    };
+    let bytes = blocked.packed_len(&s) * size_of::<f32>();
+    let packed = prepared(identity, form, bytes, || blocked.pack(weight, &s));
+    let image_in = match input {
+        ConvInput::Planes(_) => s.in_channels * s.in_plane(),
+        ConvInput::Blocks(x) => x.image_len(),
+    };
+    let parallel = parallel_over_images(s.batch);
+    ChannelBlocks::filled_by_images(s.output_shape(), halo, parallel, |n, out| {
+        let source = match input {
+            ConvInput::Planes(x) => blocked::Source::Planes(&x[n * image_in..(n + 1) * image_in]),
+            ConvInput::Blocks(x) => blocked::Source::Blocks {
+                data: &x.as_slice()[n * image_in..],
+                halo: x.halo(),
+            },
+        };
+        let sink = blocked::Sink::Blocks { data: out, halo };
+        let epilogue = Epilogue { bias, activation };
+        blocked::forward_image(source, &packed, &s, &blocked, epilogue, sink);
+    })
 }
 
 /// Convolution, bias, ReLU and max pooling in one pass over each image, for inference: the
@@ -371,7 +505,8 @@ fn forward_images<'a>(
         let x = &input[n * image_in..(n + 1) * image_in];
         let epilogue = Epilogue { bias, activation };
         if let Some((blocked, packed)) = &blocked {
-            return blocked::forward_image(x, packed, &s, blocked, epilogue, out);
+            let (source, sink) = (blocked::Source::Planes(x), blocked::Sink::Planes(out));
+            return blocked::forward_image(source, packed, &s, blocked, epilogue, sink);
         }
         match s.path {
             ConvPath::Direct => direct::forward_image(x, weight, bias, activation, &s, out),
