@@ -56,7 +56,8 @@ impl ChannelBlocks {
     pub fn zeros(shape: [usize; 4], halo: usize) -> ChannelBlocks {
         let len = shape[0] * blocks_of(shape[1]) * block_len(shape, halo) + SLACK;
         ChannelBlocks {
-            data: vec![0.0; len],
+            // Huge pages where the system allows (see `filled_by_images`).
+            data: crate::util::memory::vec_filled(len, 0.0),
             shape,
             halo,
         }

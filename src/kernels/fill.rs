@@ -42,7 +42,8 @@ pub(crate) fn filled_by_chunks_then_zeros(
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let len = chunk_len * chunks;
-    let mut values = Vec::<f32>::with_capacity(len + zeros);
+    // Huge pages where the system allows: convolutions read these rows a block apart.
+    let mut values = crate::util::memory::vec_for(len + zeros);
     let spare = &mut values.spare_capacity_mut()[..len + zeros];
     let (body, tail) = spare.split_at_mut(len);
     zeroed(tail);

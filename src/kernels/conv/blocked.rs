@@ -574,10 +574,22 @@ unsafe fn tile<V: Vector, const P: usize, const R: usize, const SW: usize>(
         let mut sums = [[V::zero(); R]; P];
         let mut w = w;
         for cb in 0..in_blocks {
-            let x = x.add(cb * block);
-            for &tap in taps {
-                let x = x.add(tap);
+            let x_block = x.add(cb * block);
+            for (t, &tap) in taps.iter().enumerate() {
+                let x = x_block.add(tap);
+                // The pixels of the next tap (or the next block's first) into L1 while this
+                // one runs, one line per step over the first P steps: the 14 lines a tap
+                // reads are new, and a step's 28 multiply-adds wait on its broadcasts. On
+                // ResNet's downsampling (Zen 4, one thread) 106-109 GFLOP/s against 98-104.
+                let next = if t + 1 < taps.len() {
+                    x_block.add(taps[t + 1])
+                } else {
+                    x_block.add(block + taps[0])
+                };
                 for c in 0..LANES {
+                    if c < P {
+                        crate::util::simd::prefetch_line(next.add(c * SW * LANES));
+                    }
                     let weights: [V; R] = std::array::from_fn(|r| V::load(w.add(r * LANES)));
                     for (p, sums) in sums.iter_mut().enumerate() {
                         let value = V::splat(*x.add(p * SW * LANES + c));
