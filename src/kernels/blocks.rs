@@ -105,17 +105,7 @@ impl ChannelBlocks {
             )
         };
         let images = blocks.images_mut();
-        if shape[0] > 1 && !inside_split() {
-            images
-                .par_chunks_mut(image_len.max(1))
-                .enumerate()
-                .for_each(fill);
-        } else {
-            images
-                .chunks_mut(image_len.max(1))
-                .enumerate()
-                .for_each(fill);
-        }
+        for_each_chunk(images, image_len.max(1), shape[0] > 1, fill);
         blocks
     }
 
@@ -133,17 +123,7 @@ impl ChannelBlocks {
                 out,
             )
         };
-        if self.shape[0] > 1 && !inside_split() {
-            planes
-                .par_chunks_mut(image_out.max(1))
-                .enumerate()
-                .for_each(convert);
-        } else {
-            planes
-                .chunks_mut(image_out.max(1))
-                .enumerate()
-                .for_each(convert);
-        }
+        for_each_chunk(&mut planes, image_out.max(1), self.shape[0] > 1, convert);
         planes
     }
 
@@ -293,14 +273,8 @@ impl ChannelBlocks {
             }
         };
         let images = out.images_mut();
-        if images.len() >= 4 * block && !inside_split() {
-            images
-                .par_chunks_mut(block.max(1))
-                .enumerate()
-                .for_each(run);
-        } else {
-            images.chunks_mut(block.max(1)).enumerate().for_each(run);
-        }
+        let parallel = images.len() >= 4 * block;
+        for_each_chunk(images, block.max(1), parallel, run);
         out
     }
 }
