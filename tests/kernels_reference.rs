@@ -1563,7 +1563,9 @@ fn forward_into_channel_blocks_matches_the_planes() {
     // read planes copied into blocks, blocks in place (a border at least the padding), or
     // blocks copied with more border (a border smaller than the padding); and on shapes that
     // do not run on blocks (Winograd, a 1x1 kernel at stride 2, 8 channels), converted at the
-    // edges. The border and the lanes past the channels must come out zero, even where an
+    // edges. A pointwise convolution (1x1, stride 1) runs a GEMM on planes and one-tap tiles
+    // on blocks: both sum channel by channel from zero, then add the bias, so they agree bit
+    // for bit while the channels fit one depth block of the GEMM (as here). The border and the lanes past the channels must come out zero, even where an
     // input holds an infinity or NaN (its products with the zero weights of those lanes
     // would be NaN).
     use striate::kernels::blocks::ChannelBlocks;
@@ -1626,6 +1628,20 @@ fn forward_into_channel_blocks_matches_the_planes() {
             [64, 32, 1, 1],
             padding(0, 0, 0, 0),
             [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 32, 14, 14],
+            [64, 32, 1, 1],
+            padding(0, 0, 0, 0),
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            [3, 40, 9, 11],
+            [24, 40, 1, 1],
+            padding(0, 0, 0, 0),
+            [1, 1],
             [1, 1],
         ),
         (
@@ -1692,6 +1708,6 @@ fn forward_into_channel_blocks_matches_the_planes() {
     if striate::kernels::instruction_set() == "avx512"
         && std::env::var_os("STRIATE_CONV_BLOCKED").is_none()
     {
-        assert_eq!(on_blocks, 6, "the shapes meant for the channel blocks");
+        assert_eq!(on_blocks, 8, "the shapes meant for the channel blocks");
     }
 }

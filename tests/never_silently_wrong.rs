@@ -514,9 +514,10 @@ fn activations_kept_in_channel_blocks_give_the_same_predictions() {
         .push(BatchNorm2d::new(40))
         .push(Relu)
         .push(Conv2dConfig::new(40, 24, 5).padding(2).init(&mut rng))
+        .push(Conv2dConfig::new(24, 32, 1).init(&mut rng))
         .push(MaxPool2d::new(2))
         .push(Flatten::new())
-        .push(Dense::new(24 * 4 * 4, 10, &mut rng));
+        .push(Dense::new(32 * 4 * 4, 10, &mut rng));
     let mut resnet = resnet18(10, &mut rng);
     // Batch norms that do something: scales and shifts away from 1 and 0, and running
     // statistics moved by two training passes.
@@ -575,5 +576,11 @@ fn activations_kept_in_channel_blocks_give_the_same_predictions() {
         assert!(y.in_channel_blocks() && sum.in_channel_blocks());
         let expected: Vec<f32> = y.value().as_slice().iter().map(|v| v + 1.0).collect();
         assert_eq!(sum.value().as_slice(), expected);
+        // A pointwise convolution continues the chain; on planes it starts none (its GEMM
+        // reads them in place, and blocks would cost a conversion).
+        let pointwise = Conv2dConfig::new(32, 16, 1).init(&mut rng);
+        assert!(pointwise.forward(sum).in_channel_blocks());
+        let planes = tape.input(Tensor::rand_uniform(&[1, 32, 10, 10], -1.0, 1.0, &mut rng));
+        assert!(!pointwise.forward(planes).in_channel_blocks());
     }
 }

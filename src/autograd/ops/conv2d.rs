@@ -5,7 +5,7 @@ use crate::autograd::var::Var;
 use crate::kernels::conv::{
     Conv2dShape, Conv2dSpec, ConvActivation, ConvInput, Padding2d, conv2d_backward_data_to_vec,
     conv2d_backward_filter, conv2d_forward_blocks_prepared, conv2d_forward_prepared,
-    conv2d_relu_max_pool2d_pass, forward_runs_on_blocks,
+    conv2d_relu_max_pool2d_pass, forward_runs_on_blocks, forward_starts_blocks,
 };
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
 use crate::kernels::relu_passes_gradient;
@@ -271,7 +271,7 @@ impl<'t> Var<'t> {
             return None;
         }
         let blocks = tape.blocks(self.node());
-        if blocks.is_none() && !next_reads_blocks(&shape) {
+        if blocks.is_none() && !(forward_starts_blocks(&shape) && next_reads_blocks(&shape)) {
             return None;
         }
         let planes = blocks.is_none().then(|| self.value());

@@ -195,15 +195,21 @@ pub enum ConvInput<'a> {
 
 /// Whether the forward of `shape` runs on channel blocks on this CPU: then
 /// [`conv2d_forward_blocks`] reads and writes them without converting. (On other shapes it
-/// converts at its edges.)
+/// converts at its edges. A pointwise convolution, 1x1 at stride 1, given NCHW planes
+/// computes on them, a GEMM that reads them in place, and converts its output.)
 pub fn forward_runs_on_blocks(shape: &Conv2dShape) -> bool {
-    matches!(
-        shape.path,
-        ConvPath::Wide {
-            blocked: BlockedPasses { forward: true, .. },
-            ..
-        }
-    )
+    match shape.path {
+        ConvPath::Wide { blocked, .. } => blocked.forward,
+        ConvPath::Pointwise => blocked::Blocked::reads_pointwise_blocks(shape),
+        ConvPath::Direct => false,
+    }
+}
+
+/// Whether the forward of `shape` reads NCHW planes into channel blocks as it goes (each
+/// image copied into blocks in cache), so that a chain of blocks may start at it rather than
+/// after it.
+pub(crate) fn forward_starts_blocks(shape: &Conv2dShape) -> bool {
+    forward_runs_on_blocks(shape) && !matches!(shape.path, ConvPath::Pointwise)
 }
 
 /// Convolution forward with a fused activation, `activation(conv(input, weight) + bias)`, into
@@ -213,7 +219,10 @@ pub fn forward_runs_on_blocks(shape: &Conv2dShape) -> bool {
 /// Where [`forward_runs_on_blocks`], the kernel reads the blocks in place (a border at least
 /// as wide as the padding; otherwise it copies them with more) and stores each register tile
 /// as it is; elsewhere it converts to planes and back. Equal, value for value, to
-/// [`conv2d_forward_fused`] on the planes.
+/// [`conv2d_forward_fused`] on the planes; except that a pointwise convolution with more input
+/// channels than its GEMM on planes sums in one pass (a few hundred, from the CPU's L1) may
+/// differ in the last bits there, that GEMM adding two partial sums where the tiles on blocks
+/// add channel by channel.
 ///
 /// # Panics
 ///
@@ -279,7 +288,9 @@ pub(crate) fn conv2d_forward_blocks_prepared(
         ),
         ConvInput::Blocks(_) => {}
     }
-    if !forward_runs_on_blocks(&s) {
+    if !forward_runs_on_blocks(&s)
+        || matches!(input, ConvInput::Planes(_)) && !forward_starts_blocks(&s)
+    {
         let planes;
         let x = match input {
             ConvInput::Planes(x) => x,

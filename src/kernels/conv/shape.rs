@@ -234,6 +234,10 @@ impl Conv2dShape {
     fn describe_choice(&self) -> String {
         let passes = match self.path {
             ConvPath::Direct => "every pass direct (per-plane multiply-adds)".to_string(),
+            ConvPath::Pointwise if Blocked::reads_pointwise_blocks(self) => {
+                "every pass a GEMM on the planes in place; forward on channel blocks given them"
+                    .to_string()
+            }
             ConvPath::Pointwise => "every pass a GEMM on the planes in place".to_string(),
             ConvPath::Wide {
                 shifted,
