@@ -78,10 +78,16 @@ def per_component(better):
     return lambda a, b: Measure(better(a.typical, b.typical), better(a.fastest, b.fastest))
 
 
-def criterion_results():
-    """full_id -> (Measure of seconds per call, throughput elements or None)."""
+def criterion_results(since=None):
+    """full_id -> (Measure of seconds per call, throughput elements or None), of the benches
+    that ran from `since` (seconds since the epoch) on: criterion keeps every bench's last
+    result, and a bench that no longer runs (the channel-blocks forward with the instruction
+    set capped at AVX2, where the forward does not run on them) must not be read from an
+    earlier sitting."""
     results = {}
     for bench in (ROOT / "target/criterion").glob("**/new/benchmark.json"):
+        if since is not None and (bench.parent / "estimates.json").stat().st_mtime < since:
+            continue
         meta = json.loads(bench.read_text())
         estimates = json.loads((bench.parent / "estimates.json").read_text())
         samples = json.loads((bench.parent / "sample.json").read_text())
@@ -305,10 +311,12 @@ def main():
     bench_command = os.environ.get("STRIATE_BENCHES")
     ours, anchors = [], []
     for round_index in range(rounds if bench_command else 1):
+        started = None
         if bench_command:
             print(f"== round {round_index + 1} of {rounds}: striate's benches", flush=True)
+            started = time.time()
             subprocess.run(["bash", "-c", bench_command], check=True)
-        ours.append(criterion_results())
+        ours.append(criterion_results(started))
         print(f"== round {round_index + 1}: PyTorch and ONNX Runtime", flush=True)
         step, inference = pytorch_mnist()
         resnet_step, resnet_inference = pytorch_resnet18()
