@@ -15,6 +15,10 @@ name=$(basename "$binary")
 mapping=$({ perf script -i "$data" --show-mmap-events 2>/dev/null || true; } \
     | grep -m1 "MMAP.*r-xp $binary\$" \
     | sed -E 's/.*\[(0x[0-9a-f]+)\(0x[0-9a-f]+\) @ (0x[0-9a-f]+) .*/\1 \2/')
+if [ -z "$mapping" ]; then
+    echo "perf_by_kernel: $data holds no samples mapped from $binary (was it recorded from it?)" >&2
+    exit 1
+fi
 segment=$(readelf -lW "$binary" | awk '$1 == "LOAD" && / R E / {print $2, $3; exit}')
 perf script -i "$data" -F ip,dso 2>/dev/null | awk -v n="$name" '$2 ~ n {print $1}' \
     | sort | uniq -c | python3 -c '
