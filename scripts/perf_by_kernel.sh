@@ -14,7 +14,7 @@ name=$(basename "$binary")
 # (`grep -m1` stops reading early: perf's broken pipe is not a failure.)
 mapping=$({ perf script -i "$data" --show-mmap-events 2>/dev/null || true; } \
     | grep -m1 "MMAP.*r-xp $binary\$" \
-    | sed -E 's/.*\[(0x[0-9a-f]+)\(0x[0-9a-f]+\) @ (0x[0-9a-f]+) .*/\1 \2/')
+    | sed -E 's/.*\[(0x[0-9a-f]+)\(0x[0-9a-f]+\) @ (0x[0-9a-f]+) .*/\1 \2/' || true)
 if [ -z "$mapping" ]; then
     echo "perf_by_kernel: $data holds no samples mapped from $binary (was it recorded from it?)" >&2
     exit 1
