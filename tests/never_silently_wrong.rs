@@ -497,7 +497,8 @@ fn activations_kept_in_channel_blocks_give_the_same_predictions() {
     // batch norm, ReLU and residual additions compute on them; anything else converts. The
     // predictions must equal, bit for bit, those of a tape that keeps NCHW throughout (anomaly
     // detection reads every value as a tensor, so it keeps none), including where an input
-    // holds a NaN.
+    // holds a NaN. (Both fold each batch norm into the convolution before it alike; the next
+    // test holds the folding to the separate ops.)
     use striate::models::resnet18;
     use striate::nn::{BatchNorm2d, Conv2dConfig, MaxPool2d};
     let mut rng = rng();
@@ -582,5 +583,117 @@ fn activations_kept_in_channel_blocks_give_the_same_predictions() {
         assert!(pointwise.forward(sum).in_channel_blocks());
         let planes = tape.input(Tensor::rand_uniform(&[1, 32, 10, 10], -1.0, 1.0, &mut rng));
         assert!(!pointwise.forward(planes).in_channel_blocks());
+    }
+}
+
+#[test]
+fn batch_norms_folded_into_convolutions_at_inference_match_the_separate_ops() {
+    // On an inference tape a convolution followed by a batch norm (and a ReLU) runs as one
+    // convolution with the batch norm folded into its weight and bias, as ONNX Runtime runs
+    // them. Against the separate ops (a tape that records a backward pass folds nothing): the
+    // same values up to rounding, NaN where they give NaN; and the folded weights must follow
+    // every change of a parameter or of the running statistics, never serve stale ones.
+    use striate::models::resnet18;
+    use striate::nn::{BatchNorm2d, Conv2dConfig};
+    let mut rng = rng();
+    let mut net = Sequential::new()
+        .push(Conv2dConfig::new(6, 20, 3).padding(1).init(&mut rng))
+        .push(BatchNorm2d::new(20))
+        .push(Relu)
+        .push(
+            Conv2dConfig::new(20, 16, 1)
+                .stride(2)
+                .bias(false)
+                .init(&mut rng),
+        )
+        .push(BatchNorm2d::new(16).without_affine());
+    let mut resnet = resnet18(10, &mut rng);
+    let scramble = |model: &mut dyn Module, rng: &mut StdRng, shape: &[usize]| {
+        model.visit_params_mut(&mut |_, param| {
+            if param.value().ndim() == 1 {
+                let len = param.value().len();
+                param.set_value(Tensor::rand_uniform(&[len], 0.5, 1.5, rng));
+            }
+        });
+        let tape = Tape::training();
+        let _ = model.forward(tape.input(Tensor::rand_uniform(shape, -1.0, 2.0, rng)));
+    };
+    scramble(&mut net, &mut rng, &[4, 6, 12, 12]);
+    scramble(&mut resnet, &mut rng, &[2, 3, 64, 64]);
+    let separate = |model: &dyn Module, x: &Tensor| {
+        let tape = Tape::inference_with_gradients();
+        model.forward(tape.input(x.clone())).value()
+    };
+    let agree = |folded: &Tensor, separate: &Tensor, what: &str| {
+        assert_eq!(folded.shape(), separate.shape(), "{what}");
+        for (i, (a, b)) in folded
+            .as_slice()
+            .iter()
+            .zip(separate.as_slice())
+            .enumerate()
+        {
+            let close = (a - b).abs() <= 1e-4 + 1e-4 * b.abs();
+            assert!(
+                close || a.is_nan() && b.is_nan(),
+                "{what}: value {i} folded {a}, separate {b}"
+            );
+        }
+    };
+    let mut x = Tensor::rand_uniform(&[2, 6, 12, 12], -1.0, 1.0, &mut rng);
+    // Folded: the input, then each convolution's folded weight, bias and output.
+    let tape = Tape::inference();
+    let folded = net.forward(tape.input(x.clone())).value();
+    assert_eq!(tape.len(), 1 + 3 + 3, "both batch norms folded in");
+    agree(&folded, &separate(&net, &x), "fresh");
+    let image = Tensor::rand_uniform(&[2, 3, 64, 64], -1.0, 1.0, &mut rng);
+    agree(
+        &resnet.predict(&image),
+        &separate(&resnet, &image),
+        "ResNet-18",
+    );
+    x.as_slice_mut()[30] = f32::NAN;
+    agree(&net.predict(&x), &separate(&net, &x), "NaN input");
+    x.as_slice_mut()[30] = 0.5;
+    // Each change is seen: statistics moved by training, a convolution's weight and bias, a
+    // batch norm's scale.
+    let mut before = net.predict(&x);
+    type Change<'a> = (&'a str, &'a dyn Fn(&mut Sequential));
+    let changes: [Change; 4] = [
+        ("statistics", &|net| {
+            let tape = Tape::training();
+            let x = Tensor::rand_uniform(&[4, 6, 12, 12], 0.0, 3.0, &mut StdRng::seed_from_u64(1));
+            let _ = net.forward(tape.input(x));
+        }),
+        ("conv weight", &|net| {
+            net.visit_params_mut(&mut |name, p| {
+                if name == "3.weight" {
+                    let scaled = p.value().map(|v| v * 1.5);
+                    p.set_value(scaled);
+                }
+            })
+        }),
+        ("conv bias", &|net| {
+            net.visit_params_mut(&mut |name, p| {
+                if name == "0.bias" {
+                    let shifted = p.value().map(|v| v + 0.25);
+                    p.set_value(shifted);
+                }
+            })
+        }),
+        ("bn scale", &|net| {
+            net.visit_params_mut(&mut |name, p| {
+                if name == "1.weight" {
+                    let scaled = p.value().map(|v| v * 0.5);
+                    p.set_value(scaled);
+                }
+            })
+        }),
+    ];
+    for (what, change) in changes {
+        change(&mut net);
+        let after = net.predict(&x);
+        assert_ne!(after, before, "{what}: the prediction did not move");
+        agree(&after, &separate(&net, &x), what);
+        before = after;
     }
 }

@@ -59,6 +59,7 @@ pub(crate) use anomaly::first_non_finite;
 pub use anomaly::{Anomaly, Pass};
 pub use gradcheck::{GradcheckOptions, GradcheckReport, WorstElement, gradcheck, gradcheck_with};
 pub use gradients::Gradients;
+pub(crate) use param::fresh_version;
 pub use param::{Param, ParamId};
 pub use tape::{Backward, Mode, Tape};
 pub use var::Var;

@@ -53,8 +53,9 @@ pub struct Param {
     version: u64,
 }
 
-/// A number for a new value of some parameter, never given twice in this process.
-fn fresh_version() -> u64 {
+/// A number for a new value of some parameter (or of a batch norm's statistics, or of a weight
+/// derived from both), never given twice in this process.
+pub(crate) fn fresh_version() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -357,6 +357,14 @@ impl Tape {
         )
     }
 
+    /// A value derived from a parameter's (a convolution's weight with a batch norm folded in)
+    /// as a leaf that gets no gradient, identified as parameter `id` at `version`: a number
+    /// given to that derived value alone, so that kernels keep what they prepare from it
+    /// across calls, as for a frozen parameter.
+    pub(crate) fn derived_param(&self, id: ParamId, version: u64, value: Tensor) -> Var<'_> {
+        self.leaf(value, false, Leaf::Param(id, version))
+    }
+
     /// Appends the result of an op: its value, its inputs, and its derivative rule.
     ///
     /// On an inference tape, or when no input requires a gradient, the rule is dropped at once
@@ -420,6 +428,14 @@ impl Tape {
     /// Training keeps NCHW: the filter gradient and the elementwise backward rules read it.
     pub(crate) fn keeps_blocks(&self) -> bool {
         !self.records && !self.anomaly.borrow().enabled
+    }
+
+    /// Whether layers may fuse in ways only inference allows (a batch norm folded into the
+    /// convolution before it): an inference-mode tape that records no backward pass, so no
+    /// gradient will be asked of the ops fused away. (Anomaly detection then checks the fused
+    /// op's values and names it.)
+    pub(crate) fn fuses_for_inference(&self) -> bool {
+        !self.is_training() && !self.records
     }
 
     /// The node's value if it is kept in channel blocks.

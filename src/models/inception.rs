@@ -5,7 +5,8 @@ use rand::Rng;
 use super::stages::{kaiming_conv, visit_fields};
 use crate::autograd::Var;
 use crate::nn::{
-    BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Graph, MaxPool2d, Module, Op, Sequential, ValueId,
+    BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Graph, MaxPool2d, Module, Op, Sequential,
+    ValueId, then_batch_norm,
 };
 
 /// Convolution (no bias), batch norm (eps 0.001) and ReLU: torchvision's `BasicConv2d`, the
@@ -44,7 +45,7 @@ impl BasicConv2d {
 
 impl Module for BasicConv2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        self.bn.forward(self.conv.forward(input)).relu()
+        then_batch_norm(&self.conv, &self.bn, input, true)
     }
 
     visit_fields!(conv, bn);

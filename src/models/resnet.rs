@@ -7,7 +7,7 @@ use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_f
 use crate::autograd::Var;
 use crate::nn::{
     AdaptiveAvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, Dense, Flatten, Graph,
-    MaxPool2d, Module, Op, Relu, Sequential, ValueId,
+    MaxPool2d, Module, Op, Relu, Sequential, ValueId, then_batch_norm,
 };
 
 /// The projection shortcut torchvision calls `downsample`: a strided 1x1 convolution and batch
@@ -126,8 +126,8 @@ impl BasicBlock {
 
 impl Module for BasicBlock {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let x = self.bn1.forward(self.conv1.forward(input)).relu();
-        let body = self.bn2.forward(self.conv2.forward(x));
+        let x = then_batch_norm(&self.conv1, &self.bn1, input, true);
+        let body = then_batch_norm(&self.conv2, &self.bn2, x, false);
         close_residual(body, input, self.downsample.as_ref())
     }
 
@@ -219,9 +219,9 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let x = self.bn1.forward(self.conv1.forward(input)).relu();
-        let x = self.bn2.forward(self.conv2.forward(x)).relu();
-        let body = self.bn3.forward(self.conv3.forward(x));
+        let x = then_batch_norm(&self.conv1, &self.bn1, input, true);
+        let x = then_batch_norm(&self.conv2, &self.bn2, x, true);
+        let body = then_batch_norm(&self.conv3, &self.bn3, x, false);
         close_residual(body, input, self.downsample.as_ref())
     }
 

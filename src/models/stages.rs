@@ -136,7 +136,8 @@ pub(crate) fn sequential_stages_mut<'a>(
 
 /// Runs the stages in order.
 pub(crate) fn forward_stages<'t>(stages: &[(String, &dyn Module)], input: Var<'t>) -> Var<'t> {
-    stages.iter().fold(input, |x, (_, stage)| stage.forward(x))
+    let layers: Vec<&dyn Module> = stages.iter().map(|(_, stage)| *stage).collect();
+    crate::nn::forward_layers(&layers, input)
 }
 
 /// Runs the stages in order, one summary row each, named by the stage.

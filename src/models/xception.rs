@@ -7,7 +7,7 @@ use super::stages::{FeatureExtraction, kaiming_conv, module_from_stages, visit_f
 use crate::autograd::Var;
 use crate::nn::{
     BatchNorm, BatchNorm2d, Conv2d, Conv2dConfig, GlobalAvgPool2d, Graph, MaxPool2d, Module, Op,
-    Relu, Sequential, ValueId,
+    Relu, Sequential, ValueId, then_batch_norm,
 };
 
 /// A depthwise-separable convolution (Keras's `SeparableConv2D`): a `k x k` depthwise
@@ -64,6 +64,20 @@ impl SeparableConv2d {
 impl Module for SeparableConv2d {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         self.pointwise.forward(self.depthwise.forward(input))
+    }
+
+    /// The batch norm folds into the pointwise convolution at inference.
+    fn forward_then_batch_norm<'t>(
+        &self,
+        input: Var<'t>,
+        bn: &BatchNorm,
+        relu: bool,
+    ) -> Option<Var<'t>> {
+        if !input.tape().fuses_for_inference() {
+            return None;
+        }
+        let x = self.depthwise.forward(input);
+        Some(then_batch_norm(&self.pointwise, bn, x, relu))
     }
 
     visit_fields!(depthwise, pointwise);
@@ -131,8 +145,8 @@ impl XceptionBlock {
 
 impl Module for XceptionBlock {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let x = self.bn1.forward(self.sepconv1.forward(input)).relu();
-        let x = self.bn2.forward(self.sepconv2.forward(x));
+        let x = then_batch_norm(&self.sepconv1, &self.bn1, input, true);
+        let x = then_batch_norm(&self.sepconv2, &self.bn2, x, false);
         self.pool.forward(x) + self.shortcut.forward(input)
     }
 

@@ -1,10 +1,10 @@
 //! `BatchNorm`: batch normalisation over the channel axis, with running statistics.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::{Graph, Module, Op, ValueId};
 use crate::autograd::ops::batch_norm::ReplicaSum;
-use crate::autograd::{Param, Var};
+use crate::autograd::{Param, ParamId, Var, fresh_version};
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
 
@@ -14,6 +14,9 @@ struct RunningStats {
     mean: Tensor,
     variance: Tensor,
     batches_tracked: u64,
+    /// Renewed whenever the statistics may change, as [`Param::version`]: the key of the
+    /// weights folded from them.
+    version: u64,
 }
 
 /// Batch normalisation over axis 1 of `[N, C]`, `[N, C, L]` or `[N, C, H, W]` inputs
@@ -55,6 +58,8 @@ pub struct BatchNorm {
     eps: f32,
     /// Set for a synchronised batch norm: the replicas its batch statistics span.
     replicas: Option<Arc<dyn ReplicaSum>>,
+    /// The convolution before this layer with the layer folded in, as last computed.
+    folded: Mutex<Option<Arc<FoldedConv>>>,
 }
 
 /// PyTorch's `BatchNorm1d`: [`BatchNorm`] on `[N, C]` or `[N, C, L]` inputs.
@@ -72,6 +77,7 @@ impl Clone for BatchNorm {
             momentum: self.momentum,
             eps: self.eps,
             replicas: self.replicas.clone(),
+            folded: Mutex::new(None),
         }
     }
 }
@@ -87,10 +93,12 @@ impl BatchNorm {
                 mean: Tensor::zeros(&[num_features]),
                 variance: Tensor::ones(&[num_features]),
                 batches_tracked: 0,
+                version: fresh_version(),
             }),
             momentum: Some(0.1),
             eps: 1e-5,
             replicas: None,
+            folded: Mutex::new(None),
         }
     }
 
@@ -194,6 +202,130 @@ impl BatchNorm {
     fn is_frozen(&self) -> bool {
         self.weight.as_ref().is_some_and(|w| !w.requires_grad())
     }
+
+    /// The weight and bias of a convolution (`weight` `[O, ...]`, `bias` `[O]`) with this layer
+    /// folded in, for inference on the running statistics: with `k[o] = γ[o] / √(var[o] + ε)`,
+    /// `w'[o] = w[o]·k[o]` and `b'[o] = (b[o] − mean[o])·k[o] + β[o]`, so that
+    /// `conv(x; w', b') = bn(conv(x; w, b))` up to rounding. Kept until any of them changes.
+    /// `None` if the convolution's output channels are not this layer's channels.
+    pub(crate) fn folded_into(
+        &self,
+        weight: &Param,
+        bias: Option<&Param>,
+    ) -> Option<Arc<FoldedConv>> {
+        let channels = self.num_features();
+        let w = weight.value();
+        if w.shape().first() != Some(&channels)
+            || bias.is_some_and(|b| b.value().shape() != [channels])
+        {
+            return None;
+        }
+        let stats = self.read_stats();
+        let key = FoldKey {
+            weight: (weight.id(), weight.version()),
+            bias: bias.map(Param::version),
+            scale: self.weight.as_ref().map(Param::version),
+            shift: self.bias.as_ref().map(Param::version),
+            statistics: stats.version,
+            eps: self.eps.to_bits(),
+        };
+        let mut slot = self
+            .folded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(folded) = slot.as_ref().filter(|f| f.key == key) {
+            return Some(Arc::clone(folded));
+        }
+        let factor: Vec<f32> = (0..channels)
+            .map(|o| {
+                let gamma = self
+                    .weight
+                    .as_ref()
+                    .map_or(1.0, |g| g.value().as_slice()[o]);
+                1.0 / (stats.variance.as_slice()[o] + self.eps).sqrt() * gamma
+            })
+            .collect();
+        let per_output = w.len() / channels.max(1);
+        let mut folded_weight = w.as_slice().to_vec();
+        for (row, k) in folded_weight.chunks_mut(per_output.max(1)).zip(&factor) {
+            row.iter_mut().for_each(|v| *v *= k);
+        }
+        let folded_bias: Vec<f32> = (0..channels)
+            .map(|o| {
+                let b = bias.map_or(0.0, |b| b.value().as_slice()[o]);
+                let beta = self.bias.as_ref().map_or(0.0, |b| b.value().as_slice()[o]);
+                (b - stats.mean.as_slice()[o]) * factor[o] + beta
+            })
+            .collect();
+        let folded = Arc::new(FoldedConv {
+            key,
+            weight: Tensor::from_vec(folded_weight, w.shape()).expect("the weight's shape"),
+            bias: Tensor::from_vec(folded_bias, &[channels]).expect("[C]"),
+            version: fresh_version(),
+        });
+        *slot = Some(Arc::clone(&folded));
+        Some(folded)
+    }
+}
+
+/// `relu(bn(layer(input)))` (without the ReLU unless `relu`): one convolution on an inference
+/// tape when `layer` is a [`Conv2d`](super::Conv2d), with the batch norm folded into its weight
+/// and bias ([`Module::forward_then_batch_norm`]); the three ops in turn otherwise. The result
+/// is the same up to rounding (the scale applied to the weights rather than to the sums).
+///
+/// # Examples
+///
+/// ```
+/// use rand::{SeedableRng, rngs::StdRng};
+/// use striate::nn::{BatchNorm2d, Conv2d, Module, then_batch_norm};
+/// use striate::{Tape, Tensor};
+///
+/// let conv = Conv2d::new(3, 8, 3, &mut StdRng::seed_from_u64(0));
+/// let bn = BatchNorm2d::new(8);
+/// let x = Tensor::ones(&[1, 3, 6, 6]);
+/// let tape = Tape::inference();
+/// let folded = then_batch_norm(&conv, &bn, tape.input(x.clone()), true).value();
+/// let separate = bn.forward(conv.forward(tape.input(x))).relu().value();
+/// assert!(folded.all_close(&separate, 1e-5, 1e-6));
+/// ```
+pub fn then_batch_norm<'t>(
+    layer: &dyn Module,
+    bn: &BatchNorm,
+    input: Var<'t>,
+    relu: bool,
+) -> Var<'t> {
+    if let Some(output) = layer.forward_then_batch_norm(input, bn, relu) {
+        return output;
+    }
+    let output = bn.forward(layer.forward(input));
+    if relu { output.relu() } else { output }
+}
+
+/// Which values a [`FoldedConv`] was computed from: each parameter's version (unique in the
+/// process, see [`Param::version`]), the statistics' version and ε.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FoldKey {
+    weight: (ParamId, u64),
+    bias: Option<u64>,
+    scale: Option<u64>,
+    shift: Option<u64>,
+    statistics: u64,
+    eps: u32,
+}
+
+/// A convolution's weight and bias with the batch norm after it folded in
+/// ([`BatchNorm::folded_into`]): what ONNX Runtime does to a Conv and BatchNormalization
+/// pair when it loads a model, here at the first inference after either changes.
+#[derive(Debug)]
+pub(crate) struct FoldedConv {
+    key: FoldKey,
+    /// `[O, ...]`, the convolution's weight scaled per output channel.
+    pub weight: Tensor,
+    /// `[O]`.
+    pub bias: Tensor,
+    /// A version of the convolution's weight parameter that names `weight` alone, so that
+    /// the kernels keep what they prepare from it ([`crate::Tape`]'s derived parameters).
+    pub version: u64,
 }
 
 impl Module for BatchNorm {
@@ -221,6 +353,7 @@ impl Module for BatchNorm {
         };
         blend(&mut stats.mean, &batch.mean, 1.0);
         blend(&mut stats.variance, &batch.variance, unbiased);
+        stats.version = fresh_version();
         output
     }
 
@@ -262,6 +395,11 @@ impl Module for BatchNorm {
         let mut tracked = Tensor::scalar(stats.batches_tracked as f32);
         visitor("num_batches_tracked", &mut tracked);
         stats.batches_tracked = tracked.item().max(0.0) as u64;
+        stats.version = fresh_version();
+    }
+
+    fn as_batch_norm(&self) -> Option<&BatchNorm> {
+        Some(self)
     }
 
     fn describe(&self) -> String {

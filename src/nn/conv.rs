@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use super::{Graph, Module, Op, ValueId};
+use super::{BatchNorm, Graph, Module, Op, ValueId};
 use crate::autograd::{Param, Var};
 use crate::kernels::conv::{Conv2dSpec, ConvActivation, Padding2d};
 use crate::kernels::pool::Pool2dSpec;
@@ -275,6 +275,31 @@ impl Module for Conv2d {
         let tape = input.tape();
         let bias = self.bias.as_ref().map(|b| tape.param(b));
         Some(input.conv2d_relu_max_pool2d(tape.param(&self.weight), bias, self.spec, pool))
+    }
+
+    /// On an inference tape, one convolution with `bn` folded into the weight and bias
+    /// ([`BatchNorm`]'s running statistics, kept folded until a parameter or the statistics
+    /// change) and the ReLU in its epilogue. Elsewhere `None`: a gradient may be asked of the
+    /// separate ops, or anomaly detection expects their values.
+    fn forward_then_batch_norm<'t>(
+        &self,
+        input: Var<'t>,
+        bn: &BatchNorm,
+        relu: bool,
+    ) -> Option<Var<'t>> {
+        let tape = input.tape();
+        if !tape.fuses_for_inference() {
+            return None;
+        }
+        let folded = bn.folded_into(&self.weight, self.bias.as_ref())?;
+        let weight = tape.derived_param(self.weight.id(), folded.version, folded.weight.clone());
+        let bias = tape.input(folded.bias.clone());
+        let activation = if relu {
+            ConvActivation::Relu
+        } else {
+            ConvActivation::Identity
+        };
+        Some(input.conv2d_activated(weight, Some(bias), self.spec, activation))
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {

@@ -17,7 +17,7 @@ pub use activation::{
     Elu, Flatten, Gelu, GeluApproximation, Hardswish, LeakyRelu, LogSoftmax, Mish, Relu, Sigmoid,
     Silu, Softmax, Softplus, Tanh,
 };
-pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d};
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, then_batch_norm};
 pub use classifier::{Classifier, Prediction, Preprocessing};
 pub use conv::{Conv2d, Conv2dConfig, Padding, Pair};
 pub use dense::Dense;
@@ -28,6 +28,7 @@ pub use pool::{
 };
 pub use residual::Residual;
 pub use sequential::Sequential;
+pub(crate) use sequential::forward_layers;
 pub use summary::{Summary, SummaryRow, summary};
 
 use crate::autograd::{Param, Tape, Var};
@@ -125,6 +126,26 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// Applies the module, batch norm `bn` and, when `relu`, a ReLU as one op, if it can: a
+    /// [`Conv2d`] on an inference tape folds the batch norm into its weight and bias (as ONNX
+    /// Runtime does when it loads a model) and adds the ReLU to its output in cache.
+    /// [`Sequential`] calls this for a module followed by a [`BatchNorm`]; `None` (the
+    /// default, and always when a gradient may be asked) means "run them separately".
+    /// [`then_batch_norm`] runs either way.
+    fn forward_then_batch_norm<'t>(
+        &self,
+        _input: Var<'t>,
+        _bn: &BatchNorm,
+        _relu: bool,
+    ) -> Option<Var<'t>> {
+        None
+    }
+
+    /// This module if it is a batch norm, so a container may fold it into the module before.
+    fn as_batch_norm(&self) -> Option<&BatchNorm> {
+        None
+    }
+
     /// A one-line description for summaries, such as `Conv2d(1, 32, kernel_size=[3, 3])`.
     fn describe(&self) -> String {
         let full = std::any::type_name::<Self>();
@@ -215,6 +236,17 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn max_pool_window(&self) -> Option<crate::kernels::pool::Pool2dSpec> {
         (**self).max_pool_window()
+    }
+    fn forward_then_batch_norm<'t>(
+        &self,
+        input: Var<'t>,
+        bn: &BatchNorm,
+        relu: bool,
+    ) -> Option<Var<'t>> {
+        (**self).forward_then_batch_norm(input, bn, relu)
+    }
+    fn as_batch_norm(&self) -> Option<&BatchNorm> {
+        (**self).as_batch_norm()
     }
     fn predict(&self, input: &Tensor) -> Tensor {
         (**self).predict(input)

@@ -70,36 +70,10 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    /// Applies the layers in order. A layer followed by [`Relu`](super::Relu) may run fused
-    /// with it ([`Module::forward_then_relu`]), and with a [`MaxPool2d`](super::MaxPool2d) after
-    /// that too ([`Module::forward_then_relu_max_pool`]): same result, fewer passes over the
-    /// activations.
+    /// Applies the layers in order, fused where they can be ([`forward_layers`]).
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let mut x = input;
-        let mut i = 0;
-        while i < self.layers.len() {
-            let followed_by_relu = self.layers.get(i + 1).is_some_and(|next| next.is_relu());
-            let then_pool = self
-                .layers
-                .get(i + 2)
-                .and_then(|next| next.max_pool_window());
-            if followed_by_relu
-                && let Some(pool) = then_pool
-                && let Some(y) = self.layers[i].forward_then_relu_max_pool(x, pool)
-            {
-                x = y;
-                i += 3;
-                continue;
-            }
-            if followed_by_relu && let Some(y) = self.layers[i].forward_then_relu(x) {
-                x = y;
-                i += 2;
-                continue;
-            }
-            x = self.layers[i].forward(x);
-            i += 1;
-        }
-        x
+        let layers: Vec<&dyn Module> = self.layers.iter().map(|l| l.as_ref()).collect();
+        forward_layers(&layers, input)
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
@@ -150,6 +124,48 @@ impl Module for Sequential {
         }
         Ok(x)
     }
+}
+
+/// Applies `layers` in order, fusing where a layer can: one followed by a
+/// [`BatchNorm`](super::BatchNorm) (and a [`Relu`](super::Relu)) through
+/// [`Module::forward_then_batch_norm`] (a convolution at inference folds the batch norm in);
+/// one followed by a ReLU through [`Module::forward_then_relu`], and by a
+/// [`MaxPool2d`](super::MaxPool2d) after that through [`Module::forward_then_relu_max_pool`].
+/// Same result up to rounding, fewer passes over the activations. The one loop of
+/// [`Sequential`] and of the zoo's networks run as stages.
+pub(crate) fn forward_layers<'t>(layers: &[&dyn Module], input: Var<'t>) -> Var<'t> {
+    let mut x = input;
+    let mut i = 0;
+    while i < layers.len() {
+        let is_relu = |j: usize| layers.get(j).is_some_and(|next| next.is_relu());
+        if let Some(bn) = layers.get(i + 1).and_then(|next| next.as_batch_norm()) {
+            let relu = is_relu(i + 2);
+            if let Some(y) = layers[i].forward_then_batch_norm(x, bn, relu) {
+                x = y;
+                i += 2 + usize::from(relu);
+                continue;
+            }
+        }
+        let then_pool = layers.get(i + 2).and_then(|next| next.max_pool_window());
+        if is_relu(i + 1)
+            && let Some(pool) = then_pool
+            && let Some(y) = layers[i].forward_then_relu_max_pool(x, pool)
+        {
+            x = y;
+            i += 3;
+            continue;
+        }
+        if is_relu(i + 1)
+            && let Some(y) = layers[i].forward_then_relu(x)
+        {
+            x = y;
+            i += 2;
+            continue;
+        }
+        x = layers[i].forward(x);
+        i += 1;
+    }
+    x
 }
 
 #[cfg(test)]
