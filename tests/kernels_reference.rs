@@ -753,6 +753,35 @@ fn gather_backward_data_matches_the_reference_at_every_stride() {
 }
 
 #[test]
+fn strided_1x1_convolutions_match_the_reference() {
+    // A 1x1 convolution at a stride above 1 (ResNet's projection shortcuts) computes its
+    // forward as a pointwise GEMM on the pixels it reads, gathered a vector pair at a time at
+    // column stride 2: widths even and odd, around one and two vectors of pairs (31 to 33, 63
+    // to 65), unequal strides, strides 3, groups, a partial vector of channels, one image and
+    // three; every pass against the reference (the forward into a buffer of NaN).
+    let mut rng = StdRng::seed_from_u64(53);
+    for (input, out_channels, stride, groups) in [
+        ([1, 16, 8, 8], 32, [2, 2], 1),
+        ([3, 5, 7, 9], 12, [2, 2], 1),
+        ([2, 8, 6, 31], 16, [2, 2], 1),
+        ([1, 24, 5, 32], 8, [2, 2], 1),
+        ([2, 12, 3, 33], 20, [3, 2], 1),
+        ([1, 16, 9, 63], 16, [2, 2], 2),
+        ([1, 16, 4, 65], 24, [1, 2], 1),
+        ([2, 18, 10, 11], 18, [2, 3], 3),
+        ([1, 32, 14, 14], 64, [2, 1], 1),
+    ] {
+        let spec = Conv2dSpec {
+            stride,
+            groups,
+            ..Default::default()
+        };
+        let weight = [out_channels, input[1] / groups, 1, 1];
+        passes_match_reference(input, weight, spec, &mut rng);
+    }
+}
+
+#[test]
 fn depthwise_rows_wide_enough_for_vector_blocks() {
     // The direct path computes tiles of four rows by one or two vectors of sixteen columns,
     // the last tile of a row or column overlapping the one before: widths around one and two

@@ -499,8 +499,11 @@ fn forward_images<'a>(
         let packed = prepared(identity, form, bytes, || blocked.pack(weight, &s));
         (blocked, packed)
     });
-    let shifted =
-        matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward) && blocked.is_none();
+    // A strided 1x1 convolution (not depthwise) as a pointwise one on the pixels it reads.
+    let subsampled = pointwise::subsampled(&s).filter(|_| matches!(s.path, ConvPath::Wide { .. }));
+    let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.forward)
+        && blocked.is_none()
+        && subsampled.is_none();
     let pack = move || {
         let form = Form::Shifted {
             groups: s.spec.groups,
@@ -518,6 +521,9 @@ fn forward_images<'a>(
         if let Some((blocked, packed)) = &blocked {
             let (source, sink) = (blocked::Source::Planes(x), blocked::Sink::Planes(out));
             return blocked::forward_image(source, packed, &s, blocked, epilogue, sink);
+        }
+        if let Some(sub) = &subsampled {
+            return pointwise::forward_image_subsampled(x, weight, &s, sub, epilogue, out);
         }
         match s.path {
             ConvPath::Direct => direct::forward_image(x, weight, bias, activation, &s, out),

@@ -263,6 +263,8 @@ impl Conv2dShape {
                     "forward {}, backward-data {}, filter gradient {}",
                     if blocked.forward {
                         &blocked_tile
+                    } else if super::pointwise::subsampled(self).is_some() {
+                        "a GEMM on the subsampled planes"
                     } else {
                         family(
                             winograd.forward.then(|| Geometry::forward(self).name()),
