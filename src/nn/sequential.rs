@@ -70,7 +70,12 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    /// Applies the layers in order, fused where they can be ([`forward_layers`]).
+    /// Applies the layers in order. A layer followed by a [`BatchNorm`](super::BatchNorm) (and a
+    /// [`Relu`](super::Relu)) may run fused with it ([`Module::forward_then_batch_norm`]: a
+    /// convolution at inference folds the batch norm in), one followed by a ReLU too
+    /// ([`Module::forward_then_relu`]), and with a [`MaxPool2d`](super::MaxPool2d) after that
+    /// ([`Module::forward_then_relu_max_pool`]): same result up to rounding, fewer passes over
+    /// the activations.
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
         let layers: Vec<&dyn Module> = self.layers.iter().map(|l| l.as_ref()).collect();
         forward_layers(&layers, input)
