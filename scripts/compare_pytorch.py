@@ -120,28 +120,38 @@ def mnist_cnn():
     )
 
 
+LAYOUTS = (("NCHW", torch.contiguous_format), ("CL", torch.channels_last))
+
+
+def conv_passes(shape, cout, k, pad, stride, groups, layout):
+    """The three passes of one convolution in PyTorch on fresh operands in `layout`, as
+    {pass name: call}, and its multiply-adds times two."""
+    x = torch.randn(shape).to(memory_format=layout)
+    w = torch.randn(cout, shape[1] // groups, k, k).to(memory_format=layout)
+    b = torch.randn(cout)
+    y = F.conv2d(x, w, b, stride, pad, 1, groups)
+    gy = torch.randn_like(y)
+    flops = 2 * y.numel() * (shape[1] // groups) * k * k
+
+    def backward(mask):
+        return torch.ops.aten.convolution_backward(
+            gy, x, w, [cout], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups, mask
+        )
+
+    passes = {
+        "forward": lambda: F.conv2d(x, w, b, stride, pad, 1, groups),
+        "backward_data": lambda: backward([True, False, False]),
+        "backward_filter": lambda: backward([False, True, True]),
+    }
+    return passes, flops
+
+
 def pytorch_conv():
     """(case, pass) -> {anchor name: GFLOP/s}."""
     out = {}
-    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
-        for name, shape, cout, k, pad, stride, groups in CONV_CASES:
-            x = torch.randn(shape).to(memory_format=layout)
-            w = torch.randn(cout, shape[1] // groups, k, k).to(memory_format=layout)
-            b = torch.randn(cout)
-            y = F.conv2d(x, w, b, stride, pad, 1, groups)
-            gy = torch.randn_like(y)
-            flops = 2 * y.numel() * (shape[1] // groups) * k * k
-
-            def backward(mask):
-                return torch.ops.aten.convolution_backward(
-                    gy, x, w, [cout], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups, mask
-                )
-
-            passes = {
-                "forward": lambda: F.conv2d(x, w, b, stride, pad, 1, groups),
-                "backward_data": lambda: backward([True, False, False]),
-                "backward_filter": lambda: backward([False, True, True]),
-            }
+    for layout_name, layout in LAYOUTS:
+        for name, *geometry in CONV_CASES:
+            passes, flops = conv_passes(*geometry, layout)
             for pass_name, fn in passes.items():
                 gflops = seconds(fn, 0.5).map(lambda t, flops=flops: flops / t / 1e9)
                 out.setdefault((name, pass_name), {})[f"PyTorch {layout_name}"] = gflops

@@ -4,7 +4,8 @@
 # CNN step and inference, ResNet-18's step and single-image inference; ROUNDS times, default 2)
 # with the same workloads in PyTorch (NCHW, channels-last, torch.compile) and ONNX Runtime and
 # prints one table of ratios with the CPU model. Needs: pip install torch torchvision onnx
-# onnxruntime. Do not run it while the machine builds.
+# onnxruntime. Do not run it while the machine builds. Then scripts/paired_ratios.py times the
+# kernels (sgemm, S1-S7) alternated with PyTorch's in one process, batch by batch.
 #
 #   bash scripts/compare_pytorch.sh        # each side on the widest instructions it finds
 #   bash scripts/compare_pytorch.sh avx2   # both sides capped at AVX2 (and FMA)
@@ -25,3 +26,10 @@ export STRIATE_BENCHES="cargo bench --bench ops -- $quick 'machine/fma_peak|matm
  && cargo bench --bench conv -- $quick 'conv2d/' \
  && cargo bench --bench train_step -- $quick 'train_step_batch64\$|inference_batch256|resnet18/'"
 python3 scripts/compare_pytorch.py
+# Then the kernels again, alternated with PyTorch call batch by call batch in one process
+# (scripts/paired_ratios.py says why): the ratios to read where the table above moves between
+# sittings. PAIRED=0 skips it.
+if [ "${PAIRED:-1}" != 0 ]; then
+    echo
+    python3 scripts/paired_ratios.py
+fi
