@@ -9,7 +9,8 @@ Here striate's kernels are loaded into this process from a small C-ABI library
 (scripts/paired/), and every round times a batch of striate's calls, then the same batch in
 PyTorch NCHW and channels-last, then (for "% of peak") the FMA loop of `cargo bench --bench ops
 -- machine`, each batch about 50 ms, a short pause between them so that neither side's waiting
-threads spin into the other's. Each round gives one ratio from neighbouring batches; the table
+threads spin into the other's; striate goes first in even rounds and last in odd ones (a batch
+right after the other runtime's ran 1-2% slower). Each round gives one ratio from neighbouring batches; the table
 gives the median ratio over the rounds and its range, and each side's median rate.
 
 Run:  python3 scripts/paired_ratios.py                 (sgemm 2048 and S1-S7, 15 rounds)
@@ -81,16 +82,26 @@ def paired(striate_seconds, anchors, flops, peak):
     calls = max(1, round(BATCH_SECONDS / probe))
     rates = {"striate": [], **{name: [] for name in anchors}}
     ratios, shares = [], []
-    for _ in range(ROUNDS):
-        striate_rate = flops * calls / striate_seconds(calls) / 1e9
+
+    def striate_batch():
+        rate = flops * calls / striate_seconds(calls) / 1e9
         time.sleep(PAUSE_SECONDS)
-        rates["striate"].append(striate_rate)
+        return rate
+
+    for round_index in range(ROUNDS):
+        # Striate first in even rounds, last in odd ones: the batch after another runtime's
+        # measured 1-2% slower than the one before it, whichever side it was.
+        if round_index % 2 == 0:
+            striate_rate = striate_batch()
         best = 0.0
         for name, fn in anchors.items():
             rate = flops * calls / timed(fn, calls) / 1e9
             rates[name].append(rate)
             best = max(best, rate)
             time.sleep(PAUSE_SECONDS)
+        if round_index % 2 == 1:
+            striate_rate = striate_batch()
+        rates["striate"].append(striate_rate)
         ratios.append(striate_rate / best)
         peak_rate = peak()
         if peak_rate > 0:
