@@ -199,6 +199,20 @@ pub(crate) fn prefetch_line(p: *const f32) {
     let _ = p;
 }
 
+/// Asks the CPU to fetch the cache line holding `p` into L2 but not L1: for data read far
+/// enough ahead (tens of thousands of cycles) that in L1 it would only push out what is read
+/// meanwhile. A hint that never faults, like [`prefetch_line`].
+#[inline(always)]
+pub(crate) fn prefetch_line_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, and SSE is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Copies `src` into `dst` (equal lengths). Rows of images are short (14 to 224 floats), where
 /// a call to libc's `memcpy` costs more than the copy: those go through blocks of 16, 8 or 4
 /// floats the compiler keeps inline, the last block overlapping the one before it instead of a

@@ -87,7 +87,11 @@ pub(super) enum Prefetch {
     /// The `NR` floats at `ahead + p · step`: a panel's own steps a few ahead, from L2.
     Steps(*const f32),
     /// The one cache line at `ahead + p · step`: a column of lines of a panel further on, from
-    /// memory, a line per step so that several tiles share the panel's fetch.
+    /// memory into L2, a line per step so that several tiles share the panel's fetch. Into L2
+    /// only: the panel is read two panels later, and in L1 it pushed out the lines of the one
+    /// being read (the pointwise convolution's forward, S5, +5.6% against prefetching into L1,
+    /// 256 → 64 channels at batch 8; 64 → 256 +2%, alternated with PyTorch in one process on an
+    /// Intel Xeon model 207).
     Line(*const f32),
 }
 
@@ -253,7 +257,7 @@ mod x86 {
     use super::{LeftPanel, Prefetch, RightPanel, TileDst, finish_stored, store_scalar};
     use crate::kernels::scratch::LINE;
     use crate::kernels::vector::{Avx2, Avx512};
-    use crate::util::simd::prefetch_line;
+    use crate::util::simd::{prefetch_line, prefetch_line_l2};
 
     pub const AVX512_MR: usize = 12;
     pub const AVX512_NR: usize = 32;
@@ -297,11 +301,11 @@ mod x86 {
                 // FMA time, loop-carried. Likewise the prefetch is fixed per loop, not tested at
                 // every step.)
                 macro_rules! step {
-                    ($row:expr, $ahead:ident, $lines:expr) => {{
+                    ($row:expr, $ahead:ident, $lines:expr, $fetch:path) => {{
                         for line in (0..$lines).step_by(LINE) {
                             // A hint that never faults; the pointer is only formed, never
                             // read.
-                            prefetch_line($ahead.wrapping_add(line));
+                            $fetch($ahead.wrapping_add(line));
                         }
                         $ahead = $ahead.wrapping_add(b_step);
                         let mut bv: [$vector; $vectors] = [$zero(); $vectors];
@@ -328,24 +332,24 @@ mod x86 {
                 // first left panel also prefetches) measured +5-6% on a Sapphire Rapids against
                 // one (call by call, S5 medians 216-219 against 204-206 GFLOP/s); sgemm level.
                 macro_rules! steps {
-                    ($row:expr, $ahead:expr, $lines:expr) => {{
+                    ($row:expr, $ahead:expr, $lines:expr, $fetch:path) => {{
                         let mut ahead: *const f32 = $ahead;
                         for _ in 0..kc / 2 {
-                            step!($row, ahead, $lines);
-                            step!($row, ahead, $lines);
+                            step!($row, ahead, $lines, $fetch);
+                            step!($row, ahead, $lines, $fetch);
                         }
                         // The last step's pointer advances are not read again.
                         #[allow(unused_assignments)]
                         if kc % 2 == 1 {
-                            step!($row, ahead, $lines);
+                            step!($row, ahead, $lines, $fetch);
                         }
                     }};
                 }
                 macro_rules! prefetching {
                     ($row:expr) => {
                         match right.ahead {
-                            Prefetch::Steps(ahead) => steps!($row, ahead, NR),
-                            Prefetch::Line(ahead) => steps!($row, ahead, LINE),
+                            Prefetch::Steps(ahead) => steps!($row, ahead, NR, prefetch_line),
+                            Prefetch::Line(ahead) => steps!($row, ahead, LINE, prefetch_line_l2),
                         }
                     };
                 }
