@@ -191,10 +191,7 @@ pub(crate) fn line_share(len: usize, index: usize, count: usize) -> std::ops::Ra
 #[inline(always)]
 pub(crate) fn prefetch_line(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults, and SSE is in the x86-64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
+    prefetch_with_hint::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
@@ -205,12 +202,17 @@ pub(crate) fn prefetch_line(p: *const f32) {
 #[inline(always)]
 pub(crate) fn prefetch_line_l2(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults, and SSE is in the x86-64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    };
+    prefetch_with_hint::<{ std::arch::x86_64::_MM_HINT_T1 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// The prefetch instruction with locality hint `HINT` (`_MM_HINT_T0`, `_T1`, ...).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_with_hint<const HINT: i32>(p: *const f32) {
+    // SAFETY: a prefetch is a hint that never faults, and SSE is in the x86-64 baseline.
+    unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(p as *const i8) };
 }
 
 /// Copies `src` into `dst` (equal lengths). Rows of images are short (14 to 224 floats), where
