@@ -163,112 +163,125 @@ def images(t):
     return 256 / t
 
 
-def pytorch_mnist():
-    """{"step": {anchor: ms}, "inference": {anchor: img/s}}."""
-    torch.manual_seed(0)
-    step, inference = {}, {}
-    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
-        model = mnist_cnn().to(memory_format=layout)
-        sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        x = torch.rand(64, 1, 28, 28).to(memory_format=layout)
-        labels = torch.arange(64) % 10
-
-        def train_step(model=model, sgd=sgd, x=x):
-            sgd.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), labels).backward()
-            sgd.step()
-
-        step[f"PyTorch {layout_name}"] = seconds(train_step).map(lambda t: t * 1e3)
-        batch = torch.rand(256, 1, 28, 28).to(memory_format=layout)
-        model.eval()
-        with torch.inference_mode():
-            inference[f"PyTorch {layout_name}"] = seconds(lambda: model(batch)).map(images)
-        model.train()
-    try:
-        model = mnist_cnn()
-        sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        compiled = torch.compile(model)
-        x = torch.rand(64, 1, 28, 28)
-        labels = torch.arange(64) % 10
-
-        def compiled_step():
-            sgd.zero_grad(set_to_none=True)
-            F.cross_entropy(compiled(x), labels).backward()
-            sgd.step()
-
-        step["PyTorch compile"] = seconds(compiled_step).map(lambda t: t * 1e3)
-        model.eval()
-        batch = torch.rand(256, 1, 28, 28)
-        with torch.inference_mode():
-            inference["PyTorch compile"] = seconds(lambda: compiled(batch)).map(images)
-    except Exception as error:  # noqa: BLE001 - a missing compiler must not stop the table
-        print(f"note: torch.compile skipped ({type(error).__name__}: {str(error)[:120]})")
+def ort_session(model, example, name, **export):
+    """An ONNX Runtime session (2 threads) of `model` exported from PyTorch to target/`name`,
+    or None with a note when onnxruntime is missing or the export fails."""
     try:
         import onnxruntime as ort
 
-        path = ROOT / "target/compare_mnist_cnn.onnx"
-        model = mnist_cnn().eval()
-        torch.onnx.export(
-            model, torch.rand(1, 1, 28, 28), str(path), dynamo=False,
-            input_names=["x"], dynamic_axes={"x": {0: "batch"}}, opset_version=17,
-        )
+        path = ROOT / "target" / name
+        torch.onnx.export(model.eval(), example, str(path), dynamo=False, input_names=["x"],
+                          opset_version=17, **export)
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - a missing runtime must not stop the table
+        print(f"note: ONNX Runtime's {name} skipped ({type(error).__name__}: "
+              f"{str(error)[:120]})")
+        return None
+
+
+def sgd_step_call(model, x, labels, lr):
+    """One SGD step (momentum 0.9) of `model` on `x`, as a call."""
+    sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+    def train_step():
+        sgd.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), labels).backward()
+        sgd.step()
+
+    return train_step
+
+
+def inference_call(model, x):
+    """`model(x)` in eval and inference mode, as a call."""
+    model.eval()
+
+    def infer():
+        with torch.inference_mode():
+            return model(x)
+
+    return infer
+
+
+def mnist_workloads():
+    """{"step": {anchor: call}, "inference": {anchor: call}}: the MNIST CNN's SGD step at batch
+    64 and its inference at batch 256 in PyTorch NCHW, channels-last and torch.compile, and the
+    inference in ONNX Runtime. Shared by this script and scripts/paired_ratios.py."""
+    torch.manual_seed(0)
+    step, inference = {}, {}
+    labels = torch.arange(64) % 10
+    for layout_name, layout in LAYOUTS:
+        model = mnist_cnn().to(memory_format=layout)
+        x = torch.rand(64, 1, 28, 28).to(memory_format=layout)
+        step[f"PyTorch {layout_name}"] = sgd_step_call(model, x, labels, 0.05)
+        batch = torch.rand(256, 1, 28, 28).to(memory_format=layout)
+        inference[f"PyTorch {layout_name}"] = inference_call(
+            mnist_cnn().to(memory_format=layout), batch)
+    try:
+        step["PyTorch compile"] = sgd_step_call(
+            torch.compile(mnist_cnn()), torch.rand(64, 1, 28, 28), labels, 0.05)
+        inference["PyTorch compile"] = inference_call(
+            torch.compile(mnist_cnn()), torch.rand(256, 1, 28, 28))
+        # Compiled on the first call: done here, so that a missing compiler is noticed here.
+        step["PyTorch compile"]()
+        inference["PyTorch compile"]()
+    except Exception as error:  # noqa: BLE001 - a missing compiler must not stop the table
+        print(f"note: torch.compile skipped ({type(error).__name__}: {str(error)[:120]})")
+        step.pop("PyTorch compile", None)
+        inference.pop("PyTorch compile", None)
+    session = ort_session(mnist_cnn(), torch.rand(1, 1, 28, 28), "compare_mnist_cnn.onnx",
+                          dynamic_axes={"x": {0: "batch"}})
+    if session is not None:
         batch = torch.rand(256, 1, 28, 28).numpy()
-        inference["ONNX Runtime"] = seconds(lambda: session.run(None, {"x": batch})).map(images)
-    except Exception as error:  # noqa: BLE001
-        print(f"note: ONNX Runtime skipped ({type(error).__name__}: {str(error)[:120]})")
-    return step, inference
+        inference["ONNX Runtime"] = lambda: session.run(None, {"x": batch})
+    return {"step": step, "inference": inference}
 
 
-def pytorch_resnet18():
-    """{"step": {anchor: ms}, "inference": {anchor: ms}}: ResNet-18 (torchvision's, random
+def resnet18_workloads():
+    """{"step": {anchor: call}, "inference": {anchor: call}}: ResNet-18 (torchvision's, random
     weights) on 224x224 images, an SGD step at batch 8 and inference of a single image, in
-    NCHW and channels-last, and the single image in ONNX Runtime. torch.compile is left out:
-    compiling ResNet-18's step takes minutes on two cores. Empty without torchvision."""
+    PyTorch NCHW and channels-last, and the single image in ONNX Runtime. torch.compile is left
+    out: compiling ResNet-18's step takes minutes on two cores. Empty without torchvision."""
     try:
         import torchvision
     except ImportError:
         print("note: ResNet-18 skipped (pip install torchvision)")
-        return {}, {}
+        return {"step": {}, "inference": {}}
     torch.manual_seed(0)
     step, inference = {}, {}
-    for layout_name, layout in (("NCHW", torch.contiguous_format), ("CL", torch.channels_last)):
+    labels = torch.arange(8) * 100
+    for layout_name, layout in LAYOUTS:
         model = torchvision.models.resnet18().to(memory_format=layout)
-        sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.randn(8, 3, 224, 224).to(memory_format=layout)
-        labels = torch.arange(8) * 100
-
-        def train_step(model=model, sgd=sgd, x=x):
-            sgd.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), labels).backward()
-            sgd.step()
-
-        step[f"PyTorch {layout_name}"] = seconds(train_step, 3.0).map(lambda t: t * 1e3)
+        step[f"PyTorch {layout_name}"] = sgd_step_call(model, x, labels, 0.01)
         image = torch.randn(1, 3, 224, 224).to(memory_format=layout)
-        model.eval()
-        with torch.inference_mode():
-            inference[f"PyTorch {layout_name}"] = seconds(lambda: model(image)).map(
-                lambda t: t * 1e3)
-    try:
-        import onnxruntime as ort
-
-        path = ROOT / "target/compare_resnet18.onnx"
-        model = torchvision.models.resnet18().eval()
-        torch.onnx.export(model, torch.randn(1, 3, 224, 224), str(path), dynamo=False,
-                          input_names=["x"], opset_version=17)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inference[f"PyTorch {layout_name}"] = inference_call(
+            torchvision.models.resnet18().to(memory_format=layout), image)
+    session = ort_session(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224),
+                          "compare_resnet18.onnx")
+    if session is not None:
         image = torch.randn(1, 3, 224, 224).numpy()
-        inference["ONNX Runtime"] = seconds(lambda: session.run(None, {"x": image})).map(
-            lambda t: t * 1e3)
-    except Exception as error:  # noqa: BLE001
-        print(f"note: ONNX Runtime's ResNet-18 skipped ({type(error).__name__}: "
-              f"{str(error)[:120]})")
+        inference["ONNX Runtime"] = lambda: session.run(None, {"x": image})
+    return {"step": step, "inference": inference}
+
+
+def pytorch_mnist():
+    """{"step": {anchor: ms}, "inference": {anchor: img/s}}."""
+    workloads = mnist_workloads()
+    step = {name: seconds(fn).map(lambda t: t * 1e3) for name, fn in workloads["step"].items()}
+    inference = {name: seconds(fn).map(images) for name, fn in workloads["inference"].items()}
+    return step, inference
+
+
+def pytorch_resnet18():
+    """{"step": {anchor: ms}, "inference": {anchor: ms}}."""
+    workloads = resnet18_workloads()
+    step = {name: seconds(fn, 3.0).map(lambda t: t * 1e3)
+            for name, fn in workloads["step"].items()}
+    inference = {name: seconds(fn).map(lambda t: t * 1e3)
+                 for name, fn in workloads["inference"].items()}
     return step, inference
 
 

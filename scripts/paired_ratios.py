@@ -15,7 +15,11 @@ in odd ones, and a ratio is the geometric mean of the two orders' median ratios:
 cancels, and a batch caught in a spell moves a median little. Each round gives one ratio from neighbouring batches; the table
 gives the median ratio over the rounds and its range, and each side's median rate.
 
-Run:  python3 scripts/paired_ratios.py                 (sgemm 2048 and S1-S7, 16 rounds)
+The model rows (the MNIST CNN's step and inference, ResNet-18's) pair striate's
+`benches/train_step.rs` workloads with `compare_pytorch.py`'s PyTorch, torch.compile and ONNX
+Runtime calls the same way, a batch being a few calls (one ResNet-18 step).
+
+Run:  python3 scripts/paired_ratios.py        (the models, sgemm 2048 and S1-S7, 16 rounds)
       PAIRED_ROUNDS=32 python3 scripts/paired_ratios.py S4 S5   (some workloads, more rounds)
       STRIATE_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \\
           MKL_ENABLE_INSTRUCTIONS=AVX2 python3 scripts/paired_ratios.py   (both capped)
@@ -33,7 +37,8 @@ THREADS = int(os.environ.setdefault("RAYON_NUM_THREADS", "2"))
 import torch  # noqa: E402 - after the thread count is in the environment
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from compare_pytorch import CONV_CASES, LAYOUTS, conv_passes, cpu_model  # noqa: E402
+from compare_pytorch import (  # noqa: E402
+    CONV_CASES, LAYOUTS, conv_passes, cpu_model, mnist_workloads, resnet18_workloads)
 
 torch.set_num_threads(THREADS)
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -41,6 +46,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ROUNDS = 2 * ((int(os.environ.get("PAIRED_ROUNDS", "16")) + 1) // 2)
 BATCH_SECONDS = 0.05
 PAUSE_SECONDS = 0.01
+# ONNX Runtime's pool spins for more than 10 ms after a run: striate's MNIST inference 10 ms
+# after it ran at 16-20k images/s, 50-500 ms after it at 25-37k (PyTorch's OpenMP threads are
+# quiet within 10 ms).
+PAUSE_AFTER = {"ONNX Runtime": 0.1}
 PASSES = {"forward": 0, "backward_data": 1, "backward_filter": 2, "forward in channel blocks": 3}
 
 
@@ -59,6 +68,8 @@ def load_library():
     lib.striate_paired_sgemm.argtypes = [size, size]
     lib.striate_paired_conv.restype = ctypes.c_double
     lib.striate_paired_conv.argtypes = [size] * 11
+    lib.striate_paired_model.restype = ctypes.c_double
+    lib.striate_paired_model.argtypes = [size] * 3
     return lib
 
 
@@ -79,11 +90,12 @@ def across_orders(values):
     return (median(values[0::2]) * median(values[1::2])) ** 0.5
 
 
-def paired(striate_seconds, anchors, flops, peak):
-    """Rounds of (striate, each anchor, the FMA loop): the median GFLOP/s of each side, the
-    per-round ratios striate / best anchor (even rounds striate first, odd rounds last), and
-    striate's median rate as a share of the FMA loop's fastest round. `striate_seconds(calls)`
-    times `calls` calls itself."""
+def paired(striate_seconds, anchors, work, peak):
+    """Rounds of (striate, each anchor, the FMA loop unless `peak` is None): the median rate
+    (`work` per call, per second) of each side, the per-round ratios striate / best anchor
+    (even rounds striate first, odd rounds last), and striate's median rate as a share of the
+    FMA loop's fastest round (GFLOP/s: `work` in GFLOP). `striate_seconds(calls)` times
+    `calls` calls itself."""
     striate_seconds(1)
     for fn in anchors.values():
         timed(fn, 1)
@@ -93,7 +105,7 @@ def paired(striate_seconds, anchors, flops, peak):
     ratios, peaks = [], []
 
     def striate_batch():
-        rate = flops * calls / striate_seconds(calls) / 1e9
+        rate = work * calls / striate_seconds(calls)
         time.sleep(PAUSE_SECONDS)
         return rate
 
@@ -102,20 +114,21 @@ def paired(striate_seconds, anchors, flops, peak):
             striate_rate = striate_batch()
         best = 0.0
         for name, fn in anchors.items():
-            rate = flops * calls / timed(fn, calls) / 1e9
+            rate = work * calls / timed(fn, calls)
             rates[name].append(rate)
             best = max(best, rate)
-            time.sleep(PAUSE_SECONDS)
+            time.sleep(PAUSE_AFTER.get(name, PAUSE_SECONDS))
         if round_index % 2 == 1:
             striate_rate = striate_batch()
         rates["striate"].append(striate_rate)
         ratios.append(striate_rate / best)
-        peaks.append(peak())
-        time.sleep(PAUSE_SECONDS)
+        if peak is not None:
+            peaks.append(peak())
+            time.sleep(PAUSE_SECONDS)
     # The ceiling is the loop's fastest round, as `cargo bench --bench ops -- machine` reports
     # its fastest sample: a round's own loop, after the other runtime's batch, read up to a
     # tenth below it.
-    share = median(rates["striate"]) / max(peaks) if max(peaks) > 0 else None
+    share = median(rates["striate"]) / max(peaks) if peaks and max(peaks) > 0 else None
     return {name: median(r) for name, r in rates.items()}, ratios, share
 
 
@@ -129,31 +142,56 @@ def conv_anchors(geometry, pass_name):
     return anchors, flops
 
 
+# Model workloads: (library index, title, PyTorch's calls) and, per pass, (library code, label,
+# work per call, unit): a step's rate is steps per second, shown as milliseconds.
+MODELS = {
+    "mnist": (0, "MNIST CNN", mnist_workloads,
+              {"step": (0, "SGD step, batch 64", 1, "ms"),
+               "inference": (1, "inference, batch 256", 256, "img/s")}),
+    "resnet18": (1, "ResNet-18", resnet18_workloads,
+                 {"step": (0, "SGD step, batch 8", 1, "ms"),
+                  "inference": (1, "inference, 1 image", 1, "ms")}),
+}
+
+
 def main():
     lib = load_library()
     # About 10 ms of the FMA loop per round (200 M multiply-add lanes per thread at ~3 GHz).
     peak = lambda: lib.striate_paired_fma_peak(2_000_000) / 1e9  # noqa: E731
     cases = {name.split("_")[0]: (name, geometry) for name, *geometry in CONV_CASES}
-    which = sys.argv[1:] or ["sgemm", *cases]
+    which = sys.argv[1:] or [*MODELS, "sgemm", *cases]
     print(f"Paired, {ROUNDS} rounds, {THREADS} threads, {cpu_model()}, torch {torch.__version__}")
-    print("| workload | striate GFLOP/s | best anchor GFLOP/s | paired ratio (range) | striate % of the FMA loop's fastest round |")
+    print("| workload | striate | best anchor | paired ratio (range; >1: striate ahead) | striate % of the FMA loop's fastest round |")
     print("|---|---|---|---|---|")
 
-    def row(label, rates, ratios, share):
+    def row(label, rates, ratios, share, unit="GFLOP/s"):
         anchors = {k: v for k, v in rates.items() if k != "striate"}
         best = max(anchors, key=anchors.get)
+        show = (lambda rate: f"{1e3 / rate:.2f} ms") if unit == "ms" else (
+            lambda rate: f"{rate:.1f} {unit}")
         share = f"{100 * share:.0f}%" if share else "n/a"
-        print(f"| {label} | {rates['striate']:.1f} | {best} {anchors[best]:.1f} | "
+        print(f"| {label} | {show(rates['striate'])} | {best} {show(anchors[best])} | "
               f"{across_orders(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} |",
               flush=True)
 
     for item in which:
+        if item in MODELS:
+            index, title, workloads, passes = MODELS[item]
+            calls = workloads()
+            for pass_name, (code, label, work, unit) in passes.items():
+                if not calls[pass_name]:
+                    continue
+                def striate_seconds(n, index=index, code=code):
+                    return lib.striate_paired_model(index, code, n)
+                rates, ratios, _ = paired(striate_seconds, calls[pass_name], work, None)
+                row(f"{title} {label}", rates, ratios, None, unit)
+            continue
         if item == "sgemm":
             n = 2048
             a, b = torch.randn(n, n), torch.randn(n, n)
             rates, ratios, share = paired(
                 lambda calls: lib.striate_paired_sgemm(n, calls),
-                {"MKL via PyTorch": lambda: a @ b}, 2 * n**3, peak)
+                {"MKL via PyTorch": lambda: a @ b}, 2 * n**3 / 1e9, peak)
             row(f"sgemm {n}²", rates, ratios, share)
             continue
         name, geometry = cases[item]
@@ -164,7 +202,7 @@ def main():
             if striate_seconds(1) < 0:
                 continue
             anchors, flops = conv_anchors(geometry, pass_name)
-            rates, ratios, share = paired(striate_seconds, anchors, flops, peak)
+            rates, ratios, share = paired(striate_seconds, anchors, flops / 1e9, peak)
             row(f"{name} {pass_name}", rates, ratios, share)
 
 
