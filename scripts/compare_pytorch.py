@@ -42,6 +42,12 @@ import torch.nn.functional as F
 THREADS = 2
 torch.set_num_threads(THREADS)
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# torch.compile's on-disk cache, one per instruction-set cap: code the inductor compiled in an
+# uncapped sitting and reused under ATEN_CPU_CAPABILITY=avx2 computed garbage indices (the
+# MNIST step raised "index 1026396048 is out of bounds for dimension 1 with size 784" in two
+# runs of two; with its own cache, none). Read when torch.compile first compiles.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(
+    ROOT / "target" / f"torchinductor-{os.environ.get('ATEN_CPU_CAPABILITY', 'default')}"))
 CONV_CASES = [
     ("S1_mnist_conv1", (64, 1, 28, 28), 32, 3, 1, 1, 1),
     ("S2_mnist_conv2", (64, 32, 14, 14), 64, 3, 1, 1, 1),

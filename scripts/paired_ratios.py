@@ -90,19 +90,32 @@ def across_orders(values):
     return (median(values[0::2]) * median(values[1::2])) ** 0.5
 
 
+def run_or_drop(anchors, name, fn, calls):
+    """Seconds of `calls` calls of anchor `name`, or None after dropping it from `anchors` with
+    a note if it raised: one anchor's failure (torch.compile's code has failed under an
+    instruction-set cap) must not lose the other rows."""
+    try:
+        return timed(fn, calls)
+    except Exception as error:  # noqa: BLE001
+        print(f"note: {name} left out ({type(error).__name__}: {str(error)[:120]})", flush=True)
+        del anchors[name]
+        return None
+
+
 def paired(striate_seconds, anchors, work, peak):
     """Rounds of (striate, each anchor, the FMA loop unless `peak` is None): the median rate
     (`work` per call, per second) of each side, the per-round ratios striate / best anchor
     (even rounds striate first, odd rounds last), and striate's median rate as a share of the
-    FMA loop's fastest round (GFLOP/s: `work` in GFLOP). `striate_seconds(calls)` times
-    `calls` calls itself."""
+    FMA loop's fastest round (GFLOP/s: `work` in GFLOP); None if every anchor failed.
+    `striate_seconds(calls)` times `calls` calls itself."""
+    anchors = dict(anchors)
     striate_seconds(1)
-    for fn in anchors.values():
-        timed(fn, 1)
+    for name, fn in list(anchors.items()):
+        run_or_drop(anchors, name, fn, 1)
     probe = max(striate_seconds(1), 1e-6)
     calls = max(1, round(BATCH_SECONDS / probe))
     rates = {"striate": [], **{name: [] for name in anchors}}
-    ratios, peaks = [], []
+    peaks = []
 
     def striate_batch():
         rate = work * calls / striate_seconds(calls)
@@ -112,19 +125,23 @@ def paired(striate_seconds, anchors, work, peak):
     for round_index in range(ROUNDS):
         if round_index % 2 == 0:
             striate_rate = striate_batch()
-        best = 0.0
-        for name, fn in anchors.items():
-            rate = work * calls / timed(fn, calls)
-            rates[name].append(rate)
-            best = max(best, rate)
+        for name, fn in list(anchors.items()):
+            seconds = run_or_drop(anchors, name, fn, calls)
+            if seconds is None:
+                del rates[name]
+                continue
+            rates[name].append(work * calls / seconds)
             time.sleep(PAUSE_AFTER.get(name, PAUSE_SECONDS))
         if round_index % 2 == 1:
             striate_rate = striate_batch()
         rates["striate"].append(striate_rate)
-        ratios.append(striate_rate / best)
         if peak is not None:
             peaks.append(peak())
             time.sleep(PAUSE_SECONDS)
+    if not anchors:
+        return None
+    ratios = [rate / max(rates[name][i] for name in anchors)
+              for i, rate in enumerate(rates["striate"])]
     # The ceiling is the loop's fastest round, as `cargo bench --bench ops -- machine` reports
     # its fastest sample: a round's own loop, after the other runtime's batch, read up to a
     # tenth below it.
@@ -178,21 +195,27 @@ def main():
         if item in MODELS:
             index, title, workloads, passes = MODELS[item]
             calls = workloads()
+            if "STRIATE_ISA" in os.environ:
+                # No variable caps ONNX Runtime: capped rows compare with PyTorch (capped)
+                # alone, as compare_pytorch.py's do.
+                calls["inference"].pop("ONNX Runtime", None)
             for pass_name, (code, label, work, unit) in passes.items():
                 if not calls[pass_name]:
                     continue
                 def striate_seconds(n, index=index, code=code):
                     return lib.striate_paired_model(index, code, n)
-                rates, ratios, _ = paired(striate_seconds, calls[pass_name], work, None)
-                row(f"{title} {label}", rates, ratios, None, unit)
+                result = paired(striate_seconds, calls[pass_name], work, None)
+                if result is not None:
+                    row(f"{title} {label}", *result, unit)
             continue
         if item == "sgemm":
             n = 2048
             a, b = torch.randn(n, n), torch.randn(n, n)
-            rates, ratios, share = paired(
+            result = paired(
                 lambda calls: lib.striate_paired_sgemm(n, calls),
                 {"MKL via PyTorch": lambda: a @ b}, 2 * n**3 / 1e9, peak)
-            row(f"sgemm {n}²", rates, ratios, share)
+            if result is not None:
+                row(f"sgemm {n}²", *result)
             continue
         name, geometry = cases[item]
         shape, *rest = geometry
@@ -202,8 +225,9 @@ def main():
             if striate_seconds(1) < 0:
                 continue
             anchors, flops = conv_anchors(geometry, pass_name)
-            rates, ratios, share = paired(striate_seconds, anchors, flops / 1e9, peak)
-            row(f"{name} {pass_name}", rates, ratios, share)
+            result = paired(striate_seconds, anchors, flops / 1e9, peak)
+            if result is not None:
+                row(f"{name} {pass_name}", *result)
 
 
 if __name__ == "__main__":
