@@ -157,6 +157,18 @@ impl PackedLayout {
         self.depth * self.block_rows
     }
 
+    /// A walk over the elements in packed order from position `q`.
+    pub fn walk_from(&self, q: usize) -> PackedWalk {
+        let (row, k) = self.element(q);
+        let i = row % self.block_rows;
+        PackedWalk {
+            layout: *self,
+            block_first: row - i,
+            i,
+            k,
+        }
+    }
+
     /// Floats of the packed matrix, padding rows included.
     pub fn len(&self) -> usize {
         self.rows.div_ceil(self.block_rows) * self.block_len()
@@ -170,6 +182,39 @@ impl PackedLayout {
             block * self.block_rows + within % self.block_rows,
             within / self.block_rows,
         )
+    }
+}
+
+/// The elements of a [`PackedLayout`] one after another in packed order, as
+/// [`PackedLayout::element`] gives them, with no division per element.
+pub(super) struct PackedWalk {
+    layout: PackedLayout,
+    /// The first row of the current block.
+    block_first: usize,
+    /// The row within the block.
+    i: usize,
+    k: usize,
+}
+
+impl PackedWalk {
+    /// The current element `(row, k)`; `row >= rows` is a padding row.
+    #[inline(always)]
+    pub fn element(&self) -> (usize, usize) {
+        (self.block_first + self.i, self.k)
+    }
+
+    /// On to the next position.
+    #[inline(always)]
+    pub fn advance(&mut self) {
+        self.i += 1;
+        if self.i == self.layout.block_rows {
+            self.i = 0;
+            self.k += 1;
+            if self.k == self.layout.depth {
+                self.k = 0;
+                self.block_first += self.layout.block_rows;
+            }
+        }
     }
 }
 

@@ -53,7 +53,9 @@ use super::shifted::{self, PackedLayout, PackedRows, shifted_gemm_block_batch};
 use crate::kernels::gemm::Caches;
 use crate::kernels::pool::Max2x2;
 use crate::kernels::scratch::with_scratch_parts;
-use crate::kernels::vector::{Vector, VectorKernel, load, split_pairs, with_vector};
+use crate::kernels::vector::{
+    Vector, VectorKernel, load, split_pairs, transpose_block, with_vector,
+};
 
 /// Points of the transformed domain per tile of F(2x2, 3x3) (4x4), the filter gradient's tiles
 /// (`winograd_gradient.rs`); the forward and backward-data take theirs from [`Geometry`].
@@ -113,21 +115,29 @@ impl Filter {
     /// weight (or its transform) is not finite.
     pub fn forward(weight: &[f32], s: &Conv2dShape, g: &Geometry) -> Option<Filter> {
         let c = s.in_channels;
-        Filter::new(s.out_channels, c, g.tile, |o, k, tap| {
-            weight[(o * c + k) * 9 + tap]
-        })
+        let taps = FilterTaps {
+            weight,
+            row_stride: c * 9,
+            k_stride: 9,
+            turned: false,
+        };
+        Filter::new(s.out_channels, c, g.tile, taps)
     }
 
     /// Backward-data's filters: rows are input channels, depth output channels, each filter
     /// turned by 180°, so that the input gradient is the forward of the output gradient.
     pub fn backward_data(weight: &[f32], s: &Conv2dShape, g: &Geometry) -> Option<Filter> {
         let c = s.in_channels;
-        Filter::new(c, s.out_channels, g.tile, |ci, o, tap| {
-            weight[(o * c + ci) * 9 + 8 - tap]
-        })
+        let taps = FilterTaps {
+            weight,
+            row_stride: 9,
+            k_stride: c * 9,
+            turned: true,
+        };
+        Filter::new(c, s.out_channels, g.tile, taps)
     }
 
-    /// Transforms the filter `tap(row, k, kh·3 + kw)` of every (row, depth) pair for output
+    /// Transforms the filter of every (row, depth) pair (where `taps` says it lies) for output
     /// tiles of `tile` (2 or 4): point `ξ = kh'·n + kw'` of `n = tile + 2` per side.
     ///
     /// The transform writes each point's values where its packing puts them, a vector of
@@ -135,12 +145,14 @@ impl Filter {
     /// Transformed into a point-major array, then packed, it was 7-8% of the samples of VGG's
     /// 56x56 forward and backward-data with F(4x4, 3x3) on two threads (Zen 4), the transform
     /// on one thread; now 3.5%, on both.
-    fn new(
-        rows: usize,
-        depth: usize,
-        tile: usize,
-        tap: impl Fn(usize, usize, usize) -> f32 + Sync,
-    ) -> Option<Filter> {
+    fn new(rows: usize, depth: usize, tile: usize, taps: FilterTaps<'_>) -> Option<Filter> {
+        assert!(
+            rows == 0
+                || depth == 0
+                || (rows - 1) * taps.row_stride + (depth - 1) * taps.k_stride + 9
+                    <= taps.weight.len(),
+            "winograd: filters past the weights"
+        );
         /// Packed values per task: below this a split costs more than it saves.
         const CHUNK: usize = 4096;
         let points = (tile + 2) * (tile + 2);
@@ -161,7 +173,7 @@ impl Filter {
                 layout,
                 first: c * CHUNK,
                 tile,
-                tap: &tap,
+                taps,
                 points,
             })
         };
@@ -187,21 +199,32 @@ impl Filter {
     }
 }
 
-/// `U = G·g·Gᵀ` of the 3x3 filter `g` (`tap(row, k, t)`) of each (row, k) pair that packed
+/// Where the 3x3 filter of each (row, k) pair lies: nine floats from
+/// `weight[row·row_stride + k·k_stride]`, in `kh·3 + kw` order, or reversed when `turned` (the
+/// filter turned by 180°).
+#[derive(Clone, Copy)]
+struct FilterTaps<'a> {
+    weight: &'a [f32],
+    row_stride: usize,
+    k_stride: usize,
+    turned: bool,
+}
+
+/// `U = G·g·Gᵀ` of the 3x3 filter `g` (`taps`) of each (row, k) pair that packed
 /// positions `first..` hold, a vector of positions at a time, into `points[ξ]` (as many
 /// positions as each holds, each written; padding rows zero). Returns whether every value is
 /// finite. In f64 pair by pair, then packed from every `n²`-th value, this was 13% of VGG's
 /// 256-channel 56x56 forward with F(4x4, 3x3) (Zen 4, 2 threads); in f32 the values round a
 /// few times instead of once, far below Winograd's own rounding.
-struct FilterTransform<'a, T> {
+struct FilterTransform<'a> {
     layout: PackedLayout,
     first: usize,
     tile: usize,
-    tap: &'a T,
+    taps: FilterTaps<'a>,
     points: Vec<&'a mut [MaybeUninit<f32>]>,
 }
 
-impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> {
+impl VectorKernel for FilterTransform<'_> {
     type Output = bool;
 
     #[inline(always)]
@@ -225,7 +248,7 @@ impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> 
             layout,
             first,
             tile,
-            tap,
+            taps: source,
             mut points,
         } = self;
         let g: &[[f32; 3]] = if tile == 4 { &G4 } else { &G2 };
@@ -242,19 +265,41 @@ impl<T: Fn(usize, usize, usize) -> f32> VectorKernel for FilterTransform<'_, T> 
             let mut check = zero;
             // A vector's lanes of each tap (16: the widest vector's).
             let mut taps = [[0.0f32; 16]; 9];
+            let padding = [0.0f32; 9];
+            let mut walk = layout.walk_from(first);
             for at in (0..len).step_by(V::LANES) {
                 let count = (len - at).min(V::LANES);
                 // The nine taps of the pairs at `count` positions, a vector per tap, zero for
-                // padding rows (plain loops: see `transform_4x4`).
-                for lane in 0..count {
-                    let (row, k) = layout.element(first + at + lane);
-                    for (t, taps) in taps.iter_mut().enumerate() {
-                        taps[lane] = if row < layout.rows {
-                            tap(row, k, t)
-                        } else {
-                            0.0
-                        };
+                // padding rows: each pair's nine floats transposed into the lanes, a block of
+                // a vector's width at a time. (Written lane by lane, each vector's load waited
+                // on its lanes' scalar stores: the transform was 5-6% of a ResNet-18 training
+                // step on an Intel Xeon model 207.)
+                let mut starts = [padding.as_ptr(); 16];
+                for start in starts.iter_mut().take(count) {
+                    let (row, k) = walk.element();
+                    if row < layout.rows {
+                        // In bounds: `Filter::new` asserted the last pair's taps are.
+                        *start = source
+                            .weight
+                            .as_ptr()
+                            .add(row * source.row_stride + k * source.k_stride);
                     }
+                    walk.advance();
+                }
+                let tap_rows = taps.as_mut_ptr();
+                for t0 in (0..9).step_by(V::LANES) {
+                    // Lane `r` reads taps `t0..` of its pair (nine floats from its start, or
+                    // the nine zeros); tap `t`'s row of `taps` holds 16 floats, `LANES` at most.
+                    transpose_block::<V>(
+                        count,
+                        (9 - t0).min(V::LANES),
+                        V::LANES,
+                        |lane| starts[lane].add(t0),
+                        |m| {
+                            let t = t0 + m;
+                            tap_rows.add(if source.turned { 8 - t } else { t }).cast()
+                        },
+                    );
                 }
                 let mut g_taps = [zero; 9];
                 for (t, vector) in g_taps.iter_mut().enumerate() {
