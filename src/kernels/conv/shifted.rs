@@ -159,7 +159,12 @@ impl PackedLayout {
 
     /// A walk over the elements in packed order from position `q`.
     pub fn walk_from(&self, q: usize) -> PackedWalk {
-        let (row, k) = self.element(q);
+        // A matrix of no depth has no elements (and no blocks to divide by).
+        let (row, k) = if self.depth == 0 {
+            (0, 0)
+        } else {
+            self.element(q)
+        };
         let i = row % self.block_rows;
         PackedWalk {
             layout: *self,
@@ -1082,6 +1087,25 @@ unsafe fn reduce_tile<V: Vector, const R: usize, const C: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_visits_the_elements_in_packed_order() {
+        // A partial last block, walks started inside a block and at a block's start, and a
+        // matrix of no depth.
+        for (rows, depth) in [(11, 7), (17, 3), (8, 1), (3, 0)] {
+            let layout = PackedLayout::new(rows, depth);
+            for first in [0, 1, layout.block_len(), layout.len().saturating_sub(1)] {
+                if first >= layout.len() {
+                    continue;
+                }
+                let mut walk = layout.walk_from(first);
+                for q in first..layout.len() {
+                    assert_eq!(walk.element(), layout.element(q), "{rows}x{depth} at {q}");
+                    walk.advance();
+                }
+            }
+        }
+    }
 
     #[test]
     fn packs_every_row_and_column_with_zero_padding_rows() {
