@@ -371,21 +371,22 @@ pub fn squared_deviations_f64(x: &[f32], mean: f64) -> f64 {
     })
 }
 
-/// `Σ a_i·b_i` with each product in f32 and the sum in f64. Call inside [`dispatch`].
+/// `Σ term(a_i, b_i)` with each term in f32 and the sum in f64, as [`sum_f64_of`]. Call inside
+/// [`dispatch`].
 #[inline(always)]
-pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "dot_f64: lengths");
+pub fn sum_f64_of_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
+    assert_eq!(a.len(), b.len(), "sum_f64_of_pairs: lengths");
     let mut acc = [0.0f64; F64_LANES];
     let (mut ca, mut cb) = (a.chunks_exact(F64_LANES), b.chunks_exact(F64_LANES));
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..F64_LANES {
-            acc[l] += (x[l] * y[l]) as f64;
+            acc[l] += term(x[l], y[l]) as f64;
         }
     }
     ca.remainder()
         .iter()
         .zip(cb.remainder())
-        .fold(fold_lanes(acc), |s, (&x, &y)| s + (x * y) as f64)
+        .fold(fold_lanes(acc), |s, (&x, &y)| s + term(x, y) as f64)
 }
 
 /// `Σ a_i·b_i` with 64 independent partial sums (as [`sum`]), folded pairwise. Call inside

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::kernels::fill::{filled_by_chunk_pairs, filled_by_chunks};
+use crate::kernels::fill::filled_by_chunks;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd::{self, dispatch};
@@ -62,29 +62,31 @@ fn layout(op: &str, input: &Tensor, params: &[Option<&Tensor>]) -> (usize, usize
     (batch, channels, input.shape()[2..].iter().product())
 }
 
-/// Per-channel sums in f64 of `terms(run_index, run)` over the contiguous runs of one channel's
-/// values in `[N, C, spatial]` data (run `i` is channel `i mod C`): the runs computed in
-/// parallel, then added per channel in run order, so the result does not depend on the thread
-/// count. (Computed serially on the calling thread, the statistics of training's batch norms
-/// were 7% of a ResNet-18 step on two threads, with the other thread idle.)
-fn channel_sums<const K: usize>(
+/// `terms(run_index, run)` of each contiguous run of one channel's values in `[N, C, spatial]`
+/// data (run `i` is channel `i mod C`), computed in parallel. (Computed serially on the calling
+/// thread, the statistics of training's batch norms were 7% of a ResNet-18 step on two threads,
+/// with the other thread idle.)
+fn per_run<const K: usize>(
     data: &[f32],
-    channels: usize,
     spatial: usize,
     terms: impl Fn(usize, &[f32]) -> [f64; K] + Sync + Send,
-) -> [Vec<f64>; K] {
-    let mut sums = std::array::from_fn(|_| vec![0.0f64; channels]);
+) -> Vec<[f64; K]> {
     if spatial == 0 {
-        return sums;
+        return Vec::new();
     }
     // A few thousand floats a task at least (a BatchNorm1d's runs are single values).
     let min_runs = (1 << 12) / spatial + 1;
-    let runs: Vec<[f64; K]> = data
-        .par_chunks(spatial)
+    data.par_chunks(spatial)
         .with_min_len(min_runs)
         .enumerate()
         .map(|(i, run)| terms(i, run))
-        .collect();
+        .collect()
+}
+
+/// The terms of [`per_run`] added per channel in run order, so that the sums do not depend on
+/// the thread count.
+fn sum_per_channel<const K: usize>(runs: &[[f64; K]], channels: usize) -> [Vec<f64>; K] {
+    let mut sums = std::array::from_fn(|_| vec![0.0f64; channels]);
     for (i, run) in runs.iter().enumerate() {
         for (sum, term) in sums.iter_mut().zip(run) {
             sum[i % channels] += term;
@@ -93,8 +95,15 @@ fn channel_sums<const K: usize>(
     sums
 }
 
-/// `y = x̂ · γ + β` with `x̂ = (x − mean) · inv_std`, returning `y` and, if `keep_normalized`
-/// (a backward pass will need it), `x̂`. Each image's outputs are written (and zeroed first) by
+/// `x̂ = (x − mean) · inv_std`, the one expression the forward and the backward both compute
+/// (the backward recomputes `x̂` from the input rather than keeping it), so they agree to the
+/// bit.
+#[inline(always)]
+fn normalized(x: f32, mean: f32, inv_std: f32) -> f32 {
+    (x - mean) * inv_std
+}
+
+/// `y = x̂ · γ + β` ([`normalized`]). Each image's outputs are written (and zeroed first) by
 /// the thread that computes them.
 fn normalize(
     input: &Tensor,
@@ -102,49 +111,38 @@ fn normalize(
     inv_std: &[f32],
     gamma: Option<&Tensor>,
     beta: Option<&Tensor>,
-    keep_normalized: bool,
-) -> (Tensor, Option<Tensor>) {
+) -> Tensor {
     let channels = mean.len();
     let images = input.shape()[0];
     let image = input.len() / images.max(1);
     let spatial = image / channels.max(1);
     let x = input.as_slice();
-    let normalize_image = |n: usize, y: &mut [f32], xhat: &mut [f32]| {
+    let normalize_image = |n: usize, y: &mut [f32]| {
         let x = &x[n * image..(n + 1) * image];
         for (c, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
             let scale = gamma.map_or(1.0, |g| g.as_slice()[c]);
             let shift = beta.map_or(0.0, |b| b.as_slice()[c]);
             let (m, inv) = (mean[c], inv_std[c]);
-            if keep_normalized {
-                let xhat = &mut xhat[c * spatial..(c + 1) * spatial];
-                for ((o, h), &v) in y.iter_mut().zip(xhat).zip(x) {
-                    *h = (v - m) * inv;
-                    *o = *h * scale + shift;
-                }
-            } else {
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = (v - m) * inv * scale + shift;
-                }
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = normalized(v, m, inv) * scale + shift;
             }
         }
     };
-    let kept = if keep_normalized { image } else { 0 };
-    let (output, normalized) = if spatial == 0 {
-        (vec![0.0; input.len()], vec![0.0; kept * images])
+    let output = if spatial == 0 {
+        vec![0.0; input.len()]
     } else {
-        filled_by_chunk_pairs(image, kept, images, images > 1, normalize_image)
+        filled_by_chunks(image, images, images > 1, normalize_image)
     };
-    let shape = input.shape();
-    (
-        Tensor::from_vec(output, shape).expect("input shape"),
-        keep_normalized.then(|| Tensor::from_vec(normalized, shape).expect("input shape")),
-    )
+    Tensor::from_vec(output, input.shape()).expect("input shape")
 }
 
 #[derive(Debug)]
 struct BatchNormBackward {
-    /// `x̂` (empty when the tape does not record this op, which then drops this).
-    normalized: Tensor,
+    /// The op's input, from which the backward recomputes `x̂` ([`normalized`]) rather than
+    /// the forward writing it out: one activation-sized tensor less to write and to hold until
+    /// the backward (the tape holds the input anyway).
+    input: Tensor,
+    mean: Vec<f32>,
     inv_std: Vec<f32>,
     gamma: Option<Tensor>,
     /// Training mode: the statistics depend on the input, which adds two terms to dx.
@@ -159,19 +157,22 @@ struct BatchNormBackward {
 impl Backward for BatchNormBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let channels = self.inv_std.len();
-        let spatial = self.normalized.len() / (self.normalized.shape()[0] * channels).max(1);
+        let spatial = self.input.len() / (self.input.shape()[0] * channels).max(1);
         let count = self.count as f64;
         // Σ dy and Σ dy·x̂ per channel: dβ, dγ, and the mean terms of dx.
-        let normalized = self.normalized.as_slice();
-        let [sum_dy, sum_dy_xhat] = channel_sums(grad_output.as_slice(), channels, spatial, {
-            |i, dy| {
-                let xhat = &normalized[i * spatial..(i + 1) * spatial];
-                dispatch(
-                    #[inline(always)]
-                    || [simd::sum_f64(dy), simd::dot_f64(dy, xhat)],
-                )
-            }
+        let x = self.input.as_slice();
+        let runs = per_run(grad_output.as_slice(), spatial, |i, dy| {
+            let x = &x[i * spatial..(i + 1) * spatial];
+            let (m, inv) = (self.mean[i % channels], self.inv_std[i % channels]);
+            dispatch(
+                #[inline(always)]
+                || {
+                    let dot = simd::sum_f64_of_pairs(dy, x, |g, v| g * normalized(v, m, inv));
+                    [simd::sum_f64(dy), dot]
+                },
+            )
         });
+        let [sum_dy, sum_dy_xhat] = sum_per_channel(&runs, channels);
         let gamma = |c: usize| self.gamma.as_ref().map_or(1.0, |g| g.as_slice()[c]);
         // dx's mean terms run over every replica's values; dγ and dβ stay this replica's (the
         // data-parallel average of parameter gradients comes after).
@@ -184,30 +185,31 @@ impl Backward for BatchNormBackward {
         }
         let grad_input = needs_grad[0].then(|| {
             // train: dx = γ·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: dx = γ·inv_std·dy
-            let images = self.normalized.shape()[0];
-            let image = self.normalized.len() / images.max(1);
+            let images = self.input.shape()[0];
+            let image = self.input.len() / images.max(1);
             let dy = grad_output.as_slice();
             let gx_image = |n: usize, gx: &mut [f32]| {
-                let (dy, xhat) = (&dy[n * image..][..image], &normalized[n * image..][..image]);
+                let (dy, x) = (&dy[n * image..][..image], &x[n * image..][..image]);
                 let runs = gx.chunks_mut(spatial).zip(dy.chunks(spatial));
-                for (c, ((gx, dy), xhat)) in runs.zip(xhat.chunks(spatial)).enumerate() {
-                    let scale = gamma(c) * self.inv_std[c];
+                for (c, ((gx, dy), x)) in runs.zip(x.chunks(spatial)).enumerate() {
+                    let (m, inv) = (self.mean[c], self.inv_std[c]);
+                    let scale = gamma(c) * inv;
                     let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
                         ((all_dy[c] / count) as f32, (all_dy_xhat[c] / count) as f32)
                     } else {
                         (0.0, 0.0)
                     };
-                    for ((o, &g), &h) in gx.iter_mut().zip(dy).zip(xhat) {
-                        *o = scale * (g - mean_dy - h * mean_dy_xhat);
+                    for ((o, &g), &v) in gx.iter_mut().zip(dy).zip(x) {
+                        *o = scale * (g - mean_dy - normalized(v, m, inv) * mean_dy_xhat);
                     }
                 }
             };
             let gx = if spatial == 0 {
-                vec![0.0; normalized.len()]
+                vec![0.0; x.len()]
             } else {
                 filled_by_chunks(image, images, images > 1, gx_image)
             };
-            Tensor::from_vec(gx, self.normalized.shape()).expect("input shape")
+            Tensor::from_vec(gx, self.input.shape()).expect("input shape")
         });
         let to_tensor = |sums: &[f64]| {
             Tensor::from_vec(sums.iter().map(|&s| s as f32).collect(), &[channels]).expect("[C]")
@@ -281,12 +283,22 @@ impl<'t> Var<'t> {
                 replicas.sum(values);
             }
         };
-        let [mut sums] = channel_sums(input.as_slice(), channels, spatial, |_, run| {
-            [dispatch(
+        // One pass over the input: each run's sum, and its squared deviations about its own
+        // mean while the run is still in cache; a channel's runs then combine exactly (Chan's
+        // formula, below) once the channel's mean is known.
+        let runs = per_run(input.as_slice(), spatial, |_, run| {
+            dispatch(
                 #[inline(always)]
-                || simd::sum_f64(run),
-            )]
+                || {
+                    let sum = simd::sum_f64(run);
+                    [
+                        sum,
+                        simd::squared_deviations_f64(run, sum / run.len() as f64),
+                    ]
+                },
+            )
         });
+        let [mut sums, _] = sum_per_channel(&runs, channels);
         sums.push(count as f64);
         sum_over_replicas(&mut sums);
         count = sums.pop().expect("the count") as usize;
@@ -299,15 +311,16 @@ impl<'t> Var<'t> {
                 format_args!("input {}, {count} per channel", shape_str(input.shape())),
             );
         }
-        // Two passes in f64: the mean, then the variance about it (no cancellation).
+        // In f64, the squared deviations about the channel's mean (no cancellation): a run of
+        // `n` values with mean `m_r` and squared deviations `M_r` about it contributes
+        // `M_r + n·(m_r − mean)²`.
         let mean: Vec<f64> = sums.iter().map(|s| s / count.max(1) as f64).collect();
-        let [mut squares] = channel_sums(input.as_slice(), channels, spatial, |i, run| {
-            let mean = mean[i % channels];
-            [dispatch(
-                #[inline(always)]
-                || simd::squared_deviations_f64(run, mean),
-            )]
-        });
+        let mut squares = vec![0.0f64; channels];
+        for (i, &[sum, deviations]) in runs.iter().enumerate() {
+            let c = i % channels;
+            let offset = sum / spatial as f64 - mean[c];
+            squares[c] += deviations + spatial as f64 * offset * offset;
+        }
         sum_over_replicas(&mut squares);
         let variance: Vec<f32> = squares
             .iter()
@@ -316,16 +329,15 @@ impl<'t> Var<'t> {
         let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
-        let keep = self.tape().will_record(&inputs);
-        let (output, normalized) =
-            normalize(&input, &mean, &inv_std, gamma.as_ref(), beta.as_ref(), keep);
+        let output = normalize(&input, &mean, &inv_std, gamma.as_ref(), beta.as_ref());
         let stats = BatchStats {
-            mean: Tensor::from_vec(mean, &[channels]).expect("[C]"),
+            mean: Tensor::from_vec(mean.clone(), &[channels]).expect("[C]"),
             variance: Tensor::from_vec(variance, &[channels]).expect("[C]"),
             count,
         };
         let backward = BatchNormBackward {
-            normalized: normalized.unwrap_or_else(|| Tensor::zeros(&[0])),
+            input,
+            mean,
             inv_std,
             gamma,
             batch_statistics: true,
@@ -379,23 +391,22 @@ impl<'t> Var<'t> {
         );
         let inv_std = inv_std(mean.len());
         let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
-        let keep = self.tape().will_record(&inputs);
-        let (output, normalized) = normalize(
+        let output = normalize(
             &input,
             mean.as_slice(),
             &inv_std,
             gamma.as_ref(),
             beta.as_ref(),
-            keep,
         );
         let backward = BatchNormBackward {
-            normalized: normalized.unwrap_or_else(|| Tensor::zeros(&[0])),
+            count: input.len() / mean.len().max(1),
+            input,
+            mean: mean.to_vec(),
             inv_std,
             gamma,
             batch_statistics: false,
             has_bias: beta.is_some(),
             replicas: None,
-            count: input.len() / mean.len().max(1),
         };
         self.tape().record(output, &inputs, backward)
     }
@@ -423,6 +434,26 @@ mod tests {
                 mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
                 "channel {c}: mean {mean} var {var}"
             );
+        }
+    }
+
+    #[test]
+    fn statistics_match_two_passes_in_f64_far_from_zero() {
+        // Runs of different means around a large offset: the runs' own deviations and their
+        // means' offsets must combine to the deviations about the channel's mean.
+        let x = rand_tensor(&[3, 2, 7, 5], 81).map(|v| 1.0e4 + 3.0 * v);
+        let tape = Tape::training();
+        let (_, stats) = tape.input(x.clone()).batch_norm_train(None, None, 0.0);
+        for c in 0..2 {
+            let values: Vec<f64> = (0..3)
+                .flat_map(|n| x.select(0, n).select(0, c).to_vec())
+                .map(f64::from)
+                .collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let variance =
+                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            assert_eq!(stats.mean.as_slice()[c], mean as f32);
+            assert_eq!(stats.variance.as_slice()[c], variance as f32);
         }
     }
 
