@@ -1,12 +1,14 @@
 //! `clamp`: limit values to a range, elementwise.
 
-use super::unary::unary;
+use super::unary::unary_with;
 use crate::autograd::var::Var;
 use crate::tensor::check::contract_violation;
 
 impl<'t> Var<'t> {
-    /// Limits every value to `[min, max]`. The gradient passes where the value was inside the
-    /// range (bounds included, as PyTorch) and is 0 where it was clipped.
+    /// Limits every value to `[min, max]`. The gradient passes where the value was strictly
+    /// inside the range and is 0 where it was clipped or sat on a bound (the minimum-norm
+    /// subgradient, as `relu` and `hardtanh`: PyTorch's convention since pytorch#191142, 2.15
+    /// here; before it the bounds passed the gradient).
     ///
     /// # Panics
     ///
@@ -19,12 +21,12 @@ impl<'t> Var<'t> {
                 format_args!("min {min}, max {max}"),
             );
         }
-        // d clamp(x) / dx = 1 if min ≤ x ≤ max else 0
-        unary(
+        // The gradient where min < x < max, 0 elsewhere whatever it is (PyTorch selects).
+        unary_with(
             self,
             "clamp",
             move |x| x.clamp(min, max),
-            move |x, _| if (min..=max).contains(&x) { 1.0 } else { 0.0 },
+            move |g, x, _| if min < x && x < max { g } else { 0.0 },
         )
     }
 }
@@ -39,6 +41,14 @@ mod tests {
         let (y, g) = grad_of(t(&[-2.0, 0.5, 3.0]), |x| x.clamp(-1.0, 1.0));
         assert_eq!(y.as_slice(), &[-1.0, 0.5, 1.0]);
         assert_eq!(g.as_slice(), &[0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn the_bounds_and_nan_stop_the_gradient_as_pytorch() {
+        // PyTorch 2.15: x.clamp(-2, 2) at x = [-2, 2, 0] passes [0, 0, 1]; at NaN 0.
+        let (y, g) = grad_of(t(&[-2.0, 2.0, 0.0, f32::NAN]), |x| x.clamp(-2.0, 2.0));
+        assert!(y.as_slice()[3].is_nan());
+        assert_eq!(g.as_slice(), &[0.0, 0.0, 1.0, 0.0]);
     }
 
     #[test]

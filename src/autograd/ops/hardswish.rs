@@ -1,6 +1,6 @@
 //! `hardswish`: the piecewise-quadratic swish of MobileNetV3.
 
-use super::unary::unary;
+use super::unary::unary_with;
 use crate::autograd::var::Var;
 
 impl<'t> Var<'t> {
@@ -19,19 +19,20 @@ impl<'t> Var<'t> {
     /// assert_eq!(y.value().as_slice(), &[-0.0, 4.0 / 6.0, 4.0]);
     /// ```
     pub fn hardswish(self) -> Var<'t> {
-        // d/dx = 0 to -3, x/3 + 1/2 on (-3, 3), 1 from 3 (and at NaN), as PyTorch's backward
-        unary(
+        // d/dx = 0 to -3, x/3 + 1/2 on (-3, 3), 1 from 3 (and at NaN), as PyTorch's backward,
+        // which selects 0 up to -3 whatever the gradient is.
+        unary_with(
             self,
             "hardswish",
             // f32::clamp keeps NaN (unlike f32::max / f32::min)
             |x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
-            |x, _| {
+            |g, x, _| {
                 if x <= -3.0 {
                     0.0
                 } else if x < 3.0 {
-                    x / 3.0 + 0.5
+                    g * (x / 3.0 + 0.5)
                 } else {
-                    1.0
+                    g
                 }
             },
         )

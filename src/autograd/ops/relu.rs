@@ -1,6 +1,6 @@
 //! `relu`: rectified linear unit elementwise.
 
-use super::unary::unary;
+use super::unary::unary_with;
 use crate::autograd::var::Var;
 use crate::kernels;
 
@@ -24,10 +24,11 @@ impl<'t> Var<'t> {
         {
             return tape.record_blocks(blocks.relu());
         }
-        // d relu / dx = 1[y > 0] (1 at a NaN output, as PyTorch's threshold_backward)
-        unary(self, "relu", kernels::relu, |_, y| {
+        // The gradient where y > 0 (and at a NaN output), 0 elsewhere whatever it is: PyTorch's
+        // threshold_backward selects.
+        unary_with(self, "relu", kernels::relu, |g, _, y| {
             if kernels::relu_passes_gradient(y) {
-                1.0
+                g
             } else {
                 0.0
             }
@@ -55,6 +56,19 @@ mod tests {
         assert!(y.as_slice()[0].is_nan());
         assert_eq!(&y.as_slice()[1..], &[f32::INFINITY, 0.0]);
         assert_eq!(g.as_slice(), &[1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn a_nonfinite_gradient_stops_where_the_output_is_not_positive() {
+        // PyTorch 2.15: relu(x).backward([inf, 1, nan, nan]) at x = [-1, 2, -5, 5] gives
+        // [0, 1, 0, nan].
+        let tape = crate::Tape::training();
+        let x = tape.variable(t(&[-1.0, 2.0, -5.0, 5.0]));
+        let upstream = tape.input(t(&[f32::INFINITY, 1.0, f32::NAN, f32::NAN]));
+        let grads = (x.relu() * upstream).sum().backward();
+        let g = grads.wrt(x).unwrap().as_slice().to_vec();
+        assert_eq!(&g[..3], &[0.0, 1.0, 0.0]);
+        assert!(g[3].is_nan());
     }
 
     #[test]
