@@ -102,6 +102,62 @@ impl BatchNorm {
         }
     }
 
+    /// `relu(self.forward(input))` as one op in training ([`Var::batch_norm_relu_train_across`]:
+    /// one pass over the activations fewer each way, no tensor kept for the ReLU); the same
+    /// values and gradients to the bit. [`then_batch_norm`] and [`Sequential`](super::Sequential)
+    /// use it wherever a ReLU follows a batch norm.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::nn::{BatchNorm2d, Module};
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let bn = BatchNorm2d::new(2);
+    /// let x = Tensor::from_vec((0..8).map(|v| v as f32).collect(), &[2, 2, 1, 2]).unwrap();
+    /// let fused = bn.forward_relu(Tape::training().input(x.clone())).value();
+    /// let separate = bn.forward(Tape::training().input(x)).relu().value();
+    /// assert_eq!(fused.as_slice(), separate.as_slice());
+    /// ```
+    pub fn forward_relu<'t>(&self, input: Var<'t>) -> Var<'t> {
+        self.forward_activated(input, true)
+    }
+
+    /// The forward, then ReLU if `relu`: fused in training, two ops otherwise.
+    fn forward_activated<'t>(&self, input: Var<'t>, relu: bool) -> Var<'t> {
+        let tape = input.tape();
+        let weight = self.weight.as_ref().map(|w| tape.param(w));
+        let bias = self.bias.as_ref().map(|b| tape.param(b));
+        if !tape.is_training() || self.is_frozen() {
+            let stats = self.read_stats();
+            let output =
+                input.batch_norm_eval(weight, bias, &stats.mean, &stats.variance, self.eps);
+            return if relu { output.relu() } else { output };
+        }
+        let replicas = self.replicas.clone();
+        let (output, batch) = if relu {
+            input.batch_norm_relu_train_across(weight, bias, self.eps, replicas)
+        } else {
+            input.batch_norm_train_across(weight, bias, self.eps, replicas)
+        };
+        let mut stats = self
+            .stats
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stats.batches_tracked += 1;
+        let momentum = self.momentum.unwrap_or(1.0 / stats.batches_tracked as f32);
+        let unbiased = batch.count as f32 / (batch.count.max(2) - 1) as f32;
+        let blend = |running: &mut Tensor, batch: &Tensor, scale: f32| {
+            for (r, &b) in running.as_slice_mut().iter_mut().zip(batch.as_slice()) {
+                *r = (1.0 - momentum) * *r + momentum * b * scale;
+            }
+        };
+        blend(&mut stats.mean, &batch.mean, 1.0);
+        blend(&mut stats.variance, &batch.variance, unbiased);
+        stats.version = fresh_version();
+        output
+    }
+
     /// Makes this a synchronised batch norm (PyTorch's `SyncBatchNorm`): in training, each
     /// channel is normalised with the mean and variance of the whole global batch, summed over
     /// the replicas of a data-parallel job by `replicas` (see
@@ -297,8 +353,7 @@ pub fn then_batch_norm<'t>(
     if let Some(output) = layer.forward_then_batch_norm(input, bn, relu) {
         return output;
     }
-    let output = bn.forward(layer.forward(input));
-    if relu { output.relu() } else { output }
+    bn.forward_activated(layer.forward(input), relu)
 }
 
 /// Which values a [`FoldedConv`] was computed from: each parameter's version (unique in the
@@ -330,31 +385,7 @@ pub(crate) struct FoldedConv {
 
 impl Module for BatchNorm {
     fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
-        let tape = input.tape();
-        let weight = self.weight.as_ref().map(|w| tape.param(w));
-        let bias = self.bias.as_ref().map(|b| tape.param(b));
-        if !tape.is_training() || self.is_frozen() {
-            let stats = self.read_stats();
-            return input.batch_norm_eval(weight, bias, &stats.mean, &stats.variance, self.eps);
-        }
-        let (output, batch) =
-            input.batch_norm_train_across(weight, bias, self.eps, self.replicas.clone());
-        let mut stats = self
-            .stats
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        stats.batches_tracked += 1;
-        let momentum = self.momentum.unwrap_or(1.0 / stats.batches_tracked as f32);
-        let unbiased = batch.count as f32 / (batch.count.max(2) - 1) as f32;
-        let blend = |running: &mut Tensor, batch: &Tensor, scale: f32| {
-            for (r, &b) in running.as_slice_mut().iter_mut().zip(batch.as_slice()) {
-                *r = (1.0 - momentum) * *r + momentum * b * scale;
-            }
-        };
-        blend(&mut stats.mean, &batch.mean, 1.0);
-        blend(&mut stats.variance, &batch.variance, unbiased);
-        stats.version = fresh_version();
-        output
+        self.forward_activated(input, false)
     }
 
     fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {

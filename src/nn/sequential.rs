@@ -134,7 +134,8 @@ impl Module for Sequential {
 /// Applies `layers` in order, fusing where a layer can: one followed by a
 /// [`BatchNorm`](super::BatchNorm) (and a [`Relu`](super::Relu)) through
 /// [`Module::forward_then_batch_norm`] (a convolution at inference folds the batch norm in);
-/// one followed by a ReLU through [`Module::forward_then_relu`], and by a
+/// a batch norm followed by a ReLU through [`BatchNorm::forward_relu`](super::BatchNorm::forward_relu)
+/// (one op in training); one followed by a ReLU through [`Module::forward_then_relu`], and by a
 /// [`MaxPool2d`](super::MaxPool2d) after that through [`Module::forward_then_relu_max_pool`].
 /// Same result up to rounding, fewer passes over the activations. The one loop of
 /// [`Sequential`] and of the zoo's networks run as stages.
@@ -150,6 +151,13 @@ pub(crate) fn forward_layers<'t>(layers: &[&dyn Module], input: Var<'t>) -> Var<
                 i += 2 + usize::from(relu);
                 continue;
             }
+        }
+        if let Some(bn) = layers[i].as_batch_norm()
+            && is_relu(i + 1)
+        {
+            x = bn.forward_relu(x);
+            i += 2;
+            continue;
         }
         let then_pool = layers.get(i + 2).and_then(|next| next.max_pool_window());
         if is_relu(i + 1)

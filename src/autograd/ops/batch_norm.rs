@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::kernels::fill::filled_by_chunks;
+use crate::kernels::{self, fill::filled_by_chunks};
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd::{self, dispatch};
@@ -95,37 +95,87 @@ fn sum_per_channel<const K: usize>(runs: &[[f64; K]], channels: usize) -> [Vec<f
     sums
 }
 
-/// `x̂ = (x − mean) · inv_std`, the one expression the forward and the backward both compute
-/// (the backward recomputes `x̂` from the input rather than keeping it), so they agree to the
-/// bit.
-#[inline(always)]
-fn normalized(x: f32, mean: f32, inv_std: f32) -> f32 {
-    (x - mean) * inv_std
+/// What one channel's values go through: `x̂ = (x − mean) · inv_std`, then `x̂ · γ + β`. The
+/// forward and the backward (which recomputes `x̂`, and with a fused ReLU the sign of the
+/// output, from the input rather than keeping them) evaluate the same expressions, so they
+/// agree to the bit.
+#[derive(Clone, Copy)]
+struct Channel {
+    mean: f32,
+    inv_std: f32,
+    scale: f32,
+    shift: f32,
 }
 
-/// `y = x̂ · γ + β` ([`normalized`]). Each image's outputs are written (and zeroed first) by
-/// the thread that computes them.
-fn normalize(
-    input: &Tensor,
-    mean: &[f32],
-    inv_std: &[f32],
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-) -> Tensor {
-    let channels = mean.len();
+impl Channel {
+    #[inline(always)]
+    fn normalized(self, x: f32) -> f32 {
+        (x - self.mean) * self.inv_std
+    }
+
+    /// The output before a fused ReLU.
+    #[inline(always)]
+    fn affine(self, x: f32) -> f32 {
+        self.normalized(x) * self.scale + self.shift
+    }
+
+    /// The part of the output's gradient `g` at input `x` that reaches the normalisation: all of
+    /// it, or with a fused ReLU none where the output is `<= 0` (PyTorch's threshold_backward:
+    /// a NaN output passes it).
+    #[inline(always)]
+    fn reaching<const RELU: bool>(self, g: f32, x: f32) -> f32 {
+        if RELU && !kernels::relu_passes_gradient(self.affine(x)) {
+            0.0
+        } else {
+            g
+        }
+    }
+}
+
+/// The per-channel constants of a batch norm.
+struct Channels<'a> {
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+    gamma: Option<&'a Tensor>,
+    beta: Option<&'a Tensor>,
+}
+
+impl Channels<'_> {
+    fn get(&self, c: usize) -> Channel {
+        Channel {
+            mean: self.mean[c],
+            inv_std: self.inv_std[c],
+            scale: self.gamma.map_or(1.0, |g| g.as_slice()[c]),
+            shift: self.beta.map_or(0.0, |b| b.as_slice()[c]),
+        }
+    }
+}
+
+/// `y = x̂ · γ + β` ([`Channel::affine`]), then ReLU if `relu`. Each image's outputs are written
+/// (and zeroed first) by the thread that computes them.
+fn normalize(input: &Tensor, channels: &Channels<'_>, relu: bool) -> Tensor {
     let images = input.shape()[0];
     let image = input.len() / images.max(1);
-    let spatial = image / channels.max(1);
+    let spatial = image / channels.mean.len().max(1);
     let x = input.as_slice();
     let normalize_image = |n: usize, y: &mut [f32]| {
         let x = &x[n * image..(n + 1) * image];
         for (c, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
-            let scale = gamma.map_or(1.0, |g| g.as_slice()[c]);
-            let shift = beta.map_or(0.0, |b| b.as_slice()[c]);
-            let (m, inv) = (mean[c], inv_std[c]);
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = normalized(v, m, inv) * scale + shift;
-            }
+            let channel = channels.get(c);
+            dispatch(
+                #[inline(always)]
+                || {
+                    if relu {
+                        for (o, &v) in y.iter_mut().zip(x) {
+                            *o = kernels::relu(channel.affine(v));
+                        }
+                    } else {
+                        for (o, &v) in y.iter_mut().zip(x) {
+                            *o = channel.affine(v);
+                        }
+                    }
+                },
+            )
         }
     };
     let output = if spatial == 0 {
@@ -138,13 +188,16 @@ fn normalize(
 
 #[derive(Debug)]
 struct BatchNormBackward {
-    /// The op's input, from which the backward recomputes `x̂` ([`normalized`]) rather than
-    /// the forward writing it out: one activation-sized tensor less to write and to hold until
-    /// the backward (the tape holds the input anyway).
+    /// The op's input, from which the backward recomputes `x̂` ([`Channel`]) rather than the
+    /// forward writing it out: one activation-sized tensor less to write and to hold until the
+    /// backward (the tape holds the input anyway).
     input: Tensor,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     gamma: Option<Tensor>,
+    beta: Option<Tensor>,
+    /// A ReLU fused after the affine map.
+    relu: bool,
     /// Training mode: the statistics depend on the input, which adds two terms to dx.
     batch_statistics: bool,
     has_bias: bool,
@@ -156,24 +209,48 @@ struct BatchNormBackward {
 
 impl Backward for BatchNormBackward {
     fn backward(&self, grad_output: Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        if self.relu {
+            self.backward_with::<true>(grad_output, needs_grad)
+        } else {
+            self.backward_with::<false>(grad_output, needs_grad)
+        }
+    }
+}
+
+impl BatchNormBackward {
+    /// The backward, with a fused ReLU's mask applied to `dy` as it is read if `RELU`.
+    fn backward_with<const RELU: bool>(
+        &self,
+        grad_output: Tensor,
+        needs_grad: &[bool],
+    ) -> Vec<Option<Tensor>> {
         let channels = self.inv_std.len();
         let spatial = self.input.len() / (self.input.shape()[0] * channels).max(1);
         let count = self.count as f64;
+        let constants = Channels {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: self.gamma.as_ref(),
+            beta: self.beta.as_ref(),
+        };
         // Σ dy and Σ dy·x̂ per channel: dβ, dγ, and the mean terms of dx.
         let x = self.input.as_slice();
         let runs = per_run(grad_output.as_slice(), spatial, |i, dy| {
             let x = &x[i * spatial..(i + 1) * spatial];
-            let (m, inv) = (self.mean[i % channels], self.inv_std[i % channels]);
+            let channel = constants.get(i % channels);
             dispatch(
                 #[inline(always)]
                 || {
-                    let dot = simd::sum_f64_of_pairs(dy, x, |g, v| g * normalized(v, m, inv));
-                    [simd::sum_f64(dy), dot]
+                    let reaching = |g, v| channel.reaching::<RELU>(g, v);
+                    let sum = simd::sum_f64_of_pairs(dy, x, reaching);
+                    let dot = simd::sum_f64_of_pairs(dy, x, |g, v| {
+                        reaching(g, v) * channel.normalized(v)
+                    });
+                    [sum, dot]
                 },
             )
         });
         let [sum_dy, sum_dy_xhat] = sum_per_channel(&runs, channels);
-        let gamma = |c: usize| self.gamma.as_ref().map_or(1.0, |g| g.as_slice()[c]);
         // dx's mean terms run over every replica's values; dγ and dβ stay this replica's (the
         // data-parallel average of parameter gradients comes after).
         let (mut all_dy, mut all_dy_xhat) = (sum_dy.clone(), sum_dy_xhat.clone());
@@ -192,16 +269,22 @@ impl Backward for BatchNormBackward {
                 let (dy, x) = (&dy[n * image..][..image], &x[n * image..][..image]);
                 let runs = gx.chunks_mut(spatial).zip(dy.chunks(spatial));
                 for (c, ((gx, dy), x)) in runs.zip(x.chunks(spatial)).enumerate() {
-                    let (m, inv) = (self.mean[c], self.inv_std[c]);
-                    let scale = gamma(c) * inv;
+                    let channel = constants.get(c);
+                    let scale = channel.scale * channel.inv_std;
                     let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
                         ((all_dy[c] / count) as f32, (all_dy_xhat[c] / count) as f32)
                     } else {
                         (0.0, 0.0)
                     };
-                    for ((o, &g), &v) in gx.iter_mut().zip(dy).zip(x) {
-                        *o = scale * (g - mean_dy - normalized(v, m, inv) * mean_dy_xhat);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        || {
+                            for ((o, &g), &v) in gx.iter_mut().zip(dy).zip(x) {
+                                let g = channel.reaching::<RELU>(g, v);
+                                *o = scale * (g - mean_dy - channel.normalized(v) * mean_dy_xhat);
+                            }
+                        },
+                    )
                 }
             };
             let gx = if spatial == 0 {
@@ -273,6 +356,47 @@ impl<'t> Var<'t> {
         eps: f32,
         replicas: Option<Arc<dyn ReplicaSum>>,
     ) -> (Var<'t>, BatchStats) {
+        self.batch_norm_train_activated(weight, bias, eps, replicas, false)
+    }
+
+    /// [`Var::batch_norm_train_across`] then ReLU, as one op: the same values and gradients to
+    /// the bit as the two ops (PyTorch's, where the upstream gradient is not finite), with one
+    /// pass over the activations fewer each way, and no tensor kept for the ReLU's backward
+    /// (the sign of each output is recomputed from the input).
+    ///
+    /// # Panics
+    ///
+    /// As [`Var::batch_norm_train`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::training();
+    /// let x = tape.input(Tensor::from_vec(vec![1.0, 10.0, 3.0, 30.0], &[2, 2]).unwrap());
+    /// let (y, _) = x.batch_norm_relu_train_across(None, None, 0.0, None);
+    /// assert_eq!(y.value().as_slice(), &[0.0, 0.0, 1.0, 1.0]);
+    /// ```
+    pub fn batch_norm_relu_train_across(
+        self,
+        weight: Option<Var<'t>>,
+        bias: Option<Var<'t>>,
+        eps: f32,
+        replicas: Option<Arc<dyn ReplicaSum>>,
+    ) -> (Var<'t>, BatchStats) {
+        self.batch_norm_train_activated(weight, bias, eps, replicas, true)
+    }
+
+    /// The training batch norm, then ReLU if `relu`.
+    fn batch_norm_train_activated(
+        self,
+        weight: Option<Var<'t>>,
+        bias: Option<Var<'t>>,
+        eps: f32,
+        replicas: Option<Arc<dyn ReplicaSum>>,
+        relu: bool,
+    ) -> (Var<'t>, BatchStats) {
         let input = self.value();
         let (gamma, beta) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
         let (_, channels, spatial) = layout("batch_norm", &input, &[gamma.as_ref(), beta.as_ref()]);
@@ -329,7 +453,13 @@ impl<'t> Var<'t> {
         let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
-        let output = normalize(&input, &mean, &inv_std, gamma.as_ref(), beta.as_ref());
+        let constants = Channels {
+            mean: &mean,
+            inv_std: &inv_std,
+            gamma: gamma.as_ref(),
+            beta: beta.as_ref(),
+        };
+        let output = normalize(&input, &constants, relu);
         let stats = BatchStats {
             mean: Tensor::from_vec(mean.clone(), &[channels]).expect("[C]"),
             variance: Tensor::from_vec(variance, &[channels]).expect("[C]"),
@@ -340,8 +470,10 @@ impl<'t> Var<'t> {
             mean,
             inv_std,
             gamma,
-            batch_statistics: true,
             has_bias: beta.is_some(),
+            beta,
+            relu,
+            batch_statistics: true,
             replicas,
             count,
         };
@@ -391,21 +523,23 @@ impl<'t> Var<'t> {
         );
         let inv_std = inv_std(mean.len());
         let inputs: Vec<Var<'t>> = [Some(self), weight, bias].into_iter().flatten().collect();
-        let output = normalize(
-            &input,
-            mean.as_slice(),
-            &inv_std,
-            gamma.as_ref(),
-            beta.as_ref(),
-        );
+        let constants = Channels {
+            mean: mean.as_slice(),
+            inv_std: &inv_std,
+            gamma: gamma.as_ref(),
+            beta: beta.as_ref(),
+        };
+        let output = normalize(&input, &constants, false);
         let backward = BatchNormBackward {
             count: input.len() / mean.len().max(1),
             input,
             mean: mean.to_vec(),
             inv_std,
             gamma,
-            batch_statistics: false,
             has_bias: beta.is_some(),
+            beta,
+            relu: false,
+            batch_statistics: false,
             replicas: None,
         };
         self.tape().record(output, &inputs, backward)
@@ -455,6 +589,76 @@ mod tests {
             assert_eq!(stats.mean.as_slice()[c], mean as f32);
             assert_eq!(stats.variance.as_slice()[c], variance as f32);
         }
+    }
+
+    #[test]
+    fn fused_relu_matches_the_two_ops_to_the_bit() {
+        let x = rand_tensor(&[3, 4, 5, 3], 82);
+        let (gamma, beta) = (rand_tensor(&[4], 83), rand_tensor(&[4], 84));
+        // An upstream gradient with infinities and NaNs where the ReLU stops it and passes it.
+        let mut upstream = rand_tensor(&[3, 4, 5, 3], 85);
+        upstream.as_slice_mut()[..6].copy_from_slice(&[
+            f32::INFINITY,
+            f32::NAN,
+            1.0,
+            -1.0,
+            0.5,
+            2.0,
+        ]);
+        let run = |fused: bool| {
+            let tape = Tape::training();
+            let (input, weight, bias) = (
+                tape.variable(x.clone()),
+                tape.variable(gamma.clone()),
+                tape.variable(beta.clone()),
+            );
+            let y = if fused {
+                input
+                    .batch_norm_relu_train_across(Some(weight), Some(bias), 1e-5, None)
+                    .0
+            } else {
+                input
+                    .batch_norm_train(Some(weight), Some(bias), 1e-5)
+                    .0
+                    .relu()
+            };
+            let grads = (y * tape.input(upstream.clone())).sum().backward();
+            let wrt = |v| grads.wrt(v).unwrap().to_vec();
+            (y.value().to_vec(), wrt(input), wrt(weight), wrt(bias))
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (fused, separate) = (run(true), run(false));
+        for (a, b) in [
+            (&fused.0, &separate.0),
+            (&fused.1, &separate.1),
+            (&fused.2, &separate.2),
+            (&fused.3, &separate.3),
+        ] {
+            assert_eq!(bits(a), bits(b));
+        }
+    }
+
+    #[test]
+    fn gradcheck_fused_relu() {
+        // Evenly spaced values, and γ and β that keep every output at least 0.07 from the kink
+        // (a finite difference across it measures neither side).
+        let x: Vec<f32> = (0..36)
+            .map(|i| {
+                let (n, c, s) = (i / 12, i / 6 % 2, i % 6);
+                let k = (n * 6 + s) as f32 - 8.5;
+                if c == 0 { 0.7 * k } else { 2.0 - 1.3 * k }
+            })
+            .collect();
+        let inputs = [
+            Tensor::from_vec(x, &[3, 2, 3, 2]).unwrap(),
+            Tensor::from_vec(vec![1.5, -0.8], &[2]).unwrap(),
+            Tensor::from_vec(vec![0.25, -0.3], &[2]).unwrap(),
+        ];
+        gradcheck(&inputs, |v| {
+            let (y, _) = v[0].batch_norm_relu_train_across(Some(v[1]), Some(v[2]), 1e-5, None);
+            y
+        })
+        .assert_passed();
     }
 
     #[test]
