@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
-use crate::util::simd::dispatch;
+use crate::util::simd::par_chunks_mut_dispatch;
 
 /// The settings of [`Adam`], with PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -230,6 +230,39 @@ impl ParamState for AdamState {
     }
 }
 
+/// The constants of one parameter's Adam step.
+#[derive(Clone, Copy)]
+struct AdamElement {
+    shrink: f32,
+    decay: f32,
+    w1: f32,
+    beta2: f32,
+    w2: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+impl AdamElement {
+    /// The update of one element; `v_max` its running maximum of `v` under AMSGrad.
+    #[inline(always)]
+    fn update(self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) {
+        *p *= self.shrink;
+        let g = g + self.decay * *p;
+        *m = lerp(*m, g, self.w1);
+        *v = *v * self.beta2 + self.w2 * g * g;
+        let v_hat = match v_max {
+            Some(v_max) => {
+                *v_max = v_max.max(*v);
+                *v_max
+            }
+            None => *v,
+        };
+        let denom = v_hat.sqrt() / self.bias_correction2_sqrt + self.eps;
+        *p -= self.step_size * *m / denom;
+    }
+}
+
 impl Optimizer for Adam {
     fn step(&mut self, model: &mut dyn Module, grads: &Gradients) {
         let AdamConfig {
@@ -264,30 +297,47 @@ impl Optimizer for Adam {
                 false => (weight_decay as f32, 1.0),
                 true => (0.0, (1.0 - learning_rate * weight_decay) as f32),
             };
-            let m = state.exp_avg.as_slice_mut();
-            let v = state.exp_avg_sq.as_slice_mut();
-            let mut v_max = state.max_exp_avg_sq.as_mut().map(|t| t.as_slice_mut());
-            // On the CPU's widest vectors, the same IEEE operations (see `Sgd::step`).
-            dispatch(
-                #[inline(always)]
-                || {
-                    for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
-                        *p *= shrink;
-                        let g = g + decay * *p;
-                        m[i] = lerp(m[i], g, w1);
-                        v[i] = v[i] * beta2 + w2 * g * g;
-                        let v_hat = match &mut v_max {
-                            Some(v_max) => {
-                                v_max[i] = v_max[i].max(v[i]);
-                                v_max[i]
-                            }
-                            None => v[i],
-                        };
-                        let denom = v_hat.sqrt() / bias_correction2_sqrt + eps;
-                        *p -= step_size * m[i] / denom;
-                    }
-                },
-            );
+            let element = AdamElement {
+                shrink,
+                decay,
+                w1,
+                beta2,
+                w2,
+                bias_correction2_sqrt,
+                eps,
+                step_size,
+            };
+            // On the CPU's widest vectors, the same IEEE operations, a large parameter's chunks
+            // on every thread (see `Sgd::step`).
+            let AdamState {
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                ..
+            } = state;
+            let (m, v) = (exp_avg.as_slice_mut(), exp_avg_sq.as_slice_mut());
+            match max_exp_avg_sq {
+                None => par_chunks_mut_dispatch(
+                    [param, m, v],
+                    #[inline(always)]
+                    move |at, [param, m, v]| {
+                        let steps = param.iter_mut().zip(&grad[at..]).zip(m).zip(v);
+                        for (((p, &g), m), v) in steps {
+                            element.update(p, g, m, v, None);
+                        }
+                    },
+                ),
+                Some(v_max) => par_chunks_mut_dispatch(
+                    [param, m, v, v_max.as_slice_mut()],
+                    #[inline(always)]
+                    move |at, [param, m, v, v_max]| {
+                        let steps = param.iter_mut().zip(&grad[at..]).zip(m).zip(v).zip(v_max);
+                        for ((((p, &g), m), v), v_max) in steps {
+                            element.update(p, g, m, v, Some(v_max));
+                        }
+                    },
+                ),
+            }
         });
     }
 

@@ -189,10 +189,11 @@ impl Optimizer for RmsProp {
             let s = state.square_avg.as_slice_mut();
             let mut b = state.momentum_buffer.as_mut().map(|t| t.as_slice_mut());
             let mut m = state.grad_avg.as_mut().map(|t| t.as_slice_mut());
-            // On the CPU's widest vectors, the same IEEE operations (see `Sgd::step`).
+            // On the CPU's widest vectors, the same IEEE operations (see `Sgd::step`; `move`
+            // for the same reason).
             dispatch(
                 #[inline(always)]
-                || {
+                move || {
                     for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
                         let g = g + decay * *p;
                         s[i] = s[i] * keep + blend * g * g;

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
-use crate::util::simd::dispatch;
+use crate::util::simd::par_chunks_mut_dispatch;
 
 /// The momentum of [`Sgd`]: classic (heavy ball, with optional dampening) or Nesterov.
 ///
@@ -219,11 +219,14 @@ impl Optimizer for Sgd {
                 state,
             } = update;
             let (lr, decay) = (learning_rate as f32, weight_decay as f32);
+            // Each element on its own: a large parameter's chunks update on every thread (the
+            // update of MNIST's 400,000-weight dense layer was 4.8% of its step, on one thread).
             let Some((mu, nesterov, dampening)) = momentum else {
-                dispatch(
+                par_chunks_mut_dispatch(
+                    [param],
                     #[inline(always)]
-                    || {
-                        for (p, &g) in param.iter_mut().zip(grad) {
+                    move |at, [param]| {
+                        for (p, &g) in param.iter_mut().zip(&grad[at..]) {
                             let g = g + decay * *p;
                             *p -= lr * g;
                         }
@@ -239,9 +242,14 @@ impl Optimizer for Sgd {
             // a quarter of the instructions of the baseline's 4 lanes, and a quarter of the
             // microcode assists once a fitted model's velocities turn subnormal (the update
             // was 3% of the MNIST step, and 32% in that regime, at 4 lanes).
-            dispatch(
+            // `move`: the flags and factors as values, which the compiler then knows no store
+            // of the loop changes (captured by reference, it reloaded them every element and
+            // did not vectorise the loop).
+            par_chunks_mut_dispatch(
+                [param, velocity],
                 #[inline(always)]
-                || {
+                move |at, [param, velocity]| {
+                    let grad = &grad[at..];
                     for ((p, &g), v) in param.iter_mut().zip(grad).zip(velocity) {
                         let g = g + decay * *p;
                         *v = if first { g } else { mu * *v + keep * g };

@@ -3,6 +3,7 @@
 use super::test_model::{TwoParams, assert_slice_eq, step, tensor};
 use super::*;
 use crate::Error;
+use crate::autograd::{Param, Var};
 
 /// One optimizer of each kind and configuration with per-parameter state.
 fn every_optimizer() -> Vec<(&'static str, Box<dyn Optimizer>)> {
@@ -307,4 +308,54 @@ fn gradients_from_a_backward_pass_drive_a_step() {
     sgd.step(&mut model, &grads);
     // d(w²)/dw = 2w, so w − 0.5·2w = 0.
     assert_eq!(model.weight.value().as_slice(), &[0.0, 0.0]);
+}
+
+/// A module of one parameter, `p`.
+struct OneParam(Param);
+
+impl Module for OneParam {
+    fn forward<'t>(&self, input: Var<'t>) -> Var<'t> {
+        input
+    }
+
+    fn visit_params(&self, visitor: &mut dyn FnMut(&str, &Param)) {
+        visitor("p", &self.0);
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut dyn FnMut(&str, &mut Param)) {
+        visitor("p", &mut self.0);
+    }
+}
+
+#[test]
+fn a_large_parameter_updates_each_element_as_if_alone() {
+    // More elements than the chunks a large update is split into across threads (4 x 16,384),
+    // and not a multiple of them.
+    let n = 70_001;
+    let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+    let grad = |i: usize, step: usize| (((i + 31 * step) * 104_729) % 997) as f32 / 498.5 - 1.0;
+    let run = |name: &str, indices: &[usize]| {
+        let mut optimizer = every_optimizer()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .expect("the optimizer")
+            .1;
+        let values: Vec<f32> = indices.iter().map(|&i| value(i)).collect();
+        let mut model = OneParam(Param::new("p", tensor(&values)));
+        for step in 0..3 {
+            let mut grads = Gradients::default();
+            let g: Vec<f32> = indices.iter().map(|&i| grad(i, step)).collect();
+            grads.insert(model.0.id(), tensor(&g));
+            optimizer.step(&mut model, &grads);
+        }
+        model.0.value().to_vec()
+    };
+    let all: Vec<usize> = (0..n).collect();
+    for (name, _) in every_optimizer() {
+        let large = run(name, &all);
+        for i in (0..n).step_by(4_999).chain([16_383, 16_384, n - 1]) {
+            let alone = run(name, &[i]);
+            assert_eq!(large[i].to_bits(), alone[0].to_bits(), "{name} element {i}");
+        }
+    }
 }

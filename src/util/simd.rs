@@ -275,6 +275,42 @@ pub fn par_chunks_dispatch(data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Syn
     }
 }
 
+/// Runs `f(offset, chunks)` over matching chunks of `K` slices of one length (the same range
+/// of each), in parallel for long slices, each inside [`dispatch`]: elementwise updates of
+/// several arrays at once, such as an optimizer's parameter and its state.
+///
+/// # Panics
+///
+/// If the slices' lengths differ.
+pub fn par_chunks_mut_dispatch<const K: usize>(
+    slices: [&mut [f32]; K],
+    f: impl Fn(usize, [&mut [f32]; K]) + Sync + Send,
+) {
+    const CHUNK: usize = 16 * 1024;
+    let len = slices.first().map_or(0, |s| s.len());
+    assert!(
+        slices.iter().all(|s| s.len() == len),
+        "par_chunks_mut_dispatch: slices of different lengths"
+    );
+    if len < 4 * CHUNK {
+        dispatch(
+            #[inline(always)]
+            || f(0, slices),
+        );
+        return;
+    }
+    let mut parts = slices.map(|s| s.chunks_mut(CHUNK));
+    let chunks: Vec<[&mut [f32]; K]> = (0..len.div_ceil(CHUNK))
+        .map(|_| std::array::from_fn(|k| parts[k].next().expect("a chunk of each slice")))
+        .collect();
+    chunks.into_par_iter().enumerate().for_each(|(i, chunk)| {
+        dispatch(
+            #[inline(always)]
+            || f(i * CHUNK, chunk),
+        )
+    });
+}
+
 /// Builds a vector of `len` values by letting `fill` write every slot of disjoint chunks, in
 /// parallel for long vectors, without zero-filling first.
 ///
