@@ -134,7 +134,10 @@ pub(super) fn accumulate_filter_gradient(
         POINTS * l.outputs * l.channels_padded,
     ];
     with_scratch_parts(lens, |[window, gradient, v, dm, sums]| {
-        sums.fill(0.0);
+        // The first batch of products writes every sum, the others add to them: no zero-fill
+        // of the sums first (16·O·C' floats, 16 MiB for a 512-channel layer, 1.2% of a
+        // ResNet-18 training step).
+        let mut accumulate = false;
         let mut tiles = 0;
         for n in images {
             let x = &input[n * image_in..(n + 1) * image_in];
@@ -147,9 +150,10 @@ pub(super) fn accumulate_filter_gradient(
                         v,
                         dm,
                         tiles,
+                        accumulate,
                         sums,
                     });
-                    tiles = 0;
+                    (accumulate, tiles) = (true, 0);
                 }
                 let [window_rows, window_columns] = l.window(rows);
                 let x_plane = [l.channels, l.in_height, l.in_width];
@@ -191,8 +195,14 @@ pub(super) fn accumulate_filter_gradient(
                 v,
                 dm,
                 tiles,
+                accumulate,
                 sums,
             });
+            accumulate = true;
+        }
+        if !accumulate {
+            // No tiles: every sum is 0, and so is what they add.
+            return;
         }
         with_vector(AddFilters {
             l: &l,
@@ -484,6 +494,8 @@ struct Products<'a> {
     v: &'a [f32],
     dm: &'a [f32],
     tiles: usize,
+    /// Whether to add to `sums` (or to write them: every one of them).
+    accumulate: bool,
     sums: &'a mut [f32],
 }
 
@@ -510,6 +522,7 @@ impl Products<'_> {
             v,
             dm,
             tiles,
+            accumulate,
             sums,
         } = self;
         let (cs, os) = (l.channels_padded, l.outputs_padded);
@@ -534,14 +547,30 @@ impl Products<'_> {
                         macro_rules! tile {
                             ($vecs:literal) => {
                                 match rows {
-                                    8 => tile::<V, 8, $vecs>(v, dm, sums, tiles, cs, os),
-                                    7 => tile::<V, 7, $vecs>(v, dm, sums, tiles, cs, os),
-                                    6 => tile::<V, 6, $vecs>(v, dm, sums, tiles, cs, os),
-                                    5 => tile::<V, 5, $vecs>(v, dm, sums, tiles, cs, os),
-                                    4 => tile::<V, 4, $vecs>(v, dm, sums, tiles, cs, os),
-                                    3 => tile::<V, 3, $vecs>(v, dm, sums, tiles, cs, os),
-                                    2 => tile::<V, 2, $vecs>(v, dm, sums, tiles, cs, os),
-                                    _ => tile::<V, 1, $vecs>(v, dm, sums, tiles, cs, os),
+                                    8 => {
+                                        tile::<V, 8, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    7 => {
+                                        tile::<V, 7, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    6 => {
+                                        tile::<V, 6, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    5 => {
+                                        tile::<V, 5, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    4 => {
+                                        tile::<V, 4, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    3 => {
+                                        tile::<V, 3, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    2 => {
+                                        tile::<V, 2, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
+                                    _ => {
+                                        tile::<V, 1, $vecs>(v, dm, sums, tiles, cs, os, accumulate)
+                                    }
                                 }
                             };
                         }
@@ -557,7 +586,8 @@ impl Products<'_> {
     }
 }
 
-/// One register tile: `ROWS` output rows by `VECS` vectors of channels, summed over `tiles`.
+/// One register tile: `ROWS` output rows by `VECS` vectors of channels, summed over `tiles`,
+/// added to `sums` if `accumulate` (written over them otherwise).
 ///
 /// # Safety
 ///
@@ -571,13 +601,16 @@ unsafe fn tile<V: Vector, const ROWS: usize, const VECS: usize>(
     tiles: usize,
     cs: usize,
     os: usize,
+    accumulate: bool,
 ) {
     // SAFETY: the caller's contract.
     unsafe {
         let mut acc = [[V::zero(); VECS]; ROWS];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            for (q, a) in acc.iter_mut().enumerate() {
-                *a = V::load(sums.add(r * cs + q * V::LANES));
+        if accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    *a = V::load(sums.add(r * cs + q * V::LANES));
+                }
             }
         }
         for t in 0..tiles {
