@@ -2,13 +2,14 @@
 //! spatial axes, then scale and shift.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::kernels::{self, fill::filled_by_chunks};
+use crate::kernels;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd::{self, dispatch};
@@ -151,39 +152,55 @@ impl Channels<'_> {
     }
 }
 
-/// `y = x̂ · γ + β` ([`Channel::affine`]), then ReLU if `relu`. Each image's outputs are written
-/// (and zeroed first) by the thread that computes them.
-fn normalize(input: &Tensor, channels: &Channels<'_>, relu: bool) -> Tensor {
+/// A new `[N, C, spatial]` tensor of `input`'s shape whose run `c` of image `n` is written by
+/// `write(c, output_run, runs of the same place in each of `reads`)`, an image per task, with no
+/// zero-fill first (which took as long as the writes).
+fn per_channel_runs<const K: usize>(
+    input: &Tensor,
+    channels: usize,
+    reads: [&[f32]; K],
+    write: impl Fn(usize, &mut [MaybeUninit<f32>], [&[f32]; K]) + Sync + Send,
+) -> Tensor {
     let images = input.shape()[0];
     let image = input.len() / images.max(1);
-    let spatial = image / channels.mean.len().max(1);
-    let x = input.as_slice();
-    let normalize_image = |n: usize, y: &mut [f32]| {
-        let x = &x[n * image..(n + 1) * image];
-        for (c, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
-            let channel = channels.get(c);
-            dispatch(
-                #[inline(always)]
-                || {
-                    if relu {
-                        for (o, &v) in y.iter_mut().zip(x) {
-                            *o = kernels::relu(channel.affine(v));
-                        }
-                    } else {
-                        for (o, &v) in y.iter_mut().zip(x) {
-                            *o = channel.affine(v);
-                        }
-                    }
-                },
-            )
-        }
-    };
+    let spatial = image / channels.max(1);
     let output = if spatial == 0 {
         vec![0.0; input.len()]
     } else {
-        filled_by_chunks(image, images, images > 1, normalize_image)
+        let fill = |start: usize, out: &mut [MaybeUninit<f32>]| {
+            for (c, run) in out.chunks_mut(spatial).enumerate() {
+                let at = start + c * spatial;
+                write(c, run, reads.map(|r| &r[at..at + spatial]));
+            }
+        };
+        // SAFETY: each chunk is whole images (`par_fill_new` splits at multiples of `image`,
+        // or not at all), `spatial` divides it, and `write` writes every element of each run
+        // (its callers' loops zip the run with reads of its length).
+        unsafe { simd::par_fill_new(input.len(), image, fill) }
     };
     Tensor::from_vec(output, input.shape()).expect("input shape")
+}
+
+/// `y = x̂ · γ + β` ([`Channel::affine`]), then ReLU if `relu`.
+fn normalize(input: &Tensor, channels: &Channels<'_>, relu: bool) -> Tensor {
+    let count = channels.mean.len();
+    per_channel_runs(input, count, [input.as_slice()], |c, y, [x]| {
+        let channel = channels.get(c);
+        dispatch(
+            #[inline(always)]
+            move || {
+                if relu {
+                    for (o, &v) in y.iter_mut().zip(x) {
+                        o.write(kernels::relu(channel.affine(v)));
+                    }
+                } else {
+                    for (o, &v) in y.iter_mut().zip(x) {
+                        o.write(channel.affine(v));
+                    }
+                }
+            },
+        )
+    })
 }
 
 #[derive(Debug)]
@@ -262,37 +279,25 @@ impl BatchNormBackward {
         }
         let grad_input = needs_grad[0].then(|| {
             // train: dx = γ·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)); eval: dx = γ·inv_std·dy
-            let images = self.input.shape()[0];
-            let image = self.input.len() / images.max(1);
-            let dy = grad_output.as_slice();
-            let gx_image = |n: usize, gx: &mut [f32]| {
-                let (dy, x) = (&dy[n * image..][..image], &x[n * image..][..image]);
-                let runs = gx.chunks_mut(spatial).zip(dy.chunks(spatial));
-                for (c, ((gx, dy), x)) in runs.zip(x.chunks(spatial)).enumerate() {
-                    let channel = constants.get(c);
-                    let scale = channel.scale * channel.inv_std;
-                    let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
-                        ((all_dy[c] / count) as f32, (all_dy_xhat[c] / count) as f32)
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    dispatch(
-                        #[inline(always)]
-                        || {
-                            for ((o, &g), &v) in gx.iter_mut().zip(dy).zip(x) {
-                                let g = channel.reaching::<RELU>(g, v);
-                                *o = scale * (g - mean_dy - channel.normalized(v) * mean_dy_xhat);
-                            }
-                        },
-                    )
-                }
-            };
-            let gx = if spatial == 0 {
-                vec![0.0; x.len()]
-            } else {
-                filled_by_chunks(image, images, images > 1, gx_image)
-            };
-            Tensor::from_vec(gx, self.input.shape()).expect("input shape")
+            let reads = [grad_output.as_slice(), x];
+            per_channel_runs(&self.input, channels, reads, |c, gx, [dy, x]| {
+                let channel = constants.get(c);
+                let scale = channel.scale * channel.inv_std;
+                let (mean_dy, mean_dy_xhat) = if self.batch_statistics {
+                    ((all_dy[c] / count) as f32, (all_dy_xhat[c] / count) as f32)
+                } else {
+                    (0.0, 0.0)
+                };
+                dispatch(
+                    #[inline(always)]
+                    move || {
+                        for ((o, &g), &v) in gx.iter_mut().zip(dy).zip(x) {
+                            let g = channel.reaching::<RELU>(g, v);
+                            o.write(scale * (g - mean_dy - channel.normalized(v) * mean_dy_xhat));
+                        }
+                    },
+                )
+            })
         });
         let to_tensor = |sums: &[f64]| {
             Tensor::from_vec(sums.iter().map(|&s| s as f32).collect(), &[channels]).expect("[C]")
