@@ -47,7 +47,7 @@ fn close_residual<'t>(body: Var<'t>, input: Var<'t>, downsample: Option<&Sequent
         Some(projection) => projection.forward(input),
         None => input,
     };
-    (body + identity).relu()
+    body.add_relu(identity)
 }
 
 /// [`close_residual`] as graph nodes.

@@ -1,13 +1,15 @@
 //! `add`: elementwise sum with NumPy broadcasting.
 
+use std::fmt;
 use std::ops::Add;
 use std::sync::Arc;
 
 use crate::autograd::tape::Backward;
 use crate::autograd::var::Var;
-use crate::kernels::blocks::ChannelBlocks;
+use crate::kernels::{self, blocks::ChannelBlocks};
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_zip;
+use crate::util::simd::par_chunks_dispatch;
 
 #[derive(Debug)]
 struct AddBackward;
@@ -33,6 +35,66 @@ impl<'t> Add for Var<'t> {
         }
         let value = broadcast_zip("add", &self.value(), &rhs.value(), |a, b| a + b);
         self.tape().record(value, &[self, rhs], AddBackward)
+    }
+}
+
+/// The backward of [`Var::add_relu`]: the output's gradient where the output is positive (or
+/// NaN), 0 elsewhere, to both operands.
+struct AddReluBackward {
+    output: Tensor,
+}
+
+impl fmt::Debug for AddReluBackward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "add_relu {:?}", self.output.shape())
+    }
+}
+
+impl Backward for AddReluBackward {
+    fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        let mut grad = grad_output;
+        let y = self.output.as_slice();
+        par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
+            for (g, &y) in g.iter_mut().zip(&y[start..]) {
+                *g = if kernels::relu_passes_gradient(y) {
+                    *g
+                } else {
+                    0.0
+                };
+            }
+        });
+        vec![Some(grad.clone()), Some(grad)]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// `relu(a + b)` for operands of one shape, as one op (a residual block's end): one pass
+    /// over the values instead of two, and no sum kept for the ReLU's backward. The same values
+    /// and gradients to the bit as `(a + b).relu()`, which it is where the shapes differ (a
+    /// broadcast) or an inference tape keeps channel blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use striate::{Tape, Tensor};
+    ///
+    /// let tape = Tape::training();
+    /// let a = tape.input(Tensor::from_vec(vec![1.0, -3.0], &[2]).unwrap());
+    /// let b = tape.input(Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap());
+    /// assert_eq!(a.add_relu(b).value().as_slice(), &[2.0, 0.0]);
+    /// ```
+    pub fn add_relu(self, rhs: Var<'t>) -> Var<'t> {
+        let tape = self.tape();
+        if self.shape() != rhs.shape() || tape.keeps_blocks() {
+            return (self + rhs).relu();
+        }
+        let output = self
+            .value()
+            .zip_map(&rhs.value(), |a, b| kernels::relu(a + b));
+        let backward = AddReluBackward {
+            output: output.clone(),
+        };
+        tape.record(output, &[self, rhs], backward)
     }
 }
 
@@ -74,6 +136,38 @@ mod tests {
         assert_eq!(grads.wrt(a).unwrap().as_slice(), &[1.0; 6]);
         // b was added to both rows: its gradient sums them.
         assert_eq!(grads.wrt(b).unwrap().as_slice(), &[2.0; 3]);
+    }
+
+    #[test]
+    fn add_relu_matches_the_two_ops_to_the_bit() {
+        let (a, b) = (
+            rand_tensor(&[2, 3, 4, 5], 90),
+            rand_tensor(&[2, 3, 4, 5], 91),
+        );
+        let mut upstream = rand_tensor(&[2, 3, 4, 5], 92);
+        upstream.as_slice_mut()[..4].copy_from_slice(&[f32::INFINITY, f32::NAN, 1.0, -2.0]);
+        let run = |fused: bool| {
+            let tape = Tape::training();
+            let (x, y) = (tape.variable(a.clone()), tape.variable(b.clone()));
+            let out = if fused { x.add_relu(y) } else { (x + y).relu() };
+            let grads = (out * tape.input(upstream.clone())).sum().backward();
+            let bits =
+                |t: &crate::Tensor| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (
+                bits(&out.value()),
+                bits(grads.wrt(x).unwrap()),
+                bits(grads.wrt(y).unwrap()),
+            )
+        };
+        assert_eq!(run(true), run(false));
+    }
+
+    #[test]
+    fn gradcheck_add_relu() {
+        // Sums at least 0.1 from the kink.
+        let a = tm(&[0.5, -0.7, 1.2, -0.05, 0.3, 2.0], &[2, 3]);
+        let b = tm(&[0.2, 0.1, -1.5, -0.3, -0.1, -1.0], &[2, 3]);
+        gradcheck(&[a, b], |v| v[0].add_relu(v[1])).assert_passed();
     }
 
     #[test]
