@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::nn::Module;
 use crate::tensor::Tensor;
 use crate::tensor::check::contract_violation;
-use crate::util::simd::dispatch;
+use crate::util::simd::par_chunks_mut_dispatch;
 
 /// The settings of [`RmsProp`], with PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -160,6 +160,41 @@ impl ParamState for RmsPropState {
     }
 }
 
+/// The constants of one parameter's RMSprop step.
+#[derive(Clone, Copy)]
+struct RmsPropElement {
+    lr: f32,
+    decay: f32,
+    keep: f32,
+    blend: f32,
+    eps: f32,
+    mu: f32,
+}
+
+impl RmsPropElement {
+    /// The update of one element: `s` its running mean square, `m` its running mean (centred),
+    /// `b` its momentum buffer.
+    #[inline(always)]
+    fn update(self, p: &mut f32, g: f32, s: &mut f32, m: Option<&mut f32>, b: Option<&mut f32>) {
+        let g = g + self.decay * *p;
+        *s = *s * self.keep + self.blend * g * g;
+        let avg = match m {
+            Some(m) => {
+                *m = lerp(*m, g, self.blend);
+                (*s - *m * *m).sqrt() + self.eps
+            }
+            None => s.sqrt() + self.eps,
+        };
+        match b {
+            Some(b) => {
+                *b = *b * self.mu + g / avg;
+                *p -= self.lr * *b;
+            }
+            None => *p -= self.lr * g / avg,
+        }
+    }
+}
+
 impl Optimizer for RmsProp {
     fn step(&mut self, model: &mut dyn Module, grads: &Gradients) {
         let RmsPropConfig {
@@ -185,35 +220,63 @@ impl Optimizer for RmsProp {
                 momentum_buffer: (momentum > 0.0).then(|| Tensor::zeros(shape)),
                 grad_avg: centered.then(|| Tensor::zeros(shape)),
             });
-            let (lr, decay) = (learning_rate as f32, weight_decay as f32);
-            let s = state.square_avg.as_slice_mut();
-            let mut b = state.momentum_buffer.as_mut().map(|t| t.as_slice_mut());
-            let mut m = state.grad_avg.as_mut().map(|t| t.as_slice_mut());
-            // On the CPU's widest vectors, the same IEEE operations (see `Sgd::step`; `move`
-            // for the same reason).
-            dispatch(
-                #[inline(always)]
-                move || {
-                    for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
-                        let g = g + decay * *p;
-                        s[i] = s[i] * keep + blend * g * g;
-                        let avg = match &mut m {
-                            Some(m) => {
-                                m[i] = lerp(m[i], g, blend);
-                                (s[i] - m[i] * m[i]).sqrt() + eps
-                            }
-                            None => s[i].sqrt() + eps,
-                        };
-                        match &mut b {
-                            Some(b) => {
-                                b[i] = b[i] * mu + g / avg;
-                                *p -= lr * b[i];
-                            }
-                            None => *p -= lr * g / avg,
+            let element = RmsPropElement {
+                lr: learning_rate as f32,
+                decay: weight_decay as f32,
+                keep,
+                blend,
+                eps,
+                mu,
+            };
+            // On the CPU's widest vectors, the same IEEE operations, a large parameter's chunks
+            // on every thread (see `Sgd::step`); one loop per set of state buffers.
+            let RmsPropState {
+                square_avg,
+                momentum_buffer,
+                grad_avg,
+            } = state;
+            let s = square_avg.as_slice_mut();
+            match (grad_avg, momentum_buffer) {
+                (None, None) => par_chunks_mut_dispatch(
+                    [param, s],
+                    #[inline(always)]
+                    move |at, [param, s]| {
+                        for ((p, &g), s) in param.iter_mut().zip(&grad[at..]).zip(s) {
+                            element.update(p, g, s, None, None);
                         }
-                    }
-                },
-            );
+                    },
+                ),
+                (Some(m), None) => par_chunks_mut_dispatch(
+                    [param, s, m.as_slice_mut()],
+                    #[inline(always)]
+                    move |at, [param, s, m]| {
+                        let steps = param.iter_mut().zip(&grad[at..]).zip(s).zip(m);
+                        for (((p, &g), s), m) in steps {
+                            element.update(p, g, s, Some(m), None);
+                        }
+                    },
+                ),
+                (None, Some(b)) => par_chunks_mut_dispatch(
+                    [param, s, b.as_slice_mut()],
+                    #[inline(always)]
+                    move |at, [param, s, b]| {
+                        let steps = param.iter_mut().zip(&grad[at..]).zip(s).zip(b);
+                        for (((p, &g), s), b) in steps {
+                            element.update(p, g, s, None, Some(b));
+                        }
+                    },
+                ),
+                (Some(m), Some(b)) => par_chunks_mut_dispatch(
+                    [param, s, m.as_slice_mut(), b.as_slice_mut()],
+                    #[inline(always)]
+                    move |at, [param, s, m, b]| {
+                        let steps = param.iter_mut().zip(&grad[at..]).zip(s).zip(m).zip(b);
+                        for ((((p, &g), s), m), b) in steps {
+                            element.update(p, g, s, Some(m), Some(b));
+                        }
+                    },
+                ),
+            }
         });
     }
 
