@@ -13,7 +13,10 @@ threads spin into the other's. The side that goes second finds the machine warme
 of one build read the second batch 2-9% faster), so striate goes first in even rounds and last
 in odd ones, and a ratio is the geometric mean of the two orders' median ratios: the bias
 cancels, and a batch caught in a spell moves a median little. Each round gives one ratio from neighbouring batches; the table
-gives the median ratio over the rounds and its range, and each side's median rate.
+gives the median ratio over the rounds and its range, each side's median rate, and the largest
+share of a CPU's time the hypervisor gave to other guests while the row ran ("steal", from
+/proc/stat): a vCPU that loses time slows a kernel that splits its work evenly over the threads
+more than one that balances it, so a row with steal may tilt.
 
 The model rows (the MNIST CNN's step and inference, ResNet-18's) pair striate's
 `benches/train_step.rs` workloads with `compare_pytorch.py`'s PyTorch, torch.compile and ONNX
@@ -171,6 +174,31 @@ MODELS = {
 }
 
 
+def cpu_ticks():
+    """Each CPU's (steal, total) jiffies from /proc/stat: Linux only, {} elsewhere."""
+    try:
+        lines = pathlib.Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return {}
+    ticks = {}
+    for line in lines:
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(v) for v in values]
+            ticks[name] = (values[7] if len(values) > 7 else 0, sum(values))
+    return ticks
+
+
+def steal_since(before):
+    """The largest share of any CPU's time the hypervisor gave to other guests since `before`
+    ("n/a" without /proc/stat). A vCPU losing time slows a kernel that splits its work evenly
+    more than one that balances it, so a row measured in such a burst may tilt."""
+    after = cpu_ticks()
+    shares = [(after[c][0] - s) / max(after[c][1] - t, 1) for c, (s, t) in before.items()
+              if c in after]
+    return f"{100 * max(shares):.1f}%" if shares else "n/a"
+
+
 def main():
     lib = load_library()
     # About 10 ms of the FMA loop per round (200 M multiply-add lanes per thread at ~3 GHz).
@@ -178,8 +206,9 @@ def main():
     cases = {name.split("_")[0]: (name, geometry) for name, *geometry in CONV_CASES}
     which = sys.argv[1:] or [*MODELS, "sgemm", *cases]
     print(f"Paired, {ROUNDS} rounds, {THREADS} threads, {cpu_model()}, torch {torch.__version__}")
-    print("| workload | striate | best anchor | paired ratio (range; >1: striate ahead) | striate % of the FMA loop's fastest round |")
-    print("|---|---|---|---|---|")
+    print("| workload | striate | best anchor | paired ratio (range; >1: striate ahead) | striate % of the FMA loop's fastest round | steal |")
+    print("|---|---|---|---|---|---|")
+    since = cpu_ticks()
 
     def row(label, rates, ratios, share, unit="GFLOP/s"):
         anchors = {k: v for k, v in rates.items() if k != "striate"}
@@ -187,9 +216,11 @@ def main():
         show = (lambda rate: f"{1e3 / rate:.2f} ms") if unit == "ms" else (
             lambda rate: f"{rate:.1f} {unit}")
         share = f"{100 * share:.0f}%" if share else "n/a"
+        nonlocal since
         print(f"| {label} | {show(rates['striate'])} | {best} {show(anchors[best])} | "
-              f"{across_orders(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} |",
-              flush=True)
+              f"{across_orders(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} | "
+              f"{steal_since(since)} |", flush=True)
+        since = cpu_ticks()
 
     for item in which:
         if item in MODELS:
