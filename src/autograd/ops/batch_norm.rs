@@ -152,9 +152,9 @@ impl Channels<'_> {
     }
 }
 
-/// A new `[N, C, spatial]` tensor of `input`'s shape whose run `c` of image `n` is written by
-/// `write(c, output_run, runs of the same place in each of `reads`)`, an image per task, with no
-/// zero-fill first (which took as long as the writes).
+/// A new `[N, C, spatial]` tensor of `input`'s shape whose run `c` of each image is written by
+/// `write(c, run, reads_there)`, `reads_there` being the runs at the same place in each of
+/// `reads`: an image per task, with no zero-fill first (which took as long as the writes).
 fn per_channel_runs<const K: usize>(
     input: &Tensor,
     channels: usize,
