@@ -75,3 +75,14 @@ pub fn relu(x: f32) -> f32 {
 pub fn relu_passes_gradient(y: f32) -> bool {
     y > 0.0 || y.is_nan()
 }
+
+/// `grad` where ReLU's output `output` passes it ([`relu_passes_gradient`]), 0 elsewhere
+/// whatever `grad` is there (PyTorch selects), in place.
+pub(crate) fn mask_relu_gradient(mut grad: crate::Tensor, output: &[f32]) -> crate::Tensor {
+    crate::util::simd::par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
+        for (g, &y) in g.iter_mut().zip(&output[start..]) {
+            *g = if relu_passes_gradient(y) { *g } else { 0.0 };
+        }
+    });
+    grad
+}

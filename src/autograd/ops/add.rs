@@ -9,7 +9,6 @@ use crate::autograd::var::Var;
 use crate::kernels::{self, blocks::ChannelBlocks};
 use crate::tensor::Tensor;
 use crate::tensor::broadcast::broadcast_zip;
-use crate::util::simd::par_chunks_dispatch;
 
 #[derive(Debug)]
 struct AddBackward;
@@ -52,17 +51,7 @@ impl fmt::Debug for AddReluBackward {
 
 impl Backward for AddReluBackward {
     fn backward(&self, grad_output: Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
-        let mut grad = grad_output;
-        let y = self.output.as_slice();
-        par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
-            for (g, &y) in g.iter_mut().zip(&y[start..]) {
-                *g = if kernels::relu_passes_gradient(y) {
-                    *g
-                } else {
-                    0.0
-                };
-            }
-        });
+        let grad = kernels::mask_relu_gradient(grad_output, self.output.as_slice());
         vec![Some(grad.clone()), Some(grad)]
     }
 }

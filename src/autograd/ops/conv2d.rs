@@ -7,11 +7,10 @@ use crate::kernels::conv::{
     conv2d_backward_filter, conv2d_forward_blocks_prepared, conv2d_forward_prepared,
     conv2d_relu_max_pool2d_pass, forward_runs_on_blocks, forward_starts_blocks,
 };
+use crate::kernels::mask_relu_gradient;
 use crate::kernels::pool::{Pool2dShape, Pool2dSpec, max_pool2d_backward_to_vec};
-use crate::kernels::relu_passes_gradient;
 use crate::tensor::Tensor;
 use crate::tensor::check::{contract_violation, shape_str};
-use crate::util::simd::par_chunks_dispatch;
 
 #[derive(Debug)]
 struct Conv2dBackward {
@@ -40,16 +39,8 @@ enum AfterConv {
 impl AfterConv {
     /// The gradient with respect to the convolution's output.
     fn conv_output_gradient(&self, grad_output: Tensor) -> Tensor {
-        // ReLU: dY ← dY ⊙ 1[y > 0] (passing at NaN, as the unfused relu)
-        let relu_mask = |mut grad: Tensor, y: &Tensor| {
-            let y = y.as_slice();
-            par_chunks_dispatch(grad.as_slice_mut(), |start, g| {
-                for (g, &y) in g.iter_mut().zip(&y[start..]) {
-                    *g = if relu_passes_gradient(y) { *g } else { 0.0 };
-                }
-            });
-            grad
-        };
+        // ReLU: dY where y > 0 (passing at NaN, as the unfused relu), 0 elsewhere
+        let relu_mask = |grad: Tensor, y: &Tensor| mask_relu_gradient(grad, y.as_slice());
         match self {
             AfterConv::Nothing => grad_output,
             AfterConv::Relu(output) => relu_mask(grad_output, output),
