@@ -419,20 +419,42 @@ impl VectorKernel for FillBlock<'_> {
 /// The inverse of [`fill_blocks`]: the blocks `[planes / LANES][H + 2·halo][W + 2·halo][LANES]`
 /// (the last block's lanes past `planes` ignored) into `planes` `[planes, H, W]`.
 pub(crate) fn blocks_to_planes(blocks: &[f32], size: [usize; 2], halo: usize, planes: &mut [f32]) {
+    let [h, w] = size;
+    blocks_to_plane_rows(blocks, size, halo, [h * w, 0], planes);
+}
+
+/// [`blocks_to_planes`] into rows `first_row..first_row + H` of planes of `plane` floats
+/// (`planes` `[planes.len() / plane, plane]`, rows of `W`): for kernels that finish their
+/// output a few rows at a time and transpose them while they are in cache.
+pub(crate) fn blocks_to_plane_rows(
+    blocks: &[f32],
+    size: [usize; 2],
+    halo: usize,
+    [plane, first_row]: [usize; 2],
+    planes: &mut [f32],
+) {
+    let [h, w] = size;
+    assert!(
+        (first_row + h) * w <= plane,
+        "blocks_to_plane_rows: rows {first_row}..{} of {w} floats past a plane of {plane}",
+        first_row + h
+    );
     if level() == Level::Avx512 {
         with_vector(ToPlanes {
             blocks,
             size,
             halo,
+            plane,
+            first_row,
             planes,
         })
     } else {
-        let [h, w] = size;
         let width = w + 2 * halo;
         let block = (h + 2 * halo) * width * LANES;
-        for (c, plane) in planes.chunks_exact_mut((h * w).max(1)).enumerate() {
+        for (c, plane) in planes.chunks_exact_mut(plane.max(1)).enumerate() {
             let (cb, lane) = (c / LANES, c % LANES);
-            for (y, row) in plane.chunks_exact_mut(w.max(1)).enumerate() {
+            let rows = plane[first_row * w..].chunks_exact_mut(w.max(1)).take(h);
+            for (y, row) in rows.enumerate() {
                 for (x, v) in row.iter_mut().enumerate() {
                     *v = blocks[cb * block + ((halo + y) * width + halo + x) * LANES + lane];
                 }
@@ -441,12 +463,16 @@ pub(crate) fn blocks_to_planes(blocks: &[f32], size: [usize; 2], halo: usize, pl
     }
 }
 
-/// [`blocks_to_planes`] a transposed 16 x 16 block at a time.
+/// [`blocks_to_plane_rows`] a transposed 16 x 16 block at a time.
 struct ToPlanes<'a> {
     blocks: &'a [f32],
     /// `[H, W]`.
     size: [usize; 2],
     halo: usize,
+    /// Floats of a destination plane.
+    plane: usize,
+    /// The destination row of the blocks' first row.
+    first_row: usize,
     planes: &'a mut [f32],
 }
 
@@ -459,17 +485,19 @@ impl VectorKernel for ToPlanes<'_> {
             blocks,
             size: [h, w],
             halo,
+            plane,
+            first_row,
             planes,
         } = self;
         assert_eq!(V::LANES, LANES);
-        let plane = h * w;
-        if plane == 0 {
+        if h * w == 0 {
             return;
         }
         let width = w + 2 * halo;
         let block_len = (h + 2 * halo) * width * LANES;
         let channels = planes.len() / plane;
         assert!(blocks.len() >= channels.div_ceil(LANES) * block_len);
+        assert!((first_row + h) * w <= plane);
         let dst = planes.as_mut_ptr();
         for cb in 0..channels.div_ceil(LANES) {
             let count = LANES.min(channels - cb * LANES);
@@ -481,14 +509,15 @@ impl VectorKernel for ToPlanes<'_> {
                     // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
                     // pixels` reads `count <= LANES` floats of pixel `(y, x0 + r)` in the block;
                     // column `m < count` writes `pixels` floats of plane `cb·LANES + m <
-                    // channels` from `(y, x0)`, `x0 + pixels <= w`.
+                    // channels` from row `first_row + y` at `x0`, `x0 + pixels <= w`, inside
+                    // the plane (`(first_row + h)·w <= plane`, asserted).
                     unsafe {
                         transpose_block::<V>(
                             pixels,
                             count,
                             pixels,
                             |r| block[(row + x0 + r) * LANES..].as_ptr(),
-                            |m| dst.add((cb * LANES + m) * plane + y * w + x0),
+                            |m| dst.add((cb * LANES + m) * plane + (first_row + y) * w + x0),
                         );
                     }
                 }
@@ -539,6 +568,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rows_land_in_their_rows_of_taller_planes() {
+        // 20 channels (a partial block) of 5 x 19 planes (a partial 16-pixel run), two rows at
+        // a time from blocks with a border.
+        let ([c, h, w], halo) = ([20, 5, 19], 1);
+        let x = planes([1, c, h, w]);
+        let mut out = vec![f32::NAN; x.len()];
+        for first_row in (0..h).step_by(2) {
+            let rows = 2.min(h - first_row);
+            let band: Vec<f32> = (0..c)
+                .flat_map(|ch| &x[(ch * h + first_row) * w..][..rows * w])
+                .copied()
+                .collect();
+            let blocks = ChannelBlocks::from_planes(&band, [1, c, rows, w], halo);
+            let plane = [h * w, first_row];
+            blocks_to_plane_rows(blocks.as_slice(), [rows, w], halo, plane, &mut out);
+        }
+        assert_eq!(out, x);
     }
 
     #[test]
