@@ -962,6 +962,16 @@ pub(super) fn forward_image(
     });
 }
 
+/// Whether a pass prefetches the next plane it reads while it computes this one: only at a
+/// stride of one. A strided pass computes a quarter of the outputs (at stride 2) per input
+/// line, too little to hide the fetch; the hardware prefetchers, which follow the planes in
+/// order, then do better alone. MobileNet's stride-2 depthwise 3x3 (S7: 128 channels, 56x56,
+/// batch 8, 2 threads, Intel Xeon model 207, without against with): forward +12-15%, filter
+/// gradient +17-24%; at stride 1 (S6) the prefetch gains the forward and backward-data 5-20%.
+fn prefetches_next_plane(s: &Conv2dShape) -> bool {
+    is_stride_one(s)
+}
+
 /// How many tasks one image's channels split into: one inside a split (the caller keeps the
 /// threads busy) or when the image is too little work to pay for waking the pool (under a
 /// million multiply-adds, about 10 µs on one core), else one per thread.
@@ -1024,6 +1034,7 @@ fn forward_channels(
             // bordered plane and the output), a share of it by each output channel's call.
             let next = x
                 .get((c + 1) * s.in_plane()..(c + 2) * s.in_plane())
+                .filter(|_| prefetches_next_plane(s))
                 .unwrap_or(&[]);
             for (k, out_plane) in planes.chunks_exact_mut(s.out_plane()).enumerate() {
                 let o = c * multiplier + k;
@@ -1350,11 +1361,11 @@ fn filter_gradient(
                 // The same channel of the next image: the next planes this task reads, a
                 // share by each output channel's call.
                 let next = ((n + 1) * s.in_channels + c) * s.in_plane();
-                let next_input = input.get(next..next + s.in_plane()).unwrap_or(&[]);
+                let next_input = input.get(next..next + s.in_plane());
                 let next = ((n + 1) * s.out_channels + c * multiplier) * s.out_plane();
-                let next_gradient = grad_output
-                    .get(next..next + multiplier * s.out_plane())
-                    .unwrap_or(&[]);
+                let next_gradient = grad_output.get(next..next + multiplier * s.out_plane());
+                let [next_input, next_gradient] = [next_input, next_gradient]
+                    .map(|next| next.filter(|_| prefetches_next_plane(s)).unwrap_or(&[]));
                 for (k, o) in (c * multiplier..(c + 1) * multiplier).enumerate() {
                     let g =
                         &grad_output[(n * s.out_channels + o) * s.out_plane()..][..s.out_plane()];
