@@ -914,6 +914,45 @@ fn strided_depthwise_rows_wide_enough_for_vector_blocks() {
 }
 
 #[test]
+fn depthwise_3x3_at_stride_two_reads_the_planes_in_place() {
+    // The AVX-512 forward reads the input rows in place and splits each vector pair into its
+    // even and odd columns: outputs narrower than a vector, between one and two vectors and
+    // wider (input widths 5 to 97, even and odd), fewer output rows than a tile, paddings 0 to
+    // 2 and unequal ones (the masks at both edges, rows skipped above and below).
+    let mut rng = StdRng::seed_from_u64(19);
+    let pad = |top, bottom, left, right| Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    for (height, width, padding, multiplier) in [
+        (5, 5, pad(1, 1, 1, 1), 1),
+        (3, 9, pad(0, 0, 0, 0), 1),
+        (8, 31, pad(1, 1, 1, 1), 2),
+        (9, 32, pad(2, 1, 0, 2), 1),
+        (11, 33, pad(1, 0, 2, 1), 1),
+        (4, 64, pad(1, 1, 1, 1), 1),
+        (13, 65, pad(0, 2, 1, 0), 2),
+        (2, 97, pad(2, 2, 2, 2), 1),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            stride: [2, 2],
+            dilation: [1, 1],
+            groups: 3,
+        };
+        let s = Conv2dShape::new(&[2, 3, height, width], &[3 * multiplier, 1, 3, 3], spec);
+        for (name, e) in PASSES.iter().zip(compare_with_reference(&s, &mut rng)) {
+            assert!(
+                e < 1e-4,
+                "{height}x{width} {padding:?} multiplier {multiplier}: {name} error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn depthwise_image_alone_splits_its_channels_over_threads() {
     // Batch 1 with enough work: the direct path splits the image's channels over the pool
     // (unevenly when the channels do not divide by the threads), multiplier 1 and 2.

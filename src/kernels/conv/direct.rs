@@ -657,6 +657,161 @@ unsafe fn store_tile<V: Vector, const R: usize, const C: usize>(
     }
 }
 
+/// `out` `[rows, cols]` = the 3x3 correlation at stride 2 of `plane` `[H, W]` set at `(top,
+/// left)` in a zero border, read in place ([`reads_in_place_at_stride_two`]): a tile loads a
+/// vector pair of each input row it spans and splits it into its even and odd columns in the
+/// registers (the taps `kw = 0` and `1`; slid by one, `kw = 2`). Rows outside the plane are
+/// skipped and the lanes of columns outside it masked off, as [`CorrelateInPlace`] does. The
+/// bordered path copies the plane into its four phase planes first: on MobileNet's stride-2
+/// depthwise 3x3 that copy, bound by its reads of the input, was 60% of the forward.
+struct CorrelateInPlaceStrideTwo<'a> {
+    plane: &'a [f32],
+    /// `[H, W]` of `plane`.
+    in_dims: (usize, usize),
+    /// The padding above and left of the plane.
+    at: (usize, usize),
+    /// `[rows, cols]` of `out`.
+    dims: (usize, usize),
+    weights: &'a [f32],
+    epilogue: Epilogue<'a>,
+    out: &'a mut [f32],
+}
+
+impl VectorKernel for CorrelateInPlaceStrideTwo<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let (rows, cols) = self.dims;
+        let lanes = V::LANES;
+        assert!(
+            self.weights.len() == 9
+                && self.out.len() == rows * cols
+                && self.plane.len() == self.in_dims.0 * self.in_dims.1,
+            "direct conv: operands do not match the plane's dimensions"
+        );
+        // SAFETY: `with_vector` runs this kernel only with a vector type the CPU supports; the
+        // tiles read only the lanes of `plane` their masks and row checks keep inside it, and
+        // write `out` inside the row (tiles start at `oh <= rows - R`, `ow <= cols - span`).
+        unsafe {
+            if cols >= 2 * lanes {
+                self.tiles::<V, 2>(2 * lanes)
+            } else if cols >= lanes {
+                self.tiles::<V, 1>(lanes)
+            } else {
+                self.tiles::<V, 1>(cols)
+            }
+        }
+    }
+}
+
+impl CorrelateInPlaceStrideTwo<'_> {
+    /// All the plane's tiles of `ROWS x C` vectors (single rows when the plane is shorter),
+    /// `span` columns stored per tile, columns outer (as [`CorrelateInPlace::tiles`]).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    unsafe fn tiles<V: Vector, const C: usize>(self, span: usize) {
+        let (rows, cols) = self.dims;
+        let row_block = if rows >= ROWS { ROWS } else { 1 };
+        // SAFETY: the caller's contract.
+        let w: [V; 9] = std::array::from_fn(|t| unsafe { V::splat(self.weights[t]) });
+        for ow in tile_starts(cols, span) {
+            let masks = self.masks::<V, C>(ow);
+            for oh in tile_starts(rows, row_block) {
+                // SAFETY: the caller's contract; `masks` are this column of tiles'.
+                unsafe {
+                    if row_block == ROWS {
+                        let t = self.tile::<V, ROWS, C>((oh, ow), &w, &masks);
+                        store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
+                    } else {
+                        let t = self.tile::<V, 1, C>((oh, ow), &w, &masks);
+                        store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plane column of tap `kw = 0` of output column `ow` (negative in the left border).
+    #[inline(always)]
+    fn first_column(&self, ow: usize) -> isize {
+        (2 * ow) as isize - self.at.1 as isize
+    }
+
+    /// For each vector `c` of `C` from output column `ow`, the lanes inside the plane of the
+    /// pair of vectors from its first column ([`Self::first_column`]) and of the one float
+    /// after the pair (lane 0 of the third mask).
+    #[inline(always)]
+    fn masks<V: Vector, const C: usize>(&self, ow: usize) -> [[V::Mask; 3]; C] {
+        let lanes = V::LANES as isize;
+        let cols = self.in_dims.1 as isize;
+        let inside = |first: isize, count: isize| {
+            let from = (-first).clamp(0, count) as usize;
+            let to = (cols - first).clamp(0, count) as usize;
+            // SAFETY: masks are made only inside a kernel run for a supported `V`.
+            unsafe { V::zero() }.lanes_between(from, to)
+        };
+        std::array::from_fn(|c| {
+            let first = self.first_column(ow + c * V::LANES);
+            [
+                inside(first, lanes),
+                inside(first + lanes, lanes),
+                inside(first + 2 * lanes, 1),
+            ]
+        })
+    }
+
+    /// The `R x C` vectors of outputs at `(oh, ow)`: each of the `2R + 1` input rows the tile
+    /// spans is loaded once (masked), split into the three taps' columns, and feeds the one or
+    /// two output rows that read it (`kh = i − 2r`); rows outside the plane are skipped.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::tiles`], and `masks` are [`Self::masks`] of `ow`.
+    #[inline(always)]
+    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
+        &self,
+        (oh, ow): (usize, usize),
+        w: &[V; 9],
+        masks: &[[V::Mask; 3]; C],
+    ) -> [[V; C]; R] {
+        let (height, width) = self.in_dims;
+        // SAFETY: the caller's contract.
+        let mut acc = [[unsafe { V::zero() }; C]; R];
+        for i in 0..2 * R + 1 {
+            let row = (2 * oh + i) as isize - self.at.0 as isize;
+            if !(0..height as isize).contains(&row) {
+                continue;
+            }
+            let start = self.plane.as_ptr().wrapping_offset(row * width as isize);
+            for c in 0..C {
+                let first = start.wrapping_offset(self.first_column(ow + c * V::LANES));
+                let [low, high, after] = masks[c];
+                // SAFETY: the masks keep every read lane inside this row of the plane (a
+                // masked-off lane is not read, wherever its address); the CPU supports `V`.
+                let x = unsafe {
+                    let (even, odd) = V::load_masked(first, low)
+                        .deinterleave(V::load_masked(first.wrapping_add(V::LANES), high));
+                    let next = V::load_masked(first.wrapping_add(2 * V::LANES), after);
+                    [even, odd, even.slide_one(next)]
+                };
+                for kh in 0..3 {
+                    if i >= kh && (i - kh) % 2 == 0 && (i - kh) / 2 < R {
+                        let r = (i - kh) / 2;
+                        for (kw, x) in x.iter().enumerate() {
+                            acc[r][c] = w[kh * 3 + kw].mul_add(*x, acc[r][c]);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
 /// Adds `Σ_p g[p] · src[p + shift_t]` over the output positions `p` of one plane into
 /// `sums[t]`, for every tap: `TAP_BLOCK` taps per pass over the plane, each with
 /// `GRADIENT_ROWS` rows of accumulators. The columns of a row past its last whole vector go
@@ -923,6 +1078,15 @@ fn reads_in_place(s: &Conv2dShape) -> bool {
         && simd::level() == Level::Avx512
 }
 
+/// Whether the forward reads the planes in place at stride 2 ([`CorrelateInPlaceStrideTwo`]):
+/// undilated 3x3 filters at stride 2, on AVX-512 (whose masked loads cost a plain one).
+fn reads_in_place_at_stride_two(s: &Conv2dShape) -> bool {
+    s.spec.stride == [2, 2]
+        && (s.kernel_height, s.kernel_width) == (3, 3)
+        && s.spec.dilation == [1, 1]
+        && simd::level() == Level::Avx512
+}
+
 /// Forward for one image, with the bias and activation applied as each plane is stored: output
 /// channel `o` reads input channel `o / (O / groups)`.
 pub(super) fn forward_image(
@@ -1003,6 +1167,22 @@ fn forward_channels(
                 epilogue: epilogue(o),
                 out: out_plane,
                 ahead: share_of(next.unwrap_or(&[]), o % multiplier, multiplier),
+            });
+        }
+        return;
+    }
+    if reads_in_place_at_stride_two(s) {
+        let p = s.spec.padding;
+        for (o, out_plane) in outputs.zip(out.chunks_exact_mut(s.out_plane())) {
+            let c = o / multiplier;
+            with_vector(CorrelateInPlaceStrideTwo {
+                plane: &x[c * s.in_plane()..(c + 1) * s.in_plane()],
+                in_dims: (s.in_height, s.in_width),
+                at: (p.top, p.left),
+                dims: out_dims,
+                weights: &weight[o * 9..(o + 1) * 9],
+                epilogue: epilogue(o),
+                out: out_plane,
             });
         }
         return;
