@@ -22,7 +22,10 @@
 //! are written once against [`Vector`] (AVX-512, AVX2, portable). At larger strides the
 //! forward and the filter gradient read the plane's phase planes (every `sh`-th row and `sw`-th
 //! column, see [`Bordered`]) with the same tiles, and backward-data computes each phase of the
-//! input gradient as a stride-1 correlation of the output gradient with that phase's taps.
+//! input gradient as a stride-1 correlation of the output gradient with that phase's taps. On
+//! AVX-512, undilated 3x3 filters at stride 2 (MobileNet's downsampling) skip the phase planes
+//! in the forward and the filter gradient: their tiles split each vector pair of an input row
+//! into its even and odd columns in the registers ([`PlaneAtStrideTwo`]).
 
 use std::ops::Range;
 
@@ -657,19 +660,106 @@ unsafe fn store_tile<V: Vector, const R: usize, const C: usize>(
     }
 }
 
-/// `out` `[rows, cols]` = the 3x3 correlation at stride 2 of `plane` `[H, W]` set at `(top,
-/// left)` in a zero border, read in place ([`reads_in_place_at_stride_two`]): a tile loads a
-/// vector pair of each input row it spans and splits it into its even and odd columns in the
-/// registers (the taps `kw = 0` and `1`; slid by one, `kw = 2`). Rows outside the plane are
-/// skipped and the lanes of columns outside it masked off, as [`CorrelateInPlace`] does. The
+/// A plane `[H, W]` set at `(top, left)` in a zero border, as undilated 3x3 taps at stride 2
+/// read it in place: output `(oh, ow)` with tap `(kh, kw)` reads plane `(2·oh + kh − top, 2·ow
+/// + kw − left)`. A vector of outputs loads the vector pair from its tap `kw = 0` and splits it
+/// into its even and odd columns (the taps `kw = 0` and `1`; the even ones slid by one float,
+/// `kw = 2`); rows outside the plane are skipped and the lanes of columns outside it masked
+/// off, as [`PlaneInBorder`] does at stride 1.
+#[derive(Clone, Copy)]
+struct PlaneAtStrideTwo<'a> {
+    plane: &'a [f32],
+    /// `[H, W]` of `plane`.
+    dims: (usize, usize),
+    /// The padding above and left of the plane.
+    at: (usize, usize),
+}
+
+impl<'a> PlaneAtStrideTwo<'a> {
+    fn new(plane: &'a [f32], dims: (usize, usize), at: (usize, usize)) -> Self {
+        assert_eq!(
+            plane.len(),
+            dims.0 * dims.1,
+            "direct conv: plane of the wrong size"
+        );
+        PlaneAtStrideTwo { plane, dims, at }
+    }
+
+    /// The plane column of tap `kw = 0` of output column `ow` (negative in the left border).
+    #[inline(always)]
+    fn first_column(&self, ow: usize) -> isize {
+        (2 * ow) as isize - self.at.1 as isize
+    }
+
+    /// For each vector `c` of `C` from output column `ow`, the lanes inside the plane of the
+    /// pair of vectors from its first column ([`Self::first_column`]) and of the one float
+    /// after the pair (lane 0 of the third mask).
+    #[inline(always)]
+    fn masks<V: Vector, const C: usize>(&self, ow: usize) -> [[V::Mask; 3]; C] {
+        let lanes = V::LANES as isize;
+        let cols = self.dims.1 as isize;
+        let inside = |first: isize, count: isize| {
+            let from = (-first).clamp(0, count) as usize;
+            let to = (cols - first).clamp(0, count) as usize;
+            // SAFETY: masks are made only inside a kernel run for a supported `V`.
+            unsafe { V::zero() }.lanes_between(from, to)
+        };
+        std::array::from_fn(|c| {
+            let first = self.first_column(ow + c * V::LANES);
+            [
+                inside(first, lanes),
+                inside(first + lanes, lanes),
+                inside(first + 2 * lanes, 1),
+            ]
+        })
+    }
+
+    /// The start of the plane row that tile row `i` of a tile at output row `oh` reads (`2·oh
+    /// + i − top`), or `None` when it is outside the plane.
+    #[inline(always)]
+    fn row(&self, oh: usize, i: usize) -> Option<*const f32> {
+        let row = (2 * oh + i) as isize - self.at.0 as isize;
+        (0..self.dims.0 as isize).contains(&row).then(|| {
+            self.plane
+                .as_ptr()
+                .wrapping_offset(row * self.dims.1 as isize)
+        })
+    }
+
+    /// The three column taps `kw = 0, 1, 2` of the vector of outputs from column `ow`, in the
+    /// plane row at `start`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`; `start` is a [`Self::row`] and `masks` are [`Self::masks`]'s for
+    /// `ow` (which keep every read lane inside that row: a masked-off lane is not read,
+    /// wherever its address).
+    #[inline(always)]
+    unsafe fn columns<V: Vector>(
+        &self,
+        start: *const f32,
+        ow: usize,
+        masks: [V::Mask; 3],
+    ) -> [V; 3] {
+        let first = start.wrapping_offset(self.first_column(ow));
+        let [low, high, after] = masks;
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (even, odd) = V::load_masked(first, low)
+                .deinterleave(V::load_masked(first.wrapping_add(V::LANES), high));
+            let next = V::load_masked(first.wrapping_add(2 * V::LANES), after);
+            [even, odd, even.slide_one(next)]
+        }
+    }
+}
+
+/// `out` `[rows, cols]` = the 3x3 correlation at stride 2 of a plane read in place
+/// ([`PlaneAtStrideTwo`], [`reads_in_place_at_stride_two`]): each input row a tile spans is
+/// loaded and split into its columns once for the one or two output rows that read it. The
 /// bordered path copies the plane into its four phase planes first: on MobileNet's stride-2
 /// depthwise 3x3 that copy, bound by its reads of the input, was 60% of the forward.
 struct CorrelateInPlaceStrideTwo<'a> {
-    plane: &'a [f32],
-    /// `[H, W]` of `plane`.
-    in_dims: (usize, usize),
-    /// The padding above and left of the plane.
-    at: (usize, usize),
+    src: PlaneAtStrideTwo<'a>,
     /// `[rows, cols]` of `out`.
     dims: (usize, usize),
     weights: &'a [f32],
@@ -685,9 +775,7 @@ impl VectorKernel for CorrelateInPlaceStrideTwo<'_> {
         let (rows, cols) = self.dims;
         let lanes = V::LANES;
         assert!(
-            self.weights.len() == 9
-                && self.out.len() == rows * cols
-                && self.plane.len() == self.in_dims.0 * self.in_dims.1,
+            self.weights.len() == 9 && self.out.len() == rows * cols,
             "direct conv: operands do not match the plane's dimensions"
         );
         // SAFETY: `with_vector` runs this kernel only with a vector type the CPU supports; the
@@ -719,7 +807,7 @@ impl CorrelateInPlaceStrideTwo<'_> {
         // SAFETY: the caller's contract.
         let w: [V; 9] = std::array::from_fn(|t| unsafe { V::splat(self.weights[t]) });
         for ow in tile_starts(cols, span) {
-            let masks = self.masks::<V, C>(ow);
+            let masks = self.src.masks::<V, C>(ow);
             for oh in tile_starts(rows, row_block) {
                 // SAFETY: the caller's contract; `masks` are this column of tiles'.
                 unsafe {
@@ -733,35 +821,6 @@ impl CorrelateInPlaceStrideTwo<'_> {
                 }
             }
         }
-    }
-
-    /// The plane column of tap `kw = 0` of output column `ow` (negative in the left border).
-    #[inline(always)]
-    fn first_column(&self, ow: usize) -> isize {
-        (2 * ow) as isize - self.at.1 as isize
-    }
-
-    /// For each vector `c` of `C` from output column `ow`, the lanes inside the plane of the
-    /// pair of vectors from its first column ([`Self::first_column`]) and of the one float
-    /// after the pair (lane 0 of the third mask).
-    #[inline(always)]
-    fn masks<V: Vector, const C: usize>(&self, ow: usize) -> [[V::Mask; 3]; C] {
-        let lanes = V::LANES as isize;
-        let cols = self.in_dims.1 as isize;
-        let inside = |first: isize, count: isize| {
-            let from = (-first).clamp(0, count) as usize;
-            let to = (cols - first).clamp(0, count) as usize;
-            // SAFETY: masks are made only inside a kernel run for a supported `V`.
-            unsafe { V::zero() }.lanes_between(from, to)
-        };
-        std::array::from_fn(|c| {
-            let first = self.first_column(ow + c * V::LANES);
-            [
-                inside(first, lanes),
-                inside(first + lanes, lanes),
-                inside(first + 2 * lanes, 1),
-            ]
-        })
     }
 
     /// The `R x C` vectors of outputs at `(oh, ow)`: each of the `2R + 1` input rows the tile
@@ -778,28 +837,18 @@ impl CorrelateInPlaceStrideTwo<'_> {
         w: &[V; 9],
         masks: &[[V::Mask; 3]; C],
     ) -> [[V; C]; R] {
-        let (height, width) = self.in_dims;
         // SAFETY: the caller's contract.
         let mut acc = [[unsafe { V::zero() }; C]; R];
         for i in 0..2 * R + 1 {
-            let row = (2 * oh + i) as isize - self.at.0 as isize;
-            if !(0..height as isize).contains(&row) {
+            let Some(start) = self.src.row(oh, i) else {
                 continue;
-            }
-            let start = self.plane.as_ptr().wrapping_offset(row * width as isize);
+            };
             for c in 0..C {
-                let first = start.wrapping_offset(self.first_column(ow + c * V::LANES));
-                let [low, high, after] = masks[c];
-                // SAFETY: the masks keep every read lane inside this row of the plane (a
-                // masked-off lane is not read, wherever its address); the CPU supports `V`.
-                let x = unsafe {
-                    let (even, odd) = V::load_masked(first, low)
-                        .deinterleave(V::load_masked(first.wrapping_add(V::LANES), high));
-                    let next = V::load_masked(first.wrapping_add(2 * V::LANES), after);
-                    [even, odd, even.slide_one(next)]
-                };
+                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
+                // CPU supports `V`.
+                let x = unsafe { self.src.columns::<V>(start, ow + c * V::LANES, masks[c]) };
                 for kh in 0..3 {
-                    if i >= kh && (i - kh) % 2 == 0 && (i - kh) / 2 < R {
+                    if i >= kh && (i - kh).is_multiple_of(2) && (i - kh) / 2 < R {
                         let r = (i - kh) / 2;
                         for (kw, x) in x.iter().enumerate() {
                             acc[r][c] = w[kh * 3 + kw].mul_add(*x, acc[r][c]);
@@ -834,6 +883,8 @@ enum FilterSource<'a> {
     },
     /// The plane itself, for 3x3 taps with undilated rows ([`reads_in_place`]).
     InPlace(PlaneInBorder<'a>),
+    /// The plane itself, for undilated 3x3 taps at stride 2 ([`reads_in_place_at_stride_two`]).
+    InPlaceStrideTwo(PlaneAtStrideTwo<'a>),
 }
 
 impl VectorKernel for FilterPlane<'_> {
@@ -844,11 +895,15 @@ impl VectorKernel for FilterPlane<'_> {
         let (rows, cols) = self.dims;
         assert!(self.g.len() == rows * cols);
         let (src, width, shifts) = match self.src {
-            FilterSource::InPlace(plane) => {
+            FilterSource::InPlace(_) | FilterSource::InPlaceStrideTwo(_) => {
+                let dw = match self.src {
+                    FilterSource::InPlace(plane) => plane.dw,
+                    _ => 1,
+                };
                 assert!(self.sums.len() == 9);
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports;
                 // the tiles read the plane through its masks and row checks.
-                let sums = unsafe { self.sums_3x3::<V, true>(plane.dw) };
+                let sums = unsafe { self.sums_3x3::<V, true>(dw) };
                 for (o, s) in self.sums.iter_mut().zip(sums) {
                     *o += s;
                 }
@@ -963,15 +1018,15 @@ impl FilterPlane<'_> {
                 }
             });
             // Input row `i` of the tile, column tap `kw`, into the sums of the gradient rows
-            // that meet it.
-            let mut add = |i: usize, kw: usize, x: V| {
+            // that meet it (row `r` reads tile row `stride·r + kh`).
+            let mut add = |stride: usize, i: usize, kw: usize, x: V| {
                 for kh in 0..3 {
-                    if i >= kh && i - kh < R {
-                        let t = kh * 3 + kw;
+                    if i >= kh && (i - kh).is_multiple_of(stride) && (i - kh) / stride < R {
+                        let (r, t) = ((i - kh) / stride, kh * 3 + kw);
                         acc[t] = if PARTIAL {
-                            g[i - kh].mul_add_masked(x, acc[t], mask)
+                            g[r].mul_add_masked(x, acc[t], mask)
                         } else {
-                            g[i - kh].mul_add(x, acc[t])
+                            g[r].mul_add(x, acc[t])
                         };
                     }
                 }
@@ -981,7 +1036,7 @@ impl FilterPlane<'_> {
                     let base = src.as_ptr().add(oh * width + ow);
                     for i in 0..R + 2 {
                         for kw in 0..3 {
-                            add(i, kw, V::load(base.add(i * width + kw * dw)));
+                            add(1, i, kw, V::load(base.add(i * width + kw * dw)));
                         }
                     }
                 }
@@ -990,7 +1045,18 @@ impl FilterPlane<'_> {
                     for i in 0..R + 2 {
                         if let Some(start) = plane.row(oh + i, ow) {
                             for (kw, [mask]) in masks.into_iter().enumerate() {
-                                add(i, kw, plane.load(start, kw * dw, mask));
+                                add(1, i, kw, plane.load(start, kw * dw, mask));
+                            }
+                        }
+                    }
+                }
+                (true, FilterSource::InPlaceStrideTwo(plane)) => {
+                    let [masks] = plane.masks::<V, 1>(ow);
+                    for i in 0..2 * R + 1 {
+                        if let Some(start) = plane.row(oh, i) {
+                            let x = plane.columns::<V>(start, ow, masks);
+                            for (kw, x) in x.into_iter().enumerate() {
+                                add(2, i, kw, x);
                             }
                         }
                     }
@@ -1176,9 +1242,11 @@ fn forward_channels(
         for (o, out_plane) in outputs.zip(out.chunks_exact_mut(s.out_plane())) {
             let c = o / multiplier;
             with_vector(CorrelateInPlaceStrideTwo {
-                plane: &x[c * s.in_plane()..(c + 1) * s.in_plane()],
-                in_dims: (s.in_height, s.in_width),
-                at: (p.top, p.left),
+                src: PlaneAtStrideTwo::new(
+                    &x[c * s.in_plane()..(c + 1) * s.in_plane()],
+                    (s.in_height, s.in_width),
+                    (p.top, p.left),
+                ),
                 dims: out_dims,
                 weights: &weight[o * 9..(o + 1) * 9],
                 epilogue: epilogue(o),
@@ -1521,16 +1589,23 @@ fn filter_gradient(
     let shifts = grid.shifts(s, 1);
     let out_dims = (s.out_height, s.out_width);
     let in_place = reads_in_place(s);
-    with_scratch_parts([if in_place { 0 } else { grid.len() }], |[bordered]| {
+    let in_place_at_stride_two = reads_in_place_at_stride_two(s);
+    let copies = !in_place && !in_place_at_stride_two;
+    with_scratch_parts([if copies { grid.len() } else { 0 }], |[bordered]| {
         bordered.fill(0.0);
         for n in images {
             for c in channels.clone() {
                 let plane = &input[(n * s.in_channels + c) * s.in_plane()..][..s.in_plane()];
+                let (p, dims) = (s.spec.padding, (s.in_height, s.in_width));
                 let src = if in_place {
-                    let p = s.spec.padding;
                     let at = (p.top as isize, p.left as isize);
-                    let dims = (s.in_height, s.in_width);
                     FilterSource::InPlace(PlaneInBorder::new(plane, dims, at, s.spec.dilation[1]))
+                } else if in_place_at_stride_two {
+                    FilterSource::InPlaceStrideTwo(PlaneAtStrideTwo::new(
+                        plane,
+                        dims,
+                        (p.top, p.left),
+                    ))
                 } else {
                     grid.copy_in(plane, bordered);
                     FilterSource::Bordered {
