@@ -916,7 +916,8 @@ fn strided_depthwise_rows_wide_enough_for_vector_blocks() {
 #[test]
 fn depthwise_3x3_at_stride_two_reads_the_planes_in_place() {
     // On AVX-512 the forward and the filter gradient read the input rows in place and split
-    // each vector pair into its even and odd columns: outputs narrower than a vector, between one and two vectors and
+    // each vector pair into its even and odd columns, and with one filter per channel (the
+    // multiplier 1 cases) the backward-data interleaves the two as it stores: outputs narrower than a vector, between one and two vectors and
     // wider (input widths 5 to 97, even and odd), fewer output rows than a tile, paddings 0 to
     // 2 and unequal ones (the masks at both edges, rows skipped above and below).
     let mut rng = StdRng::seed_from_u64(19);
