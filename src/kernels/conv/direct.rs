@@ -515,11 +515,121 @@ impl<'a> PlaneInBorder<'a> {
     }
 }
 
+/// A plane as the taps of a 3x3 correlation read it in place, at stride 1 ([`PlaneInBorder`])
+/// or 2 ([`PlaneAtStrideTwo`]): the register tile of [`CorrelateInPlace`].
+trait InPlaceTaps: Copy {
+    /// The lane masks of a column of tiles `C` vectors wide.
+    type Masks<V: Vector, const C: usize>;
+
+    /// The masks of the column of tiles from output column `ow`.
+    fn tile_masks<V: Vector, const C: usize>(&self, ow: usize) -> Self::Masks<V, C>;
+
+    /// The `R x C` vectors of outputs at `(oh, ow)` of the correlation with the taps `w`
+    /// (`[kh][kw]`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `V`'s instruction set, and `masks` are [`Self::tile_masks`] of `ow`.
+    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
+        &self,
+        at: (usize, usize),
+        w: &[V; 9],
+        masks: &Self::Masks<V, C>,
+    ) -> [[V; C]; R];
+}
+
+impl InPlaceTaps for PlaneInBorder<'_> {
+    type Masks<V: Vector, const C: usize> = [[V::Mask; C]; 3];
+
+    #[inline(always)]
+    fn tile_masks<V: Vector, const C: usize>(&self, ow: usize) -> Self::Masks<V, C> {
+        self.masks::<V, C>(ow)
+    }
+
+    /// Each vector of the `R + 2` input rows the tile spans is loaded once (masked) and feeds
+    /// the up to three output rows that read it; input rows outside the plane are skipped, as
+    /// their zeros add nothing.
+    #[inline(always)]
+    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
+        &self,
+        (oh, ow): (usize, usize),
+        w: &[V; 9],
+        masks: &Self::Masks<V, C>,
+    ) -> [[V; C]; R] {
+        // SAFETY: the caller's contract.
+        let mut acc = [[unsafe { V::zero() }; C]; R];
+        for i in 0..R + 2 {
+            let Some(start) = self.row(oh + i, ow) else {
+                continue;
+            };
+            for kw in 0..3 {
+                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
+                // CPU supports `V`.
+                let x: [V; C] = std::array::from_fn(|c| unsafe {
+                    self.load(start, c * V::LANES + kw * self.dw, masks[kw][c])
+                });
+                for kh in 0..3 {
+                    if i >= kh && i - kh < R {
+                        for c in 0..C {
+                            acc[i - kh][c] = w[kh * 3 + kw].mul_add(x[c], acc[i - kh][c]);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+impl InPlaceTaps for PlaneAtStrideTwo<'_> {
+    type Masks<V: Vector, const C: usize> = [[V::Mask; 3]; C];
+
+    #[inline(always)]
+    fn tile_masks<V: Vector, const C: usize>(&self, ow: usize) -> Self::Masks<V, C> {
+        self.masks::<V, C>(ow)
+    }
+
+    /// Each of the `2R + 1` input rows the tile spans is loaded once (masked), split into the
+    /// three taps' columns, and feeds the one or two output rows that read it (`kh = i − 2r`);
+    /// rows outside the plane are skipped.
+    #[inline(always)]
+    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
+        &self,
+        (oh, ow): (usize, usize),
+        w: &[V; 9],
+        masks: &Self::Masks<V, C>,
+    ) -> [[V; C]; R] {
+        // SAFETY: the caller's contract.
+        let mut acc = [[unsafe { V::zero() }; C]; R];
+        for i in 0..2 * R + 1 {
+            let Some(start) = self.row(oh, i) else {
+                continue;
+            };
+            for c in 0..C {
+                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
+                // CPU supports `V`.
+                let x = unsafe { self.columns::<V>(start, ow + c * V::LANES, masks[c]) };
+                for kh in 0..3 {
+                    if i >= kh && (i - kh).is_multiple_of(2) && (i - kh) / 2 < R {
+                        let r = (i - kh) / 2;
+                        for (kw, x) in x.iter().enumerate() {
+                            acc[r][c] = w[kh * 3 + kw].mul_add(*x, acc[r][c]);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
 /// `out` `[rows, cols]` = the 3x3 correlation of `src` with `weights`, read in place
-/// ([`PlaneInBorder`]): no bordered copy is written. The copy cost a 512-bit store per 16
-/// floats, on a Zen 4 one every two cycles: about 20% of the depthwise S6 forward.
-struct CorrelateInPlace<'a> {
-    src: PlaneInBorder<'a>,
+/// ([`InPlaceTaps`]): no bordered copy is written. At stride 1 the copy cost a 512-bit store
+/// per 16 floats, on a Zen 4 one every two cycles: about 20% of the depthwise S6 forward; at
+/// stride 2 the copy into four phase planes, bound by its reads of the input, was 60% of
+/// MobileNet's stride-2 depthwise forward.
+struct CorrelateInPlace<'a, P> {
+    src: P,
     dims: (usize, usize),
     weights: &'a [f32],
     epilogue: Epilogue<'a>,
@@ -528,7 +638,7 @@ struct CorrelateInPlace<'a> {
     ahead: &'a [f32],
 }
 
-impl VectorKernel for CorrelateInPlace<'_> {
+impl<P: InPlaceTaps> VectorKernel for CorrelateInPlace<'_, P> {
     type Output = ();
 
     #[inline(always)]
@@ -554,7 +664,7 @@ impl VectorKernel for CorrelateInPlace<'_> {
     }
 }
 
-impl CorrelateInPlace<'_> {
+impl<P: InPlaceTaps> CorrelateInPlace<'_, P> {
     /// All the plane's tiles of `ROWS x C` vectors (single rows when the plane is shorter),
     /// `span` columns stored per tile; columns outer, so each column of tiles computes its
     /// lane masks once.
@@ -571,61 +681,22 @@ impl CorrelateInPlace<'_> {
         let tiles = tile_starts(rows, row_block).count() * tile_starts(cols, span).count();
         let mut tile_index = 0;
         for ow in tile_starts(cols, span) {
-            let masks = self.src.masks::<V, C>(ow);
+            let masks = self.src.tile_masks::<V, C>(ow);
             for oh in tile_starts(rows, row_block) {
                 prefetch_share(self.ahead, tile_index, tiles);
                 tile_index += 1;
                 // SAFETY: the caller's contract; `masks` are this column of tiles'.
                 unsafe {
                     if row_block == ROWS {
-                        let t = self.tile::<V, ROWS, C>((oh, ow), &w, &masks);
+                        let t = self.src.tile::<V, ROWS, C>((oh, ow), &w, &masks);
                         store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
                     } else {
-                        let t = self.tile::<V, 1, C>((oh, ow), &w, &masks);
+                        let t = self.src.tile::<V, 1, C>((oh, ow), &w, &masks);
                         store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
                     }
                 }
             }
         }
-    }
-
-    /// The `R x C` vectors of outputs at `(oh, ow)`: each vector of the `R + 2` input rows the
-    /// tile spans is loaded once (masked) and feeds the up to three output rows that read it;
-    /// input rows outside the plane are skipped, as their zeros add nothing.
-    ///
-    /// # Safety
-    ///
-    /// As [`CorrelateInPlace::tiles`], and `masks` are [`CorrelateInPlace::masks`] of `ow`.
-    #[inline(always)]
-    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
-        &self,
-        (oh, ow): (usize, usize),
-        w: &[V; 9],
-        masks: &[[V::Mask; C]; 3],
-    ) -> [[V; C]; R] {
-        // SAFETY: the caller's contract.
-        let mut acc = [[unsafe { V::zero() }; C]; R];
-        for i in 0..R + 2 {
-            let Some(start) = self.src.row(oh + i, ow) else {
-                continue;
-            };
-            for kw in 0..3 {
-                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
-                // CPU supports `V`.
-                let x: [V; C] = std::array::from_fn(|c| unsafe {
-                    self.src
-                        .load(start, c * V::LANES + kw * self.src.dw, masks[kw][c])
-                });
-                for kh in 0..3 {
-                    if i >= kh && i - kh < R {
-                        for c in 0..C {
-                            acc[i - kh][c] = w[kh * 3 + kw].mul_add(x[c], acc[i - kh][c]);
-                        }
-                    }
-                }
-            }
-        }
-        acc
     }
 }
 
@@ -752,114 +823,6 @@ impl<'a> PlaneAtStrideTwo<'a> {
             let next = V::load_masked(first.wrapping_add(2 * V::LANES), after);
             [even, odd, even.slide_one(next)]
         }
-    }
-}
-
-/// `out` `[rows, cols]` = the 3x3 correlation at stride 2 of a plane read in place
-/// ([`PlaneAtStrideTwo`], [`reads_in_place_at_stride_two`]): each input row a tile spans is
-/// loaded and split into its columns once for the one or two output rows that read it. The
-/// bordered path copies the plane into its four phase planes first: on MobileNet's stride-2
-/// depthwise 3x3 that copy, bound by its reads of the input, was 60% of the forward.
-struct CorrelateInPlaceStrideTwo<'a> {
-    src: PlaneAtStrideTwo<'a>,
-    /// `[rows, cols]` of `out`.
-    dims: (usize, usize),
-    weights: &'a [f32],
-    epilogue: Epilogue<'a>,
-    out: &'a mut [f32],
-}
-
-impl VectorKernel for CorrelateInPlaceStrideTwo<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<V: Vector>(self) {
-        let (rows, cols) = self.dims;
-        let lanes = V::LANES;
-        assert!(
-            self.weights.len() == 9 && self.out.len() == rows * cols,
-            "direct conv: operands do not match the plane's dimensions"
-        );
-        // SAFETY: `with_vector` runs this kernel only with a vector type the CPU supports; the
-        // tiles read only the lanes of `plane` their masks and row checks keep inside it, and
-        // write `out` inside the row (tiles start at `oh <= rows - R`, `ow <= cols - span`).
-        unsafe {
-            if cols >= 2 * lanes {
-                self.tiles::<V, 2>(2 * lanes)
-            } else if cols >= lanes {
-                self.tiles::<V, 1>(lanes)
-            } else {
-                self.tiles::<V, 1>(cols)
-            }
-        }
-    }
-}
-
-impl CorrelateInPlaceStrideTwo<'_> {
-    /// All the plane's tiles of `ROWS x C` vectors (single rows when the plane is shorter),
-    /// `span` columns stored per tile, columns outer (as [`CorrelateInPlace::tiles`]).
-    ///
-    /// # Safety
-    ///
-    /// The CPU supports `V`'s instruction set.
-    #[inline(always)]
-    unsafe fn tiles<V: Vector, const C: usize>(self, span: usize) {
-        let (rows, cols) = self.dims;
-        let row_block = if rows >= ROWS { ROWS } else { 1 };
-        // SAFETY: the caller's contract.
-        let w: [V; 9] = std::array::from_fn(|t| unsafe { V::splat(self.weights[t]) });
-        for ow in tile_starts(cols, span) {
-            let masks = self.src.masks::<V, C>(ow);
-            for oh in tile_starts(rows, row_block) {
-                // SAFETY: the caller's contract; `masks` are this column of tiles'.
-                unsafe {
-                    if row_block == ROWS {
-                        let t = self.tile::<V, ROWS, C>((oh, ow), &w, &masks);
-                        store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
-                    } else {
-                        let t = self.tile::<V, 1, C>((oh, ow), &w, &masks);
-                        store_tile(self.out, cols, self.epilogue, &t, (oh, ow), span);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The `R x C` vectors of outputs at `(oh, ow)`: each of the `2R + 1` input rows the tile
-    /// spans is loaded once (masked), split into the three taps' columns, and feeds the one or
-    /// two output rows that read it (`kh = i − 2r`); rows outside the plane are skipped.
-    ///
-    /// # Safety
-    ///
-    /// As [`Self::tiles`], and `masks` are [`Self::masks`] of `ow`.
-    #[inline(always)]
-    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
-        &self,
-        (oh, ow): (usize, usize),
-        w: &[V; 9],
-        masks: &[[V::Mask; 3]; C],
-    ) -> [[V; C]; R] {
-        // SAFETY: the caller's contract.
-        let mut acc = [[unsafe { V::zero() }; C]; R];
-        for i in 0..2 * R + 1 {
-            let Some(start) = self.src.row(oh, i) else {
-                continue;
-            };
-            for c in 0..C {
-                // SAFETY: `masks` are the column tile's, `start` a row inside the plane; the
-                // CPU supports `V`.
-                let x = unsafe { self.src.columns::<V>(start, ow + c * V::LANES, masks[c]) };
-                for kh in 0..3 {
-                    if i >= kh && (i - kh).is_multiple_of(2) && (i - kh) / 2 < R {
-                        let r = (i - kh) / 2;
-                        for (kw, x) in x.iter().enumerate() {
-                            acc[r][c] = w[kh * 3 + kw].mul_add(*x, acc[r][c]);
-                        }
-                    }
-                }
-            }
-        }
-        acc
     }
 }
 
@@ -1146,8 +1109,10 @@ fn reads_in_place(s: &Conv2dShape) -> bool {
         && simd::level() == Level::Avx512
 }
 
-/// Whether the forward reads the planes in place at stride 2 ([`CorrelateInPlaceStrideTwo`]):
-/// undilated 3x3 filters at stride 2, on AVX-512 (whose masked loads cost a plain one).
+/// Whether the passes read the planes in place at stride 2 (the forward and the filter
+/// gradient through [`PlaneAtStrideTwo`], backward-data with one filter per channel through
+/// [`DataInPlaceStrideTwo`]): undilated 3x3 filters at stride 2, on AVX-512 (whose masked
+/// loads cost a plain one).
 fn reads_in_place_at_stride_two(s: &Conv2dShape) -> bool {
     s.spec.stride == [2, 2]
         && (s.kernel_height, s.kernel_width) == (3, 3)
@@ -1243,7 +1208,7 @@ fn forward_channels(
         let p = s.spec.padding;
         for (o, out_plane) in outputs.zip(out.chunks_exact_mut(s.out_plane())) {
             let c = o / multiplier;
-            with_vector(CorrelateInPlaceStrideTwo {
+            with_vector(CorrelateInPlace {
                 src: PlaneAtStrideTwo::new(
                     &x[c * s.in_plane()..(c + 1) * s.in_plane()],
                     (s.in_height, s.in_width),
@@ -1253,6 +1218,7 @@ fn forward_channels(
                 weights: &weight[o * 9..(o + 1) * 9],
                 epilogue: epilogue(o),
                 out: out_plane,
+                ahead: &[],
             });
         }
         return;
