@@ -1112,7 +1112,9 @@ fn reads_in_place(s: &Conv2dShape) -> bool {
 /// Whether the passes read the planes in place at stride 2 (the forward and the filter
 /// gradient through [`PlaneAtStrideTwo`], backward-data with one filter per channel through
 /// [`DataInPlaceStrideTwo`]): undilated 3x3 filters at stride 2, on AVX-512 (whose masked
-/// loads cost a plain one).
+/// loads cost a plain one). On AVX2 the phase planes stay: in place, S7's forward measured
+/// level with them and its filter gradient at a sixth of their speed (Intel Xeon model 207
+/// capped at AVX2; the masks and taps do not fit its 16 registers beside the sums).
 fn reads_in_place_at_stride_two(s: &Conv2dShape) -> bool {
     s.spec.stride == [2, 2]
         && (s.kernel_height, s.kernel_width) == (3, 3)
