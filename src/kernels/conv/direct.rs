@@ -1153,7 +1153,9 @@ pub(super) fn forward_image(
 /// one: only at a stride of one. A strided pass computes a quarter of the outputs (at stride 2)
 /// per input line, too little to hide the fetch; the hardware prefetchers, which follow the
 /// planes in order, then do better alone: MobileNet's stride-2 depthwise 3x3 (S7: 128
-/// channels, 56x56, batch 8, 2 threads, Intel Xeon model 207) +10-15% without it.
+/// channels, 56x56, batch 8, 2 threads, Intel Xeon model 207) +10-15% without it, measured
+/// before its AVX-512 forward moved to [`PlaneAtStrideTwo`] (AVX2, and other strided filters,
+/// still take this path).
 fn prefetches_next_plane(s: &Conv2dShape) -> bool {
     is_stride_one(s)
 }
