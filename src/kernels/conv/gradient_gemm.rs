@@ -40,6 +40,42 @@ pub(super) fn pays(columns: usize) -> bool {
     available() && columns >= MIN_COLUMNS
 }
 
+/// How a product's positions lie in the source: `rows` runs of `run` positions, run `r` of
+/// column `j` at `offsets[j] + r · row_stride`. The output gradient holds the same positions
+/// contiguously (`rows · run` of them), so a source padded wider than the output (the wide
+/// grid's extra columns) is read where it lies, without widening the gradient to match or
+/// multiplying the padding.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SourceRuns {
+    pub rows: usize,
+    pub run: usize,
+    pub row_stride: usize,
+}
+
+impl SourceRuns {
+    /// `len` contiguous positions: one run.
+    pub fn contiguous(len: usize) -> SourceRuns {
+        SourceRuns {
+            rows: 1,
+            run: len,
+            row_stride: len,
+        }
+    }
+
+    /// The positions of the product.
+    fn len(&self) -> usize {
+        self.rows * self.run
+    }
+
+    /// One past the last source float a column at offset 0 reads.
+    fn reach(&self) -> usize {
+        match self.rows {
+            0 => 0,
+            rows => (rows - 1) * self.row_stride + self.run,
+        }
+    }
+}
+
 /// The output gradient of one image and group: `rows` rows of `len` positions, `row_stride`
 /// apart.
 pub(super) struct GradientRows<'a> {
@@ -125,10 +161,10 @@ pub(super) struct FilterGradientGemm<'s> {
 }
 
 impl FilterGradientGemm<'_> {
-    /// Adds `Σ_images Σ_(p < len) dY_n[i, p] · src_n[offsets[j] + p]` to the sums `(i, j)` for
-    /// the images `n` that `image(n)` hands out (`(dY_n, src_n)`, `count` of them): the filter
-    /// gradient with the column matrix's row `j` read in place at `offsets[j]` of the image's
-    /// (padded) planes.
+    /// Adds `Σ_images Σ_(r, c) dY_n[i, r·run + c] · src_n[offsets[j] + r·row_stride + c]` to
+    /// the sums `(i, j)` for the images `n` that `image(n)` hands out (`(dY_n, src_n)`, `count`
+    /// of them), over the positions `(r, c)` of `runs`: the filter gradient with the column
+    /// matrix's row `j` read in place at `offsets[j]` of the image's (padded) planes.
     ///
     /// # Panics
     ///
@@ -136,11 +172,11 @@ impl FilterGradientGemm<'_> {
     pub fn add_images<'a>(
         &mut self,
         offsets: &[usize],
-        len: usize,
+        runs: SourceRuns,
         count: usize,
         image: impl Fn(usize) -> (GradientRows<'a>, &'a [f32]),
     ) {
-        let (rows, stride) = (self.rows, self.stride);
+        let (rows, stride, len) = (self.rows, self.stride, runs.len());
         assert_eq!(
             offsets.len(),
             self.columns,
@@ -150,7 +186,7 @@ impl FilterGradientGemm<'_> {
             return;
         }
         let chunk = self.chunk.min(len.next_multiple_of(vector_lanes()));
-        let last_read = offsets.iter().max().map_or(0, |&m| m + len);
+        let last_read = offsets.iter().max().map_or(0, |&m| m + runs.reach());
         for n in 0..count {
             let (gy, src) = image(n);
             assert!(
@@ -177,6 +213,7 @@ impl FilterGradientGemm<'_> {
                     panel: self.panel,
                     stride,
                     depth,
+                    runs,
                     src,
                     offsets,
                     sums: self.sums,
@@ -209,11 +246,13 @@ fn tile_shape(lanes: usize) -> (usize, usize) {
     if lanes >= 16 { (4, 6) } else { (2, 6) }
 }
 
-/// `sums[j·stride + i] += Σ_(p in depth) panel[(p − depth.start)·stride + i] · src[offsets[j] + p]`.
+/// `sums[j·stride + i] += Σ_(p in depth) panel[(p − depth.start)·stride + i] · src[offsets[j] + at(p)]`
+/// for position `p = r·run + c` of `runs` at `at(p) = r·row_stride + c`.
 struct PanelProduct<'a> {
     panel: &'a [f32],
     stride: usize,
     depth: Range<usize>,
+    runs: SourceRuns,
     src: &'a [f32],
     offsets: &'a [usize],
     sums: &'a mut [f32],
@@ -230,10 +269,15 @@ impl VectorKernel for PanelProduct<'_> {
         assert!(self.stride.is_multiple_of(V::LANES));
         assert!(self.sums.len() >= columns * self.stride);
         assert!(self.panel.len() >= self.depth.len() * self.stride);
+        assert!(self.depth.end <= self.runs.len());
+        let last_row = SourceRuns {
+            rows: self.depth.end.div_ceil(self.runs.run.max(1)),
+            ..self.runs
+        };
         assert!(
             self.offsets
                 .iter()
-                .all(|&offset| offset + self.depth.end <= self.src.len())
+                .all(|&offset| offset + last_row.reach() <= self.src.len())
         );
         let sums = self.sums.as_mut_ptr();
         for first_vector in (0..vectors).step_by(max_vectors) {
@@ -292,18 +336,34 @@ impl PanelProduct<'_> {
                 |r: usize, v: usize| (first_row + r) * self.stride + (first_vector + v) * V::LANES;
             let mut acc: [[V; VECS]; ROWS] =
                 std::array::from_fn(|r| std::array::from_fn(|v| V::load(sums.add(at(r, v)))));
-            let rows: [*const f32; ROWS] =
-                std::array::from_fn(|r| self.src.as_ptr().add(self.offsets[first_row + r]));
             let mut panel = self.panel.as_ptr().add(first_vector * V::LANES);
-            for p in self.depth.clone() {
-                let dy: [V; VECS] = std::array::from_fn(|v| V::load(panel.add(v * V::LANES)));
-                panel = panel.add(self.stride);
-                for (acc, row) in acc.iter_mut().zip(&rows) {
-                    let x = V::splat(*row.add(p));
-                    for v in 0..VECS {
-                        acc[v] = x.mul_add(dy[v], acc[v]);
+            // The chunk's positions a run (or the part of one inside the chunk) at a time.
+            let SourceRuns {
+                run, row_stride, ..
+            } = self.runs;
+            let mut p = self.depth.start;
+            while p < self.depth.end {
+                let (r, c) = (p / run, p % run);
+                let count = (run - c).min(self.depth.end - p);
+                let start = r * row_stride + c;
+                let mut rows = [self.src.as_ptr(); ROWS];
+                for (j, row) in rows.iter_mut().enumerate() {
+                    *row = row.add(self.offsets[first_row + j] + start);
+                }
+                for q in 0..count {
+                    let mut dy = [V::zero(); VECS];
+                    for (v, dy) in dy.iter_mut().enumerate() {
+                        *dy = V::load(panel.add(v * V::LANES));
+                    }
+                    panel = panel.add(self.stride);
+                    for (acc, row) in acc.iter_mut().zip(&rows) {
+                        let x = V::splat(*row.add(q));
+                        for v in 0..VECS {
+                            acc[v] = x.mul_add(dy[v], acc[v]);
+                        }
                     }
                 }
+                p += count;
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (v, sum) in acc.iter().enumerate() {
@@ -328,10 +388,29 @@ mod tests {
         // columns in tiles of six and fewer, read from overlapping offsets; depths shorter
         // than a vector, not a whole number of vectors, and of several chunks; three images.
         let value = |n: usize, i: usize| ((n * 31 + i * 7) % 23) as f32 * 0.25 - 2.5;
-        for (rows, len) in [(1, 5), (5, 17), (16, 40), (17, 3), (70, 1000), (64, 4200)] {
-            let columns = 13;
+        // Contiguous positions, and runs of a source wider than the gradient (runs shorter
+        // and longer than a chunk, a chunk ending inside a run).
+        let runs = |rows: usize, run: usize, row_stride: usize| SourceRuns {
+            rows,
+            run,
+            row_stride,
+        };
+        let cases = [
+            (1, SourceRuns::contiguous(5)),
+            (5, SourceRuns::contiguous(17)),
+            (16, SourceRuns::contiguous(40)),
+            (17, SourceRuns::contiguous(3)),
+            (70, SourceRuns::contiguous(1000)),
+            (64, SourceRuns::contiguous(4200)),
+            (20, runs(7, 5, 8)),
+            (33, runs(28, 28, 29)),
+            (64, runs(3, 1500, 1503)),
+            (128, runs(45, 100, 117)),
+        ];
+        for (rows, runs) in cases {
+            let (columns, len) = (13, runs.len());
             let offsets: Vec<usize> = (0..columns).map(|j| j * 5 + j % 3).collect();
-            let src_len = offsets.iter().max().unwrap() + len;
+            let src_len = offsets.iter().max().unwrap() + runs.reach();
             let row_stride = len + 3;
             let images = 3;
             let gy: Vec<Vec<f32>> = (0..images)
@@ -351,21 +430,22 @@ mod tests {
             };
             // Images in two calls, as a caller preparing them a chunk at a time makes them.
             filter_gradient_gemm(rows, columns, &mut got, |gemm| {
-                gemm.add_images(&offsets, len, 2, image);
-                gemm.add_images(&offsets, len, images - 2, |n| image(n + 2));
+                gemm.add_images(&offsets, runs, 2, image);
+                gemm.add_images(&offsets, runs, images - 2, |n| image(n + 2));
             });
             for i in 0..rows {
                 for (j, &offset) in offsets.iter().enumerate() {
                     let mut want = (i * columns + j) as f64;
                     for n in 0..images {
                         for p in 0..len {
-                            want += gy[n][i * row_stride + p] as f64 * src[n][offset + p] as f64;
+                            let at = offset + p / runs.run * runs.row_stride + p % runs.run;
+                            want += gy[n][i * row_stride + p] as f64 * src[n][at] as f64;
                         }
                     }
                     let got = got[i * columns + j] as f64;
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "rows {rows}, len {len}: ({i}, {j}) is {got}, not {want}"
+                        "rows {rows}, {runs:?}: ({i}, {j}) is {got}, not {want}"
                     );
                 }
             }

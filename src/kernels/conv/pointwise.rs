@@ -4,7 +4,7 @@
 //! pixels it reads into such planes first ([`subsampled`]).
 
 use super::epilogue::Epilogue;
-use super::gradient_gemm::{self, GradientRows, filter_gradient_gemm};
+use super::gradient_gemm::{self, GradientRows, SourceRuns, filter_gradient_gemm};
 use super::parallel::parallel_over_images;
 use super::shape::Conv2dShape;
 use super::shape::{Conv2dSpec, ConvPath};
@@ -176,7 +176,7 @@ pub(super) fn accumulate_filter_gradient(
                 (gy, x_g(first + n))
             };
             filter_gradient_gemm(og, cg, gw, |gemm| {
-                gemm.add_images(&offsets, plane, images.len(), image)
+                gemm.add_images(&offsets, SourceRuns::contiguous(plane), images.len(), image)
             });
             continue;
         }
