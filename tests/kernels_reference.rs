@@ -475,6 +475,60 @@ fn register_tile_paths_match_the_reference() {
 }
 
 #[test]
+fn filter_gradient_read_in_place_matches_the_reference() {
+    // The filter-gradient GEMM (128 columns or more) reads the input planes where they lie,
+    // skipping the taps that fall in the padding: ResNet's 7x7 stem at stride 2 with unequal
+    // padding on odd sizes; unequal strides; dilation; padding so wide that whole rows and
+    // columns of some taps read only zeros; a 1x1 at stride 2 (the projection shortcut).
+    let mut rng = StdRng::seed_from_u64(47);
+    for (input, weight, padding, stride, dilation) in [
+        (
+            [2, 3, 23, 21],
+            [16, 3, 7, 7],
+            padding(3, 2, 3, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 16, 9, 13],
+            [12, 16, 3, 3],
+            padding(1, 1, 0, 2),
+            [1, 3],
+            [1, 1],
+        ),
+        (
+            [2, 16, 8, 10],
+            [20, 16, 3, 3],
+            padding(2, 2, 2, 1),
+            [2, 1],
+            [2, 2],
+        ),
+        (
+            [2, 8, 3, 4],
+            [9, 8, 4, 4],
+            padding(3, 3, 3, 3),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 160, 9, 8],
+            [24, 160, 1, 1],
+            padding(0, 0, 0, 0),
+            [2, 2],
+            [1, 1],
+        ),
+    ] {
+        let spec = Conv2dSpec {
+            padding,
+            stride,
+            dilation,
+            groups: 1,
+        };
+        passes_match_reference(input, weight, spec, &mut rng);
+    }
+}
+
+#[test]
 fn channel_blocked_passes_match_the_reference() {
     // The forward and backward-data on channel blocks (AVX-512): strides 2 and [3, 2],
     // asymmetric padding and dilation; channels that fill no block, one block and a part of

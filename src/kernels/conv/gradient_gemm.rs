@@ -15,6 +15,8 @@
 //!
 //! The sums `dWᵀ` live in a per-call buffer across images and chunks, added into `dW` at the end.
 
+use super::parallel::valid_columns;
+use super::shape::Conv2dShape;
 use crate::kernels::gemm::Caches;
 use crate::kernels::scratch::{with_scratch, with_scratch_parts};
 use crate::kernels::vector::{TransposeIntoPanel, Vector, VectorKernel, with_vector};
@@ -40,16 +42,17 @@ pub(super) fn pays(columns: usize) -> bool {
     available() && columns >= MIN_COLUMNS
 }
 
-/// How a product's positions lie in the source: `rows` runs of `run` positions, run `r` of
-/// column `j` at `offsets[j] + r · row_stride`. The output gradient holds the same positions
-/// contiguously (`rows · run` of them), so a source padded wider than the output (the wide
-/// grid's extra columns) is read where it lies, without widening the gradient to match or
-/// multiplying the padding.
+/// How a product's positions lie in the source: `rows` runs of `run` positions, position `q`
+/// of run `r` of a column at `r · row_stride + q · step` from the column's offset
+/// ([`ColumnSource`]). The output gradient holds the same positions contiguously (`rows · run`
+/// of them), so a source laid out otherwise (padded wider than the output, or the input planes
+/// themselves, read at the convolution's strides) is read where it lies.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct SourceRuns {
     pub rows: usize,
     pub run: usize,
     pub row_stride: usize,
+    pub step: usize,
 }
 
 impl SourceRuns {
@@ -59,6 +62,7 @@ impl SourceRuns {
             rows: 1,
             run: len,
             row_stride: len,
+            step: 1,
         }
     }
 
@@ -67,12 +71,42 @@ impl SourceRuns {
         self.rows * self.run
     }
 
-    /// One past the last source float a column at offset 0 reads.
-    fn reach(&self) -> usize {
-        match self.rows {
-            0 => 0,
-            rows => (rows - 1) * self.row_stride + self.run,
+    /// Floats from position `(0, 0)` to position `(r, q)`.
+    fn at(&self, r: usize, q: usize) -> usize {
+        r * self.row_stride + q * self.step
+    }
+}
+
+/// Where one column of the product (a row `(c, kh, kw)` of the column matrix) reads: position
+/// `(r, q)` at `offset + runs.at(r, q)` of the source, for the runs `rows` and the positions
+/// `positions` of each run; the others are the convolution's padding, zero, and never read.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ColumnSource {
+    pub offset: isize,
+    pub rows: Range<usize>,
+    pub positions: Range<usize>,
+}
+
+impl ColumnSource {
+    /// A column that reads every position from `offset`.
+    pub fn everywhere(offset: usize, runs: SourceRuns) -> ColumnSource {
+        ColumnSource {
+            offset: offset as isize,
+            rows: 0..runs.rows,
+            positions: 0..runs.run,
         }
+    }
+
+    /// Where the column's reads start and end (inclusive) in the source, unless it reads
+    /// nothing.
+    fn extent(&self, runs: SourceRuns) -> Option<(isize, isize)> {
+        let (rows, positions) = (&self.rows, &self.positions);
+        if rows.is_empty() || positions.is_empty() {
+            return None;
+        }
+        let first = self.offset + runs.at(rows.start, positions.start) as isize;
+        let last = self.offset + runs.at(rows.end - 1, positions.end - 1) as isize;
+        Some((first, last))
     }
 }
 
@@ -161,42 +195,50 @@ pub(super) struct FilterGradientGemm<'s> {
 }
 
 impl FilterGradientGemm<'_> {
-    /// Adds `Σ_images Σ_(r, c) dY_n[i, r·run + c] · src_n[offsets[j] + r·row_stride + c]` to
-    /// the sums `(i, j)` for the images `n` that `image(n)` hands out (`(dY_n, src_n)`, `count`
-    /// of them), over the positions `(r, c)` of `runs`: the filter gradient with the column
-    /// matrix's row `j` read in place at `offsets[j]` of the image's (padded) planes.
+    /// Adds `Σ_images Σ_(r, q) dY_n[i, r·run + q] · src_n[columns[j].offset + runs.at(r, q)]`
+    /// to the sums `(i, j)` for the images `n` that `image(n)` hands out (`(dY_n, src_n)`,
+    /// `count` of them), over the positions `(r, q)` of `runs` that column `j` reads
+    /// ([`ColumnSource`]): the filter gradient with the column matrix's row `j` read in place
+    /// in the image's planes.
     ///
     /// # Panics
     ///
-    /// If `offsets` has not one entry per column, or a read would leave an image's operands.
+    /// If `columns` has not one entry per column of the gradient or names positions `runs`
+    /// lacks, or a read would leave an image's operands.
     pub fn add_images<'a>(
         &mut self,
-        offsets: &[usize],
+        columns: &[ColumnSource],
         runs: SourceRuns,
         count: usize,
         image: impl Fn(usize) -> (GradientRows<'a>, &'a [f32]),
     ) {
         let (rows, stride, len) = (self.rows, self.stride, runs.len());
         assert_eq!(
-            offsets.len(),
+            columns.len(),
             self.columns,
-            "filter_gradient_gemm: one offset per column"
+            "filter_gradient_gemm: one source per column"
+        );
+        assert!(
+            columns
+                .iter()
+                .all(|c| c.rows.end <= runs.rows && c.positions.end <= runs.run),
+            "filter_gradient_gemm: a column reads positions {runs:?} lacks"
         );
         if rows == 0 || self.columns == 0 || len == 0 {
             return;
         }
         let chunk = self.chunk.min(len.next_multiple_of(vector_lanes()));
-        let last_read = offsets.iter().max().map_or(0, |&m| m + runs.reach());
+        // What the runs of a column outside its rows read instead: one run of zeros.
+        let zeros = if columns.iter().any(|c| c.rows != (0..runs.rows)) {
+            vec![0.0; runs.at(0, runs.run - 1) + 1]
+        } else {
+            Vec::new()
+        };
         for n in 0..count {
             let (gy, src) = image(n);
             assert!(
                 gy.rows == rows && (rows - 1) * gy.row_stride + len <= gy.data.len(),
                 "filter_gradient_gemm: the output gradient holds {rows} rows of {len}"
-            );
-            assert!(
-                last_read <= src.len(),
-                "filter_gradient_gemm: reads reach {last_read} of a source of {}",
-                src.len()
             );
             for first in (0..len).step_by(chunk) {
                 let depth = first..(first + chunk).min(len);
@@ -215,11 +257,75 @@ impl FilterGradientGemm<'_> {
                     depth,
                     runs,
                     src,
-                    offsets,
+                    columns,
+                    zeros: &zeros,
                     sums: self.sums,
                 });
             }
         }
+    }
+}
+
+/// Adds `Σ_{n in images} dY_n · cols_nᵀ` into `grad_weight` (`[O/groups, Cg·KH·KW]` per
+/// group) with the column matrix read from the input planes as they lie: column `(c, kh, kw)`
+/// reads, at output `(oh, ow)`, input `(oh·sh + kh·dh − pt, ow·sw + kw·dw − pl)` of channel
+/// `c`, a run of `OW` positions `sw` apart for each output row, and skips the outputs whose
+/// tap falls in the padding (a [`ColumnSource`] per column). The output gradient is read where
+/// it lies too: no padded or phase-split copy of the input, no widened copy of the gradient.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512 and AVX2, or a slice does not hold what `s` says.
+pub(super) fn accumulate_filter_gradient_in_place(
+    input: &[f32],
+    grad_output: &[f32],
+    s: &Conv2dShape,
+    images: Range<usize>,
+    grad_weight: &mut [f32],
+) {
+    let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
+    let (in_plane, out_plane) = (s.in_plane(), s.out_plane());
+    let (image_in, image_out) = (s.in_channels * in_plane, s.out_channels * out_plane);
+    let ([sh, sw], [dh, dw]) = (s.spec.stride, s.spec.dilation);
+    let p = s.spec.padding;
+    let runs = SourceRuns {
+        rows: s.out_height,
+        run: s.out_width,
+        row_stride: sh * s.in_width,
+        step: sw,
+    };
+    let mut columns = Vec::with_capacity(k);
+    for c in 0..cg {
+        for kh in 0..s.kernel_height {
+            let row = (kh * dh) as isize - p.top as isize;
+            let (top, bottom) = valid_columns(0, s.out_height, sh, row, s.in_height);
+            for kw in 0..s.kernel_width {
+                let column = (kw * dw) as isize - p.left as isize;
+                let (left, right) = valid_columns(0, s.out_width, sw, column, s.in_width);
+                columns.push(ColumnSource {
+                    offset: (c * in_plane) as isize + row * s.in_width as isize + column,
+                    rows: top..bottom,
+                    positions: left..right,
+                });
+            }
+        }
+    }
+    for g in 0..s.spec.groups {
+        filter_gradient_gemm(og, k, &mut grad_weight[g * og * k..][..og * k], |gemm| {
+            gemm.add_images(&columns, runs, images.len(), |m| {
+                let n = images.start + m;
+                let gy = &grad_output[n * image_out + g * og * out_plane..][..og * out_plane];
+                let gy = GradientRows {
+                    data: gy,
+                    rows: og,
+                    row_stride: out_plane,
+                };
+                (
+                    gy,
+                    &input[n * image_in + g * cg * in_plane..][..cg * in_plane],
+                )
+            })
+        });
     }
 }
 
@@ -246,15 +352,19 @@ fn tile_shape(lanes: usize) -> (usize, usize) {
     if lanes >= 16 { (4, 6) } else { (2, 6) }
 }
 
-/// `sums[j·stride + i] += Σ_(p in depth) panel[(p − depth.start)·stride + i] · src[offsets[j] + at(p)]`
-/// for position `p = r·run + c` of `runs` at `at(p) = r·row_stride + c`.
+/// `sums[j·stride + i] += Σ_(p in depth) panel[(p − depth.start)·stride + i] · x_j(p)`, where
+/// `x_j(p)` is what column `j` reads at position `p = r·run + q` of `runs`
+/// (`src[columns[j].offset + runs.at(r, q)]`, or zero outside its rows and positions).
+///
+/// `zeros` holds a run of zeros (`runs.at(0, run − 1) + 1` floats) if a column skips rows.
 struct PanelProduct<'a> {
     panel: &'a [f32],
     stride: usize,
     depth: Range<usize>,
     runs: SourceRuns,
     src: &'a [f32],
-    offsets: &'a [usize],
+    columns: &'a [ColumnSource],
+    zeros: &'a [f32],
     sums: &'a mut [f32],
 }
 
@@ -265,20 +375,25 @@ impl VectorKernel for PanelProduct<'_> {
     fn run<V: Vector>(self) {
         let (max_vectors, max_rows) = tile_shape(V::LANES);
         let vectors = self.stride / V::LANES;
-        let columns = self.offsets.len();
+        let columns = self.columns.len();
         assert!(self.stride.is_multiple_of(V::LANES));
         assert!(self.sums.len() >= columns * self.stride);
         assert!(self.panel.len() >= self.depth.len() * self.stride);
         assert!(self.depth.end <= self.runs.len());
-        let last_row = SourceRuns {
-            rows: self.depth.end.div_ceil(self.runs.run.max(1)),
-            ..self.runs
-        };
-        assert!(
-            self.offsets
-                .iter()
-                .all(|&offset| offset + last_row.reach() <= self.src.len())
-        );
+        for column in self.columns {
+            if let Some((first, last)) = column.extent(self.runs) {
+                assert!(
+                    first >= 0 && last < self.src.len() as isize,
+                    "filter_gradient_gemm: {column:?} reads {first}..={last} of a source of {}",
+                    self.src.len()
+                );
+            }
+            assert!(
+                column.rows == (0..self.runs.rows)
+                    || self.zeros.len() > self.runs.at(0, self.runs.run - 1),
+                "filter_gradient_gemm: no run of zeros for the rows {column:?} skips"
+            );
+        }
         let sums = self.sums.as_mut_ptr();
         for first_vector in (0..vectors).step_by(max_vectors) {
             let count = (vectors - first_vector).min(max_vectors);
@@ -297,8 +412,10 @@ impl VectorKernel for PanelProduct<'_> {
                     };
                 }
                 // SAFETY: `with_vector` runs this only with a vector type the CPU supports; the
-                // asserts above bound every read and write of the tile (vectors
-                // `first_vector + v < stride / LANES`, rows `first_row + r < columns`).
+                // asserts above bound the tile's vectors (`first_vector + v < stride / LANES`),
+                // rows (`first_row + r < columns`) and positions, and every column's reads: of
+                // the source from its first to its last (the reads grow with the run and the
+                // position), of `zeros` a run where it skips rows.
                 unsafe {
                     match count {
                         4.. => rows!(4),
@@ -320,9 +437,8 @@ impl PanelProduct<'_> {
     /// # Safety
     ///
     /// The CPU supports `V`'s instruction set; `sums` is `self.sums`'s start;
-    /// `(first_vector + VECS)·LANES <= stride`,
-    /// `first_row + ROWS <= offsets.len()`, and the panel, sums and source hold what
-    /// [`PanelProduct`] describes.
+    /// `(first_vector + VECS)·LANES <= stride`, `first_row + ROWS <= columns.len()`, and the
+    /// fields hold what [`PanelProduct`] describes.
     #[inline(always)]
     unsafe fn tile<V: Vector, const VECS: usize, const ROWS: usize>(
         &self,
@@ -334,36 +450,59 @@ impl PanelProduct<'_> {
         unsafe {
             let at =
                 |r: usize, v: usize| (first_row + r) * self.stride + (first_vector + v) * V::LANES;
-            let mut acc: [[V; VECS]; ROWS] =
-                std::array::from_fn(|r| std::array::from_fn(|v| V::load(sums.add(at(r, v)))));
+            let mut acc = [[V::zero(); VECS]; ROWS];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    *acc = V::load(sums.add(at(r, v)));
+                }
+            }
+            let columns = &self.columns[first_row..first_row + ROWS];
+            // The positions of a run that every column of the tile reads; the others check
+            // column by column.
+            let (mut every_start, mut every_end) = (0, self.runs.run);
+            for column in columns {
+                every_start = every_start.max(column.positions.start);
+                every_end = every_end.min(column.positions.end);
+            }
             let mut panel = self.panel.as_ptr().add(first_vector * V::LANES);
             // The chunk's positions a run (or the part of one inside the chunk) at a time.
-            let SourceRuns {
-                run, row_stride, ..
-            } = self.runs;
             let mut p = self.depth.start;
             while p < self.depth.end {
-                let (r, c) = (p / run, p % run);
-                let count = (run - c).min(self.depth.end - p);
-                let start = r * row_stride + c;
-                let mut rows = [self.src.as_ptr(); ROWS];
-                for (j, row) in rows.iter_mut().enumerate() {
-                    *row = row.add(self.offsets[first_row + j] + start);
-                }
-                for q in 0..count {
-                    let mut dy = [V::zero(); VECS];
-                    for (v, dy) in dy.iter_mut().enumerate() {
-                        *dy = V::load(panel.add(v * V::LANES));
-                    }
-                    panel = panel.add(self.stride);
-                    for (acc, row) in acc.iter_mut().zip(&rows) {
-                        let x = V::splat(*row.add(q));
-                        for v in 0..VECS {
-                            acc[v] = x.mul_add(dy[v], acc[v]);
-                        }
+                let (r, q) = (p / self.runs.run, p % self.runs.run);
+                let end = q + (self.runs.run - q).min(self.depth.end - p);
+                // Each column's run `r`, or zeros where its rows skip it (pointers only formed
+                // here; read at the positions the column reads).
+                let mut rows = [self.zeros.as_ptr(); ROWS];
+                for (row, column) in rows.iter_mut().zip(columns) {
+                    if column.rows.contains(&r) {
+                        let start = column.offset + self.runs.at(r, 0) as isize;
+                        *row = self.src.as_ptr().wrapping_offset(start);
                     }
                 }
-                p += count;
+                let every =
+                    every_start.clamp(q, end)..every_end.clamp(every_start.clamp(q, end), end);
+                panel = self.positions::<V, VECS, ROWS, true>(
+                    &mut acc,
+                    &rows,
+                    columns,
+                    panel,
+                    q..every.start,
+                );
+                panel = self.positions::<V, VECS, ROWS, false>(
+                    &mut acc,
+                    &rows,
+                    columns,
+                    panel,
+                    every.clone(),
+                );
+                panel = self.positions::<V, VECS, ROWS, true>(
+                    &mut acc,
+                    &rows,
+                    columns,
+                    panel,
+                    every.end..end,
+                );
+                p += end - q;
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (v, sum) in acc.iter().enumerate() {
@@ -371,6 +510,50 @@ impl PanelProduct<'_> {
                 }
             }
         }
+    }
+
+    /// Positions `positions` of one run into the tile's sums `acc`: the panel's steps from
+    /// `panel` (returned advanced past them) against each column's run at `rows`. With
+    /// `CHECKED`, a column outside its positions adds zero; without, every column reads them.
+    ///
+    /// # Safety
+    ///
+    /// As [`PanelProduct::tile`]; `rows` are the tile's columns' runs (their starts in the
+    /// source, or `zeros`), and the panel holds the positions' steps from `panel`; without
+    /// `CHECKED`, every column reads `positions`.
+    #[inline(always)]
+    unsafe fn positions<V: Vector, const VECS: usize, const ROWS: usize, const CHECKED: bool>(
+        &self,
+        acc: &mut [[V; VECS]; ROWS],
+        rows: &[*const f32; ROWS],
+        columns: &[ColumnSource],
+        mut panel: *const f32,
+        positions: Range<usize>,
+    ) -> *const f32 {
+        let step = self.runs.step;
+        // SAFETY: the caller's contract: each read is a position its column reads (or, in a
+        // run it skips, of `zeros`, one run long).
+        unsafe {
+            for q in positions {
+                let mut dy = [V::zero(); VECS];
+                for (v, dy) in dy.iter_mut().enumerate() {
+                    *dy = V::load(panel.add(v * V::LANES));
+                }
+                panel = panel.add(self.stride);
+                for (r, (acc, row)) in acc.iter_mut().zip(rows).enumerate() {
+                    let x = if CHECKED && !columns[r].positions.contains(&q) {
+                        0.0
+                    } else {
+                        *row.add(q * step)
+                    };
+                    let x = V::splat(x);
+                    for v in 0..VECS {
+                        acc[v] = x.mul_add(dy[v], acc[v]);
+                    }
+                }
+            }
+        }
+        panel
     }
 }
 
@@ -387,13 +570,13 @@ mod tests {
         // Rows of every tile kind (a partial vector, whole and partial groups of vectors),
         // columns in tiles of six and fewer, read from overlapping offsets; depths shorter
         // than a vector, not a whole number of vectors, and of several chunks; three images.
-        let value = |n: usize, i: usize| ((n * 31 + i * 7) % 23) as f32 * 0.25 - 2.5;
-        // Contiguous positions, and runs of a source wider than the gradient (runs shorter
-        // and longer than a chunk, a chunk ending inside a run).
-        let runs = |rows: usize, run: usize, row_stride: usize| SourceRuns {
+        // Contiguous positions, and runs of a source wider than the gradient or read at a
+        // stride (runs shorter and longer than a chunk, a chunk ending inside a run).
+        let runs = |rows: usize, run: usize, row_stride: usize, step: usize| SourceRuns {
             rows,
             run,
             row_stride,
+            step,
         };
         let cases = [
             (1, SourceRuns::contiguous(5)),
@@ -402,52 +585,84 @@ mod tests {
             (17, SourceRuns::contiguous(3)),
             (70, SourceRuns::contiguous(1000)),
             (64, SourceRuns::contiguous(4200)),
-            (20, runs(7, 5, 8)),
-            (33, runs(28, 28, 29)),
-            (64, runs(3, 1500, 1503)),
-            (128, runs(45, 100, 117)),
+            (20, runs(7, 5, 8, 1)),
+            (33, runs(28, 28, 29, 1)),
+            (64, runs(3, 1500, 1503, 1)),
+            (128, runs(45, 100, 117, 1)),
+            (40, runs(9, 12, 50, 2)),
+            (96, runs(30, 40, 240, 3)),
         ];
         for (rows, runs) in cases {
-            let (columns, len) = (13, runs.len());
-            let offsets: Vec<usize> = (0..columns).map(|j| j * 5 + j % 3).collect();
-            let src_len = offsets.iter().max().unwrap() + runs.reach();
-            let row_stride = len + 3;
-            let images = 3;
-            let gy: Vec<Vec<f32>> = (0..images)
-                .map(|n| (0..rows * row_stride).map(|i| value(n, i)).collect())
+            // Every column everywhere, then columns skipping rows and positions at either end
+            // (as a convolution's taps skip its padding), from offsets before the source.
+            let everywhere: Vec<ColumnSource> = (0..13)
+                .map(|j| ColumnSource::everywhere(j * 5 + j % 3, runs))
                 .collect();
-            let src: Vec<Vec<f32>> = (0..images)
-                .map(|n| (0..src_len).map(|i| value(n + 5, i)).collect())
+            let skipping: Vec<ColumnSource> = (0..13)
+                .map(|j| {
+                    let (top, bottom) = (j % 3, runs.rows - (j / 3) % 2);
+                    let (left, right) = ((j / 2) % 2, runs.run - j % 2);
+                    let first = runs.at(top, left) as isize;
+                    ColumnSource {
+                        offset: (j * 7) as isize - first,
+                        rows: top.min(bottom)..bottom,
+                        positions: left.min(right)..right,
+                    }
+                })
                 .collect();
-            let mut got: Vec<f32> = (0..rows * columns).map(|i| i as f32).collect();
-            let image = |n: usize| {
-                let rows = GradientRows {
-                    data: &gy[n],
-                    rows,
-                    row_stride,
-                };
-                (rows, src[n].as_slice())
+            check_against_the_sum(rows, runs, &everywhere);
+            check_against_the_sum(rows, runs, &skipping);
+        }
+    }
+
+    fn check_against_the_sum(rows: usize, runs: SourceRuns, columns: &[ColumnSource]) {
+        let value = |n: usize, i: usize| ((n * 31 + i * 7) % 23) as f32 * 0.25 - 2.5;
+        let len = runs.len();
+        let src_len = columns
+            .iter()
+            .filter_map(|c| c.extent(runs))
+            .map(|(_, last)| last as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let row_stride = len + 3;
+        let images = 3;
+        let gy: Vec<Vec<f32>> = (0..images)
+            .map(|n| (0..rows * row_stride).map(|i| value(n, i)).collect())
+            .collect();
+        let src: Vec<Vec<f32>> = (0..images)
+            .map(|n| (0..src_len).map(|i| value(n + 5, i)).collect())
+            .collect();
+        let mut got: Vec<f32> = (0..rows * columns.len()).map(|i| i as f32).collect();
+        let image = |n: usize| {
+            let rows = GradientRows {
+                data: &gy[n],
+                rows,
+                row_stride,
             };
-            // Images in two calls, as a caller preparing them a chunk at a time makes them.
-            filter_gradient_gemm(rows, columns, &mut got, |gemm| {
-                gemm.add_images(&offsets, runs, 2, image);
-                gemm.add_images(&offsets, runs, images - 2, |n| image(n + 2));
-            });
-            for i in 0..rows {
-                for (j, &offset) in offsets.iter().enumerate() {
-                    let mut want = (i * columns + j) as f64;
-                    for n in 0..images {
-                        for p in 0..len {
-                            let at = offset + p / runs.run * runs.row_stride + p % runs.run;
+            (rows, src[n].as_slice())
+        };
+        // Images in two calls, as a caller preparing them a chunk at a time makes them.
+        filter_gradient_gemm(rows, columns.len(), &mut got, |gemm| {
+            gemm.add_images(columns, runs, 2, image);
+            gemm.add_images(columns, runs, images - 2, |n| image(n + 2));
+        });
+        for i in 0..rows {
+            for (j, column) in columns.iter().enumerate() {
+                let mut want = (i * columns.len() + j) as f64;
+                for n in 0..images {
+                    for p in 0..len {
+                        let (r, q) = (p / runs.run, p % runs.run);
+                        if column.rows.contains(&r) && column.positions.contains(&q) {
+                            let at = (column.offset + runs.at(r, q) as isize) as usize;
                             want += gy[n][i * row_stride + p] as f64 * src[n][at] as f64;
                         }
                     }
-                    let got = got[i * columns + j] as f64;
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "rows {rows}, {runs:?}: ({i}, {j}) is {got}, not {want}"
-                    );
                 }
+                let got = got[i * columns.len() + j] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "rows {rows}, {runs:?}, {column:?}: ({i}, {j}) is {got}, not {want}"
+                );
             }
         }
     }

@@ -4,7 +4,7 @@
 //! pixels it reads into such planes first ([`subsampled`]).
 
 use super::epilogue::Epilogue;
-use super::gradient_gemm::{self, GradientRows, SourceRuns, filter_gradient_gemm};
+use super::gradient_gemm::{self, ColumnSource, GradientRows, SourceRuns, filter_gradient_gemm};
 use super::parallel::parallel_over_images;
 use super::shape::Conv2dShape;
 use super::shape::{Conv2dSpec, ConvPath};
@@ -161,6 +161,11 @@ pub(super) fn accumulate_filter_gradient(
     let in_place = shifted::reduce_available()
         && (parallel_over_images(s.batch) || rayon::current_num_threads() == 1);
     let offsets: Vec<usize> = (0..cg).map(|c| c * plane).collect();
+    let runs = SourceRuns::contiguous(plane);
+    let sources: Vec<ColumnSource> = offsets
+        .iter()
+        .map(|&offset| ColumnSource::everywhere(offset, runs))
+        .collect();
     for g in 0..s.spec.groups {
         let x_g = |n: usize| &input[(n * s.in_channels + g * cg) * plane..][..cg * plane];
         let gy_g = |n: usize| &grad_output[(n * s.out_channels + g * og) * plane..][..og * plane];
@@ -176,7 +181,7 @@ pub(super) fn accumulate_filter_gradient(
                 (gy, x_g(first + n))
             };
             filter_gradient_gemm(og, cg, gw, |gemm| {
-                gemm.add_images(&offsets, SourceRuns::contiguous(plane), images.len(), image)
+                gemm.add_images(&sources, runs, images.len(), image)
             });
             continue;
         }

@@ -287,7 +287,7 @@ impl Conv2dShape {
                         winograd.backward_filter.then_some("Winograd F(2x2, 3x3)"),
                         shifted.backward_filter,
                         if gradient_gemm::pays(self.group_patch()) {
-                            "GEMM over a transposed dY panel"
+                            "GEMM over a transposed dY panel, input in place"
                         } else {
                             "shifted reduction"
                         }

@@ -13,7 +13,7 @@
 //! At stride 1 there is a single phase: the padded plane itself.
 
 use super::epilogue::Epilogue;
-use super::gradient_gemm::{self, GradientRows, SourceRuns, filter_gradient_gemm};
+use super::gradient_gemm;
 use super::shape::Conv2dShape;
 use super::shifted::{
     self, Gaps, PARALLEL_PACK_MIN, PackedLayout, PackedRows, Rows, shifted_gemm,
@@ -777,16 +777,18 @@ pub(super) fn backward_data_image_shifted(
 /// Floats of padded planes and grids per chunk of images in the filter gradients (about 1 MB).
 const CHUNK_FLOATS: usize = 256 * 1024;
 
-/// Adds `Σ_{n in images} dY_n · cols_nᵀ` into `grad_weight` without a column matrix: chunks
-/// of images are padded side by side (about 1 MB; a large image alone), then the column rows
-/// are read in place, by [`filter_gradient_gemm`] with many columns (the output gradient where
-/// it lies, a run of `OW` positions against each row of the grid: S4's filter gradient +11%
-/// against widening it to the grid, Intel Xeon model 207, alternated in one process), by
-/// [`shifted_gemm_reduce`]'s dot products on the widened gradient with few (see
-/// [`gradient_gemm::pays`]). Large images
-/// measured faster this way too (VGG's 56x56x256 conv 176 → 209 GFLOP/s, ResNet's stride-2
-/// downsampling 122 → 161, against im2col + a GEMM that must transpose the column matrix to
-/// pack it).
+/// Adds `Σ_{n in images} dY_n · cols_nᵀ` into `grad_weight` without a column matrix. With many
+/// columns (see [`gradient_gemm::pays`]) the filter-gradient GEMM reads both operands where
+/// they lie ([`gradient_gemm::accumulate_filter_gradient_in_place`]); with few, chunks of
+/// images are padded and widened side by side (about 1 MB; a large image alone) and
+/// [`shifted_gemm_reduce`]'s dot products read the column rows in place in them.
+///
+/// Reading the input in place replaced a padded, phase-split copy of it and a widened copy of
+/// the gradient (Intel Xeon model 207, 2 threads, alternated in one process): S4's filter
+/// gradient +21%, ResNet-18's stem +25%, its other stride-2 convolutions +4-7%, MNIST's second
+/// convolution (S2, in place of a copy per filter column) level. The GEMM itself had measured
+/// ahead of im2col + a packed GEMM, which must transpose the column matrix to pack it (VGG's
+/// 56x56x256 conv 176 → 209 GFLOP/s, ResNet's stride-2 downsampling 122 → 161).
 pub(super) fn accumulate_filter_gradient_shifted(
     input: &[f32],
     grad_output: &[f32],
@@ -794,71 +796,42 @@ pub(super) fn accumulate_filter_gradient_shifted(
     images: std::ops::Range<usize>,
     grad_weight: &mut [f32],
 ) {
+    if gradient_gemm::pays(s.group_patch()) {
+        return gradient_gemm::accumulate_filter_gradient_in_place(
+            input,
+            grad_output,
+            s,
+            images,
+            grad_weight,
+        );
+    }
     if Narrow::pays(s) {
         return accumulate_filter_gradient_narrow(input, grad_output, s, images, grad_weight);
     }
     let (cg, og, k) = (s.group_in(), s.group_out(), s.group_patch());
     let (image_in, image_out) = (s.in_channels * s.in_plane(), s.out_channels * s.out_plane());
     let wide = Wide::new(s);
-    // The GEMM reads the output gradient where it lies; the dot products read it widened.
-    let in_gemm = gradient_gemm::pays(k);
     // Each image's planes and grid start on a cache line, as the first ones do.
     let (planes_len, grid_len) = (
         (cg * wide.padded_len).next_multiple_of(16),
-        if in_gemm {
-            0
-        } else {
-            (og * wide.out_len).next_multiple_of(16)
-        },
+        (og * wide.out_len).next_multiple_of(16),
     );
     let chunk = (CHUNK_FLOATS / (planes_len + grid_len)).clamp(1, images.len().max(1));
     let offsets = wide.row_offsets(cg, wide.padded_len, |shift| shift);
     with_scratch_parts([chunk * planes_len, chunk * grid_len], |[planes, grids]| {
         for g in 0..s.spec.groups {
             let gw_g = &mut grad_weight[g * og * k..(g + 1) * og * k];
-            // Pads group `g` of images `first..first + count` side by side, and for the dot
-            // products widens their gradient.
-            let prepare = |first: usize, count: usize, planes: &mut [f32], grids: &mut [f32]| {
+            for first in images.clone().step_by(chunk) {
+                let count = chunk.min(images.end - first);
+                // Pads and widens group `g` of images `first..first + count` side by side.
                 for m in 0..count {
                     let n_image = first + m;
                     let x = &input[n_image * image_in..(n_image + 1) * image_in];
                     wide.pad_group(s, x, g, &mut planes[m * planes_len..(m + 1) * planes_len]);
-                    if !in_gemm {
-                        let gy = &grad_output[n_image * image_out..(n_image + 1) * image_out];
-                        let grid = &mut grids[m * grid_len..(m + 1) * grid_len];
-                        wide.widen_group(s, gy, g, 0, s.out_height, grid);
-                    }
+                    let gy = &grad_output[n_image * image_out..(n_image + 1) * image_out];
+                    let grid = &mut grids[m * grid_len..(m + 1) * grid_len];
+                    wide.widen_group(s, gy, g, 0, s.out_height, grid);
                 }
-            };
-            if in_gemm {
-                // The output gradient where it lies, its rows of `OW` against the planes' rows
-                // of `width`: no widened copy, and no products of the grid's extra columns.
-                let runs = SourceRuns {
-                    rows: s.out_height,
-                    run: s.out_width,
-                    row_stride: wide.width,
-                };
-                filter_gradient_gemm(og, k, gw_g, |gemm| {
-                    for first in images.clone().step_by(chunk) {
-                        let count = chunk.min(images.end - first);
-                        prepare(first, count, planes, grids);
-                        let planes = &*planes;
-                        gemm.add_images(&offsets, runs, count, |m| {
-                            let at = (first + m) * image_out + g * og * s.out_plane();
-                            let gy = GradientRows {
-                                data: &grad_output[at..at + og * s.out_plane()],
-                                rows: og,
-                                row_stride: s.out_plane(),
-                            };
-                            (gy, &planes[m * planes_len..(m + 1) * planes_len])
-                        });
-                    }
-                });
-                continue;
-            }
-            for first in images.clone().step_by(chunk) {
-                let count = chunk.min(images.end - first);
-                prepare(first, count, planes, grids);
                 let grad = Rows {
                     data: grids,
                     rows: og,
@@ -979,33 +952,6 @@ fn accumulate_filter_gradient_narrow(
                     narrow.copy_group(s, x, g, copy);
                 }
             };
-            if gradient_gemm::pays(k) {
-                filter_gradient_gemm(og, k, gw_g, |gemm| {
-                    for first in images.clone().step_by(chunk) {
-                        let count = chunk.min(images.end - first);
-                        prepare(first, count, copies);
-                        let copies = &*copies;
-                        gemm.add_images(
-                            &offsets,
-                            SourceRuns::contiguous(s.out_plane()),
-                            count,
-                            |m| {
-                                let at = (first + m) * image_out + g * og * s.out_plane();
-                                let gy = GradientRows {
-                                    data: &grad_output[at..at + og * s.out_plane()],
-                                    rows: og,
-                                    row_stride: s.out_plane(),
-                                };
-                                (
-                                    gy,
-                                    &copies[m * narrow.image_len..(m + 1) * narrow.image_len],
-                                )
-                            },
-                        );
-                    }
-                });
-                continue;
-            }
             for first in images.clone().step_by(chunk) {
                 let count = chunk.min(images.end - first);
                 prepare(first, count, copies);
