@@ -280,10 +280,18 @@ mod x86 {
                 let mut acc: [[$vector; $vectors]; $mr] = [[$zero(); $vectors]; $mr];
                 let (a_row, a_step, b_step) = (left.row, left.step, right.step);
                 let (mut a, mut b) = (left.ptr, right.ptr);
-                if dst.col_stride == 1 {
-                    // The destination's lines, read (or written) after the loop, fetched while
-                    // it runs: rows of a large product are far apart and long evicted, and
-                    // waiting for them at the end cost a fifth of sgemm 2048's time on a Zen 3.
+                // A tile that only writes its destination (`beta == 0`, no epilogue to read it
+                // back) leaves its lines to the stores, which wait in the store buffer rather
+                // than in the pipeline: the burst of prefetches below held the line-fill
+                // buffers the panels' loads need (the pointwise convolution's backward-data,
+                // S5, +5% without it on an Intel Xeon model 207, alternated in one process;
+                // its forward, whose bias epilogue reads the tile back, and sgemm 2048 level).
+                let reads_destination =
+                    dst.beta != 0.0 || !dst.epilogue.bias.is_null() || dst.epilogue.relu;
+                if dst.col_stride == 1 && reads_destination {
+                    // The destination's lines, read after the loop, fetched while it runs:
+                    // rows of a large product are far apart and long evicted, and waiting for
+                    // them at the end cost a fifth of sgemm 2048's time on a Zen 3.
                     for i in 0..dst.rows {
                         let row = dst.ptr.wrapping_add(i * dst.row_stride);
                         // Every line of the row: a 48-float row left its middle line to
