@@ -475,7 +475,7 @@ fn register_tile_paths_match_the_reference() {
 }
 
 #[test]
-fn filter_gradient_read_in_place_matches_the_reference() {
+fn planes_read_in_place_match_the_reference() {
     // The filter-gradient GEMM (128 columns or more) reads the input planes where they lie,
     // skipping the taps that fall in the padding: ResNet's 7x7 stem at stride 2 with unequal
     // padding on odd sizes; unequal strides; dilation; padding so wide that whole rows and
@@ -515,6 +515,14 @@ fn filter_gradient_read_in_place_matches_the_reference() {
             [24, 160, 1, 1],
             padding(0, 0, 0, 0),
             [2, 2],
+            [1, 1],
+        ),
+        // And a pointwise forward deep enough to read its planes in two depth blocks.
+        (
+            [2, 260, 24, 23],
+            [20, 260, 1, 1],
+            padding(0, 0, 0, 0),
+            [1, 1],
             [1, 1],
         ),
     ] {
