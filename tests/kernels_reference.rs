@@ -254,6 +254,22 @@ fn passes_match_reference(
     s
 }
 
+/// An ungrouped convolution: input, weight, padding, stride, dilation.
+type Ungrouped = ([usize; 4], [usize; 4], Padding2d, [usize; 2], [usize; 2]);
+
+/// [`passes_match_reference`] for each of `cases`.
+fn ungrouped_match_reference(cases: &[Ungrouped], rng: &mut StdRng) {
+    for &(input, weight, padding, stride, dilation) in cases {
+        let spec = Conv2dSpec {
+            padding,
+            stride,
+            dilation,
+            groups: 1,
+        };
+        passes_match_reference(input, weight, spec, rng);
+    }
+}
+
 #[test]
 fn conv2d_kernels_match_naive_reference() {
     let mut rng = StdRng::seed_from_u64(2024);
@@ -481,7 +497,7 @@ fn planes_read_in_place_match_the_reference() {
     // padding on odd sizes; unequal strides; dilation; padding so wide that whole rows and
     // columns of some taps read only zeros; a 1x1 at stride 2 (the projection shortcut).
     let mut rng = StdRng::seed_from_u64(47);
-    for (input, weight, padding, stride, dilation) in [
+    let cases = [
         (
             [2, 3, 23, 21],
             [16, 3, 7, 7],
@@ -525,15 +541,8 @@ fn planes_read_in_place_match_the_reference() {
             [1, 1],
             [1, 1],
         ),
-    ] {
-        let spec = Conv2dSpec {
-            padding,
-            stride,
-            dilation,
-            groups: 1,
-        };
-        passes_match_reference(input, weight, spec, &mut rng);
-    }
+    ];
+    ungrouped_match_reference(&cases, &mut rng);
 }
 
 #[test]
@@ -671,7 +680,7 @@ fn forward_straight_into_the_output_skips_the_grid_columns() {
     // boundaries fall in many lanes, gaps of 0, 1 and 2 columns (stride 1 and 2, wide padding,
     // dilation) and a partial last tile.
     let mut rng = StdRng::seed_from_u64(53);
-    for (input, weight, padding, stride, dilation) in [
+    let cases = [
         (
             [2, 8, 6, 16],
             [8, 8, 3, 3],
@@ -707,15 +716,8 @@ fn forward_straight_into_the_output_skips_the_grid_columns() {
             [1, 1],
             [2, 2],
         ),
-    ] {
-        let spec = Conv2dSpec {
-            padding,
-            stride,
-            dilation,
-            groups: 1,
-        };
-        passes_match_reference(input, weight, spec, &mut rng);
-    }
+    ];
+    ungrouped_match_reference(&cases, &mut rng);
 }
 
 #[test]
