@@ -551,7 +551,8 @@ fn channel_blocked_passes_match_the_reference() {
     // asymmetric padding and dilation; channels that fill no block, one block and a part of
     // one (in and out, so the last tile's channels and the last block's lanes are partial);
     // rows of 14 pixels and more (tiles of 14 by 32 channels), their remainders, and shorter
-    // rows (tiles of 7 by 64); batch 1 (its tiles split over threads) and 3. Backward-data
+    // rows (tiles of 7 by 64); batch 1 (its tiles split over threads) and 3, and groups of
+    // images whose weights are too large to stay in L2 from one to the next. Backward-data
     // goes a column phase of an input row at a time: phases of 1, 2 and 4 taps, and with a
     // 2x2 kernel at stride 3 rows that no tap reaches (zero). The forward of a kernel smaller
     // than its stride keeps the shifted kernel unless forced (below).
@@ -607,6 +608,22 @@ fn channel_blocked_passes_match_the_reference() {
             [24, 16, 2, 2],
             padding(0, 1, 1, 0),
             [3, 2],
+            [1, 1],
+        ),
+        // Weights too large to stay in L2 between images (4.7 MB, 2.2 MB): the forward takes
+        // the images a group at a time.
+        (
+            [4, 256, 9, 9],
+            [512, 256, 3, 3],
+            padding(1, 1, 1, 1),
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [6, 200, 8, 11],
+            [300, 200, 3, 3],
+            padding(1, 0, 1, 2),
+            [2, 2],
             [1, 1],
         ),
     ] {

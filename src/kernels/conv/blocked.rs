@@ -30,6 +30,8 @@ use crate::kernels::blocks::{blocks_to_plane_rows, fill_blocks, for_each_chunk};
 use crate::kernels::scratch::{LINE, with_scratch};
 use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::util::simd::{Level, level, prefetch_line_l2};
+use crate::util::threads::inside_split;
+use rayon::prelude::*;
 
 /// The environment variable that decides where this path computes the forward and the
 /// backward-data: `1` wherever it fits ([`Blocked::fits`]), `0` nowhere (the shifted kernel
@@ -128,6 +130,27 @@ impl Blocked {
             pixels,
             vectors,
         }
+    }
+
+    /// How many images of `s`'s batch one call of [`forward_images`] takes: where the weights
+    /// do not stay in L2 from one image to the next (a 3x3 layer of 256 → 512 channels packs
+    /// 4.7 MB), a group of images shares each pass of them ([`Passes`]), as many as give every
+    /// thread a group and whose blocked copies fit in half of L2; otherwise one.
+    pub fn images_per_call(&self, s: &Conv2dShape) -> usize {
+        let budget = crate::kernels::gemm::Caches::of_this_cpu().l2 / 2;
+        let bytes = |floats: usize| floats * size_of::<f32>();
+        if bytes(self.packed_len(s)) <= budget {
+            return 1;
+        }
+        let threads = rayon::current_num_threads();
+        (1..=s.batch)
+            .filter(|&k| {
+                s.batch.is_multiple_of(k)
+                    && s.batch / k >= threads
+                    && bytes(k * self.image_len(s)) <= budget
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// The path and its register tile, for the log of kernel choices.
@@ -259,29 +282,30 @@ impl VectorKernel for PackBlock<'_> {
     }
 }
 
-/// Where the blocked forward reads one image.
+/// Where the blocked forward reads a run of consecutive images.
 pub(crate) enum Source<'a> {
-    /// Its planes `[C, H, W]`, copied into padded blocks first.
+    /// Their planes `[n, C, H, W]`, copied into padded blocks first.
     Planes(&'a [f32]),
-    /// Its blocks with a border of `halo` ([`ChannelBlocks`]' layout), followed by whatever
-    /// comes after it in the batch and the slack: the tiles read past a row's end. Read in place
-    /// when the border covers the padding, otherwise copied into padded blocks first.
+    /// Their blocks with a border of `halo` ([`ChannelBlocks`]' layout), followed by whatever
+    /// comes after them in the batch and the slack: the tiles read past a row's end. Read in
+    /// place when the border covers the padding, otherwise copied into padded blocks first.
     Blocks { data: &'a [f32], halo: usize },
 }
 
-/// Where the blocked forward writes one image.
+/// Where the blocked forward writes a run of consecutive images.
 pub(crate) enum Sink<'a> {
-    /// Its planes `[O, OH, OW]`, transposed from each tile.
+    /// Their planes `[n, O, OH, OW]`, transposed from each tile.
     Planes(&'a mut [f32]),
-    /// Its blocks with a border of `halo`, zero where nothing is written (the border and the
+    /// Their blocks with a border of `halo`, zero where nothing is written (the border and the
     /// lanes past `O`), as [`ChannelBlocks::zeros`] makes them.
     Blocks { data: &'a mut [f32], halo: usize },
 }
 
-/// The forward of one image with `packed` from [`Blocked::pack`]: the image in padded blocks
-/// (copied unless `source` already is), then the tiles of each block of output channels, split
-/// over the threads when called outside a split (a single image).
-pub(crate) fn forward_image(
+/// The forward of `images` consecutive images with `packed` from [`Blocked::pack`]: the images
+/// in padded blocks (copied unless `source` already is), then the tiles of each block of output
+/// channels, split over the threads when called outside a split (a single image or group).
+pub(crate) fn forward_images(
+    images: usize,
     source: Source<'_>,
     packed: &[f32],
     s: &Conv2dShape,
@@ -307,23 +331,53 @@ pub(crate) fn forward_image(
                 ..*blocked
             };
             let origin = ((halo - p.top) * geometry.width + halo - p.left) * LANES;
-            tiles_of_image(&data[origin..], packed, s, &geometry, epilogue, sink);
+            let stride = blocked.in_blocks * geometry.block_len();
+            let inputs = Inputs {
+                data: &data[origin..],
+                stride,
+                images,
+            };
+            tiles_of_images(inputs, packed, s, &geometry, epilogue, sink);
         }
-        source => with_scratch(blocked.image_len(s), |image| {
+        source => with_scratch(images * blocked.image_len(s), |copies| {
             let (before, padded) = ([p.top, p.left], [blocked.height, blocked.width]);
             let size = [s.in_height, s.in_width];
-            match source {
-                Source::Planes(x) => {
-                    assert_eq!(x.len(), s.in_channels * s.in_plane());
-                    fill_blocks(x, s.in_channels, size, before, padded, image);
-                }
-                Source::Blocks { data, halo } => {
-                    repad_blocks(data, blocked.in_blocks, size, halo, before, padded, image)
+            let stride = blocked.image_len(s);
+            for (n, image) in copies.chunks_exact_mut(stride).enumerate() {
+                match source {
+                    Source::Planes(x) => {
+                        let len = s.in_channels * s.in_plane();
+                        assert_eq!(x.len(), images * len);
+                        let x = &x[n * len..(n + 1) * len];
+                        fill_blocks(x, s.in_channels, size, before, padded, image);
+                    }
+                    Source::Blocks { data, halo } => {
+                        let len = blocked.in_blocks
+                            * (s.in_height + 2 * halo)
+                            * (s.in_width + 2 * halo)
+                            * LANES;
+                        let data = &data[n * len..];
+                        repad_blocks(data, blocked.in_blocks, size, halo, before, padded, image)
+                    }
                 }
             }
-            tiles_of_image(image, packed, s, blocked, epilogue, sink);
+            let inputs = Inputs {
+                data: copies,
+                stride,
+                images,
+            };
+            tiles_of_images(inputs, packed, s, blocked, epilogue, sink);
         }),
     }
+}
+
+/// The padded blocks of a run of images as the tiles read them: image `n`'s first window at
+/// `data[n · stride..]`.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    data: &'a [f32],
+    stride: usize,
+    images: usize,
 }
 
 /// Copies `blocks` blocks of `size` pixels with a border of `halo` into blocks of `padded`
@@ -350,10 +404,10 @@ fn repad_blocks(
     }
 }
 
-/// The tiles of every block of output channels of one image in padded blocks of `blocked`'s
-/// geometry.
-fn tiles_of_image(
-    image: &[f32],
+/// The tiles of every block of output channels of a run of images in padded blocks of
+/// `blocked`'s geometry.
+fn tiles_of_images(
+    inputs: Inputs<'_>,
     packed: &[f32],
     s: &Conv2dShape,
     blocked: &Blocked,
@@ -367,7 +421,7 @@ fn tiles_of_image(
         let first = ob * channels;
         let count = channels.min(s.out_channels - first);
         with_vector(Tiles {
-            image,
+            inputs,
             weights: &packed[ob * len..(ob + 1) * len],
             s,
             blocked,
@@ -379,36 +433,68 @@ fn tiles_of_image(
     };
     // Output channels outer: a block's weights stay in L2 while its rows go by. (Rows outer,
     // the input's rows in cache across the blocks, measured level on S4.)
-    match sink {
+    /// Each image's part (`part` floats of its `image_len`) of each block of output channels,
+    /// by block.
+    fn by_block(
+        data: &mut [f32],
+        images: usize,
+        image_len: usize,
+        part: usize,
+    ) -> Vec<Vec<&mut [f32]>> {
+        assert_eq!(data.len(), images * image_len);
+        let mut parts: Vec<Vec<&mut [f32]>> = Vec::new();
+        for image in data.chunks_exact_mut(image_len) {
+            for (ob, part) in image.chunks_mut(part).enumerate() {
+                if ob == parts.len() {
+                    parts.push(Vec::with_capacity(images));
+                }
+                parts[ob].push(part);
+            }
+        }
+        parts
+    }
+    let images = inputs.images;
+    let parts = match sink {
         Sink::Planes(out) => {
             let plane = s.out_plane();
-            assert_eq!(out.len(), s.out_channels * plane);
-            for_each_chunk(out, channels * plane, true, |(ob, out)| {
-                run(ob, TileOut::Planes(out))
-            });
+            let parts = by_block(out, images, s.out_channels * plane, channels * plane);
+            parts.into_iter().map(TileOut::Planes).collect::<Vec<_>>()
         }
         Sink::Blocks { data, halo } => {
             let block = (s.out_height + 2 * halo) * (s.out_width + 2 * halo) * LANES;
-            assert_eq!(data.len(), s.out_channels.div_ceil(LANES) * block);
-            for_each_chunk(data, blocked.vectors * block, true, |(ob, data)| {
-                run(ob, TileOut::Blocks { data, halo })
-            });
+            let image_len = s.out_channels.div_ceil(LANES) * block;
+            let parts = by_block(data, images, image_len, blocked.vectors * block);
+            let blocks = |data| TileOut::Blocks { data, halo };
+            parts.into_iter().map(blocks).collect::<Vec<_>>()
+        }
+    };
+    if !inside_split() && rayon::current_num_threads() > 1 {
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(ob, out)| run(ob, out));
+    } else {
+        for (ob, out) in parts.into_iter().enumerate() {
+            run(ob, out);
         }
     }
 }
 
-/// Where [`Tiles`] store: one tile of output channels' part of a [`Sink`].
+/// Where [`Tiles`] store: one tile of output channels' part of a [`Sink`], image by image.
 enum TileOut<'a> {
-    /// `[channels, OH, OW]`.
-    Planes(&'a mut [f32]),
-    /// `[channels / LANES][OH + 2·halo][OW + 2·halo][LANES]`.
-    Blocks { data: &'a mut [f32], halo: usize },
+    /// `[channels, OH, OW]` of each image.
+    Planes(Vec<&'a mut [f32]>),
+    /// `[channels / LANES][OH + 2·halo][OW + 2·halo][LANES]` of each image.
+    Blocks {
+        data: Vec<&'a mut [f32]>,
+        halo: usize,
+    },
 }
 
-/// The tiles of one block of output channels: every row of output pixels, [`Blocked`]'s `P`
-/// pixels at a time.
+/// The tiles of one block of output channels: every row of output pixels of every image,
+/// [`Blocked`]'s `P` pixels at a time.
 struct Tiles<'a> {
-    image: &'a [f32],
+    inputs: Inputs<'a>,
     weights: &'a [f32],
     s: &'a Conv2dShape,
     blocked: &'a Blocked,
@@ -442,7 +528,7 @@ impl Tiles<'_> {
     #[inline(always)]
     fn rows<V: Vector, const P: usize, const R: usize, const SW: usize>(self) {
         let Tiles {
-            image,
+            inputs,
             weights,
             s,
             blocked,
@@ -455,22 +541,22 @@ impl Tiles<'_> {
         let (oh_count, ow_count) = (s.out_height, s.out_width);
         let plane = oh_count * ow_count;
         assert!(channels <= R * LANES);
-        // The floats each output vector `r` and pixel `(oh, ow)` go to, as blocks: `(r·OBH +
-        // halo + oh)·OBW + halo + ow` pixels in.
-        let (planes, blocks) = match out {
-            TileOut::Planes(out) => {
-                assert_eq!(out.len(), channels * plane);
-                (Some(out.as_mut_ptr()), None)
+        // Each image's part of the output; as blocks, output vector `r` and pixel `(oh, ow)`
+        // go to the floats `(r·OBH + halo + oh)·OBW + halo + ow` pixels in.
+        let (outs, blocks): (Vec<*mut f32>, _) = match out {
+            TileOut::Planes(outs) => {
+                assert!(outs.iter().all(|out| out.len() == channels * plane));
+                (outs.into_iter().map(|out| out.as_mut_ptr()).collect(), None)
             }
             TileOut::Blocks { data, halo } => {
                 let size = [oh_count + 2 * halo, ow_count + 2 * halo];
-                assert_eq!(
-                    data.len(),
-                    channels.div_ceil(LANES) * size[0] * size[1] * LANES
-                );
-                (None, Some((data.as_mut_ptr(), halo, size)))
+                let len = channels.div_ceil(LANES) * size[0] * size[1] * LANES;
+                assert!(data.iter().all(|out| out.len() == len));
+                let outs = data.into_iter().map(|out| out.as_mut_ptr()).collect();
+                (outs, Some((halo, size)))
             }
         };
+        assert_eq!(outs.len(), inputs.images);
         let row_len = blocked.width * LANES;
         // The last float any tile reads, pixels past the row included.
         let last_row = (oh_count - 1) * s.spec.stride[0] * row_len;
@@ -480,8 +566,9 @@ impl Tiles<'_> {
             + taps.last().copied().unwrap_or(0)
             + last_pixel
             + LANES;
+        let image = inputs.data;
         assert!(
-            reach <= image.len(),
+            inputs.images > 0 && (inputs.images - 1) * inputs.stride + reach <= image.len(),
             "conv2d blocked forward: tile reads past the image"
         );
         assert_eq!(
@@ -493,9 +580,10 @@ impl Tiles<'_> {
             bias[..channels].copy_from_slice(b);
         }
         let mut staging = [0.0f32; STAGING];
-        let mut store = |oh: usize, ow: usize, sums: [[V; R]; P]| {
+        let mut store = |n: usize, oh: usize, ow: usize, sums: [[V; R]; P]| {
             let pixels = P.min(ow_count - ow);
-            if let Some((out, halo, [_, width])) = blocks {
+            let out = outs[n];
+            if let Some((halo, [_, width])) = blocks {
                 for (p, sums) in sums.iter().enumerate().take(pixels) {
                     for (r, &sum) in sums.iter().enumerate() {
                         let count = channels.saturating_sub(r * LANES).min(LANES);
@@ -526,7 +614,6 @@ impl Tiles<'_> {
                     }
                 }
             }
-            let out = planes.expect("planes when not blocks");
             for r in 0..R {
                 let count = channels.saturating_sub(r * LANES).min(LANES);
                 if count == 0 {
@@ -551,10 +638,11 @@ impl Tiles<'_> {
         // [`Passes`]); the sums of the tiles carried from one pass to the next in `partial`.
         let passes = Passes::new(blocked.in_blocks, taps.len(), R);
         let tiles_per_row = ow_count.div_ceil(P);
+        let tiles_per_image = oh_count * tiles_per_row;
         // SAFETY: `with_vector` runs this with a type the CPU supports.
         let zero = unsafe { [[V::zero(); R]; P] };
         let mut partial = if passes.count() > 1 {
-            vec![zero; oh_count * tiles_per_row]
+            vec![zero; inputs.images * tiles_per_image]
         } else {
             Vec::new()
         };
@@ -573,19 +661,21 @@ impl Tiles<'_> {
                 passes.weights(i + 1, taps.len(), R)
             };
             let mut next_pass = next_weights.step_by(LINE);
-            let share = next_pass.len().div_ceil(oh_count * tiles_per_row);
-            for oh in 0..oh_count {
-                let row = oh * s.spec.stride[0] * row_len;
+            let share = next_pass.len().div_ceil(inputs.images * tiles_per_image);
+            // Images inside the pass: its weights serve every image's tiles while in L1.
+            for (n, oh) in (0..inputs.images).flat_map(|n| (0..oh_count).map(move |oh| (n, oh))) {
+                let row = n * inputs.stride + oh * s.spec.stride[0] * row_len;
                 for ow in (0..ow_count).step_by(P) {
-                    let carried = partial.get_mut(oh * tiles_per_row + ow / P);
+                    let tile_index = n * tiles_per_image + oh * tiles_per_row + ow / P;
+                    let carried = partial.get_mut(tile_index);
                     let start = carried.as_deref().copied().unwrap_or(zero);
                     for at in next_pass.by_ref().take(share) {
                         // A hint: the pointer is formed, never read (and is in `weights`).
                         prefetch_line_l2(weights.as_ptr().wrapping_add(at));
                     }
                     // SAFETY: `with_vector` runs this with a type the CPU supports; every read
-                    // of the tile is below `reach <= image.len()` (asserted: a pass reads a
-                    // subset of the blocks and taps) and of the weights within their asserted
+                    // of the tile is below `n·stride + reach <= image.len()` (asserted for the
+                    // last image: a pass reads a subset of the blocks and taps) and of the weights within their asserted
                     // length (`w_start` is where the pass's first block and tap begin in the
                     // `[C/B][T][B][R·B]` order).
                     let sums = unsafe {
@@ -600,7 +690,7 @@ impl Tiles<'_> {
                     };
                     match carried {
                         Some(carried) if !last => *carried = sums,
-                        _ => store(oh, ow, sums),
+                        _ => store(n, oh, ow, sums),
                     }
                 }
             }

@@ -323,7 +323,7 @@ pub(crate) fn conv2d_forward_blocks_prepared(
         };
         let sink = blocked::Sink::Blocks { data: out, halo };
         let epilogue = Epilogue { bias, activation };
-        blocked::forward_image(source, &packed, &s, &blocked, epilogue, sink);
+        blocked::forward_images(1, source, &packed, &s, &blocked, epilogue, sink);
     })
 }
 
@@ -513,6 +513,13 @@ fn forward_images<'a>(
         })
     };
     let packed = fallback_packing(winograd.is_some(), shifted, pack);
+    let per_call = match (&winograd, &blocked) {
+        (Some((_, geometry)), _) => geometry.images,
+        (None, Some((blocked, _))) => blocked.images_per_call(&s),
+        (None, None) => 1,
+    };
+    // Images on channel blocks a group at a time (see `Blocked::images_per_call`).
+    let blocked_group = blocked.clone().filter(|_| per_call > 1);
     // Every path applies the bias and activation as it stores the outputs (the direct path
     // to each plane while it is in cache).
     let image = move |n: usize, out: &mut [f32]| {
@@ -520,7 +527,7 @@ fn forward_images<'a>(
         let epilogue = Epilogue { bias, activation };
         if let Some((blocked, packed)) = &blocked {
             let (source, sink) = (blocked::Source::Planes(x), blocked::Sink::Planes(out));
-            return blocked::forward_image(source, packed, &s, blocked, epilogue, sink);
+            return blocked::forward_images(1, source, packed, &s, blocked, epilogue, sink);
         }
         if let Some(sub) = &subsampled {
             return pointwise::forward_image_subsampled(x, weight, &s, sub, epilogue, out);
@@ -535,7 +542,6 @@ fn forward_images<'a>(
             ConvPath::Wide { .. } => wide::forward_image(x, weight, &s, epilogue, out),
         }
     };
-    let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
     let run = move |first: usize, outputs: Outputs<'_>| {
         let input_of =
             |images: Range<usize>| &input[images.start * image_in..images.end * image_in];
@@ -545,8 +551,18 @@ fn forward_images<'a>(
                 winograd::convolve_images(input_of(images), filter, geometry, bias, activation, out)
             }
         });
+        let compute = |out: &mut [f32]| match &blocked_group {
+            Some((blocked, packed)) => {
+                let images = first..first + out.len() / image_out;
+                let source = blocked::Source::Planes(input_of(images.clone()));
+                let sink = blocked::Sink::Planes(out);
+                let epilogue = Epilogue { bias, activation };
+                blocked::forward_images(images.len(), source, packed, &s, blocked, epilogue, sink)
+            }
+            _ => in_groups(first, out, image_out, grouped, &image),
+        };
         match outputs {
-            Outputs::Planes(out) => in_groups(first, out, image_out, grouped, &image),
+            Outputs::Planes(out) => compute(out),
             Outputs::Pooled {
                 pool,
                 out,
@@ -568,7 +584,7 @@ fn forward_images<'a>(
                     }
                 }
                 with_scratch(count * image_out, |conv| {
-                    in_groups(first, conv, image_out, grouped, &image);
+                    compute(conv);
                     max_pool_planes(conv, pool, out, indices);
                 })
             }
