@@ -610,7 +610,7 @@ fn channel_blocked_passes_match_the_reference() {
             [3, 2],
             [1, 1],
         ),
-        // Weights too large to stay in L2 between images (4.7 MB, 2.2 MB): the forward takes
+        // Weights too large to stay in L2 between images (4.7 MB, 2.2 MB): both passes take
         // the images a group at a time.
         (
             [4, 256, 9, 9],

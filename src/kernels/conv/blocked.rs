@@ -133,24 +133,10 @@ impl Blocked {
     }
 
     /// How many images of `s`'s batch one call of [`forward_images`] takes: where the weights
-    /// do not stay in L2 from one image to the next (a 3x3 layer of 256 → 512 channels packs
-    /// 4.7 MB), a group of images shares each pass of them ([`Passes`]), as many as give every
-    /// thread a group and whose blocked copies fit in half of L2; otherwise one.
+    /// do not stay in L2 from one image to the next, a group of images shares each pass of them
+    /// ([`Passes`]); see [`images_per_call`].
     pub fn images_per_call(&self, s: &Conv2dShape) -> usize {
-        let budget = crate::kernels::gemm::Caches::of_this_cpu().l2 / 2;
-        let bytes = |floats: usize| floats * size_of::<f32>();
-        if bytes(self.packed_len(s)) <= budget {
-            return 1;
-        }
-        let threads = rayon::current_num_threads();
-        (1..=s.batch)
-            .filter(|&k| {
-                s.batch.is_multiple_of(k)
-                    && s.batch / k >= threads
-                    && bytes(k * self.image_len(s)) <= budget
-            })
-            .max()
-            .unwrap_or(1)
+        images_per_call(s, self.packed_len(s), self.image_len(s))
     }
 
     /// The path and its register tile, for the log of kernel choices.
@@ -278,6 +264,62 @@ impl VectorKernel for PackBlock<'_> {
                     );
                 }
             }
+        }
+    }
+}
+
+/// How many images of `s`'s batch a blocked pass takes at a time, given the floats of its packed
+/// weights and of one image's blocked copy: one, unless the weights do not stay in half of L2
+/// from one image to the next (a 3x3 layer of 256 → 512 channels packs 4.7 MB); then a group
+/// that shares them while they are in cache, as many images as give every thread a group and
+/// whose copies fit in half of L2.
+fn images_per_call(s: &Conv2dShape, packed_len: usize, image_len: usize) -> usize {
+    let budget = crate::kernels::gemm::Caches::of_this_cpu().l2 / 2;
+    let bytes = |floats: usize| floats * size_of::<f32>();
+    if bytes(packed_len) <= budget {
+        return 1;
+    }
+    let threads = rayon::current_num_threads();
+    (1..=s.batch)
+        .filter(|&k| {
+            s.batch.is_multiple_of(k) && s.batch / k >= threads && bytes(k * image_len) <= budget
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// Each image's part (`part` floats of each image's `image_len`) of each block of channels, by
+/// block: the output of one task of a blocked pass over a group of images.
+fn by_block(
+    data: &mut [f32],
+    images: usize,
+    image_len: usize,
+    part: usize,
+) -> Vec<Vec<&mut [f32]>> {
+    assert_eq!(data.len(), images * image_len);
+    let mut parts: Vec<Vec<&mut [f32]>> = Vec::new();
+    for image in data.chunks_exact_mut(image_len) {
+        for (block, part) in image.chunks_mut(part).enumerate() {
+            if block == parts.len() {
+                parts.push(Vec::with_capacity(images));
+            }
+            parts[block].push(part);
+        }
+    }
+    parts
+}
+
+/// `f(block, part)` for each block's part, split over the threads when called outside a split
+/// (a single image or group).
+fn for_each_block<T: Send>(parts: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
+    if !inside_split() && rayon::current_num_threads() > 1 {
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(block, part)| f(block, part));
+    } else {
+        for (block, part) in parts.into_iter().enumerate() {
+            f(block, part);
         }
     }
 }
@@ -433,26 +475,6 @@ fn tiles_of_images(
     };
     // Output channels outer: a block's weights stay in L2 while its rows go by. (Rows outer,
     // the input's rows in cache across the blocks, measured level on S4.)
-    /// Each image's part (`part` floats of its `image_len`) of each block of output channels,
-    /// by block.
-    fn by_block(
-        data: &mut [f32],
-        images: usize,
-        image_len: usize,
-        part: usize,
-    ) -> Vec<Vec<&mut [f32]>> {
-        assert_eq!(data.len(), images * image_len);
-        let mut parts: Vec<Vec<&mut [f32]>> = Vec::new();
-        for image in data.chunks_exact_mut(image_len) {
-            for (ob, part) in image.chunks_mut(part).enumerate() {
-                if ob == parts.len() {
-                    parts.push(Vec::with_capacity(images));
-                }
-                parts[ob].push(part);
-            }
-        }
-        parts
-    }
     let images = inputs.images;
     let parts = match sink {
         Sink::Planes(out) => {
@@ -468,16 +490,7 @@ fn tiles_of_images(
             parts.into_iter().map(blocks).collect::<Vec<_>>()
         }
     };
-    if !inside_split() && rayon::current_num_threads() > 1 {
-        parts
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(ob, out)| run(ob, out));
-    } else {
-        for (ob, out) in parts.into_iter().enumerate() {
-            run(ob, out);
-        }
-    }
+    for_each_block(parts, run);
 }
 
 /// Where [`Tiles`] store: one tile of output channels' part of a [`Sink`], image by image.
@@ -917,6 +930,13 @@ impl BlockedGradient {
         self.grad_blocks * self.block_len() + self.pixels * LANES
     }
 
+    /// How many images of `s`'s batch one call of [`backward_data_images`] takes: a group
+    /// where the weights do not stay in L2 from one image to the next, each tile of input
+    /// channels taking the group's images in turn (see [`images_per_call`]).
+    pub fn images_per_call(&self, s: &Conv2dShape) -> usize {
+        images_per_call(s, self.packed_len(s), self.image_len())
+    }
+
     fn tile_channels(&self) -> usize {
         self.vectors * LANES
     }
@@ -1076,7 +1096,8 @@ impl VectorKernel for PackGradientTile<'_> {
 /// with `packed` from [`BlockedGradient::pack`]: blocked copy of `gy`, then per tile of input
 /// channels its tiles and their transposition into `gx`, the tiles of input channels split
 /// over the threads when called outside a split (a single image).
-pub(super) fn backward_data_image(
+pub(super) fn backward_data_images(
+    images: usize,
     gy: &[f32],
     packed: &[f32],
     s: &Conv2dShape,
@@ -1089,35 +1110,46 @@ pub(super) fn backward_data_image(
         "conv2d blocked backward-data: AVX-512 only"
     );
     let (plane, width) = (s.in_plane(), blocked.tile_channels());
-    assert_eq!(gy.len(), s.out_channels * s.out_plane());
-    assert_eq!(gx.len(), s.in_channels * plane);
+    let (image_in, image_out) = (s.in_channels * plane, s.out_channels * s.out_plane());
+    assert_eq!(gy.len(), images * image_out);
+    assert_eq!(gx.len(), images * image_in);
     assert_eq!(packed.len(), blocked.packed_len(s));
     let tiles = blocked.in_tiles(s);
     let tile_len = packed.len() / tiles;
-    with_scratch(blocked.image_len(), |image| {
-        fill_blocks(
-            gy,
-            s.out_channels,
-            [s.out_height, s.out_width],
-            blocked.before,
-            blocked.padded,
-            image,
-        );
-        let image = &*image;
+    let stride = blocked.image_len();
+    with_scratch(images * stride, |copies| {
+        for (gy, image) in gy
+            .chunks_exact(image_out)
+            .zip(copies.chunks_exact_mut(stride))
+        {
+            fill_blocks(
+                gy,
+                s.out_channels,
+                [s.out_height, s.out_width],
+                blocked.before,
+                blocked.padded,
+                image,
+            );
+        }
+        let copies = &*copies;
         let offsets = blocked.class_offsets(s);
         // Each tile of input channels a row at a time in blocks of the task's own thread, each
-        // row transposed into `gx` as it is finished, while it is in L1.
-        for_each_chunk(gx, width * plane, true, |(ct, gx)| {
+        // row transposed into `gx` as it is finished, while it is in L1; the images of a group
+        // one after the other, while the tile's weights are in L2.
+        let parts = by_block(gx, images, image_in, width * plane);
+        for_each_block(parts, |ct, gxs| {
             with_scratch(width * s.in_width, |row| {
-                with_vector(GradientTiles {
-                    image,
-                    weights: &packed[ct * tile_len..(ct + 1) * tile_len],
-                    class_offsets: &offsets,
-                    s,
-                    blocked,
-                    row: &mut row[..width * s.in_width],
-                    gx,
-                });
+                for (image, gx) in copies.chunks_exact(stride).zip(gxs) {
+                    with_vector(GradientTiles {
+                        image,
+                        weights: &packed[ct * tile_len..(ct + 1) * tile_len],
+                        class_offsets: &offsets,
+                        s,
+                        blocked,
+                        row: &mut row[..width * s.in_width],
+                        gx,
+                    });
+                }
             })
         });
     })

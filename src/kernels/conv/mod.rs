@@ -702,7 +702,8 @@ fn backward_data_images<'a>(
     let blocked =
         matches!(s.path, ConvPath::Wide { blocked, .. } if blocked.backward_data).then(|| {
             let blocked = blocked::BlockedGradient::new(&s);
-            let packed = blocked.pack(weight, &s);
+            // Shared by the calls of single images and groups.
+            let packed = Arc::new(blocked.pack(weight, &s));
             (blocked, packed)
         });
     let shifted = matches!(s.path, ConvPath::Wide { shifted, .. } if shifted.backward_data)
@@ -710,10 +711,17 @@ fn backward_data_images<'a>(
     let packed = fallback_packing(winograd.is_some(), shifted, || {
         wide::GatherWeights::new(weight, &s)
     });
+    let per_call = match (&winograd, &blocked) {
+        (Some((_, geometry)), _) => geometry.images,
+        (None, Some((blocked, _))) => blocked.images_per_call(&s),
+        (None, None) => 1,
+    };
+    // Images on channel blocks a group at a time (see `BlockedGradient::images_per_call`).
+    let blocked_group = blocked.clone().filter(|_| per_call > 1);
     let image = move |n: usize, gx: &mut [f32]| {
         let gy = &grad_output[n * image_out..(n + 1) * image_out];
         if let Some((blocked, packed)) = &blocked {
-            return blocked::backward_data_image(gy, packed, &s, blocked, gx);
+            return blocked::backward_data_images(1, gy, packed, &s, blocked, gx);
         }
         match s.path {
             ConvPath::Direct => direct::backward_data_image(gy, weight, &s, gx),
@@ -725,8 +733,12 @@ fn backward_data_images<'a>(
             ConvPath::Wide { .. } => wide::backward_data_image(gy, weight, &s, gx),
         }
     };
-    let per_call = winograd.as_ref().map_or(1, |(_, geometry)| geometry.images);
     let run = move |first: usize, gx: &mut [f32]| {
+        if let Some((blocked, packed)) = &blocked_group {
+            let images = first..first + gx.len() / image_in;
+            let gy = &grad_output[images.start * image_out..images.end * image_out];
+            return blocked::backward_data_images(images.len(), gy, packed, &s, blocked, gx);
+        }
         let winograd = winograd.as_ref().map(|(filter, geometry)| {
             move |images: Range<usize>, gx: &mut [f32]| {
                 let gy = &grad_output[images.start * image_out..images.end * image_out];
