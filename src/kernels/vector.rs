@@ -390,6 +390,32 @@ pub(crate) unsafe fn transpose_block<V: Vector>(
     row: impl Fn(usize) -> *const f32,
     column: impl Fn(usize) -> *mut f32,
 ) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        transpose_block_into::<V>(rows, count, row, |m, vector| {
+            if stored >= V::LANES {
+                vector.store(column(m));
+            } else {
+                vector.store_first(column(m), stored);
+            }
+        })
+    }
+}
+
+/// [`transpose_block`] handing each column `m < count` (zero past `rows`) to `column(m, ·)`
+/// rather than storing it.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instruction set; `count` floats from each `row(r)` (`r < rows`) are
+/// readable.
+#[inline(always)]
+pub(crate) unsafe fn transpose_block_into<V: Vector>(
+    rows: usize,
+    count: usize,
+    row: impl Fn(usize) -> *const f32,
+    mut column: impl FnMut(usize, V),
+) {
     // SAFETY: the caller's contract; masked-off lanes are not read.
     unsafe {
         let mask = V::zero().first_lanes(count);
@@ -398,12 +424,8 @@ pub(crate) unsafe fn transpose_block<V: Vector>(
             *vector = V::load_masked(row(r), mask);
         }
         transpose::<V>(&mut block);
-        for (m, vector) in block.iter().take(count).enumerate() {
-            if stored >= V::LANES {
-                vector.store(column(m));
-            } else {
-                vector.store_first(column(m), stored);
-            }
+        for (m, &vector) in block.iter().take(count).enumerate() {
+            column(m, vector);
         }
     }
 }

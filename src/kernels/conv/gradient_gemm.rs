@@ -18,8 +18,10 @@
 use super::parallel::valid_columns;
 use super::shape::Conv2dShape;
 use crate::kernels::gemm::Caches;
-use crate::kernels::scratch::{with_scratch, with_scratch_parts};
-use crate::kernels::vector::{TransposeIntoPanel, Vector, VectorKernel, with_vector};
+use crate::kernels::scratch::with_scratch_parts;
+use crate::kernels::vector::{
+    TransposeIntoPanel, Vector, VectorKernel, transpose_block_into, with_vector,
+};
 use crate::util::simd::{Level, level};
 use std::ops::Range;
 
@@ -144,8 +146,8 @@ pub(super) fn filter_gradient_gemm<R>(
     let lanes = vector_lanes();
     let stride = rows.next_multiple_of(lanes);
     let chunk = chunk_positions(stride, lanes);
+    // The sums are not zeroed: the first chunk's products write them (`started`).
     with_scratch_parts([chunk * stride, columns * stride], |[panel, sums]| {
-        sums.fill(0.0);
         let mut gemm = FilterGradientGemm {
             rows,
             columns,
@@ -153,32 +155,72 @@ pub(super) fn filter_gradient_gemm<R>(
             chunk,
             panel,
             sums,
+            started: false,
         };
         let result = f(&mut gemm);
-        add_transposed(gemm.sums, stride, grad_weight, columns);
+        if gemm.started {
+            with_vector(AddTransposed {
+                sums: gemm.sums,
+                stride,
+                grad_weight,
+                columns,
+            });
+        }
         result
     })
 }
 
-/// `grad_weight[i·columns + j] += sums[j·stride + i]`: the sums transposed into a scratch
-/// buffer by vector blocks, then added row by row. A scalar add reading `sums` down its
-/// columns, once per thread, was still 2.9% of ResNet's stride-2 filter gradient.
-fn add_transposed(sums: &[f32], stride: usize, grad_weight: &mut [f32], columns: usize) {
-    let rows = grad_weight.len() / columns.max(1);
-    with_scratch(rows * columns, |transposed| {
-        // `transposed[i·columns + j] = sums[j·stride + i]`.
-        with_vector(TransposeIntoPanel {
-            src: sums,
+/// `grad_weight[i·columns + j] += sums[j·stride + i]`, a block of vectors at a time transposed
+/// in registers and added into the gradient's rows. A scalar add reading `sums` down its
+/// columns was 2.9% of ResNet's stride-2 filter gradient (once per thread); a transposition
+/// into a scratch buffer, then the add, 6% of its 256 → 512 channels layer's (4.7 MB of sums).
+struct AddTransposed<'a> {
+    sums: &'a [f32],
+    stride: usize,
+    grad_weight: &'a mut [f32],
+    columns: usize,
+}
+
+impl VectorKernel for AddTransposed<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let AddTransposed {
+            sums,
             stride,
-            lines: columns,
-            depth: rows,
-            width: columns,
-            out: transposed,
-        });
-        for (gw, t) in grad_weight.iter_mut().zip(&*transposed) {
-            *gw += t;
+            grad_weight,
+            columns,
+        } = self;
+        let rows = grad_weight.len() / columns.max(1);
+        assert!(rows <= stride && sums.len() >= columns * stride);
+        assert_eq!(grad_weight.len(), rows * columns);
+        let (src, dst) = (sums.as_ptr(), grad_weight.as_mut_ptr());
+        for i in (0..rows).step_by(V::LANES) {
+            let count = (rows - i).min(V::LANES);
+            for j in (0..columns).step_by(V::LANES) {
+                let width = (columns - j).min(V::LANES);
+                // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
+                // width` of the block reads `count` floats of `sums` from `(j + r)·stride +
+                // i`, within column `j + r < columns` as `i + count <= rows <= stride`
+                // (asserted); column `m < count` adds `width` floats into gradient row
+                // `i + m < rows` from its column `j`, `j + width <= columns`.
+                unsafe {
+                    transpose_block_into::<V>(
+                        width,
+                        count,
+                        |r| src.add((j + r) * stride + i),
+                        |m, column: V| {
+                            let at = dst.add((i + m) * columns + j);
+                            let mask = V::zero().first_lanes(width);
+                            let sum = V::load_masked(at, mask).add(column);
+                            sum.store_first(at, width);
+                        },
+                    );
+                }
+            }
         }
-    })
+    }
 }
 
 /// The filter gradient's sums during [`filter_gradient_gemm`].
@@ -190,8 +232,10 @@ pub(super) struct FilterGradientGemm<'s> {
     /// Positions the panel holds.
     chunk: usize,
     panel: &'s mut [f32],
-    /// `dWᵀ`: `sums[j·stride + i]` for column `j` and row `i`.
+    /// `dWᵀ`: `sums[j·stride + i]` for column `j` and row `i`; unspecified until `started`.
     sums: &'s mut [f32],
+    /// Whether a product has written the sums (the first writes, the others add).
+    started: bool,
 }
 
 impl FilterGradientGemm<'_> {
@@ -289,8 +333,10 @@ impl FilterGradientGemm<'_> {
                 srcs: &srcs,
                 columns,
                 zeros: &zeros,
+                start_from_zero: !self.started,
                 sums: self.sums,
             });
+            self.started = true;
         }
     }
 }
@@ -395,6 +441,8 @@ struct PanelProduct<'a> {
     srcs: &'a [&'a [f32]],
     columns: &'a [ColumnSource],
     zeros: &'a [f32],
+    /// Whether the product writes `sums` (`=` rather than `+=`): every one of them.
+    start_from_zero: bool,
     sums: &'a mut [f32],
 }
 
@@ -483,9 +531,11 @@ impl PanelProduct<'_> {
             let at =
                 |r: usize, v: usize| (first_row + r) * self.stride + (first_vector + v) * V::LANES;
             let mut acc = [[V::zero(); VECS]; ROWS];
-            for (r, acc) in acc.iter_mut().enumerate() {
-                for (v, acc) in acc.iter_mut().enumerate() {
-                    *acc = V::load(sums.add(at(r, v)));
+            if !self.start_from_zero {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = V::load(sums.add(at(r, v)));
+                    }
                 }
             }
             let columns = &self.columns[first_row..first_row + ROWS];
