@@ -828,6 +828,10 @@ pub fn conv2d_backward_filter(
                     wide::accumulate_filter_gradient(input, grad_output, &s, images, partial)
                 }
             };
+            // The in-place GEMM sums exactly the convolution's terms.
+            let exact = !winograd.backward_filter
+                && shifted.backward_filter
+                && wide::filter_gradient_in_place(&s);
             sum_over_image_chunks(s.batch, grad_weight, |images, partial| {
                 // The wide grid's discarded columns hold zero gradients that meet real input
                 // values in these products; an infinite input there would add 0·∞ = NaN where
@@ -836,7 +840,7 @@ pub fn conv2d_backward_filter(
                 // training stops on it anyway) is redone, its images holding an infinity or NaN
                 // summed by the definition. `partial` starts zeroed.
                 fast(images.clone(), partial);
-                if all_finite(partial) {
+                if exact || all_finite(partial) {
                     return;
                 }
                 partial.fill(0.0);

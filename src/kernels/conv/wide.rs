@@ -789,6 +789,13 @@ const CHUNK_FLOATS: usize = 256 * 1024;
 /// convolution (S2, in place of a copy per filter column) level. The GEMM itself had measured
 /// ahead of im2col + a packed GEMM, which must transpose the column matrix to pack it (VGG's
 /// 56x56x256 conv 176 → 209 GFLOP/s, ResNet's stride-2 downsampling 122 → 161).
+/// Whether [`accumulate_filter_gradient_shifted`] reads the input planes in place
+/// ([`gradient_gemm::accumulate_filter_gradient_in_place`]): then it sums exactly the
+/// convolution's terms, no product of a discarded grid column among them.
+pub(super) fn filter_gradient_in_place(s: &Conv2dShape) -> bool {
+    gradient_gemm::pays(s.group_patch())
+}
+
 pub(super) fn accumulate_filter_gradient_shifted(
     input: &[f32],
     grad_output: &[f32],
@@ -796,7 +803,7 @@ pub(super) fn accumulate_filter_gradient_shifted(
     images: std::ops::Range<usize>,
     grad_weight: &mut [f32],
 ) {
-    if gradient_gemm::pays(s.group_patch()) {
+    if filter_gradient_in_place(s) {
         return gradient_gemm::accumulate_filter_gradient_in_place(
             input,
             grad_output,
