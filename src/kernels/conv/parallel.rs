@@ -23,21 +23,25 @@ pub(super) fn sum_over_image_chunks(
     out: &mut [f32],
     f: impl Fn(Range<usize>, &mut [f32]) + Sync + Send,
 ) {
-    out.fill(0.0);
     if !parallel_over_images(batch) {
+        out.fill(0.0);
         f(0..batch, out);
         return;
     }
     let threads = rayon::current_num_threads();
     let per_thread = batch.div_ceil(threads);
     let images = |t: usize| (t * per_thread).min(batch)..((t + 1) * per_thread).min(batch);
-    // The first thread's images go straight into `out` (zeroed above); the others into
-    // private buffers added after it in thread order.
+    // The first thread's images go straight into `out`, zeroed by that thread while the
+    // others start (zeroed before the split, ResNet's 256 → 512 filter gradient of 4.7 MB
+    // measured 4.7% slower); the others into private buffers added after it in thread order.
     let len = out.len();
     let mut partials: Vec<Vec<f32>> = Vec::new();
     split(|| {
         rayon::join(
-            || f(images(0), out),
+            || {
+                out.fill(0.0);
+                f(images(0), out)
+            },
             || {
                 partials = (1..threads)
                     .into_par_iter()
