@@ -54,11 +54,21 @@ pub(super) fn sum_over_image_chunks(
             },
         )
     });
-    for partial in &partials {
-        for (o, p) in out.iter_mut().zip(partial) {
-            *o += p;
+    // Added on every thread, a stretch each (the same sum for every element): one thread
+    // adding a 4.7 MB gradient alone left the other idle for 4% of the pass.
+    let add = |(out, at): (&mut [f32], usize)| {
+        for partial in &partials {
+            for (o, p) in out.iter_mut().zip(&partial[at..]) {
+                *o += p;
+            }
         }
-    }
+    };
+    let stretch = len.div_ceil(threads).max(1);
+    split(|| {
+        out.par_chunks_mut(stretch)
+            .enumerate()
+            .for_each(|(i, out)| add((out, i * stretch)))
+    });
 }
 
 /// Runs `f(image_index, output_chunk)` for every image, in parallel when it pays.
