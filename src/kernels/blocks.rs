@@ -504,8 +504,13 @@ impl VectorKernel for ToPlanes<'_> {
             let block = &blocks[cb * block_len..(cb + 1) * block_len];
             for y in 0..h {
                 let row = (halo + y) * width + halo;
-                for x0 in (0..w).step_by(LANES) {
-                    let pixels = LANES.min(w - x0);
+                // Groups of pixels that end on the block's first plane's line boundaries (and every
+                // plane's, when a plane is whole lines): a row of 56 floats starts mid-line in
+                // every other row, where groups from its start stored every vector across two
+                // lines (ResNet's 64 → 128 stride-2 backward-data +4.5%, alternated in one
+                // process on an Intel Xeon model 207).
+                let first = dst.wrapping_add(cb * LANES * plane + (first_row + y) * w);
+                for (x0, pixels) in line_groups(first, w) {
                     // SAFETY: `with_vector` runs this with a type the CPU supports. Row `r <
                     // pixels` reads `count <= LANES` floats of pixel `(y, x0 + r)` in the block;
                     // column `m < count` writes `pixels` floats of plane `cb·LANES + m <
@@ -524,6 +529,18 @@ impl VectorKernel for ToPlanes<'_> {
             }
         }
     }
+}
+
+/// The runs of up to [`LANES`] floats a row of `len` floats from `first` is stored in: the
+/// floats before `first`'s next line boundary, then whole lines, then the rest, as `(offset,
+/// count)`.
+fn line_groups(first: *const f32, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let misaligned = first as usize / size_of::<f32>() % LANES;
+    let head = ((LANES - misaligned) % LANES).min(len);
+    let rest = (head..len)
+        .step_by(LANES)
+        .map(move |x0| (x0, LANES.min(len - x0)));
+    (head > 0).then_some((0, head)).into_iter().chain(rest)
 }
 
 #[cfg(test)]
@@ -566,6 +583,25 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn line_groups_cover_the_row_and_start_on_lines_after_the_first() {
+        let line = vec![0.0f32; 4 * LANES];
+        let aligned = line.as_ptr().wrapping_add(line.as_ptr().align_offset(64));
+        for misaligned in 0..LANES {
+            let first = aligned.wrapping_add(misaligned);
+            for len in 0..3 * LANES + 3 {
+                let groups: Vec<_> = line_groups(first, len).collect();
+                let mut next = 0;
+                for (i, &(x0, count)) in groups.iter().enumerate() {
+                    assert!(x0 == next && (1..=LANES).contains(&count), "{groups:?}");
+                    assert!(i == 0 || (misaligned + x0) % LANES == 0, "{groups:?}");
+                    next += count;
+                }
+                assert_eq!(next, len, "{misaligned} {len}: {groups:?}");
             }
         }
     }
