@@ -532,8 +532,8 @@ impl VectorKernel for ToPlanes<'_> {
 }
 
 /// The runs of up to [`LANES`] floats a row of `len` floats from `first` is stored in: the
-/// floats before `first`'s next line boundary, then whole lines, then the rest, as `(offset,
-/// count)`.
+/// floats before `first`'s next line boundary, then whole lines (a vector of [`LANES`] floats is
+/// one 64-byte line), then the rest, as `(offset, count)`.
 fn line_groups(first: *const f32, len: usize) -> impl Iterator<Item = (usize, usize)> {
     let misaligned = first as usize / size_of::<f32>() % LANES;
     let head = ((LANES - misaligned) % LANES).min(len);
