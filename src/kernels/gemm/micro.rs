@@ -93,6 +93,9 @@ pub(super) enum Prefetch {
     /// 256 → 64 channels at batch 8; 64 → 256 +2%, alternated with PyTorch in one process on an
     /// Intel Xeon model 207).
     Line(*const f32),
+    /// As [`Prefetch::Line`], at every other step only: the line at `ahead + p · step` for even
+    /// `p`, so that twice as many tiles share a panel's fetch at half the rate each.
+    AlternateLines(*const f32),
 }
 
 /// One micro-kernel and its tile.
@@ -358,6 +361,20 @@ mod x86 {
                         match right.ahead {
                             Prefetch::Steps(ahead) => steps!($row, ahead, NR, prefetch_line),
                             Prefetch::Line(ahead) => steps!($row, ahead, LINE, prefetch_line_l2),
+                            Prefetch::AlternateLines(ahead) => {
+                                let mut ahead: *const f32 = ahead;
+                                // Advanced by the steps that fetch nothing; never read.
+                                let mut idle: *const f32 = ahead;
+                                for _ in 0..kc / 2 {
+                                    step!($row, ahead, LINE, prefetch_line_l2);
+                                    step!($row, idle, 0, prefetch_line_l2);
+                                    ahead = ahead.wrapping_add(b_step);
+                                }
+                                #[allow(unused_assignments)]
+                                if kc % 2 == 1 {
+                                    step!($row, ahead, LINE, prefetch_line_l2);
+                                }
+                            }
                         }
                     };
                 }
