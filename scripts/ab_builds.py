@@ -14,7 +14,9 @@ Run:  cp target/paired/release/libstriate_paired.so /tmp/old.so    (before the c
 Workloads: S1..S7 (every pass, or `S4:0` for one: 0 forward, 1 backward-data, 2 backward-
 filter, 3 forward on channel blocks), `conv:N,C,H,W,O,K,PAD,STRIDE,GROUPS[:PASS]`, `sgemm`,
 `mnist` and `resnet18` (0 step, 1 inference; `mnist:0`). AB_ROUNDS (default 12) rounds.
-Prints new / old: above 1, the second library is faster.
+Prints new / old: above 1, the second library is faster. Time a model row in a run of its own:
+after S4 and S5 in the same process, one build's MNIST step (AVX2) once ran 30% slow for the
+whole run (84 against 116 steps/s alone), a state of that library's process, not of its code.
 """
 
 import ctypes
