@@ -19,7 +19,6 @@ after S4 and S5 in the same process, one build's MNIST step (AVX2) once ran 30% 
 whole run (84 against 116 steps/s alone), a state of that library's process, not of its code.
 """
 
-import ctypes
 import os
 import pathlib
 import shutil
@@ -29,7 +28,7 @@ import time
 
 os.environ.setdefault("RAYON_NUM_THREADS", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from paired_ratios import across_orders, median  # noqa: E402
+from paired_ratios import across_orders, median, open_library  # noqa: E402
 from compare_pytorch import CONV_CASES  # noqa: E402
 
 ROUNDS = 2 * ((int(os.environ.get("AB_ROUNDS", "12")) + 1) // 2)
@@ -42,15 +41,7 @@ def load(path, scratch):
     so two builds at the same path would be one library."""
     copy = pathlib.Path(scratch) / f"{len(os.listdir(scratch))}_{pathlib.Path(path).name}"
     shutil.copy(path, copy)
-    lib = ctypes.CDLL(str(copy))
-    size = ctypes.c_size_t
-    lib.striate_paired_sgemm.restype = ctypes.c_double
-    lib.striate_paired_sgemm.argtypes = [size, size]
-    lib.striate_paired_conv.restype = ctypes.c_double
-    lib.striate_paired_conv.argtypes = [size] * 11
-    lib.striate_paired_model.restype = ctypes.c_double
-    lib.striate_paired_model.argtypes = [size] * 3
-    return lib
+    return open_library(copy)
 
 
 def workloads(item):

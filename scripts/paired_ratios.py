@@ -63,7 +63,12 @@ def load_library():
          str(ROOT / "scripts/paired/Cargo.toml"), "--target-dir", str(target)],
         check=True,
     )
-    lib = ctypes.CDLL(str(target / "release/libstriate_paired.so"))
+    return open_library(target / "release/libstriate_paired.so")
+
+
+def open_library(path):
+    """scripts/paired's library at `path`, its functions' C types declared."""
+    lib = ctypes.CDLL(str(path))
     size = ctypes.c_size_t
     lib.striate_paired_fma_peak.restype = ctypes.c_double
     lib.striate_paired_fma_peak.argtypes = [size]
