@@ -582,7 +582,8 @@ impl Block<'_> {
     /// there are left panels enough, twice as many tiles share it, each fetching at every
     /// other step (a column of lines of the even or the odd rows): at one line a step, the
     /// fetches outstanding from L3 (a line every 13 cycles, for a few hundred cycles each)
-    /// outnumbered the core's fill buffers, which the tile's own loads from L2 wait for too.
+    /// would outnumber the core's fill buffers, which the tile's own loads from L2 wait for
+    /// too (the likely cause; this VM has no counters to show it).
     /// Alternated in one process (Intel Xeon model 167, 2 threads): S5 forward +12.8% and
     /// +11.8%, 256 -> 256 at 28x28 +3%, 512 -> 128 at 28x28 +1%. The panel does not stay in
     /// L1 between left panels (S5's 256 rows of 48 floats fill it), so the other tiles
