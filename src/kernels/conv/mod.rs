@@ -859,13 +859,15 @@ fn filter_gradient_by_rows(
                     out_channels: count,
                     ..*s
                 };
-                let mut gy = crate::util::memory::vec_for(s.batch * count * plane);
-                for n in 0..s.batch {
-                    let image = &grad_output[(n * s.out_channels + first) * plane..];
-                    gy.extend_from_slice(&image[..count * plane]);
-                }
-                grad.fill(0.0);
-                accumulate_wide_filter_gradient(input, &gy, &sub, 0..s.batch, grad);
+                // A per-thread buffer kept across calls (nested scratch calls get their own).
+                crate::kernels::scratch::with_scratch(s.batch * count * plane, |gy| {
+                    for (n, rows_of_image) in gy.chunks_exact_mut(count * plane).enumerate() {
+                        let image = &grad_output[(n * s.out_channels + first) * plane..];
+                        rows_of_image.copy_from_slice(&image[..count * plane]);
+                    }
+                    grad.fill(0.0);
+                    accumulate_wide_filter_gradient(input, gy, &sub, 0..s.batch, grad);
+                })
             })
     });
 }
