@@ -12,9 +12,11 @@
 //! channels meets a zero weight in the next convolution, and a zero in the border is the
 //! convolution's zero padding.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use crate::kernels::fill::filled_by_chunks_then_zeros;
+use crate::kernels::fill::written_by_chunks_then_zeros;
 use crate::kernels::vector::{Vector, VectorKernel, transpose_block, with_vector};
 use crate::tensor::check::{contract_violation, shape_str};
 use crate::util::simd::{Level, level, par_chunks_dispatch};
@@ -63,16 +65,30 @@ impl ChannelBlocks {
         }
     }
 
-    /// Blocks whose image `n` is `fill(n, image)` applied to a zeroed image, on all threads
-    /// when `parallel`. `fill` must leave the border and the lanes past the channels zero.
-    pub(crate) fn filled_by_images(
+    /// Blocks whose image `n` is written by `fill(n, image)`, on all threads when `parallel`:
+    /// the border and the lanes past the channels are zeroed here first, and `fill` writes
+    /// every other float (each pixel inside the border, every lane of a channel), never
+    /// zeroing the image first (see [`written_by_chunks_then_zeros`]).
+    ///
+    /// # Safety
+    ///
+    /// `fill` writes every float of its image outside the border and the lanes past the
+    /// channels, and reads none it has not written: the image starts uninitialised there.
+    pub(crate) unsafe fn written_by_images(
         shape: [usize; 4],
         halo: usize,
         parallel: bool,
-        fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+        fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
     ) -> ChannelBlocks {
         let image_len = blocks_of(shape[1]) * block_len(shape, halo);
-        let data = filled_by_chunks_then_zeros(image_len, shape[0], SLACK, parallel, fill);
+        let write = |n: usize, image: &mut [MaybeUninit<f32>]| {
+            zero_outside_channels(image, shape, halo);
+            fill(n, image);
+        };
+        // SAFETY: `write` zeroes the border and the lanes past the channels, and `fill` every
+        // other float (the caller's contract).
+        let data =
+            unsafe { written_by_chunks_then_zeros(image_len, shape[0], SLACK, parallel, write) };
         ChannelBlocks { data, shape, halo }
     }
 
@@ -276,6 +292,35 @@ impl ChannelBlocks {
         let parallel = images.len() >= 4 * block;
         for_each_chunk(images, block.max(1), parallel, run);
         out
+    }
+}
+
+/// Writes zeros to the border of every block of one image of `shape` with a border of `halo`,
+/// and to the lanes past the channels of its last block: the floats no kernel computes.
+fn zero_outside_channels(image: &mut [MaybeUninit<f32>], shape: [usize; 4], halo: usize) {
+    let [_, channels, h, w] = shape;
+    let width = w + 2 * halo;
+    let row = width * LANES;
+    let zero = |run: &mut [MaybeUninit<f32>]| run.fill(MaybeUninit::new(0.0));
+    // Channels in the last block, if it is partial.
+    let partial = channels % LANES;
+    let blocks = image.chunks_exact_mut(block_len(shape, halo));
+    let last = blocks.len().saturating_sub(1);
+    for (b, block) in blocks.enumerate() {
+        let (top, rest) = block.split_at_mut(halo * row);
+        let (inside, bottom) = rest.split_at_mut(h * row);
+        zero(top);
+        zero(bottom);
+        for line in inside.chunks_exact_mut(row) {
+            zero(&mut line[..halo * LANES]);
+            zero(&mut line[(halo + w) * LANES..]);
+            if b == last && partial != 0 {
+                let pixels = &mut line[halo * LANES..(halo + w) * LANES];
+                pixels
+                    .chunks_exact_mut(LANES)
+                    .for_each(|pixel| zero(&mut pixel[partial..]));
+            }
+        }
     }
 }
 

@@ -33,13 +33,27 @@ pub fn filled_by_chunks(
     values
 }
 
-/// [`filled_by_chunks`] followed by `zeros` more zeros, in one allocation.
-pub(crate) fn filled_by_chunks_then_zeros(
+/// A vector of `chunks · chunk_len` floats whose chunk `i` is written by `f(i, chunk)`, followed
+/// by `zeros` zeros, in one allocation, on all threads when `parallel`: for outputs that a
+/// kernel overwrites whole, which [`filled_by_chunks`] would zero first for nothing. The
+/// pointwise convolution's forward on channel blocks spent 6.7% of its time in that memset;
+/// without it, alternated in one process (Intel Xeon model 167, 2 threads): S5 on channel
+/// blocks +4.1% and +7.3%, ResNet-18 on one image +3.3%, S4 on channel blocks level.
+///
+/// In builds with debug assertions every chunk is first filled with a NaN of a payload no
+/// arithmetic produces, and any element still holding it after `f` panics, naming it: the
+/// test suite checks the contract below on every shape it runs.
+///
+/// # Safety
+///
+/// `f` writes every element of its chunk and reads none before writing it: the chunk starts
+/// uninitialised.
+pub(crate) unsafe fn written_by_chunks_then_zeros(
     chunk_len: usize,
     chunks: usize,
     zeros: usize,
     parallel: bool,
-    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
     let len = chunk_len * chunks;
     // Huge pages where the system allows: convolutions read these rows a block apart.
@@ -48,18 +62,39 @@ pub(crate) fn filled_by_chunks_then_zeros(
     let (body, tail) = spare.split_at_mut(len);
     zeroed(tail);
     if chunk_len > 0 {
-        let fill = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| f(i, zeroed(chunk));
+        let fill = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| {
+            if cfg!(debug_assertions) {
+                chunk.fill(MaybeUninit::new(UNWRITTEN));
+            }
+            f(i, &mut *chunk);
+            if cfg!(debug_assertions) {
+                // SAFETY: the chunk was initialised with `UNWRITTEN` above, and `f` writes
+                // floats only.
+                let chunk = unsafe { &*(chunk as *const [MaybeUninit<f32>] as *const [f32]) };
+                let left = chunk
+                    .iter()
+                    .position(|v| v.to_bits() == UNWRITTEN.to_bits());
+                if let Some(at) = left {
+                    panic!("written_by_chunks_then_zeros: element {at} of chunk {i} not written");
+                }
+            }
+        };
         if parallel {
             split(|| body.par_chunks_mut(chunk_len).enumerate().for_each(fill));
         } else {
             body.chunks_mut(chunk_len).enumerate().for_each(fill);
         }
     }
-    // SAFETY: `zeroed` initialised the tail and every chunk of the body, which together
-    // cover `0..len + zeros`; had `f` panicked we would not be here.
+    // SAFETY: `zeroed` initialised the tail and `f` every element of every chunk of the body
+    // (the caller's contract), which together cover `0..len + zeros`; had `f` panicked we
+    // would not be here.
     unsafe { values.set_len(len + zeros) };
     values
 }
+
+/// What [`written_by_chunks_then_zeros`] puts in its chunks first in builds with debug
+/// assertions: a quiet NaN whose payload no operation on ordinary NaNs produces.
+const UNWRITTEN: f32 = f32::from_bits(0x7fd5_a5a5);
 
 /// Two vectors filled chunk by chunk together, as [`filled_by_chunks`]: chunk `i` of each
 /// (`a_len` and `b_len` elements, starting at their default value) is filled by
@@ -163,6 +198,42 @@ mod tests {
         }
         assert!(filled_by_chunks(0, 5, true, |_, _| unreachable!()).is_empty());
         assert!(filled_by_chunks(5, 0, true, |_, _| unreachable!()).is_empty());
+    }
+
+    #[test]
+    fn written_chunks_land_in_place_before_the_zeros() {
+        for parallel in [false, true] {
+            let write = |i: usize, chunk: &mut [MaybeUninit<f32>]| {
+                for (j, x) in chunk.iter_mut().enumerate() {
+                    x.write((10 * i + j) as f32);
+                }
+            };
+            // SAFETY: `write` writes every element of its chunk and reads none.
+            let v = unsafe { written_by_chunks_then_zeros(3, 20, 5, parallel, write) };
+            let expected: Vec<f32> = (0..20)
+                .flat_map(|i| (0..3).map(move |j| (10 * i + j) as f32))
+                .chain([0.0; 5])
+                .collect();
+            assert_eq!(v, expected);
+        }
+    }
+
+    /// The contract's check in builds with debug assertions (as `cargo test` builds).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "element 2 of chunk 7 not written")]
+    fn a_chunk_left_partly_unwritten_panics_under_debug_assertions() {
+        let write = |i: usize, chunk: &mut [MaybeUninit<f32>]| {
+            for (j, x) in chunk.iter_mut().enumerate() {
+                if (i, j) != (7, 2) {
+                    x.write(1.0);
+                }
+            }
+        };
+        // SAFETY: not the contract (element 2 of chunk 7 is skipped), but under debug
+        // assertions, which this test requires, the chunks are initialised first: nothing
+        // reads uninitialised memory, and the check reports the element.
+        let _ = unsafe { written_by_chunks_then_zeros(4, 10, 0, false, write) };
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! 4.5% of the forward, the weights' packing 1% and the tile's loop most of the rest, at about
 //! the FMA peak.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -303,14 +304,9 @@ fn images_per_call(s: &Conv2dShape, packed_len: usize, image_len: usize) -> usiz
 
 /// Each image's part (`part` floats of each image's `image_len`) of each block of channels, by
 /// block: the output of one task of a blocked pass over a group of images.
-fn by_block(
-    data: &mut [f32],
-    images: usize,
-    image_len: usize,
-    part: usize,
-) -> Vec<Vec<&mut [f32]>> {
+fn by_block<T>(data: &mut [T], images: usize, image_len: usize, part: usize) -> Vec<Vec<&mut [T]>> {
     assert_eq!(data.len(), images * image_len);
-    let mut parts: Vec<Vec<&mut [f32]>> = Vec::new();
+    let mut parts: Vec<Vec<&mut [T]>> = Vec::new();
     for image in data.chunks_exact_mut(image_len) {
         for (block, part) in image.chunks_mut(part).enumerate() {
             if block == parts.len() {
@@ -351,9 +347,14 @@ pub(crate) enum Source<'a> {
 pub(crate) enum Sink<'a> {
     /// Their planes `[n, O, OH, OW]`, transposed from each tile.
     Planes(&'a mut [f32]),
-    /// Their blocks with a border of `halo`, zero where nothing is written (the border and the
-    /// lanes past `O`), as [`ChannelBlocks::zeros`] makes them.
-    Blocks { data: &'a mut [f32], halo: usize },
+    /// Their blocks with a border of `halo`, uninitialised until written: the tiles write every
+    /// pixel inside the border of every block, each lane of a channel `< O`, and nothing else
+    /// (the border and the lanes past `O` are the caller's to zero, as
+    /// [`ChannelBlocks::written_by_images`] does).
+    Blocks {
+        data: &'a mut [MaybeUninit<f32>],
+        halo: usize,
+    },
 }
 
 /// The forward of `images` consecutive images with `packed` from [`Blocked::pack`]: the images
@@ -510,9 +511,10 @@ fn tiles_of_images(
 enum TileOut<'a> {
     /// `[channels, OH, OW]` of each image.
     Planes(Vec<&'a mut [f32]>),
-    /// `[channels / LANES][OH + 2·halo][OW + 2·halo][LANES]` of each image.
+    /// `[channels / LANES][OH + 2·halo][OW + 2·halo][LANES]` of each image, uninitialised until
+    /// the tiles write it.
     Blocks {
-        data: Vec<&'a mut [f32]>,
+        data: Vec<&'a mut [MaybeUninit<f32>]>,
         halo: usize,
     },
 }
@@ -578,7 +580,10 @@ impl Tiles<'_> {
                 let size = [oh_count + 2 * halo, ow_count + 2 * halo];
                 let len = channels.div_ceil(LANES) * size[0] * size[1] * LANES;
                 assert!(data.iter().all(|out| out.len() == len));
-                let outs = data.into_iter().map(|out| out.as_mut_ptr()).collect();
+                let outs = data
+                    .into_iter()
+                    .map(|out| out.as_mut_ptr().cast())
+                    .collect();
                 (outs, Some((halo, size)))
             }
         };
@@ -620,8 +625,11 @@ impl Tiles<'_> {
                             * LANES;
                         // SAFETY: `with_vector` runs this with a type the CPU supports; block
                         // `r` holds a channel (`count > 0`), so it is in `out`, and pixel
-                        // `(oh, ow + p)` with `ow + p < OW` is inside it. The lanes past
-                        // `count` (past `O`) are not written: they stay zero.
+                        // `(oh, ow + p)` with `ow + p < OW` is inside it; a write through a
+                        // pointer, so the place may be uninitialised ([`Sink::Blocks`]). The
+                        // lanes past `count` (past `O`) are not written: the caller zeroed them.
+                        // Every tile of every block of channels stores all its pixels here, so
+                        // the last pass writes each pixel inside the border.
                         unsafe {
                             let y = epilogue.activate(sum.add(V::load(bias[r * LANES..].as_ptr())));
                             y.store_first(out.add(at), count);

@@ -59,6 +59,7 @@ mod wide;
 mod winograd;
 mod winograd_gradient;
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -313,7 +314,7 @@ pub(crate) fn conv2d_forward_blocks_prepared(
         ConvInput::Blocks(x) => x.image_len(),
     };
     let parallel = parallel_over_images(s.batch);
-    ChannelBlocks::filled_by_images(s.output_shape(), halo, parallel, |n, out| {
+    let write = |n: usize, out: &mut [MaybeUninit<f32>]| {
         let source = match input {
             ConvInput::Planes(x) => blocked::Source::Planes(&x[n * image_in..(n + 1) * image_in]),
             ConvInput::Blocks(x) => blocked::Source::Blocks {
@@ -324,7 +325,10 @@ pub(crate) fn conv2d_forward_blocks_prepared(
         let sink = blocked::Sink::Blocks { data: out, halo };
         let epilogue = Epilogue { bias, activation };
         blocked::forward_images(1, source, &packed, &s, &blocked, epilogue, sink);
-    })
+    };
+    // SAFETY: the blocked forward writes every pixel inside the border of every block of an
+    // output image, each lane of a channel ([`blocked::Sink::Blocks`]), and reads none of them.
+    unsafe { ChannelBlocks::written_by_images(s.output_shape(), halo, parallel, write) }
 }
 
 /// Convolution, bias, ReLU and max pooling in one pass over each image, for inference: the
