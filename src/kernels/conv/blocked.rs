@@ -692,8 +692,8 @@ impl Tiles<'_> {
             // its share one line per step ([`FarLines`]): all of it before the tile (41 lines
             // for a 512-channel layer on one image) held a tenth of ResNet-18's single-image
             // samples on those prefetches, most likely each waiting for a free fill buffer
-            // (this VM has no counters to show it). One per step
-            // measured (Intel Xeon model 167, 2 threads, alternated in one process): ResNet-18
+            // (this VM has no counters to show it). One per step measured (Intel Xeon model
+            // 167, 2 threads, alternated in one process): ResNet-18
             // on one image +4.7%, +6.4% and +6.8%, 512 → 512 at 7x7 on one image +5% and +10%,
             // 256 → 512 at stride 2 +5.4% and +6.5%; S4 (a few lines per tile) and 128 → 256
             // at stride 2 level (S4 0.96-1.06 over five runs).

@@ -585,9 +585,8 @@ impl Block<'_> {
     /// would outnumber the core's fill buffers, which the tile's own loads from L2 wait for
     /// too (the likely cause; this VM has no counters to show it).
     /// Alternated in one process (Intel Xeon model 167, 2 threads): S5 forward +12.8% and
-    /// +11.8%, 256 -> 256 at 28x28 +3%, 512 -> 128 at 28x28 +1%. The panel does not stay in
-    /// L1 between left panels (S5's 256 rows of 48 floats fill it), so the other tiles
-    /// prefetch their own steps from L2.
+    /// +11.8%, 256 -> 256 at 28x28 +3%, 512 -> 128 at 28x28 +1%. The other tiles prefetch
+    /// their own steps a few ahead: the panel was not all in L1 when they came to it.
     fn tiles(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let nr = self.kernel.nr;
         if let RhsPanels::InPlace {
